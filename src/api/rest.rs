@@ -1,0 +1,273 @@
+//! The REST registration API (DESIGN.md, "REST").
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::dns::instance_label;
+use crate::registry::validate::{self, FieldError};
+use crate::registry::{Change, Instance, InstanceKey, InstanceSpec, Service, Snapshot, SourceId};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/namespaces", get(list_namespaces))
+        .route("/v1/namespaces/{ns}/services", get(list_services))
+        .route("/v1/namespaces/{ns}/services/{svc}", get(get_service))
+        .route(
+            "/v1/namespaces/{ns}/services/{svc}/instances/{id}",
+            put(register).delete(deregister),
+        )
+        .route(
+            "/v1/namespaces/{ns}/services/{svc}/instances/{id}/health",
+            put(set_health),
+        )
+}
+
+type Reply = Result<Json<Value>, ApiError>;
+
+/// `PUT .../instances/{id}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    port: Option<u16>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+    #[serde(default = "healthy")]
+    healthy: bool,
+}
+
+fn healthy() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthBody {
+    healthy: bool,
+}
+
+async fn register(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Reply {
+    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    let body: RegisterBody = parse_body(&body)?;
+    let spec = body.validated()?;
+    let change = Change::Upsert {
+        key: key.clone(),
+        spec,
+        source: SourceId::api(),
+    };
+    let applied = state.registry.apply(change).await?;
+    Ok(Json(json!({
+        "namespace": key.namespace,
+        "service": key.service,
+        "id": key.id,
+        "revision": applied.revision,
+    })))
+}
+
+async fn deregister(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+) -> Reply {
+    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    let applied = state
+        .registry
+        .apply(Change::Remove {
+            key,
+            source: SourceId::api(),
+        })
+        .await?;
+    Ok(Json(json!({"revision": applied.revision})))
+}
+
+async fn set_health(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Reply {
+    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    let body: HealthBody = parse_body(&body)?;
+    let applied = state
+        .registry
+        .apply(Change::SetHealth {
+            key,
+            healthy: body.healthy,
+        })
+        .await?;
+    Ok(Json(json!({"revision": applied.revision})))
+}
+
+async fn list_namespaces(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.registry.snapshot();
+    let namespaces: Vec<Value> = snapshot
+        .namespaces
+        .iter()
+        .map(|(name, ns)| json!({"name": name, "services": ns.services.len(), "instances": ns.instance_count()}))
+        .collect();
+    Json(json!({"namespaces": namespaces, "revision": snapshot.revision}))
+}
+
+async fn list_services(State(state): State<ApiState>, Path(ns): Path<String>) -> Reply {
+    let snapshot = state.registry.snapshot();
+    let namespace = snapshot
+        .namespace(&ns.to_ascii_lowercase())
+        .ok_or_else(|| not_found("namespace", &ns))?;
+    let services: Vec<Value> = namespace
+        .services
+        .values()
+        .map(|s| json!({"name": s.name, "instances": s.instances.len(), "healthy": s.healthy_count()}))
+        .collect();
+    Ok(Json(
+        json!({"services": services, "revision": snapshot.revision}),
+    ))
+}
+
+async fn get_service(
+    State(state): State<ApiState>,
+    Path((ns, svc)): Path<(String, String)>,
+) -> Reply {
+    let snapshot = state.registry.snapshot();
+    let namespace = snapshot
+        .namespace(&ns.to_ascii_lowercase())
+        .ok_or_else(|| not_found("namespace", &ns))?;
+    let service = namespace
+        .services
+        .get(&svc.to_ascii_lowercase())
+        .ok_or_else(|| not_found("service", &svc))?;
+    Ok(Json(json!({
+        "namespace": namespace.settings.name,
+        "name": service.name,
+        "revision": snapshot.revision,
+        "policy": policy_json(service),
+        "instances": service.instances.values().map(|i| instance_json(i)).collect::<Vec<_>>(),
+    })))
+}
+
+fn policy_json(service: &Service) -> Value {
+    let policy = &service.policy;
+    json!({
+        "ttl": policy.ttl,
+        "max_answers": policy.max_answers,
+        "when_all_unhealthy": policy.when_all_unhealthy,
+        "routing": policy.routing,
+        "protocol": policy.protocol,
+    })
+}
+
+fn instance_json(instance: &Instance) -> Value {
+    let spec = &instance.spec;
+    json!({
+        "id": instance.id,
+        "dns_label": instance_label(&instance.id),
+        "ipv4": spec.ipv4,
+        "ipv6": spec.ipv6,
+        "port": spec.port,
+        "attributes": spec.attributes,
+        "healthy": spec.healthy,
+        "source": instance.source.as_str(),
+        "created": timestamp(instance.created),
+        "updated": timestamp(instance.updated),
+    })
+}
+
+fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn not_found(field: &str, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Some(field),
+        format!("{field} {name:?} does not exist"),
+    )
+}
+
+/// Validates the path and checks the namespace exists (before the body is looked at,
+/// so a wrong URL is a 404 whatever the body says).
+fn instance_key(
+    snapshot: &Snapshot,
+    ns: &str,
+    svc: &str,
+    id: &str,
+) -> Result<InstanceKey, ApiError> {
+    let namespace = ns.trim_end_matches('.').to_ascii_lowercase();
+    if snapshot.namespace(&namespace).is_none() {
+        return Err(not_found("namespace", ns));
+    }
+    let service = validate::service_name(svc)?;
+    validate::instance_id(id)?;
+    Ok(InstanceKey {
+        namespace,
+        service,
+        id: id.to_owned(),
+    })
+}
+
+/// Parses a JSON body, naming the field at fault when it is not what it should be.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        let field = if path != "." {
+            path
+        } else if let Some(unknown) = message.strip_prefix("unknown field `") {
+            unknown.split('`').next().unwrap_or("body").to_owned()
+        } else {
+            "body".to_owned()
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some(&field),
+            format!("invalid request body: {message}"),
+        )
+    })
+}
+
+impl RegisterBody {
+    fn validated(self) -> Result<InstanceSpec, FieldError> {
+        let ipv4 = self
+            .ipv4
+            .map(|ip| {
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|_| FieldError::new("ipv4", format!("{ip:?} is not an IPv4 address")))
+            })
+            .transpose()?;
+        let ipv6 = self
+            .ipv6
+            .map(|ip| {
+                ip.parse::<Ipv6Addr>()
+                    .map_err(|_| FieldError::new("ipv6", format!("{ip:?} is not an IPv6 address")))
+            })
+            .transpose()?;
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(FieldError::new("ipv4", "an instance needs ipv4 or ipv6"));
+        }
+        let port = self.port.map(validate::port).transpose()?;
+        validate::attributes(&self.attributes)?;
+        Ok(InstanceSpec {
+            ipv4,
+            ipv6,
+            port,
+            attributes: self.attributes,
+            healthy: self.healthy,
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! Configuration: TOML parsed raw (unknown keys rejected), then validated as a whole.
+//!
+//! Every key is documented in `muster.example.toml` at the repository root; a test keeps
+//! that file and these types in step. With no file, [`Config::default`] is the embedded
+//! default from DESIGN.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use globset::Glob;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy};
+use crate::sources::file::FileSourceConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where durable state lives (write-ahead log, snapshots).
+    pub data_dir: PathBuf,
+    pub dns: DnsConfig,
+    pub http: HttpConfig,
+    /// The namespaces muster is authoritative for.
+    pub namespaces: Vec<NamespaceConfig>,
+    pub sources: SourcesConfig,
+}
+
+/// `[dns]`: the DNS listeners.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses to serve on, UDP and TCP on each.
+    pub listen: Vec<SocketAddr>,
+    /// Largest UDP response sent to EDNS clients (1232 avoids IP fragmentation).
+    pub max_udp_payload: u16,
+}
+
+/// `[http]`: the REST, Cloud Map and operations API.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[[namespaces]]`: one zone muster answers for.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// The zone's name, e.g. `internal` or `svc.example.com`.
+    pub name: String,
+    /// Default TTL of positive answers, in seconds (0 allowed).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// How long resolvers may cache "no such name" (SOA minimum), in seconds.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: u32,
+    /// The name server host in the SOA and NS records; default `ns.<name>.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<String>,
+    /// Answer policies for services, by glob on the service name; the first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceRuleConfig>,
+}
+
+/// `[[namespaces.services]]`: policy overrides for services matching `match`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRuleConfig {
+    /// A glob on the service name: `web`, `api-*`, `*`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// Address records per answer; 0 means all (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_answers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_all_unhealthy: Option<WhenAllUnhealthy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+/// `[sources]`: the watchers that feed the registry (the API is always on).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file: Vec<FileSourceConfig>,
+}
+
+fn default_ttl() -> u32 {
+    5
+}
+
+fn default_negative_ttl() -> u32 {
+    1
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./muster-data"),
+            dns: DnsConfig::default(),
+            http: HttpConfig::default(),
+            namespaces: vec![NamespaceConfig::named("internal")],
+            sources: SourcesConfig::default(),
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8053))],
+            max_udp_payload: 1232,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8054)),
+        }
+    }
+}
+
+impl NamespaceConfig {
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ttl: default_ttl(),
+            negative_ttl: default_negative_ttl(),
+            nameserver: None,
+            services: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used; lists every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Environment variables that override keys, for containers: name, key it sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    (
+        "MUSTER_DNS_LISTEN",
+        "dns.listen (comma-separated addresses)",
+    ),
+    ("MUSTER_HTTP_LISTEN", "http.listen"),
+    ("MUSTER_DATA_DIR", "data_dir"),
+];
+
+impl Config {
+    /// Reads and parses `path`; does not validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The configuration as TOML that [`Config::parse`] reads back unchanged.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config types serialize to TOML")
+    }
+
+    /// Applies the `MUSTER_*` overrides in [`ENV_OVERRIDES`], read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Some(value) = var("MUSTER_DNS_LISTEN") {
+            match value
+                .split(',')
+                .map(|a| SocketAddr::from_str(a.trim()))
+                .collect()
+            {
+                Ok(listen) => self.dns.listen = listen,
+                Err(e) => problems.push(format!("MUSTER_DNS_LISTEN={value:?}: {e}")),
+            }
+        }
+        if let Some(value) = var("MUSTER_HTTP_LISTEN") {
+            match SocketAddr::from_str(value.trim()) {
+                Ok(listen) => self.http.listen = listen,
+                Err(e) => problems.push(format!("MUSTER_HTTP_LISTEN={value:?}: {e}")),
+            }
+        }
+        if let Some(value) = var("MUSTER_DATA_DIR") {
+            self.data_dir = PathBuf::from(value);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Checks everything that parsing cannot, and derives the registry's namespace
+    /// settings. Reports all problems at once.
+    pub fn validate(&self) -> Result<Vec<NamespaceSettings>, ConfigError> {
+        let mut problems = Vec::new();
+        if self.dns.listen.is_empty() {
+            problems.push("dns.listen: at least one address is needed".to_owned());
+        }
+        if self.dns.max_udp_payload < 512 {
+            problems.push(format!(
+                "dns.max_udp_payload: {} is below 512",
+                self.dns.max_udp_payload
+            ));
+        }
+        if self.namespaces.is_empty() {
+            problems.push("namespaces: at least one namespace is needed".to_owned());
+        }
+        let mut settings: Vec<NamespaceSettings> = Vec::new();
+        for (i, namespace) in self.namespaces.iter().enumerate() {
+            match namespace.settings() {
+                Ok(s) if settings.iter().any(|other| other.name == s.name) => {
+                    problems.push(format!(
+                        "namespaces[{i}].name: {:?} is configured twice",
+                        s.name
+                    ));
+                }
+                Ok(s) => settings.push(s),
+                Err(errors) => {
+                    problems.extend(errors.into_iter().map(|e| format!("namespaces[{i}].{e}")))
+                }
+            }
+        }
+        let mut paths: Vec<&Path> = Vec::new();
+        for (i, file) in self.sources.file.iter().enumerate() {
+            if paths.contains(&file.path.as_path()) {
+                problems.push(format!(
+                    "sources.file[{i}].path: {} is configured twice",
+                    file.path.display()
+                ));
+            }
+            paths.push(&file.path);
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl NamespaceConfig {
+    fn settings(&self) -> Result<NamespaceSettings, Vec<String>> {
+        let mut problems = Vec::new();
+        let name = self.name.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty()
+            || name.len() > 253
+            || !name.split('.').all(crate::registry::validate::is_label)
+        {
+            problems.push(format!(
+                "name: {:?} is not a DNS name of labels a-z 0-9 _ -",
+                self.name
+            ));
+        }
+        let nameserver = match &self.nameserver {
+            Some(host) if hickory_proto::rr::Name::from_str(host).is_err() => {
+                problems.push(format!("nameserver: {host:?} is not a DNS name"));
+                String::new()
+            }
+            Some(host) => format!("{}.", host.trim_end_matches('.')),
+            None => format!("ns.{name}."),
+        };
+        let mut rules = Vec::new();
+        for (i, rule) in self.services.iter().enumerate() {
+            match Glob::new(&rule.pattern) {
+                Ok(glob) => rules.push(ServicePolicyRule {
+                    matcher: glob.compile_matcher(),
+                    ttl: rule.ttl,
+                    max_answers: rule.max_answers,
+                    when_all_unhealthy: rule.when_all_unhealthy,
+                    routing: rule.routing,
+                    protocol: rule.protocol,
+                }),
+                Err(e) => problems.push(format!("services[{i}].match: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(NamespaceSettings {
+            name,
+            ttl: self.ttl,
+            negative_ttl: self.negative_ttl,
+            nameserver,
+            rules,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

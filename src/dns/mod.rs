@@ -1,0 +1,23 @@
+//! The DNS frontend: answers for every namespace, over UDP and TCP.
+//!
+//! Owns: the [`Zone`] (a DNS view of the registry's snapshot, rebuilt per touched
+//! service through a publish hook), the pure [`answer`] function, and the hickory
+//! request handler and listeners. Must not: mutate the registry, take a lock per query,
+//! or log per query at the default level.
+//!
+//! Metrics (see [`DnsMetrics`]): `muster_dns_queries_total{qtype,rcode}`,
+//! `muster_dns_truncated_total`.
+
+mod answer;
+mod handler;
+mod metrics;
+mod names;
+mod server;
+mod zone;
+
+pub use answer::{Answer, answer};
+pub use handler::Handler;
+pub use metrics::DnsMetrics;
+pub use names::instance_label;
+pub use server::{Listeners, bind, serve};
+pub use zone::{Zone, ZoneView};

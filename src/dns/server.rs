@@ -1,0 +1,72 @@
+//! DNS listeners: bound at start-up so errors surface before anything is served.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use super::handler::Handler;
+
+/// How long an idle TCP connection is kept open.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_QUEUE: usize = 32;
+
+/// Bound DNS sockets, UDP and TCP on each configured address.
+pub struct Listeners {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// The addresses actually bound (with the real port where port 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds UDP and TCP on every address; with port 0, TCP takes the port UDP got.
+pub async fn bind(addresses: &[SocketAddr]) -> io::Result<Listeners> {
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for address in addresses {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("DNS UDP {address}: {e}")))?;
+        let bound = udp.local_addr()?;
+        let tcp = TcpListener::bind(bound)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("DNS TCP {bound}: {e}")))?;
+        listeners.udp.push(udp);
+        listeners.tcp.push(tcp);
+    }
+    Ok(listeners)
+}
+
+/// Serves DNS until `shutdown`; an error means a listener died.
+pub async fn serve(
+    listeners: Listeners,
+    handler: Handler,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut server = Server::new(handler);
+    for socket in listeners.udp {
+        server.register_socket(socket);
+    }
+    for listener in listeners.tcp {
+        server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+    }
+    let result = tokio::select! {
+        result = server.block_until_done() => result,
+        _ = shutdown.cancelled() => server.shutdown_gracefully().await,
+    };
+    result.map_err(|e| io::Error::other(format!("DNS server: {e}")))
+}

@@ -1,0 +1,24 @@
+//! The registry: the one model of namespaces, services and instances.
+//!
+//! Owns: the mutable model (inside the writer task), the `Change`s that mutate it, and the
+//! immutable [`Snapshot`]s it publishes. Every source sends `Change`s through a
+//! [`RegistryHandle`]; every frontend reads snapshots. Nothing outside this module mutates
+//! the model, and nothing here knows about DNS or HTTP: frontends that need a derived view
+//! (the DNS zone) register a publish hook and rebuild only what a change touched.
+
+mod apply;
+mod change;
+mod model;
+mod policy;
+mod snapshot;
+pub mod validate;
+mod writer;
+
+pub use change::{Applied, Change, ChangeError, InstanceKey};
+pub use model::{Instance, InstanceSpec, Service, SourceId};
+pub use policy::{
+    AnswerPolicy, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
+};
+pub use snapshot::{Namespace, Snapshot};
+pub use validate::FieldError;
+pub use writer::{PublishHook, Registry, RegistryHandle, Touched};

@@ -1,0 +1,162 @@
+//! Input rules: Cloud Map's limits on names, ids and attributes, shared by every source that accepts
+//! input from outside (the REST API, the file source).
+
+use std::collections::BTreeMap;
+
+/// A rejected field and why; the API turns it into a 4xx naming `field`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+const MAX_ATTRIBUTES: usize = 30;
+const MAX_ATTRIBUTE_CHARS: usize = 5000;
+const MAX_ATTRIBUTE_KEY: usize = 255;
+const MAX_ATTRIBUTE_VALUE: usize = 1024;
+const MAX_INSTANCE_ID: usize = 64;
+
+/// A service name is one DNS label; it is stored lowercase because DNS matching ignores
+/// case (Cloud Map likewise refuses DNS services that differ only by case). `_tcp` and
+/// `_udp` are taken by the RFC 2782 names.
+pub fn service_name(name: &str) -> Result<String, FieldError> {
+    let lower = name.to_ascii_lowercase();
+    if !is_label(&lower) {
+        return Err(FieldError::new(
+            "service",
+            format!("{name:?} is not a DNS label (1-63 of a-z, 0-9, '_', inner '-')"),
+        ));
+    }
+    if lower == "_tcp" || lower == "_udp" {
+        return Err(FieldError::new(
+            "service",
+            format!("{name:?} is reserved for SRV names"),
+        ));
+    }
+    Ok(lower)
+}
+
+/// Cloud Map's instance id: 1-64 of `0-9a-zA-Z_/:.@-`.
+pub fn instance_id(id: &str) -> Result<(), FieldError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_INSTANCE_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_/:.@-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "id",
+            format!("{id:?} must be 1-{MAX_INSTANCE_ID} of 0-9 a-z A-Z _ / : . @ -"),
+        ))
+    }
+}
+
+/// Cloud Map's attribute limits: 30 attributes, keys and values of printable ASCII,
+/// 5,000 characters of keys plus values in all.
+pub fn attributes(attributes: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    let fail = |message: String| Err(FieldError::new("attributes", message));
+    if attributes.len() > MAX_ATTRIBUTES {
+        return fail(format!(
+            "{} attributes; at most {MAX_ATTRIBUTES}",
+            attributes.len()
+        ));
+    }
+    let total: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ATTRIBUTE_CHARS {
+        return fail(format!(
+            "{total} characters of keys and values; at most {MAX_ATTRIBUTE_CHARS}"
+        ));
+    }
+    for (key, value) in attributes {
+        if key.is_empty()
+            || key.len() > MAX_ATTRIBUTE_KEY
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return fail(format!(
+                "key {key:?} must be 1-{MAX_ATTRIBUTE_KEY} printable ASCII characters"
+            ));
+        }
+        let value_ok = value.len() <= MAX_ATTRIBUTE_VALUE
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+            && !value.starts_with([' ', '\t'])
+            && !value.ends_with([' ', '\t']);
+        if !value_ok {
+            return fail(format!(
+                "value of {key:?} must be at most {MAX_ATTRIBUTE_VALUE} printable ASCII characters, no outer spaces"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A port for SRV records and health checks.
+pub fn port(port: u16) -> Result<u16, FieldError> {
+    if port == 0 {
+        return Err(FieldError::new("port", "must be 1-65535"));
+    }
+    Ok(port)
+}
+
+/// One DNS label of `[a-z0-9_-]`, not starting or ending with `-`.
+pub fn is_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names() {
+        assert_eq!(service_name("Web").unwrap(), "web");
+        assert!(service_name("bad_name!").is_err());
+        assert!(service_name(&"a".repeat(64)).is_err());
+        assert!(service_name("-web").is_err());
+        assert!(service_name("_tcp").is_err());
+        assert!(service_name("_web").is_ok());
+    }
+
+    #[test]
+    fn instance_ids() {
+        assert!(instance_id("arn:aws:ecs:task/abc@1.2").is_ok());
+        assert!(instance_id("").is_err());
+        assert!(instance_id("a b").is_err());
+        assert!(instance_id(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn attribute_limits() {
+        let many: BTreeMap<_, _> = (0..31)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(attributes(&many).is_err());
+        let long: BTreeMap<_, _> = (0..5)
+            .map(|i| (format!("k{i}"), "v".repeat(1001)))
+            .collect();
+        assert!(attributes(&long).is_err());
+        let ok: BTreeMap<_, _> = [("zone".to_string(), "us east 1a".to_string())].into();
+        assert!(attributes(&ok).is_ok());
+        let padded: BTreeMap<_, _> = [("zone".to_string(), " a".to_string())].into();
+        assert!(attributes(&padded).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The file source's I/O loop: read at start, then again whenever the file changes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::config::FileSourceConfig;
+use super::parse::parse;
+use crate::registry::{Change, SourceId};
+use crate::sources::SourceContext;
+
+/// Editors write a file in several steps; wait this long after the last event.
+const SETTLE: Duration = Duration::from_millis(50);
+/// Reread this often even without events (a folder replaced under a watch, NFS).
+const POLL: Duration = Duration::from_secs(5);
+
+/// The source id of the file at `path`.
+pub fn source_id(config: &FileSourceConfig) -> SourceId {
+    SourceId::new(format!("file:{}", config.path.display()))
+}
+
+/// Watches the file and syncs it into the registry until shutdown.
+pub async fn run(config: FileSourceConfig, context: SourceContext) {
+    let source = source_id(&config);
+    let path = config.path;
+    let (events, mut changed) = mpsc::channel::<()>(1);
+    let _watcher = watch(&path, events)
+        .inspect_err(|error| tracing::warn!(%source, %error, "cannot watch the file; polling it"))
+        .ok();
+    let mut last: Option<String> = None;
+    loop {
+        load(&path, &source, &mut last, &context).await;
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return,
+            _ = changed.recv() => tokio::time::sleep(SETTLE).await,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        while changed.try_recv().is_ok() {}
+    }
+}
+
+/// Watches the file's folder (the file itself may be replaced by a rename).
+fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let name = path.file_name().map(ToOwned::to_owned);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let ours = event.is_ok_and(|e| e.paths.iter().any(|p| p.file_name() == name.as_deref()));
+        if ours {
+            let _ = events.try_send(());
+        }
+    })?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    watcher.watch(&folder, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Reads and applies the file if its text changed; errors keep the last good state.
+async fn load(path: &Path, source: &SourceId, last: &mut Option<String>, context: &SourceContext) {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(error) => {
+            if last.as_deref() != Some("") {
+                tracing::error!(%source, %error, "cannot read the file; keeping the last good state");
+            }
+            *last = Some(String::new());
+            return;
+        }
+    };
+    if last.as_ref() == Some(&text) {
+        return;
+    }
+    let json = path.extension().is_some_and(|e| e == "json");
+    let result = match parse(&text, json) {
+        Ok(instances) => {
+            let change = Change::Sync {
+                source: source.clone(),
+                instances,
+            };
+            context
+                .registry
+                .apply(change)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    match result {
+        Ok(applied) => tracing::info!(%source, revision = applied.revision, "file applied"),
+        Err(error) => {
+            tracing::error!(%source, %error, "file not applied; keeping the last good state")
+        }
+    }
+    *last = Some(text);
+}

@@ -1,0 +1,22 @@
+//! Sources: watchers that turn what they watch into registry `Change`s.
+//!
+//! Every source lives in its own folder with the same shape (`mod.rs` documenting what
+//! it watches, emits and when it is ready; `config.rs`; a pure `parse.rs`; the I/O loop)
+//! and starts the same way: `run(config, SourceContext)`. A source tags every change
+//! with its [`SourceId`](crate::registry::SourceId), marks itself synced with its first
+//! `Change::Sync`, keeps its last good state when what it watches fails, and returns
+//! promptly when the context's shutdown token fires. The REST/Cloud Map API is the one
+//! source that is not a watcher; it lives in `crate::api`.
+
+pub mod file;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::RegistryHandle;
+
+/// What every source is given to run.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub registry: RegistryHandle,
+    pub shutdown: CancellationToken,
+}
