@@ -232,15 +232,17 @@ impl Config {
         if self.namespaces.is_empty() {
             problems.push("namespaces: at least one namespace is needed".to_owned());
         }
-        let mut settings: Vec<NamespaceSettings> = Vec::new();
+        let mut settings = Vec::new();
+        let mut names = Vec::new();
         for (i, namespace) in self.namespaces.iter().enumerate() {
+            let name = namespace.normalized_name();
+            if names.contains(&name) {
+                problems.push(format!(
+                    "namespaces[{i}].name: {name:?} is configured twice"
+                ));
+            }
+            names.push(name);
             match namespace.settings() {
-                Ok(s) if settings.iter().any(|other| other.name == s.name) => {
-                    problems.push(format!(
-                        "namespaces[{i}].name: {:?} is configured twice",
-                        s.name
-                    ));
-                }
                 Ok(s) => settings.push(s),
                 Err(errors) => {
                     problems.extend(errors.into_iter().map(|e| format!("namespaces[{i}].{e}")))
@@ -266,9 +268,14 @@ impl Config {
 }
 
 impl NamespaceConfig {
+    /// The name as the registry keys it: lowercase, no trailing dot.
+    fn normalized_name(&self) -> String {
+        self.name.trim_end_matches('.').to_ascii_lowercase()
+    }
+
     fn settings(&self) -> Result<NamespaceSettings, Vec<String>> {
         let mut problems = Vec::new();
-        let name = self.name.trim_end_matches('.').to_ascii_lowercase();
+        let name = self.normalized_name();
         if name.is_empty()
             || name.len() > 253
             || !name.split('.').all(crate::registry::validate::is_label)

@@ -1,1 +1,97 @@
+use super::*;
 
+const EXAMPLE: &str = include_str!("../muster.example.toml");
+
+#[test]
+fn the_example_file_is_valid_and_is_the_default() {
+    let example = Config::parse(EXAMPLE).unwrap();
+    example.validate().unwrap();
+    let mut default = Config::default();
+    // The example spells out a catch-all rule with the default values.
+    default.namespaces[0].services = example.namespaces[0].services.clone();
+    assert_eq!(example, default);
+}
+
+#[test]
+fn printed_config_parses_back_unchanged() {
+    let mut config = Config::parse(EXAMPLE).unwrap();
+    config
+        .sources
+        .file
+        .push(crate::sources::file::FileSourceConfig {
+            path: "/tmp/static.toml".into(),
+        });
+    config
+        .namespaces
+        .push(NamespaceConfig::named("prod.example"));
+    let printed = config.to_toml();
+    assert_eq!(Config::parse(&printed).unwrap(), config, "{printed}");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let error = Config::parse("[dns]\nlisten = []\nbogus = 1\n").unwrap_err();
+    assert!(error.contains("bogus"), "{error}");
+    let error = Config::parse("[[namespaces]]\nname = \"a\"\nttl = -1\n").unwrap_err();
+    assert!(error.contains("ttl"), "{error}");
+}
+
+#[test]
+fn validation_reports_every_problem() {
+    let text = r#"
+        [dns]
+        listen = []
+        max_udp_payload = 100
+        [[namespaces]]
+        name = "bad name"
+        [[namespaces]]
+        name = "ok"
+        [[namespaces.services]]
+        match = "[unclosed"
+        [[namespaces]]
+        name = "OK."
+        [[sources.file]]
+        path = "a"
+        [[sources.file]]
+        path = "a"
+    "#;
+    let Err(ConfigError::Invalid(problems)) = Config::parse(text).unwrap().validate() else {
+        panic!("invalid config accepted");
+    };
+    let all = problems.join("\n");
+    for expected in [
+        "dns.listen",
+        "max_udp_payload",
+        "namespaces[0].name",
+        "namespaces[1].services[0].match",
+        "namespaces[2].name",
+        "sources.file[1].path",
+    ] {
+        assert!(all.contains(expected), "{expected} missing from:\n{all}");
+    }
+}
+
+#[test]
+fn environment_overrides() {
+    let mut config = Config::default();
+    let env = |name: &str| match name {
+        "MUSTER_DNS_LISTEN" => Some("127.0.0.1:53, [::1]:53".to_owned()),
+        "MUSTER_HTTP_LISTEN" => Some("0.0.0.0:80".to_owned()),
+        "MUSTER_DATA_DIR" => Some("/var/lib/muster".to_owned()),
+        _ => None,
+    };
+    config.apply_env(env).unwrap();
+    assert_eq!(config.dns.listen.len(), 2);
+    assert_eq!(config.http.listen.port(), 80);
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/muster"));
+    let bad = |name: &str| (name == "MUSTER_HTTP_LISTEN").then(|| "nonsense".to_owned());
+    assert!(Config::default().apply_env(bad).is_err());
+}
+
+#[test]
+fn namespace_names_are_normalized() {
+    let config = Config::parse("[[namespaces]]\nname = \"Svc.Example.COM.\"\n").unwrap();
+    let settings = config.validate().unwrap();
+    assert_eq!(settings[0].name, "svc.example.com");
+    assert_eq!(settings[0].nameserver, "ns.svc.example.com.");
+}

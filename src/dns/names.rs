@@ -63,7 +63,10 @@ mod tests {
         let arn = "arn:aws:ecs:us-east-1:123456789012:task/prod/0a1b";
         let label = instance_label(arn);
         assert_eq!(label, instance_label(arn), "stable");
-        assert!(label.starts_with("arn-aws-ecs-us-east-1-123456789012-task-p"));
+        assert!(
+            label.starts_with("arn-aws-ecs-us-east-1-123456789012-task-"),
+            "{label}"
+        );
         assert!(label.len() <= 63);
         assert_ne!(instance_label("Web-1"), instance_label("web-1"));
         assert_ne!(instance_label("Web-1"), instance_label("WEB-1"));

@@ -29,7 +29,7 @@ pub async fn run(config: FileSourceConfig, context: SourceContext) {
     let _watcher = watch(&path, events)
         .inspect_err(|error| tracing::warn!(%source, %error, "cannot watch the file; polling it"))
         .ok();
-    let mut last: Option<String> = None;
+    let mut last = Seen::Nothing;
     loop {
         load(&path, &source, &mut last, &context).await;
         tokio::select! {
@@ -58,19 +58,27 @@ fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::Recomm
     Ok(watcher)
 }
 
+/// What the last read found, so an unchanged file is not applied (or reported) again.
+#[derive(PartialEq)]
+enum Seen {
+    Nothing,
+    Unreadable,
+    Text(String),
+}
+
 /// Reads and applies the file if its text changed; errors keep the last good state.
-async fn load(path: &Path, source: &SourceId, last: &mut Option<String>, context: &SourceContext) {
+async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceContext) {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(error) => {
-            if last.as_deref() != Some("") {
+            if *last != Seen::Unreadable {
                 tracing::error!(%source, %error, "cannot read the file; keeping the last good state");
             }
-            *last = Some(String::new());
+            *last = Seen::Unreadable;
             return;
         }
     };
-    if last.as_ref() == Some(&text) {
+    if matches!(last, Seen::Text(previous) if *previous == text) {
         return;
     }
     let json = path.extension().is_some_and(|e| e == "json");
@@ -94,5 +102,5 @@ async fn load(path: &Path, source: &SourceId, last: &mut Option<String>, context
             tracing::error!(%source, %error, "file not applied; keeping the last good state")
         }
     }
-    *last = Some(text);
+    *last = Seen::Text(text);
 }

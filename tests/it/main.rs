@@ -1,0 +1,4 @@
+//! Integration tests, built as one binary. They start muster in-process on port 0.
+
+mod dns_cases;
+mod support;
