@@ -219,19 +219,24 @@ fn instance_key(
     })
 }
 
-/// Parses a JSON body, naming the field at fault when it is not what it should be.
+/// Parses a JSON body. `field` names the top-level field at fault (`attributes` for a bad
+/// `attributes.zone`); the message gives the full path.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let field = if path != "." {
-            path
-        } else if let Some(unknown) = message.strip_prefix("unknown field `") {
-            unknown.split('`').next().unwrap_or("body").to_owned()
+        let message = error.into_inner().to_string();
+        let field = match path.split('.').next() {
+            Some(top) if path != "." => top.to_owned(),
+            _ => match message.strip_prefix("unknown field `") {
+                Some(unknown) => unknown.split('`').next().unwrap_or("body").to_owned(),
+                None => "body".to_owned(),
+            },
+        };
+        let message = if path == "." {
+            message
         } else {
-            "body".to_owned()
+            format!("{path}: {message}")
         };
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Time from a REST write's response to the DNS answer changing.
+
+Starts nothing itself: point it at a running muster (default: the embedded default's
+ports). Each write registers a fresh address for instance `i-1` of service `latency`;
+right after the 200 arrives the script queries DNS (dnspython, UDP) until the new
+address is answered. Prints p50/p99 of that gap, of the write itself, and how many
+writes were already visible on the first query (read-your-writes).
+
+    python3 bench/rest_to_dns.py --writes 1000 [--dns 127.0.0.1:8053] [--http 127.0.0.1:8054]
+"""
+
+import argparse
+import ipaddress
+import json
+import statistics
+import time
+import urllib.request
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--writes", type=int, default=1000)
+    parser.add_argument("--dns", default="127.0.0.1:8053")
+    parser.add_argument("--http", default="127.0.0.1:8054")
+    parser.add_argument("--namespace", default="internal")
+    args = parser.parse_args()
+    dns_host, dns_port = args.dns.rsplit(":", 1)
+    url = f"http://{args.http}/v1/namespaces/{args.namespace}/services/latency/instances/i-1"
+    qname = f"latency.{args.namespace}."
+
+    write_ms, visible_ms, first_try = [], [], 0
+    for i in range(args.writes):
+        address = str(ipaddress.IPv4Address("10.200.0.1") + i)
+        body = json.dumps({"ipv4": address, "port": 80}).encode()
+        request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(request) as response:
+            response.read()
+        acknowledged = time.perf_counter()
+        attempts = 0
+        while True:
+            attempts += 1
+            answer = dns.query.udp(dns.message.make_query(qname, dns.rdatatype.A), dns_host, port=int(dns_port), timeout=2)
+            if any(rr.address == address for rrset in answer.answer for rr in rrset):
+                break
+            if time.perf_counter() - acknowledged > 5:
+                raise SystemExit(f"write {i}: {address} not answered after 5 s")
+        seen = time.perf_counter()
+        first_try += attempts == 1
+        write_ms.append((acknowledged - started) * 1000)
+        visible_ms.append((seen - acknowledged) * 1000)
+
+    print(f"writes: {args.writes}")
+    print(f"visible on the first query after the response: {first_try}/{args.writes}")
+    print(f"response -> DNS answer changed (ms, includes one UDP query): p50 {percentile(visible_ms, 0.5):.3f}  p99 {percentile(visible_ms, 0.99):.3f}  max {max(visible_ms):.3f}")
+    print(f"PUT round trip (ms): p50 {percentile(write_ms, 0.5):.3f}  p99 {percentile(write_ms, 0.99):.3f}  mean {statistics.mean(write_ms):.3f}")
+
+
+if __name__ == "__main__":
+    main()
