@@ -1,0 +1,193 @@
+//! The ECS source's metrics, named `muster_ecs_*`; one set shared by every ECS source.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::state::Drift;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Cluster {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    cluster: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    operation: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Counters and timings of the ECS sources, registered once in the process registry.
+pub struct EcsMetrics {
+    received: Counter,
+    applied: Counter,
+    ignored: Family<Reason, Counter>,
+    malformed: Counter,
+    lag: Histogram,
+    reconcile_duration: HistogramFamily<Cluster>,
+    drift: Family<DriftLabels, Counter>,
+    api_calls: Family<Operation, Counter>,
+    api_errors: Family<Operation, Counter>,
+    tasks: Family<Cluster, Gauge>,
+    skipped: Family<Reason, Counter>,
+}
+
+fn seconds() -> Histogram {
+    // 1 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Default for EcsMetrics {
+    fn default() -> Self {
+        Self {
+            received: Counter::default(),
+            applied: Counter::default(),
+            ignored: Family::default(),
+            malformed: Counter::default(),
+            lag: seconds(),
+            reconcile_duration: Family::new_with_constructor(seconds),
+            drift: Family::default(),
+            api_calls: Family::default(),
+            api_errors: Family::default(),
+            tasks: Family::default(),
+            skipped: Family::default(),
+        }
+    }
+}
+
+impl EcsMetrics {
+    /// Registers every metric under `muster_ecs_`.
+    pub fn register(&self, registry: &mut Registry) {
+        let ecs = registry.sub_registry_with_prefix("muster_ecs");
+        ecs.register(
+            "events_received",
+            "Queue messages received",
+            self.received.clone(),
+        );
+        ecs.register(
+            "events_applied",
+            "Task events applied (the newest state of their task)",
+            self.applied.clone(),
+        );
+        ecs.register(
+            "events_ignored",
+            "Events not applied: duplicate, stale, other_cluster, other_event",
+            self.ignored.clone(),
+        );
+        ecs.register(
+            "events_malformed",
+            "Queue messages that are not readable events",
+            self.malformed.clone(),
+        );
+        ecs.register(
+            "event_lag_seconds",
+            "From the task's change (updatedAt, else the event time) to the change applied",
+            self.lag.clone(),
+        );
+        ecs.register(
+            "reconcile_duration_seconds",
+            "Listing and describing one cluster and applying its sync",
+            self.reconcile_duration.clone(),
+        );
+        ecs.register(
+            "reconcile_drift",
+            "Instances a reconcile added, removed or changed: events that were missed",
+            self.drift.clone(),
+        );
+        ecs.register(
+            "api_calls",
+            "AWS API calls made, by operation",
+            self.api_calls.clone(),
+        );
+        ecs.register(
+            "api_errors",
+            "AWS API calls that failed, by operation",
+            self.api_errors.clone(),
+        );
+        ecs.register("tasks", "Tasks in DNS, by cluster", self.tasks.clone());
+        ecs.register(
+            "tasks_skipped",
+            "Times a running task was kept out of DNS: bad_name, no_address",
+            self.skipped.clone(),
+        );
+    }
+
+    pub fn received(&self) {
+        self.received.inc();
+    }
+
+    pub fn applied(&self, lag: Option<Duration>) {
+        self.applied.inc();
+        if let Some(lag) = lag {
+            self.lag.observe(lag.as_secs_f64());
+        }
+    }
+
+    pub fn ignored(&self, reason: &'static str) {
+        self.ignored.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn malformed(&self) {
+        self.malformed.inc();
+    }
+
+    pub fn skipped(&self, reason: &'static str) {
+        self.skipped.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts one AWS call and whether it failed.
+    pub fn api_call(&self, operation: &'static str, ok: bool) {
+        let labels = Operation { operation };
+        self.api_calls.get_or_create(&labels).inc();
+        if !ok {
+            self.api_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn reconciled(&self, cluster: &str, took: Duration, drift: Drift, tasks: usize) {
+        let cluster = Cluster {
+            cluster: cluster.to_owned(),
+        };
+        self.reconcile_duration
+            .get_or_create(&cluster)
+            .observe(took.as_secs_f64());
+        for (kind, count) in [
+            ("added", drift.added),
+            ("removed", drift.removed),
+            ("changed", drift.changed),
+        ] {
+            let labels = DriftLabels {
+                cluster: cluster.cluster.clone(),
+                kind,
+            };
+            self.drift.get_or_create(&labels).inc_by(count);
+        }
+        self.tasks(&cluster.cluster, tasks);
+    }
+
+    pub fn tasks(&self, cluster: &str, tasks: usize) {
+        let labels = Cluster {
+            cluster: cluster.to_owned(),
+        };
+        self.tasks
+            .get_or_create(&labels)
+            .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+    }
+}
