@@ -86,6 +86,9 @@ pub struct ServiceRule {
     /// The container whose port is used; default the source's `container`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Overrides the source's `require_healthy` for the matched tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_healthy: Option<bool>,
     /// False: matching tasks are left out of DNS (to hide one service of many).
     #[serde(default = "yes")]
     pub register: bool,
@@ -196,7 +199,10 @@ mod tests {
             ..ServiceRule::default()
         }];
         let printed = toml::to_string(&config).unwrap();
-        assert!(printed.contains("reconcile_interval = \"1s 500ms\""), "{printed}");
+        assert!(
+            printed.contains("reconcile_interval = \"1s 500ms\""),
+            "{printed}"
+        );
         assert_eq!(toml::from_str::<EcsSourceConfig>(&printed).unwrap(), config);
     }
 

@@ -85,17 +85,20 @@ fn try_place(
     if let Some(out) = lifecycle(facts) {
         return Err(out);
     }
-    let checked = definition
-        .containers
-        .iter()
-        .any(|c| c.essential && c.health_check);
-    if config.require_healthy && checked && facts.health.as_deref() != Some("HEALTHY") {
-        return Err(Out::NotHealthyYet);
-    }
     let rule = config
         .services
         .iter()
         .find(|rule| matches(rule, facts, definition));
+    let require_healthy = rule
+        .and_then(|r| r.require_healthy)
+        .unwrap_or(config.require_healthy);
+    let checked = definition
+        .containers
+        .iter()
+        .any(|c| c.essential && c.health_check);
+    if require_healthy && checked && facts.health.as_deref() != Some("HEALTHY") {
+        return Err(Out::NotHealthyYet);
+    }
     let name = match rule {
         Some(rule) if !rule.register => return Err(Out::Hidden),
         Some(rule) => rule_name(rule, facts, definition).ok_or(Out::Unmapped)?,

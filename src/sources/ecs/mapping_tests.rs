@@ -108,6 +108,18 @@ fn lifecycle_rules() {
         None,
         "RUNNING is enough when HEALTHY is not required"
     );
+    let mut per_service = config();
+    per_service.services = vec![ServiceRule {
+        ecs_service: Some("api".into()),
+        require_healthy: Some(false),
+        register: true,
+        ..ServiceRule::default()
+    }];
+    assert_eq!(
+        out(&task, &per_service),
+        None,
+        "a rule overrides the source's default"
+    );
     // Without container health checks, RUNNING is enough (ECS reports UNKNOWN then).
     assert!(matches!(
         place(&task, &api_definition(false), &config(), None),
