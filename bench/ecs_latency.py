@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""The ECS source, measured: event -> DNS latency, and the cost of a full reconcile.
+
+Starts its own moto_server (the AWS endpoint) and muster (target/release/muster, or
+$MUSTER_BIN) on free loopback ports, then:
+
+1. Event latency, ``--events`` times (default 200): run a task in moto, PutEvents its
+   RUNNING event through EventBridge -> SQS and time until ``<task id>.web.internal A``
+   answers its address (dnspython, UDP, polled back to back); then PutEvents its stop
+   intent (desiredStatus STOPPED, lastStatus RUNNING) and time until that name is
+   NXDOMAIN. The clock starts just before the PutEvents call, so it includes
+   EventBridge -> SQS delivery in moto, the long poll, the change and one DNS query.
+2. Reconcile of ``--tasks`` tasks (default 1,000) in 50 services across 2 clusters: the
+   wall time from muster's start to /readyz (first reconcile of both clusters, cold task
+   definition cache), the AWS API calls it made (muster_ecs_api_calls_total), and the
+   reconcile duration of the next, warm reconcile (muster_ecs_reconcile_duration_seconds).
+
+Prints numbers; asserts nothing about time.
+
+    .venv/bin/python bench/ecs_latency.py [--events 200] [--tasks 1000]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
+from harness import Muster, namespace_toml  # noqa: E402
+from moto_ecs import CREDENTIALS, Ecs, MotoServer, ecs_toml  # noqa: E402
+
+NS = namespace_toml(services=[{"match": "*", "max_answers": 0}])
+DEADLINE = 10.0
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(name, values_ms):
+    return (
+        f"{name}: n={len(values_ms)}  p50 {percentile(values_ms, 0.5):.1f} ms  "
+        f"p99 {percentile(values_ms, 0.99):.1f} ms  max {max(values_ms):.1f} ms  "
+        f"mean {statistics.mean(values_ms):.1f} ms"
+    )
+
+
+def until(predicate, what):
+    deadline = time.perf_counter() + DEADLINE
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{what}: not within {DEADLINE} s")
+
+
+def answers(m, name, address):
+    q = dns.message.make_query(name, "A")
+    r = dns.query.udp(q, "127.0.0.1", port=m.dns_port, timeout=2)
+    if address is None:
+        return r.rcode() == dns.rcode.NXDOMAIN
+    return any(rr.address == address for rrset in r.answer for rr in rrset)
+
+
+def metrics(m):
+    samples = {}
+    for line in m.get("/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def event_latency(workdir, server, events):
+    server.reset()
+    aws = Ecs(server.url)
+    aws.create_cluster("bench")
+    aws.register("web", port=8080)
+    queue = aws.create_queue()
+    m = Muster(workdir / "events", NS + ecs_toml(["bench"], server.url, queue, "1h")).start()
+    try:
+        until(lambda: m.get("/readyz").status_code == 200, "/readyz")
+        appear, leave = [], []
+        for i in range(events):
+            task = aws.run("bench", "web", "web")[0]
+            name = f"{task['taskArn'].rsplit('/', 1)[1]}.web.internal"
+            address = aws.ipv4(task)
+            started = time.perf_counter()
+            aws.publish(aws.detail(task, version=1))
+            until(lambda: answers(m, name, address), f"task {i} appearing")
+            appear.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            aws.publish(aws.detail(task, desired="STOPPED", version=2))
+            until(lambda: answers(m, name, None), f"task {i} leaving")
+            leave.append((time.perf_counter() - started) * 1000)
+        lag = metrics(m)
+        print(summary("PutEvents(stop intent) -> address gone from DNS", leave))
+        print(summary("PutEvents(RUNNING)     -> address in DNS       ", appear))
+        applied = lag.get("muster_ecs_events_applied_total", 0)
+        lag_sum = lag.get("muster_ecs_event_lag_seconds_sum", 0)
+        print(f"muster_ecs_event_lag_seconds mean over {applied:.0f} events: {lag_sum / max(applied, 1) * 1000:.1f} ms")
+    finally:
+        m.stop()
+
+
+def reconcile_cost(workdir, server, tasks):
+    server.reset()
+    aws = Ecs(server.url)
+    clusters = ("blue", "green")
+    for cluster in clusters:
+        aws.create_cluster(cluster)
+    per_service = tasks // 50
+    for i in range(50):
+        aws.register(f"svc{i:02d}", port=9000 + i)
+        aws.run(clusters[i % 2], f"svc{i:02d}", f"svc{i:02d}", count=per_service)
+    m = Muster(workdir / "reconcile", NS + ecs_toml(clusters, server.url, None, "5s"))
+    started = time.perf_counter()
+    m.start()
+    try:
+        until(lambda: m.get("/readyz").status_code == 200, "/readyz")
+        ready = time.perf_counter() - started
+        first = metrics(m)
+        calls = {k: v for k, v in first.items() if k.startswith("muster_ecs_api_calls_total")}
+        in_dns = sum(v for k, v in first.items() if k.startswith("muster_ecs_tasks{"))
+        print(f"reconcile of {in_dns:.0f} tasks in 50 services across 2 clusters (cold cache):")
+        print(f"  start -> /readyz 200: {ready * 1000:.0f} ms (process start, both clusters listed, described, synced)")
+        for key, value in sorted(calls.items()):
+            print(f"  {key} {value:.0f}")
+        print(f"  API calls in all: {sum(calls.values()):.0f}")
+
+        def durations(now):
+            return {
+                c: (
+                    now.get(f'muster_ecs_reconcile_duration_seconds_sum{{cluster="{c}"}}', 0),
+                    now.get(f'muster_ecs_reconcile_duration_seconds_count{{cluster="{c}"}}', 0),
+                )
+                for c in clusters
+            }
+
+        cold = durations(first)
+        deadline = time.monotonic() + 30
+        while True:
+            after = metrics(m)
+            warm = durations(after)
+            if all(count >= 2 for _, count in warm.values()):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("no second reconcile within 30 s")
+            time.sleep(0.2)
+        for c in clusters:
+            runs = warm[c][1] - cold[c][1]
+            print(
+                f"  cluster {c}: first reconcile {cold[c][0] * 1000:.0f} ms; later ones (task definitions cached) "
+                f"{(warm[c][0] - cold[c][0]) / runs * 1000:.0f} ms on average over {runs:.0f}"
+            )
+        runs = sum(warm[c][1] - cold[c][1] for c in clusters)
+        extra = {
+            k.split('"')[1]: after[k] - first.get(k, 0) for k in after if k.startswith("muster_ecs_api_calls_total")
+        }
+        print(
+            "  API calls per later reconcile of one cluster: "
+            + ", ".join(f"{op} {n / runs:.1f}" for op, n in sorted(extra.items()) if n)
+        )
+    finally:
+        m.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=1000)
+    args = parser.parse_args()
+    os.environ.update(CREDENTIALS)
+    with tempfile.TemporaryDirectory(prefix="muster-ecs-bench-") as tmp:
+        workdir = Path(tmp)
+        server = MotoServer(workdir / "moto.log").start()
+        try:
+            event_latency(workdir, server, args.events)
+            reconcile_cost(workdir, server, args.tasks)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
