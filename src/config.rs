@@ -12,6 +12,7 @@ use globset::Glob;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy};
+use crate::sources::ecs::EcsSourceConfig;
 use crate::sources::file::FileSourceConfig;
 
 /// The whole configuration file.
@@ -90,6 +91,9 @@ pub struct ServiceRuleConfig {
 pub struct SourcesConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub file: Vec<FileSourceConfig>,
+    /// ECS clusters whose service tasks are registered (see `sources::ecs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecs: Vec<EcsSourceConfig>,
 }
 
 fn default_ttl() -> u32 {
@@ -258,6 +262,25 @@ impl Config {
                 ));
             }
             paths.push(&file.path);
+        }
+        let mut clusters: Vec<&str> = Vec::new();
+        for (i, ecs) in self.sources.ecs.iter().enumerate() {
+            problems.extend(ecs.problems(&format!("sources.ecs[{i}]")));
+            let namespace = ecs.namespace.trim_end_matches('.').to_ascii_lowercase();
+            if !names.contains(&namespace) {
+                problems.push(format!(
+                    "sources.ecs[{i}].namespace: {:?} is not a configured namespace",
+                    ecs.namespace
+                ));
+            }
+            for cluster in ecs.cluster_names() {
+                if clusters.contains(&cluster) {
+                    problems.push(format!(
+                        "sources.ecs[{i}].clusters: {cluster:?} is watched by another [[sources.ecs]]"
+                    ));
+                }
+                clusters.push(cluster);
+            }
         }
         if problems.is_empty() {
             Ok(settings)

@@ -95,3 +95,32 @@ fn namespace_names_are_normalized() {
     assert_eq!(settings[0].name, "svc.example.com");
     assert_eq!(settings[0].nameserver, "ns.svc.example.com.");
 }
+
+#[test]
+fn ecs_sources_are_validated_with_the_rest() {
+    let text = r#"
+        [[namespaces]]
+        name = "internal"
+        [[sources.ecs]]
+        clusters = ["prod", "arn:aws:ecs:eu-west-1:1:cluster/dev"]
+        namespace = "Internal."
+        [[sources.ecs]]
+        clusters = ["dev"]
+        namespace = "elsewhere"
+        reconcile_interval = "0s"
+    "#;
+    let config = Config::parse(text).unwrap();
+    assert_eq!(config.sources.ecs[0].reconcile_interval.as_secs(), 60);
+    let Err(ConfigError::Invalid(problems)) = config.validate() else {
+        panic!("invalid config accepted");
+    };
+    let all = problems.join("\n");
+    for expected in [
+        "sources.ecs[1].namespace: \"elsewhere\"",
+        "sources.ecs[1].clusters: \"dev\" is watched by another",
+        "sources.ecs[1].reconcile_interval",
+    ] {
+        assert!(all.contains(expected), "{expected} missing from:\n{all}");
+    }
+    assert!(!all.contains("sources.ecs[0]"), "{all}");
+}

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dns;
 pub mod registry;
 pub mod sources;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
-use crate::registry::{Change, Registry, SourceId};
+use crate::registry::Registry;
 
 /// How long each shutdown stage may take before muster stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
@@ -40,6 +41,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot bind: {0}")]
     Bind(std::io::Error),
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] store::StoreError),
     #[error("a frontend stopped: {0}")]
     Frontend(String),
 }
@@ -54,7 +57,7 @@ pub struct Running {
     sources_stop: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     http_stop: CancellationToken,
-    registry: JoinHandle<()>,
+    registry: JoinHandle<std::io::Result<()>>,
     registry_stop: CancellationToken,
     dns: JoinHandle<std::io::Result<()>>,
     dns_stop: CancellationToken,
@@ -68,31 +71,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let dns_addrs = dns_listeners.local_addrs();
     let http_addr = http_listener.local_addr().map_err(Error::Bind)?;
 
+    let mut metrics = prometheus_client::registry::Registry::default();
+    // The API's registrations are back once the log is replayed: it needs no sync.
+    let (wal, recovered) = store::Wal::open(&config.data_dir, &mut metrics)?;
+    let replayed = recovered.changes.len();
     let file_sources = config.sources.file.clone();
-    let source_ids =
-        std::iter::once(SourceId::api()).chain(file_sources.iter().map(sources::file::source_id));
-    let mut registry = Registry::new(registry::Snapshot::new(namespaces, source_ids));
+    let ecs_sources = config.sources.ecs.clone();
+    let source_ids = file_sources
+        .iter()
+        .map(sources::file::source_id)
+        .chain(ecs_sources.iter().flat_map(sources::ecs::source_ids));
+    let initial = registry::Snapshot::new(namespaces, source_ids);
+    let mut registry = Registry::durable(initial, wal, recovered);
     let handle = registry.handle();
     let zone = dns::ZoneView::default();
     registry.on_publish(zone.publish_hook());
 
-    let mut metrics = prometheus_client::registry::Registry::default();
     let dns_metrics = Arc::new(dns::DnsMetrics::default());
     dns_metrics.register(&mut metrics);
     let registry_metrics = Arc::new(api::RegistryMetrics::default());
     registry_metrics.register(&mut metrics);
+    let ecs_metrics = Arc::new(sources::ecs::EcsMetrics::default());
+    ecs_metrics.register(&mut metrics);
 
     let registry_stop = CancellationToken::new();
-    let registry_task = tokio::spawn(registry.run(registry_stop.clone()));
-    // The API owns nothing durable yet: it has synced as soon as the registry runs.
-    let api_synced = Change::Sync {
-        source: SourceId::api(),
-        instances: Vec::new(),
-    };
-    handle
-        .apply(api_synced)
-        .await
-        .map_err(|e| Error::Frontend(e.to_string()))?;
+    let registry_task = registry.spawn(registry_stop.clone());
 
     let dns_stop = CancellationToken::new();
     let handler = dns::Handler::new(zone, config.dns.max_udp_payload, dns_metrics);
@@ -115,8 +118,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     for file in file_sources {
         tracker.spawn(sources::file::run(file, context.clone()));
     }
+    for ecs in ecs_sources {
+        tracker.spawn(sources::ecs::run(ecs, context.clone(), ecs_metrics.clone()));
+    }
     tracker.close();
-    tracing::info!(dns = ?dns_addrs, http = %http_addr, "muster is serving");
+    tracing::info!(dns = ?dns_addrs, http = %http_addr, replayed, "muster is serving");
     Ok(Running {
         dns_addrs,
         http_addr,
@@ -140,6 +146,7 @@ impl Running {
             _ = self.shutdown.cancelled() => None,
             result = &mut self.dns => Some(format!("DNS: {}", outcome(result))),
             result = &mut self.http => Some(format!("HTTP: {}", outcome(result))),
+            result = &mut self.registry => Some(format!("registry: {}", outcome(result))),
         };
         if let Some(failure) = &failure {
             tracing::error!(%failure, "a frontend stopped; shutting down");
@@ -151,7 +158,9 @@ impl Running {
             let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.http).await;
         }
         self.registry_stop.cancel();
-        let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.registry).await;
+        if !self.registry.is_finished() {
+            let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.registry).await;
+        }
         self.dns_stop.cancel();
         if !self.dns.is_finished() {
             let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.dns).await;

@@ -53,7 +53,13 @@ impl From<ChangeError> for ApiError {
             ChangeError::ServiceNotFound { .. } => (StatusCode::NOT_FOUND, Some("service")),
             ChangeError::InstanceNotFound(_) => (StatusCode::NOT_FOUND, Some("id")),
             ChangeError::OwnedByOther { .. } => (StatusCode::CONFLICT, Some("id")),
-            ChangeError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ChangeError::NamespaceExists(_) => (StatusCode::CONFLICT, Some("namespace")),
+            ChangeError::ServiceExists { .. } => (StatusCode::CONFLICT, Some("service")),
+            ChangeError::InUse(_) => (StatusCode::CONFLICT, None),
+            ChangeError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            ChangeError::ShuttingDown | ChangeError::Storage(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
         };
         Self::new(status, field, error.to_string())
     }

@@ -72,7 +72,7 @@ async fn register(
         spec,
         source: SourceId::api(),
     };
-    let applied = state.registry.apply(change).await?;
+    let applied = state.registry.apply_durable(change).await?;
     Ok(Json(json!({
         "namespace": key.namespace,
         "service": key.service,
@@ -88,7 +88,7 @@ async fn deregister(
     let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
     let applied = state
         .registry
-        .apply(Change::Remove {
+        .apply_durable(Change::Remove {
             key,
             source: SourceId::api(),
         })
@@ -105,7 +105,7 @@ async fn set_health(
     let body: HealthBody = parse_body(&body)?;
     let applied = state
         .registry
-        .apply(Change::SetHealth {
+        .apply_durable(Change::SetHealth {
             key,
             healthy: body.healthy,
         })
@@ -162,7 +162,7 @@ async fn get_service(
 fn policy_json(service: &Service) -> Value {
     let policy = &service.policy;
     json!({
-        "ttl": policy.ttl,
+        "records": policy.records,
         "max_answers": policy.max_answers,
         "when_all_unhealthy": policy.when_all_unhealthy,
         "routing": policy.routing,
@@ -273,6 +273,7 @@ impl RegisterBody {
             port,
             attributes: self.attributes,
             healthy: self.healthy,
+            ..InstanceSpec::default()
         })
     }
 }

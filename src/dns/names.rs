@@ -1,5 +1,7 @@
 //! How registry names become DNS labels.
 
+use crate::registry::fnv1a64;
+
 /// The DNS label of an instance, `<label>.<service>.<namespace>`.
 ///
 /// An id that is already a lowercase DNS label (`[a-z0-9_]`, inner `-`, at most 63
@@ -39,12 +41,6 @@ fn is_plain_label(label: &str) -> bool {
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 use super::names::instance_label;
 use crate::registry::{
-    AnswerPolicy, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
+    AnswerPolicy, Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
 };
 
 /// Every namespace's records at one registry revision.
@@ -46,6 +46,7 @@ pub struct ServiceRecords {
     pub with_a: Vec<usize>,
     pub with_aaaa: Vec<usize>,
     pub with_srv: Vec<usize>,
+    pub with_cname: Vec<usize>,
     /// Instance label → index, for `iid.svc.ns`.
     pub by_label: HashMap<String, usize>,
 }
@@ -60,6 +61,8 @@ pub struct ServedInstance {
     pub srv: Option<Record>,
     /// Owner `_svc._proto.ns`.
     pub srv_alias: Option<Record>,
+    /// Owner `svc.ns` (Cloud Map CNAME services).
+    pub cname: Option<Record>,
     /// Owner `<label>.svc.ns`.
     pub target_a: Option<Record>,
     pub target_aaaa: Option<Record>,
@@ -71,13 +74,8 @@ impl Zone {
         let namespaces = snapshot
             .namespaces
             .values()
-            .map(|namespace| {
-                let mut zone = NamespaceZone::empty(&namespace.settings, snapshot.revision);
-                for service in namespace.services.values() {
-                    zone.set_service(&namespace.settings, &service.name, Some(service));
-                }
-                Arc::new(zone)
-            })
+            .filter(|namespace| namespace.in_dns())
+            .map(|namespace| Arc::new(NamespaceZone::build(namespace, snapshot.revision)))
             .collect();
         Self {
             synced: snapshot.is_synced(),
@@ -89,7 +87,17 @@ impl Zone {
     pub fn updated(&self, snapshot: &Snapshot, touched: &Touched) -> Self {
         let mut zone = self.clone();
         zone.synced = snapshot.is_synced();
+        for name in &touched.namespaces {
+            zone.namespaces.retain(|z| z.name != *name);
+            if let Some(namespace) = snapshot.namespace(name).filter(|n| n.in_dns()) {
+                zone.namespaces
+                    .push(Arc::new(NamespaceZone::build(namespace, snapshot.revision)));
+            }
+        }
         for (namespace_name, service_name) in &touched.services {
+            if touched.namespaces.contains(namespace_name) {
+                continue;
+            }
             let Some(namespace) = snapshot.namespace(namespace_name) else {
                 continue;
             };
@@ -122,6 +130,14 @@ impl Zone {
 }
 
 impl NamespaceZone {
+    fn build(namespace: &Namespace, revision: u64) -> Self {
+        let mut zone = Self::empty(&namespace.settings, revision);
+        for service in namespace.services.values() {
+            zone.set_service(&namespace.settings, &service.name, Some(service));
+        }
+        zone
+    }
+
     fn empty(settings: &NamespaceSettings, revision: u64) -> Self {
         let origin = origin_name(settings);
         let nameserver = Name::from_str(&settings.nameserver).unwrap_or_else(|_| origin.clone());
@@ -170,7 +186,7 @@ impl NamespaceZone {
         if let Some(old) = self.services.remove(name) {
             self.count_protocol(old.policy.protocol, -1);
         }
-        if let Some(service) = service {
+        if let Some(service) = service.filter(|s| s.in_dns()) {
             let records = ServiceRecords::build(&origin_name(settings), service);
             self.count_protocol(records.policy.protocol, 1);
             self.services.insert(name.to_owned(), Arc::new(records));
@@ -198,7 +214,7 @@ impl NamespaceZone {
 impl ServiceRecords {
     fn build(origin: &Name, service: &Service) -> Self {
         let policy = service.policy.clone();
-        let ttl = policy.ttl;
+        let types = policy.records;
         let owner = child(origin, &service.name);
         let alias_owner = child(
             &child(origin, policy.protocol.label()),
@@ -210,43 +226,60 @@ impl ServiceRecords {
             with_a: Vec::new(),
             with_aaaa: Vec::new(),
             with_srv: Vec::new(),
+            with_cname: Vec::new(),
             by_label: HashMap::new(),
         };
         for instance in service.serving() {
             let label = instance_label(&instance.id);
             let target = child(&owner, &label);
             let spec = &instance.spec;
-            let index = records.instances.len();
             let a = spec.ipv4.map(|ip| RData::A(A(ip)));
             let aaaa = spec.ipv6.map(|ip| RData::AAAA(AAAA(ip)));
             let srv = spec
                 .port
                 .map(|port| RData::SRV(SRV::new(1, 1, port, target.clone())));
-            let record = |name: &Name, data: &Option<RData>| {
-                data.clone()
-                    .map(|d| Record::from_rdata(name.clone(), ttl, d))
+            let cname = spec
+                .cname
+                .as_deref()
+                .and_then(|c| Name::from_str(c).ok())
+                .map(|mut name| {
+                    name.set_fqdn(true);
+                    RData::CNAME(CNAME(name))
+                });
+            let served = ServedInstance {
+                a: record(&owner, &a, types.a),
+                aaaa: record(&owner, &aaaa, types.aaaa),
+                srv: record(&owner, &srv, types.srv),
+                srv_alias: record(&alias_owner, &srv, types.srv),
+                cname: record(&owner, &cname, types.cname),
+                // SRV targets have addresses whenever the service has SRV records, as
+                // Cloud Map creates them.
+                target_a: record(&target, &a, types.a.or(types.srv)),
+                target_aaaa: record(&target, &aaaa, types.aaaa.or(types.srv)),
             };
-            records.instances.push(ServedInstance {
-                a: record(&owner, &a),
-                aaaa: record(&owner, &aaaa),
-                srv: record(&owner, &srv),
-                srv_alias: record(&alias_owner, &srv),
-                target_a: record(&target, &a),
-                target_aaaa: record(&target, &aaaa),
-            });
-            if a.is_some() {
-                records.with_a.push(index);
+            let index = records.instances.len();
+            for (present, list) in [
+                (served.a.is_some(), &mut records.with_a),
+                (served.aaaa.is_some(), &mut records.with_aaaa),
+                (served.srv.is_some(), &mut records.with_srv),
+                (served.cname.is_some(), &mut records.with_cname),
+            ] {
+                if present {
+                    list.push(index);
+                }
             }
-            if aaaa.is_some() {
-                records.with_aaaa.push(index);
+            if served.target_a.is_some() || served.target_aaaa.is_some() {
+                records.by_label.insert(label, index);
             }
-            if srv.is_some() {
-                records.with_srv.push(index);
-            }
-            records.by_label.insert(label, index);
+            records.instances.push(served);
         }
         records
     }
+}
+
+/// A record of `data` at `name` if there is data and the type is served (`ttl`).
+fn record(name: &Name, data: &Option<RData>, ttl: Option<u32>) -> Option<Record> {
+    Some(Record::from_rdata(name.clone(), ttl?, data.clone()?))
 }
 
 fn origin_name(settings: &NamespaceSettings) -> Name {

@@ -34,8 +34,8 @@ fn spec(last_octet: u8) -> InstanceSpec {
         ipv4: Some(Ipv4Addr::new(10, 0, 0, last_octet)),
         ipv6: None,
         port: Some(8080),
-        attributes: Default::default(),
         healthy: true,
+        ..InstanceSpec::default()
     }
 }
 
@@ -48,13 +48,13 @@ fn upsert(service: &str, id: &str, last_octet: u8, source: &SourceId) -> Change 
 }
 
 fn apply(model: &mut Model, change: Change) -> Result<bool, ChangeError> {
-    model.apply(change, SystemTime::UNIX_EPOCH, &mut TouchedServices::new())
+    model.apply(change, SystemTime::UNIX_EPOCH, &mut Touched::default())
 }
 
 #[test]
 fn upsert_creates_the_service_and_reports_what_it_touched() {
     let mut model = model();
-    let mut touched = TouchedServices::new();
+    let mut touched = Touched::default();
     let changed = model.apply(
         upsert("web", "i-1", 5, &SourceId::api()),
         SystemTime::UNIX_EPOCH,
@@ -62,7 +62,7 @@ fn upsert_creates_the_service_and_reports_what_it_touched() {
     );
     assert_eq!(changed, Ok(true));
     assert_eq!(
-        touched.into_iter().collect::<Vec<_>>(),
+        touched.services.into_iter().collect::<Vec<_>>(),
         [("internal".to_owned(), "web".to_owned())]
     );
     let service = model.snapshot.service("internal", "web").unwrap();
@@ -79,7 +79,7 @@ fn an_identical_upsert_changes_nothing_and_keeps_created() {
     let changed = model.apply(
         upsert("web", "i-1", 6, &api),
         later,
-        &mut TouchedServices::new(),
+        &mut Touched::default(),
     );
     assert_eq!(changed, Ok(true));
     let instance = &model.snapshot.service("internal", "web").unwrap().instances["i-1"];

@@ -1,11 +1,15 @@
 //! The one way to mutate the registry.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use super::model::{InstanceSpec, SourceId};
+use serde::{Deserialize, Serialize};
+
+use super::model::{InstanceSpec, NamespaceKind, SourceId};
+use super::policy::{DnsConfig, RecordTtls};
 
 /// Where an instance lives: namespace, service and instance id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct InstanceKey {
     pub namespace: String,
     pub service: String,
@@ -18,8 +22,40 @@ impl fmt::Display for InstanceKey {
     }
 }
 
+/// A namespace created through the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceDef {
+    pub name: String,
+    pub id: String,
+    pub kind: NamespaceKind,
+    pub description: Option<String>,
+    /// The SOA TTL: how long resolvers cache negative answers.
+    pub negative_ttl: Option<u32>,
+    pub creator_request_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A service created through the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDef {
+    pub id: String,
+    pub description: Option<String>,
+    pub dns: Option<DnsConfig>,
+    pub http_only: bool,
+    pub custom_health: bool,
+    pub creator_request_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Something that carries tags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tagged {
+    Namespace(String),
+    Service { namespace: String, service: String },
+}
+
 /// A mutation, applied by the registry's single writer in the order received.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Change {
     /// Register or replace one instance owned by `source`.
     Upsert {
@@ -28,15 +64,71 @@ pub enum Change {
         source: SourceId,
     },
     /// Deregister one instance; only its owner may.
-    Remove { key: InstanceKey, source: SourceId },
+    Remove {
+        key: InstanceKey,
+        source: SourceId,
+    },
     /// Set the source-reported health of one instance, whoever owns it.
-    SetHealth { key: InstanceKey, healthy: bool },
+    SetHealth {
+        key: InstanceKey,
+        healthy: bool,
+    },
     /// Replace everything `source` owns with `instances`, and mark the source synced.
     /// Instances owned by other sources are never touched; entries that collide with
     /// them are skipped.
     Sync {
         source: SourceId,
         instances: Vec<(InstanceKey, InstanceSpec)>,
+    },
+    /// Renew an instance's heartbeat (it is healthy again if it had expired).
+    Heartbeat {
+        key: InstanceKey,
+    },
+    /// An instance's heartbeat deadline passed: it is unhealthy until the next one.
+    HeartbeatExpired {
+        key: InstanceKey,
+    },
+    CreateNamespace(NamespaceDef),
+    /// Change a namespace's description and SOA (negative) TTL.
+    UpdateNamespace {
+        name: String,
+        description: Option<String>,
+        negative_ttl: Option<u32>,
+    },
+    /// Delete an API-created namespace that has no services.
+    DeleteNamespace {
+        name: String,
+    },
+    /// Declare a service (adopting it if a source already created it implicitly).
+    CreateService {
+        namespace: String,
+        name: String,
+        def: ServiceDef,
+    },
+    /// Change a declared service's description and record TTLs (not its types).
+    UpdateService {
+        namespace: String,
+        name: String,
+        description: Option<String>,
+        records: Option<RecordTtls>,
+    },
+    /// Delete a service that has no instances.
+    DeleteService {
+        namespace: String,
+        name: String,
+    },
+    /// Set and remove service-level attributes.
+    SetServiceAttributes {
+        namespace: String,
+        service: String,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
+    /// Set and remove tags.
+    Tag {
+        target: Tagged,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
     },
 }
 
@@ -52,12 +144,22 @@ pub struct Applied {
 pub enum ChangeError {
     #[error("namespace {0:?} does not exist")]
     NamespaceNotFound(String),
+    #[error("namespace {0:?} already exists")]
+    NamespaceExists(String),
     #[error("service {namespace}/{service} does not exist")]
     ServiceNotFound { namespace: String, service: String },
+    #[error("service {namespace}/{service} already exists")]
+    ServiceExists { namespace: String, service: String },
     #[error("instance {0} does not exist")]
     InstanceNotFound(InstanceKey),
     #[error("instance {key} is owned by source {owner}")]
     OwnedByOther { key: InstanceKey, owner: SourceId },
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("the registry is shutting down")]
     ShuttingDown,
+    #[error("the write-ahead log failed: {0}")]
+    Storage(String),
 }

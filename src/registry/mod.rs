@@ -8,17 +8,23 @@
 
 mod apply;
 mod change;
+mod durable;
 mod model;
 mod policy;
 mod snapshot;
 pub mod validate;
 mod writer;
 
-pub use change::{Applied, Change, ChangeError, InstanceKey};
-pub use model::{Instance, InstanceSpec, Service, SourceId};
+pub use apply::Touched;
+pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
+pub use durable::durable_state;
+pub use model::{
+    Instance, InstanceSpec, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta, SourceId,
+    fnv1a64, stable_id,
+};
 pub use policy::{
     AnswerPolicy, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
 };
 pub use snapshot::{Namespace, Snapshot};
 pub use validate::FieldError;
-pub use writer::{PublishHook, Registry, RegistryHandle, Touched};
+pub use writer::{PublishHook, Registry, RegistryHandle};

@@ -1,18 +1,21 @@
-//! The data the registry holds: instances and the services that group them.
+//! The data the registry holds: namespaces' and services' metadata, and instances.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::policy::AnswerPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::policy::{AnswerPolicy, DnsConfig};
 
 /// Who owns an instance: `api`, `file:/etc/muster/static.toml`, `ecs:prod`.
 ///
 /// Ownership is what lets a reconciling source replace "everything it owns" without
 /// touching what other sources registered.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SourceId(Arc<str>);
 
 impl SourceId {
@@ -43,14 +46,27 @@ impl fmt::Debug for SourceId {
 }
 
 /// What a source says about one instance; the registry adds ownership and timestamps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceSpec {
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
     pub port: Option<u16>,
+    /// Target of the service's CNAME record (Cloud Map's `AWS_INSTANCE_CNAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cname: Option<String>,
     pub attributes: BTreeMap<String, String>,
     /// Health as the owning source reports it.
     pub healthy: bool,
+    /// If set, the instance turns unhealthy when no heartbeat arrives for this long.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub heartbeat_ttl: Option<Duration>,
+    /// The client's idempotency token (Cloud Map's `CreatorRequestId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_request_id: Option<String>,
 }
 
 /// One registered instance, as published in a snapshot.
@@ -60,30 +76,120 @@ pub struct Instance {
     pub id: String,
     pub spec: InstanceSpec,
     pub source: SourceId,
+    /// False once a heartbeat deadline passed; a heartbeat or a new registration clears it.
+    pub heartbeat_ok: bool,
     pub created: SystemTime,
     pub updated: SystemTime,
+}
+
+impl Instance {
+    /// Healthy as DNS and discovery see it: the source says so and no heartbeat is late.
+    pub fn is_healthy(&self) -> bool {
+        self.spec.healthy && self.heartbeat_ok
+    }
+}
+
+/// What kind of namespace, in Cloud Map's terms. HTTP namespaces are discoverable only
+/// through the API and have no DNS zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceKind {
+    DnsPrivate,
+    DnsPublic,
+    Http,
+}
+
+/// Where a namespace was defined. The config file's namespaces cannot be deleted through
+/// the API (they would come back at the next start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    Config,
+    Api,
+}
+
+/// A namespace's identity and Cloud Map metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    /// `ns-` followed by 16 characters.
+    pub id: String,
+    pub kind: NamespaceKind,
+    pub origin: Origin,
+    pub description: Option<String>,
+    pub creator_request_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub created: SystemTime,
+}
+
+/// A service's identity and Cloud Map metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceMeta {
+    /// `srv-` followed by 16 characters.
+    pub id: String,
+    /// Created explicitly (Cloud Map `CreateService`): stays when its last instance goes.
+    /// Services that sources create implicitly vanish with their last instance.
+    pub declared: bool,
+    pub description: Option<String>,
+    /// Cloud Map's `DnsConfig`; none for implicit services and `Type: HTTP` services.
+    pub dns: Option<DnsConfig>,
+    /// `Type: HTTP`: discoverable through the API only, never in DNS.
+    pub http_only: bool,
+    /// Cloud Map's `HealthCheckCustomConfig` was given.
+    pub custom_health: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub creator_request_id: Option<String>,
+    pub created: SystemTime,
 }
 
 /// A named group of instances answered together at `svc.ns`.
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: String,
+    pub meta: Arc<ServiceMeta>,
     pub policy: Arc<AnswerPolicy>,
     pub instances: imbl::OrdMap<String, Arc<Instance>>,
+    /// Bumped when an instance is registered, replaced or deregistered, not on health
+    /// changes: Cloud Map's `InstancesRevision`.
+    pub instances_revision: u64,
 }
 
 impl Service {
     /// Instances that DNS answers with: the healthy ones, or every one when none is healthy
     /// and the policy fails open (Cloud Map's behaviour).
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Instance>> {
-        let any_healthy = self.instances.values().any(|i| i.spec.healthy);
+        let any_healthy = self.instances.values().any(|i| i.is_healthy());
         let fail_open = !any_healthy && self.policy.when_all_unhealthy.serves_all();
         self.instances
             .values()
-            .filter(move |i| i.spec.healthy || fail_open)
+            .filter(move |i| i.is_healthy() || fail_open)
     }
 
     pub fn healthy_count(&self) -> usize {
-        self.instances.values().filter(|i| i.spec.healthy).count()
+        self.instances.values().filter(|i| i.is_healthy()).count()
     }
+
+    /// Whether DNS has records for this service.
+    pub fn in_dns(&self) -> bool {
+        !self.meta.http_only
+    }
+}
+
+/// A stable id for something muster names itself (config namespaces, implicit services):
+/// `prefix` then 16 base-36 characters of a hash of `key`, the same on every replica.
+pub fn stable_id(prefix: &str, key: &str) -> String {
+    let mut n = (u128::from(fnv1a64(key.as_bytes())) << 64)
+        | u128::from(fnv1a64(format!("{key}#").as_bytes()));
+    let mut id = String::from(prefix);
+    for _ in 0..16 {
+        id.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    id
+}
+
+/// FNV-1a, 64 bits: a small, fixed hash for ids and labels that must not change between
+/// releases (std's hasher may).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -51,11 +51,44 @@ impl Protocol {
     }
 }
 
+/// Which record types DNS serves for a service, each with its TTL (seconds, 0 allowed).
+///
+/// Services that sources create get A, AAAA and SRV; a service created through the
+/// Cloud Map API gets exactly the `DnsRecords` of its `DnsConfig`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordTtls {
+    pub a: Option<u32>,
+    pub aaaa: Option<u32>,
+    pub srv: Option<u32>,
+    pub cname: Option<u32>,
+}
+
+impl RecordTtls {
+    /// A, AAAA and SRV, all with `ttl`.
+    pub fn addresses(ttl: u32) -> Self {
+        Self {
+            a: Some(ttl),
+            aaaa: Some(ttl),
+            srv: Some(ttl),
+            cname: None,
+        }
+    }
+
+    /// Whether both serve the same record types (whatever their TTLs); Cloud Map lets
+    /// `UpdateService` change TTLs only.
+    pub fn same_types(&self, other: &Self) -> bool {
+        self.a.is_some() == other.a.is_some()
+            && self.aaaa.is_some() == other.aaaa.is_some()
+            && self.srv.is_some() == other.srv.is_some()
+            && self.cname.is_some() == other.cname.is_some()
+    }
+}
+
 /// How DNS answers for one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnswerPolicy {
-    /// TTL of positive answers, in seconds; 0 is allowed.
-    pub ttl: u32,
+    /// The record types served and their TTLs.
+    pub records: RecordTtls,
     /// At most this many address or SRV records per answer; 0 means all.
     pub max_answers: usize,
     pub when_all_unhealthy: WhenAllUnhealthy,
@@ -74,7 +107,14 @@ pub struct ServicePolicyRule {
     pub protocol: Option<Protocol>,
 }
 
-/// A namespace's DNS settings, fixed for the life of the process.
+/// A service's Cloud Map `DnsConfig`: routing and the record types with their TTLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DnsConfig {
+    pub routing: Routing,
+    pub records: RecordTtls,
+}
+
+/// A namespace's DNS settings: from the config file, or from the Cloud Map API.
 #[derive(Clone, Debug)]
 pub struct NamespaceSettings {
     /// Lowercase, without the trailing dot: `internal`, `prod.example`.
@@ -89,23 +129,30 @@ pub struct NamespaceSettings {
 }
 
 impl NamespaceSettings {
-    /// The policy a service gets: the namespace defaults overridden by the first matching
-    /// rule.
-    pub fn policy_for(&self, service: &str) -> Arc<AnswerPolicy> {
+    /// The policy a service gets: the namespace defaults, overridden by the first matching
+    /// rule, then by the service's Cloud Map `DnsConfig` if it has one (its record types,
+    /// TTLs and routing are what the API client asked for).
+    pub fn policy_for(&self, service: &str, dns: Option<&DnsConfig>) -> Arc<AnswerPolicy> {
         let mut policy = AnswerPolicy {
-            ttl: self.ttl,
+            records: RecordTtls::addresses(self.ttl),
             max_answers: 8,
             when_all_unhealthy: WhenAllUnhealthy::ServeAll,
             routing: Routing::Multivalue,
             protocol: Protocol::Tcp,
         };
         if let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(service)) {
-            policy.ttl = rule.ttl.unwrap_or(policy.ttl);
+            if let Some(ttl) = rule.ttl {
+                policy.records = RecordTtls::addresses(ttl);
+            }
             policy.max_answers = rule.max_answers.unwrap_or(policy.max_answers);
             policy.when_all_unhealthy =
                 rule.when_all_unhealthy.unwrap_or(policy.when_all_unhealthy);
             policy.routing = rule.routing.unwrap_or(policy.routing);
             policy.protocol = rule.protocol.unwrap_or(policy.protocol);
+        }
+        if let Some(dns) = dns {
+            policy.records = dns.records;
+            policy.routing = dns.routing;
         }
         Arc::new(policy)
     }

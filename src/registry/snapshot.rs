@@ -1,8 +1,9 @@
 //! Immutable, versioned views of the registry that readers use without locks.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::model::{Service, SourceId};
+use super::model::{NamespaceKind, NamespaceMeta, Origin, Service, SourceId, stable_id};
 use super::policy::NamespaceSettings;
 
 /// Everything the registry knows at one revision.
@@ -14,6 +15,10 @@ pub struct Snapshot {
     /// Bumped once per applied change that changed something; the SOA serial.
     pub revision: u64,
     pub namespaces: imbl::OrdMap<String, Arc<Namespace>>,
+    /// Namespace id → name, for the Cloud Map API.
+    pub namespace_ids: imbl::HashMap<String, String>,
+    /// Service id → (namespace, service), for the Cloud Map API.
+    pub service_ids: imbl::HashMap<String, (String, String)>,
     /// Sources that have not yet completed their first sync.
     pub unsynced: imbl::OrdSet<SourceId>,
 }
@@ -22,30 +27,48 @@ pub struct Snapshot {
 #[derive(Clone, Debug)]
 pub struct Namespace {
     pub settings: Arc<NamespaceSettings>,
+    pub meta: Arc<NamespaceMeta>,
     pub services: imbl::OrdMap<String, Arc<Service>>,
 }
 
 impl Snapshot {
-    /// An empty registry serving `namespaces`, waiting for `sources` to sync.
+    /// An empty registry serving the config file's `namespaces`, waiting for `sources`
+    /// to sync.
     pub fn new(
         namespaces: impl IntoIterator<Item = NamespaceSettings>,
         sources: impl IntoIterator<Item = SourceId>,
     ) -> Self {
-        let namespaces = namespaces
-            .into_iter()
-            .map(|settings| {
-                let namespace = Namespace {
-                    settings: Arc::new(settings),
-                    services: imbl::OrdMap::new(),
-                };
-                (namespace.settings.name.clone(), Arc::new(namespace))
-            })
-            .collect();
-        Self {
+        let mut snapshot = Self {
             revision: 1,
-            namespaces,
+            namespaces: imbl::OrdMap::new(),
+            namespace_ids: imbl::HashMap::new(),
+            service_ids: imbl::HashMap::new(),
             unsynced: sources.into_iter().collect(),
+        };
+        for settings in namespaces {
+            let meta = NamespaceMeta {
+                id: stable_id("ns-", &settings.name),
+                kind: NamespaceKind::DnsPrivate,
+                origin: Origin::Config,
+                description: None,
+                creator_request_id: None,
+                tags: Default::default(),
+                created: SystemTime::UNIX_EPOCH,
+            };
+            snapshot.insert_namespace(Namespace {
+                settings: Arc::new(settings),
+                meta: Arc::new(meta),
+                services: imbl::OrdMap::new(),
+            });
         }
+        snapshot
+    }
+
+    pub(super) fn insert_namespace(&mut self, namespace: Namespace) {
+        let name = namespace.settings.name.clone();
+        self.namespace_ids
+            .insert(namespace.meta.id.clone(), name.clone());
+        self.namespaces.insert(name, Arc::new(namespace));
     }
 
     /// True once every configured source has synced at least once; until then a
@@ -61,10 +84,26 @@ impl Snapshot {
     pub fn service(&self, namespace: &str, service: &str) -> Option<&Arc<Service>> {
         self.namespace(namespace)?.services.get(service)
     }
+
+    pub fn namespace_by_id(&self, id: &str) -> Option<&Arc<Namespace>> {
+        self.namespace(self.namespace_ids.get(id)?)
+    }
+
+    /// The service with Cloud Map id `id`, and its namespace.
+    pub fn service_by_id(&self, id: &str) -> Option<(&Arc<Namespace>, &Arc<Service>)> {
+        let (namespace, service) = self.service_ids.get(id)?;
+        let namespace = self.namespace(namespace)?;
+        Some((namespace, namespace.services.get(service)?))
+    }
 }
 
 impl Namespace {
     pub fn instance_count(&self) -> usize {
         self.services.values().map(|s| s.instances.len()).sum()
+    }
+
+    /// Whether the namespace has a DNS zone.
+    pub fn in_dns(&self) -> bool {
+        self.meta.kind != NamespaceKind::Http
     }
 }

@@ -8,6 +8,7 @@
 //! promptly when the context's shutdown token fires. The REST/Cloud Map API is the one
 //! source that is not a watcher; it lives in `crate::api`.
 
+pub mod ecs;
 pub mod file;
 
 use tokio_util::sync::CancellationToken;

@@ -89,6 +89,7 @@ impl Entry {
             port,
             attributes: self.attributes,
             healthy: self.healthy,
+            ..InstanceSpec::default()
         };
         Ok((key, spec))
     }
