@@ -1,0 +1,125 @@
+"""The printed table, the ratios against Knot, NSD and the floor, and the JSON file."""
+
+import json
+import os
+
+COLUMNS = (
+    ("server", "server", "{}"),
+    ("mode", "mode", "{}"),
+    ("qps", "QPS", "{:,.0f}"),
+    ("cpu_us_per_query", "CPU µs/q", "{:.2f}"),
+    ("server_cpu_share", "srv CPU", "{:.0%}"),
+    ("dnsperf_cpu_share", "dnsperf CPU", "{:.0%}"),
+    ("bound", "bound by", "{}"),
+    ("avg_us", "avg µs", "{:.0f}"),
+    ("p99_us", "p99 µs", "{:.0f}"),
+    ("lost", "lost", "{:,}"),
+    ("response_bytes", "resp B", "{}"),
+    ("other_core0_share", "core0 other", "{:.0%}"),
+)
+
+RATIO_KEYS = (("qps", "QPS"), ("cpu_us_per_query", "CPU/q"), ("p99_us", "p99"), ("avg_us", "avg"))
+
+
+# A process using at least this share of its core limited the rate. When dnsperf is the
+# one, the QPS is the load generator's ceiling on one core, not the server's; "neither"
+# means something else (scheduling, other processes, packet loss) held both back.
+SATURATED = 0.9
+
+
+def classify(rows):
+    """Sets each row's `bound`: what limited its rate (see SATURATED)."""
+    for row in rows:
+        if row["mode"] != "saturation" and not row["mode"].startswith("churn"):
+            row["bound"] = "rate"
+        else:
+            row["bound"] = (
+                "server" if row["server_cpu_share"] >= SATURATED
+                else "dnsperf" if row["dnsperf_cpu_share"] >= SATURATED
+                else "neither"
+            )  # fmt: skip
+
+
+def table(rows):
+    cells = [[title for _, title, _ in COLUMNS]]
+    for row in rows:
+        cells.append([fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in COLUMNS])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = []
+    for n, line in enumerate(cells):
+        lines.append("  ".join(cell.rjust(width) if i > 1 else cell.ljust(width) for i, (cell, width) in enumerate(zip(line, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def ratios(rows):
+    """muster / other for each other server, per mode, on the keys of RATIO_KEYS."""
+    by_mode = {}
+    for row in rows:
+        by_mode.setdefault(row["mode"], {})[row["label"]] = row
+    result = {}
+    for mode, labelled in by_mode.items():
+        muster = labelled.get("muster")
+        if not muster:
+            continue
+        for other in ("knot", "nsd", "floor"):
+            if other not in labelled:
+                continue
+            result[f"muster/{other} ({mode})"] = {
+                key: muster[key] / labelled[other][key]
+                for key, _ in RATIO_KEYS
+                if muster.get(key) is not None and labelled[other].get(key)
+            }
+    return result
+
+
+def ratio_lines(ratio_table):
+    lines = []
+    for name, values in ratio_table.items():
+        parts = [f"{title} {values[key]:.2f}" for key, title in RATIO_KEYS if key in values]
+        lines.append(f"  {name}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def load_lines(servers):
+    lines = []
+    for name, info in servers.items():
+        memory = info.get("memory_after_load", {})
+        lines.append(
+            f"  {name}: load {info['load_seconds']:.2f} s, "
+            f"VmRSS {memory.get('rss_kib', 0) / 1024:.1f} MiB (Pss {memory.get('pss_kib', 0) / 1024:.1f} MiB) after load"
+        )
+    return "\n".join(lines)
+
+
+def churn_lines(churn):
+    if not churn:
+        return ""
+    verify = churn["verify"]
+    lines = []
+    for run in churn["runs"]:
+        lines.append(
+            f"  target {run['target_per_s']}/s, achieved {run['achieved_per_s']:.0f}/s "
+            f"({run['puts']} PUT, {run['deletes']} DELETE, {len(run['errors'])} errors) over {run['services_touched']} services"
+        )
+    lines += [
+        f"  QPS {churn['qps']:,.0f} vs {churn['baseline_qps']:,.0f} without churn: drop {churn['qps_drop']:.1%}; "
+        f"CPU/q {churn['cpu_us_per_query']:.2f} vs {churn['baseline_cpu_us_per_query']:.2f} µs",
+        f"  read-your-writes during the runs: {churn['stale_reads']} stale of {churn['read_checks']} checked"
+        f" ({sum(run['probe_timeouts'] for run in churn['runs'])} probe timeouts)",
+        f"  after the runs: {verify['stale']} stale of {verify['services_checked']} services",
+    ]
+    for run in churn["runs"]:
+        lines += [f"    {example}" for example in run["stale_reads"][:5] + run["errors"][:5]]
+    lines += [f"    {example}" for example in verify["examples"][:5]]
+    return "\n".join(lines)
+
+
+def write_json(result, directory, stamp):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
