@@ -26,6 +26,26 @@ pub struct Config {
     /// The namespaces muster is authoritative for.
     pub namespaces: Vec<NamespaceConfig>,
     pub sources: SourcesConfig,
+    pub cloudmap: CloudMapConfig,
+}
+
+/// `[cloudmap]`: how the Cloud Map API names things in ARNs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudMapConfig {
+    /// The region in ARNs (`arn:aws:servicediscovery:REGION:...`).
+    pub region: String,
+    /// The 12-digit account id in ARNs, `ResourceOwner` and `CreatedByAccount`.
+    pub account: String,
+}
+
+impl Default for CloudMapConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".to_owned(),
+            account: "123456789012".to_owned(),
+        }
+    }
 }
 
 /// `[dns]`: the DNS listeners.
@@ -112,6 +132,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             namespaces: vec![NamespaceConfig::named("internal")],
             sources: SourcesConfig::default(),
+            cloudmap: CloudMapConfig::default(),
         }
     }
 }
@@ -252,6 +273,22 @@ impl Config {
                     problems.extend(errors.into_iter().map(|e| format!("namespaces[{i}].{e}")))
                 }
             }
+        }
+        let account = &self.cloudmap.account;
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(format!("cloudmap.account: {account:?} is not 12 digits"));
+        }
+        if self.cloudmap.region.is_empty()
+            || !self
+                .cloudmap
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            problems.push(format!(
+                "cloudmap.region: {:?} is not a region name",
+                self.cloudmap.region
+            ));
         }
         let mut paths: Vec<&Path> = Vec::new();
         for (i, file) in self.sources.file.iter().enumerate() {

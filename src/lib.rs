@@ -106,6 +106,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry: handle.clone(),
         metrics: Arc::new(metrics),
         registry_metrics,
+        cloudmap: Arc::new(api::CloudMapState::new(config.cloudmap.clone())),
     };
     let http_task = tokio::spawn(api::serve(http_listener, state, http_stop.clone()));
 

@@ -1,5 +1,6 @@
 //! The `muster` command: parses arguments, loads config, sets up logging, runs.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let command = cli.command.unwrap_or(Command::Serve { config: None });
     let result = match command {

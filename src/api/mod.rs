@@ -7,8 +7,10 @@
 //!
 //! - `PUT|DELETE /v1/namespaces/{ns}/services/{svc}/instances/{id}`,
 //!   `PUT .../{id}/health`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]);
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]).
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]);
+//! - `POST /` with `X-Amz-Target`: the AWS Cloud Map API ([`cloudmap`]).
 
+mod cloudmap;
 mod error;
 mod ops;
 mod rest;
@@ -21,6 +23,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::CloudMapConfig;
 use crate::registry::RegistryHandle;
 
 pub use error::ApiError;
@@ -32,11 +35,30 @@ pub struct ApiState {
     pub registry: RegistryHandle,
     pub metrics: Arc<prometheus_client::registry::Registry>,
     pub registry_metrics: Arc<RegistryMetrics>,
+    pub cloudmap: Arc<CloudMapState>,
+}
+
+/// The Cloud Map API's own state: how it names ARNs, and its recent operations.
+pub struct CloudMapState {
+    pub config: CloudMapConfig,
+    pub operations: cloudmap::Operations,
+}
+
+impl CloudMapState {
+    pub fn new(config: CloudMapConfig) -> Self {
+        Self {
+            config,
+            operations: cloudmap::Operations::default(),
+        }
+    }
 }
 
 /// Every route on the HTTP port.
 pub fn router(state: ApiState) -> Router {
-    rest::routes().merge(ops::routes()).with_state(state)
+    rest::routes()
+        .merge(ops::routes())
+        .route("/", axum::routing::post(cloudmap::handle))
+        .with_state(state)
 }
 
 /// Binds the HTTP port.

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs every tool the test suite uses that does not come with the Rust toolchain:
+#   - dig and nsupdate (Debian package dnsutils) and kdig (knot-dnsutils), real DNS clients we
+#     did not write;
+#   - a Python virtualenv at .venv with the packages pinned in tests/interop/requirements.txt
+#     (pytest, dnspython, requests; boto3 and moto's server for the ECS source's tests).
+# Idempotent and quick when everything is already there: apt runs only for a missing package,
+# pip only when requirements.txt changed since the last install. Ends by running each tool and
+# exits non-zero, naming the tool, if any of them does not work.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+requirements="$root/tests/interop/requirements.txt"
+stamp="$venv/.requirements.sha256"
+apt_packages=(dnsutils knot-dnsutils)
+
+say() { printf 'install-test-tools: %s\n' "$*"; }
+die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+# --- Debian packages -------------------------------------------------------------------
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install ${missing[*]} by hand"
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- Python virtualenv -----------------------------------------------------------------
+[ -f "$requirements" ] || die "missing $requirements"
+if [ -d "$venv" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  say "removing broken virtualenv $venv"
+  rm -rf "$venv"
+fi
+if [ ! -d "$venv" ]; then
+  command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for the .venv)"
+  say "creating virtualenv $venv with $(python3 --version 2>&1)"
+  python3 -m venv "$venv"
+fi
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  say "installing Python packages from ${requirements#"$root"/}"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  printf '%s\n' "$want" >"$stamp"
+fi
+
+# --- Verify: every tool runs, or we fail naming it -------------------------------------
+failed=()
+check() {
+  local name=$1
+  shift
+  if ! out=$("$@" 2>&1); then
+    printf 'install-test-tools: ERROR: %s does not work (%s):\n%s\n' "$name" "$*" "$out" >&2
+    failed+=("$name")
+  fi
+}
+check dig dig -v
+check nsupdate nsupdate -V
+check kdig kdig --version
+check "python packages (pytest, dnspython, requests, boto3, moto)" \
+  "$venv/bin/python" -c 'import dns, pytest, requests, boto3, moto.server'
+check moto_server test -x "$venv/bin/moto_server"
+if [ ${#failed[@]} -gt 0 ]; then
+  die "missing or broken: ${failed[*]}"
+fi
+say "ok: $(dig -v 2>&1 | head -n1); $(kdig --version 2>&1 | head -n1); $("$venv/bin/python" -c 'import dns.version, pytest, requests; print("dnspython", dns.version.version, "pytest", pytest.__version__, "requests", requests.__version__)')"

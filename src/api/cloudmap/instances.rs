@@ -1,0 +1,288 @@
+//! Instance operations: RegisterInstance, DeregisterInstance, GetInstance, ListInstances,
+//! GetInstancesHealthStatus, UpdateInstanceCustomHealthStatus.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde_json::{Value, json};
+
+use super::error::CloudMapError;
+use super::input::{Input, paginate};
+use super::services::by_id;
+use super::shapes;
+use crate::api::ApiState;
+use crate::registry::{
+    Change, Instance, InstanceKey, InstanceSpec, Namespace, Service, SourceId, validate,
+};
+
+const IPV4: &str = "AWS_INSTANCE_IPV4";
+const IPV6: &str = "AWS_INSTANCE_IPV6";
+const PORT: &str = "AWS_INSTANCE_PORT";
+const CNAME: &str = "AWS_INSTANCE_CNAME";
+const INIT_HEALTH: &str = "AWS_INIT_HEALTH_STATUS";
+/// Reserved attributes muster cannot honour: Route 53 alias targets and EC2 lookups.
+const UNSUPPORTED: [&str; 2] = ["AWS_ALIAS_DNS_NAME", "AWS_EC2_INSTANCE_ID"];
+const MAX_ATTRIBUTE_CHARS: usize = 5000;
+
+fn key(namespace: &Namespace, service: &Service, id: &str) -> InstanceKey {
+    InstanceKey {
+        namespace: namespace.settings.name.clone(),
+        service: service.name.clone(),
+        id: id.to_owned(),
+    }
+}
+
+fn instance_id(input: &Input) -> Result<String, CloudMapError> {
+    let id = input.string("InstanceId")?;
+    validate::instance_id(id)
+        .map_err(|e| CloudMapError::invalid(format!("InstanceId: {}", e.message)))?;
+    Ok(id.to_owned())
+}
+
+pub async fn register(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (namespace, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let id = instance_id(&input)?;
+    let attributes = input.string_map("Attributes")?;
+    let existing = service.instances.get(&id);
+    let mut spec = instance_spec(service, attributes, existing.map(|i| i.spec.healthy))?;
+    spec.creator_request_id = input.bounded("CreatorRequestId", 64)?;
+    let upsert = Change::Upsert {
+        key: key(namespace, service, &id),
+        spec,
+        source: SourceId::api(),
+    };
+    state.registry.apply_durable(upsert).await?;
+    let targets = [
+        ("INSTANCE", id.as_str()),
+        ("SERVICE", service.meta.id.as_str()),
+    ];
+    let operation = state
+        .cloudmap
+        .operations
+        .record("REGISTER_INSTANCE", &targets);
+    Ok(json!({"OperationId": operation}))
+}
+
+/// Checks the attributes against the service's record types (Cloud Map's rules) and
+/// turns the reserved ones into the instance's addresses. `current_health` keeps a
+/// re-registered instance's health unless `AWS_INIT_HEALTH_STATUS` is given.
+fn instance_spec(
+    service: &Service,
+    attributes: BTreeMap<String, String>,
+    current_health: Option<bool>,
+) -> Result<InstanceSpec, CloudMapError> {
+    for key in UNSUPPORTED {
+        if attributes.contains_key(key) {
+            return Err(CloudMapError::invalid(format!(
+                "{key} is not supported by muster"
+            )));
+        }
+    }
+    let custom: BTreeMap<String, String> = attributes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    validate::attributes(&custom)
+        .map_err(|e| CloudMapError::invalid(format!("Attributes: {}", e.message)))?;
+    let total: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ATTRIBUTE_CHARS {
+        return Err(CloudMapError::invalid(format!(
+            "Attributes: {total} characters; at most {MAX_ATTRIBUTE_CHARS}"
+        )));
+    }
+    let parse = |key: &str| attributes.get(key).map(String::as_str);
+    let ipv4 = parse(IPV4)
+        .map(|v| {
+            v.parse::<Ipv4Addr>()
+                .map_err(|_| CloudMapError::invalid(format!("{IPV4} {v:?} is not an IPv4 address")))
+        })
+        .transpose()?;
+    let ipv6 = parse(IPV6)
+        .map(|v| {
+            v.parse::<Ipv6Addr>()
+                .map_err(|_| CloudMapError::invalid(format!("{IPV6} {v:?} is not an IPv6 address")))
+        })
+        .transpose()?;
+    let port = parse(PORT)
+        .map(|v| match v.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(CloudMapError::invalid(format!(
+                "{PORT} {v:?} is not a port from 1 to 65535"
+            ))),
+        })
+        .transpose()?;
+    let cname = parse(CNAME)
+        .map(|v| match hickory_proto::rr::Name::from_ascii(v) {
+            Ok(_) if !v.is_empty() && v.len() <= 255 => Ok(v.to_owned()),
+            _ => Err(CloudMapError::invalid(format!(
+                "{CNAME} {v:?} is not a DNS name"
+            ))),
+        })
+        .transpose()?;
+    let healthy = match parse(INIT_HEALTH) {
+        None => current_health.unwrap_or(true),
+        Some(_) if !service.meta.custom_health => {
+            return Err(CloudMapError::invalid(format!(
+                "{INIT_HEALTH} needs a service with HealthCheckCustomConfig"
+            )));
+        }
+        Some("HEALTHY") => true,
+        Some("UNHEALTHY") => false,
+        Some(other) => {
+            return Err(CloudMapError::invalid(format!(
+                "{INIT_HEALTH} {other:?} is not HEALTHY or UNHEALTHY"
+            )));
+        }
+    };
+    if let Some(dns) = service.meta.dns.filter(|_| service.in_dns()) {
+        let records = dns.records;
+        let missing = [
+            (records.a.is_some() && ipv4.is_none(), IPV4),
+            (records.aaaa.is_some() && ipv6.is_none(), IPV6),
+            (records.srv.is_some() && port.is_none(), PORT),
+            (
+                records.srv.is_some() && ipv4.is_none() && ipv6.is_none(),
+                IPV4,
+            ),
+            (records.cname.is_some() && cname.is_none(), CNAME),
+        ];
+        if let Some((_, key)) = missing.iter().find(|(missing, _)| *missing) {
+            return Err(CloudMapError::invalid(format!(
+                "Attributes: {key} is required by the service's DNS records"
+            )));
+        }
+    } else if service.in_dns() && ipv4.is_none() && ipv6.is_none() && cname.is_none() {
+        return Err(CloudMapError::invalid(format!(
+            "Attributes: {IPV4} or {IPV6} is required"
+        )));
+    }
+    Ok(InstanceSpec {
+        ipv4,
+        ipv6,
+        port,
+        cname,
+        attributes,
+        healthy,
+        heartbeat_ttl: None,
+        creator_request_id: None,
+    })
+}
+
+pub async fn deregister(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (namespace, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let id = instance_id(&input)?;
+    let remove = Change::Remove {
+        key: key(namespace, service, &id),
+        source: SourceId::api(),
+    };
+    state.registry.apply_durable(remove).await?;
+    let targets = [
+        ("INSTANCE", id.as_str()),
+        ("SERVICE", service.meta.id.as_str()),
+    ];
+    let operation = state
+        .cloudmap
+        .operations
+        .record("DEREGISTER_INSTANCE", &targets);
+    Ok(json!({"OperationId": operation}))
+}
+
+fn find<'s>(service: &'s Service, id: &str) -> Result<&'s Instance, CloudMapError> {
+    service.instances.get(id).map(|i| &**i).ok_or_else(|| {
+        CloudMapError::new(
+            "InstanceNotFound",
+            format!("no instance {id:?} in service {}", service.meta.id),
+        )
+    })
+}
+
+pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (_, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let instance = find(service, &instance_id(&input)?)?;
+    let account = &state.cloudmap.config.account;
+    let mut shape = json!({
+        "Id": instance.id,
+        "Attributes": shapes::attributes(instance),
+        "CreatedByAccount": account,
+    });
+    if let Some(id) = &instance.spec.creator_request_id {
+        shape["CreatorRequestId"] = json!(id);
+    }
+    Ok(json!({"ResourceOwner": account, "Instance": shape}))
+}
+
+pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (_, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let (limit, start) = input.page(100, 100)?;
+    let account = &state.cloudmap.config.account;
+    let instances: Vec<Value> = service
+        .instances
+        .values()
+        .map(|i| json!({"Id": i.id, "Attributes": shapes::attributes(i), "CreatedByAccount": account}))
+        .collect();
+    let (page, next) = paginate(instances, limit, start);
+    let mut output = json!({"ResourceOwner": account, "Instances": page});
+    if let Some(next) = next {
+        output["NextToken"] = json!(next);
+    }
+    Ok(output)
+}
+
+pub fn health_status(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (_, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let (limit, start) = input.page(100, 100)?;
+    let wanted = input.string_list("Instances")?;
+    let instances: Vec<&Instance> = if wanted.is_empty() {
+        service.instances.values().map(|i| &**i).collect()
+    } else {
+        wanted
+            .iter()
+            .map(|id| find(service, id))
+            .collect::<Result<_, _>>()?
+    };
+    let (page, next) = paginate(instances, limit, start);
+    let status: BTreeMap<&str, &str> = page
+        .iter()
+        .map(|i| (i.id.as_str(), shapes::health(i)))
+        .collect();
+    let mut output = json!({"Status": status});
+    if let Some(next) = next {
+        output["NextToken"] = json!(next);
+    }
+    Ok(output)
+}
+
+/// Takes effect at once (Cloud Map waits about 30 s).
+pub async fn update_health(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+    let snapshot = state.registry.snapshot();
+    let (namespace, service) = by_id(&snapshot, input.string("ServiceId")?)?;
+    let id = instance_id(&input)?;
+    find(service, &id)?;
+    if !service.meta.custom_health {
+        return Err(CloudMapError::new(
+            "CustomHealthNotFound",
+            format!("service {} has no HealthCheckCustomConfig", service.meta.id),
+        ));
+    }
+    let healthy = match input.string("Status")? {
+        "HEALTHY" => true,
+        "UNHEALTHY" => false,
+        other => {
+            return Err(CloudMapError::invalid(format!(
+                "Status {other:?} is not HEALTHY or UNHEALTHY"
+            )));
+        }
+    };
+    let change = Change::SetHealth {
+        key: key(namespace, service, &id),
+        healthy,
+    };
+    state.registry.apply_durable(change).await?;
+    Ok(json!({}))
+}
