@@ -23,7 +23,8 @@ pub use model::{
     fnv1a64, stable_id,
 };
 pub use policy::{
-    AnswerPolicy, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
+    AnswerPolicy, DnsConfig, NamespaceSettings, Protocol, RecordTtls, Routing, ServicePolicyRule,
+    WhenAllUnhealthy,
 };
 pub use snapshot::{Namespace, Snapshot};
 pub use validate::FieldError;
