@@ -44,7 +44,7 @@ def parse_args(argv):
         help="also run each server at this fixed rate (dnsperf -Q), with latency percentiles; 0: no (default 20000)",
     )
     parser.add_argument("--churn", type=int, default=0, help="also run muster while applying N REST changes/s")
-    parser.add_argument("--churn-clients", type=int, default=4, help="HTTP connections applying the churn (default 4)")
+    parser.add_argument("--churn-clients", type=int, default=16, help="HTTP connections applying the churn (default 16)")
     parser.add_argument("--clients", type=int, default=8, help="dnsperf -c: sockets (default 8)")
     parser.add_argument("--outstanding", type=int, default=200, help="dnsperf -q: queries in flight (default 200)")
     parser.add_argument("--no-edns", action="store_true", help="queries without EDNS (default: dnsperf -e)")
@@ -203,6 +203,8 @@ def measure_server(server, args, query_file, workdir):
             row = measure(server, args, query_file, workdir, label, rate=rate, during=during)
             if during:
                 row["mode"] = f"churn {args.churn}/s"
+                row["churn"]["verify"] = churn.verify()
+                churn.cleanup()
             results[(label, rate)].append(row)
     churn_runs = [row.pop("churn") for row in results.get(("muster+churn", None), [])]
     rows = [median_row(results[plan]) for plan in plans]
@@ -213,7 +215,8 @@ def measure_server(server, args, query_file, workdir):
         "runs": churn_runs,
         "stale_reads": sum(len(run["stale_reads"]) for run in churn_runs),
         "read_checks": sum(run["read_checks"] for run in churn_runs),
-        "verify": churn.verify(),
+        "stale_after": sum(run["verify"]["stale"] for run in churn_runs),
+        "services_checked_after": sum(run["verify"]["services_checked"] for run in churn_runs),
         "qps": churned["qps"],
         "baseline_qps": base["qps"],
         "qps_drop": 1 - churned["qps"] / base["qps"],
@@ -231,6 +234,7 @@ def profile_muster(server, args, query_file, workdir):
             server, query_file, workdir, "muster+churn", args.duration, args.clients, args.outstanding,
             edns=edns, during=churn.run,
         )  # fmt: skip
+        churn.cleanup()
     return profiles
 
 

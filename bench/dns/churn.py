@@ -14,6 +14,9 @@ Staleness is checked two ways:
   is in DNS, so no answer may be even one change behind);
 - after the run, every touched service is queried: `churn.svcN A` and `svcN A` must show
   exactly the last write (its address, or NXDOMAIN / absence after a DELETE).
+
+Then `cleanup()` deletes the churn instances left, so later runs (and the comparison with
+Knot and NSD) see the generated namespace again.
 """
 
 import http.client
@@ -125,6 +128,29 @@ class Churn:
             self.stats["read_checks"] += 1
             if problem:
                 self.stats["stale_reads"].append(f"{name}: {problem}")
+
+    def cleanup(self):
+        """Deletes every churn instance still registered, so the namespace is the one
+        Knot and NSD serve again before the next run."""
+        present = [service for service, address in sorted(self.last.items()) if address is not None]
+
+        def delete(share):
+            connection = http.client.HTTPConnection("127.0.0.1", self.muster.http_port, timeout=10)
+            for service in share:
+                status = self._send(connection, "DELETE", self.path(service), None)
+                if status != 200:
+                    raise RuntimeError(f"cleanup DELETE {self.path(service)}: HTTP {status}")
+                self.last[service] = None
+            connection.close()
+
+        threads = [threading.Thread(target=delete, args=(present[k :: self.clients],)) for k in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        left = [service for service, address in self.last.items() if address is not None]
+        if left:
+            raise RuntimeError(f"cleanup left {len(left)} churn instances registered")
 
     def verify(self):
         """After the run: every touched service answers exactly its last write."""

@@ -96,7 +96,6 @@ def load_lines(servers):
 def churn_lines(churn):
     if not churn:
         return ""
-    verify = churn["verify"]
     lines = []
     for run in churn["runs"]:
         lines.append(
@@ -108,11 +107,15 @@ def churn_lines(churn):
         f"CPU/q {churn['cpu_us_per_query']:.2f} vs {churn['baseline_cpu_us_per_query']:.2f} µs",
         f"  read-your-writes during the runs: {churn['stale_reads']} stale of {churn['read_checks']} checked"
         f" ({sum(run['probe_timeouts'] for run in churn['runs'])} probe timeouts)",
-        f"  after the runs: {verify['stale']} stale of {verify['services_checked']} services",
+        f"  after each run: {churn['stale_after']} stale of {churn['services_checked_after']} service checks",
     ]
+    short = [run for run in churn["runs"] if run["achieved_per_s"] < 0.95 * run["target_per_s"]]
+    if short:
+        lines.append("  WARNING: the churn client fell short of the target rate; raise --churn-clients")
     for run in churn["runs"]:
         lines += [f"    {example}" for example in run["stale_reads"][:5] + run["errors"][:5]]
-    lines += [f"    {example}" for example in verify["examples"][:5]]
+    for run in churn["runs"]:
+        lines += [f"    {example}" for example in run["verify"]["examples"][:5]]
     return "\n".join(lines)
 
 
