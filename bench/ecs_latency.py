@@ -125,6 +125,14 @@ def reconcile_cost(workdir, server, tasks):
     try:
         until(lambda: m.get("/readyz").status_code == 200, "/readyz")
         ready = time.perf_counter() - started
+
+        def reconciled(now):
+            return all(
+                now.get(f'muster_ecs_reconcile_duration_seconds_count{{cluster="{c}"}}', 0) >= 1 for c in clusters
+            )
+
+        # /readyz turns 200 when the syncs are applied, a moment before their metrics.
+        until(lambda: reconciled(metrics(m)), "reconcile metrics")
         first = metrics(m)
         calls = {k: v for k, v in first.items() if k.startswith("muster_ecs_api_calls_total")}
         in_dns = sum(v for k, v in first.items() if k.startswith("muster_ecs_tasks{"))

@@ -2,7 +2,7 @@
 //! and the task definition cache: a task definition revision never changes, so each is
 //! described once and kept for the life of the process (a few hundred bytes each).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ecs::types::{DesiredStatus, TaskDefinitionField};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
+use tokio::task::JoinSet;
 
 use super::config::EcsSourceConfig;
 use super::metrics::EcsMetrics;
@@ -17,6 +18,9 @@ use super::parse::{self, TaskDefinition, TaskFacts};
 
 /// `DescribeTasks` takes at most this many tasks per call; `ListTasks` pages as many.
 const PAGE: usize = 100;
+/// Task definitions described at once when a reconcile meets many new ones (a cold start
+/// of a cluster with 50 services), without bursting into ECS's rate limits.
+const LOOKUPS_IN_FLIGHT: usize = 8;
 /// SQS long poll: the longest SQS allows; a message ends the wait at once.
 const LONG_POLL_SECONDS: i32 = 20;
 /// SQS hands out at most this many messages per receive.
@@ -129,6 +133,29 @@ impl Aws {
         let mut cache = self.definitions.lock().expect("cache lock");
         cache.insert(arn.to_owned(), read.clone());
         Ok(read)
+    }
+
+    /// Puts every task definition in `arns` in the cache, [`LOOKUPS_IN_FLIGHT`] at once.
+    pub async fn prefetch(self: &Arc<Self>, arns: HashSet<&str>) -> Result<(), AwsError> {
+        let missing: Vec<String> = arns
+            .into_iter()
+            .filter(|arn| self.cached(arn).is_none())
+            .map(str::to_owned)
+            .collect();
+        for chunk in missing.chunks(LOOKUPS_IN_FLIGHT) {
+            let mut lookups = JoinSet::new();
+            for arn in chunk {
+                let (aws, arn) = (self.clone(), arn.clone());
+                lookups.spawn(async move { aws.task_definition(&arn).await.map(drop) });
+            }
+            while let Some(done) = lookups.join_next().await {
+                done.map_err(|error| AwsError {
+                    operation: "DescribeTaskDefinition",
+                    message: error.to_string(),
+                })??;
+            }
+        }
+        Ok(())
     }
 
     fn cached(&self, arn: &str) -> Option<Arc<TaskDefinition>> {

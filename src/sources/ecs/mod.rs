@@ -5,7 +5,8 @@
 //!   SQS queue (long poll, up to 10 messages per receive), and every
 //!   `reconcile_interval` each cluster in full: `ListTasks` (desired status RUNNING,
 //!   pages of 100), `DescribeTasks` (batches of 100), `DescribeTaskDefinition` once per
-//!   task definition ARN (cached). A message is deleted only after its change is applied.
+//!   task definition ARN (cached; up to 8 at once). A message is deleted only after its
+//!   change is applied.
 //! - **Emits:** per event, `Upsert`/`Remove` of the task's instance; per reconcile, one
 //!   `Change::Sync` per cluster. The source id is `ecs:<cluster name>`, so a sync
 //!   replaces exactly that cluster's instances. A task of ECS service `S` (`group`

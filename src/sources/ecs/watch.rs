@@ -51,7 +51,7 @@ enum Disposition {
 /// Everything the event loop needs, shared with the reconcilers.
 struct Shared {
     config: EcsSourceConfig,
-    aws: Aws,
+    aws: Arc<Aws>,
     metrics: Arc<EcsMetrics>,
     /// The event loop's [`Tasks::generation`], read by reconcilers before they list.
     generation: AtomicU64,
@@ -59,7 +59,7 @@ struct Shared {
 
 /// Watches the configured clusters until shutdown.
 pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<EcsMetrics>) {
-    let aws = Aws::connect(&config, metrics.clone()).await;
+    let aws = Arc::new(Aws::connect(&config, metrics.clone()).await);
     let shared = Arc::new(Shared {
         config,
         aws,
@@ -260,6 +260,9 @@ async fn reconcile_loop(shared: Arc<Shared>, cluster: String, out: mpsc::Sender<
 /// Lists and describes `cluster`'s tasks and places each.
 async fn describe(shared: &Shared, cluster: &str) -> Result<Vec<(TaskFacts, Placement)>, AwsError> {
     let facts = shared.aws.running_tasks(cluster).await?;
+    let needed = facts.iter().filter(|t| mapping::lifecycle(t).is_none());
+    let needed = needed.map(|t| t.task_definition_arn.as_str()).collect();
+    shared.aws.prefetch(needed).await?;
     let mut placed = Vec::with_capacity(facts.len());
     for task in facts {
         let placement = match mapping::lifecycle(&task) {
