@@ -262,7 +262,7 @@ def run(args, workdir):
     return info, rows, churn_result, notes, profiles
 
 
-def versions():
+def versions(args):
     def first_line(command):
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=10)
@@ -270,12 +270,17 @@ def versions():
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return None
 
+    help_run = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True)
+    dnsperf_help = help_run.stdout + help_run.stderr
     return {
         "knotd": first_line(["knotd", "--version"]),
         "nsd": first_line(["nsd", "-v"]),
-        "dnsperf": next((line for line in (subprocess.run(["dnsperf", "-h"], capture_output=True, text=True).stderr or "").splitlines() if line.startswith("Version")), None),
-        "muster_commit": first_line(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
-        "muster_dirty": bool(subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()),
+        "dnsperf": next((line for line in dnsperf_help.splitlines() if line.startswith("Version")), None),
+        # The checkout's commit; the binary was built from it unless --skip-build.
+        "checkout_commit": first_line(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+        "checkout_src_dirty": bool(subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()),
+        "muster_bin": args.muster_bin,
+        "built_here": not args.skip_build,
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
         "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None),
@@ -345,7 +350,7 @@ def main(argv):
         "command": "bench/dns/run " + " ".join(argv),
         "args": vars(args),
         "namespace": {"services": args.services, "instances_per_service": args.instances, "instances": args.services * args.instances, "muster_max_answers": args.max_answers},
-        "versions": versions(),
+        "versions": versions(args),
         "loadavg_at_end": open("/proc/loadavg").read().strip(),
         "servers": info,
         "runs": rows,

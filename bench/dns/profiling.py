@@ -38,6 +38,7 @@ def record(server, query_file, workdir, label, seconds, clients, outstanding, ed
     symbols = report(data, "dso,sym", 0)
     result = {
         "qps_while_profiled": row["qps"],
+        "by_thread": report(data, "comm", 0.5),
         "by_dso": report(data, "dso", 0.5),
         "by_area": by_area(symbols),
         "by_symbol": [entry for entry in symbols if entry[0] >= 0.4],
@@ -93,6 +94,7 @@ def by_area(symbols):
 def lines(profile, top=25):
     """A short printed summary."""
     out = [f"  (perf cpu-clock at {FREQUENCY} Hz; {profile['qps_while_profiled']:,.0f} qps while profiled)"]
+    out.append("  by thread: " + ", ".join(f"{entry} {percent:.1f}%" for percent, entry in profile["by_thread"][:8]))
     out.append("  by object: " + ", ".join(f"{entry} {percent:.1f}%" for percent, entry in profile["by_dso"][:8]))
     out.append("  by area:   " + ", ".join(f"{area} {percent:.1f}%" for percent, area in profile["by_area"]))
     for percent, entry in profile["by_symbol"][:top]:
