@@ -105,6 +105,9 @@ def event_latency(workdir, server, events):
         applied = lag.get("muster_ecs_events_applied_total", 0)
         lag_sum = lag.get("muster_ecs_event_lag_seconds_sum", 0)
         print(f"muster_ecs_event_lag_seconds mean over {applied:.0f} events: {lag_sum / max(applied, 1) * 1000:.1f} ms")
+    except BaseException:
+        print(m.log_tail(), file=sys.stderr)
+        raise
     finally:
         m.stop()
 
