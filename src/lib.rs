@@ -16,6 +16,7 @@
 pub mod api;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod registry;
 pub mod sources;
 pub mod store;
@@ -86,6 +87,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let handle = registry.handle();
     let zone = dns::ZoneView::default();
     registry.on_publish(zone.publish_hook());
+    let health_metrics = health::HealthMetrics::default();
+    health_metrics.register(&mut metrics);
+    let sources_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (health, health_task) =
+        health::Health::new(handle.clone(), health_metrics, sources_stop.clone());
+    registry.on_publish(health.publish_hook());
+    tracker.spawn(health_task);
 
     let dns_metrics = Arc::new(dns::DnsMetrics::default());
     dns_metrics.register(&mut metrics);
@@ -107,11 +116,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: Arc::new(metrics),
         registry_metrics,
         cloudmap: Arc::new(api::CloudMapState::new(config.cloudmap.clone())),
+        health,
     };
     let http_task = tokio::spawn(api::serve(http_listener, state, http_stop.clone()));
 
-    let sources_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let context = sources::SourceContext {
         registry: handle,
         shutdown: sources_stop.clone(),

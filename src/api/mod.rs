@@ -6,7 +6,7 @@
 //! see its write. Must not: touch the registry's state except through changes.
 //!
 //! - `PUT|DELETE /v1/namespaces/{ns}/services/{svc}/instances/{id}`,
-//!   `PUT .../{id}/health`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]);
+//!   `PUT .../{id}/health`, `PUT .../{id}/heartbeat`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]);
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` ([`ops`]);
 //! - `POST /` with `X-Amz-Target`: the AWS Cloud Map API ([`cloudmap`]).
 
@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CloudMapConfig;
+use crate::health::Health;
 use crate::registry::RegistryHandle;
 
 pub use error::ApiError;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     pub registry_metrics: Arc<RegistryMetrics>,
     pub cloudmap: Arc<CloudMapState>,
+    /// Where heartbeats go.
+    pub health: Health,
 }
 
 /// The Cloud Map API's own state: how it names ARNs, and its recent operations.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use crate::dns::instance_label;
+use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{Change, Instance, InstanceKey, InstanceSpec, Service, Snapshot, SourceId};
 
@@ -32,6 +33,10 @@ pub fn routes() -> Router<ApiState> {
             "/v1/namespaces/{ns}/services/{svc}/instances/{id}/health",
             put(set_health),
         )
+        .route(
+            "/v1/namespaces/{ns}/services/{svc}/instances/{id}/heartbeat",
+            put(heartbeat),
+        )
 }
 
 type Reply = Result<Json<Value>, ApiError>;
@@ -47,7 +52,14 @@ struct RegisterBody {
     attributes: BTreeMap<String, String>,
     #[serde(default = "healthy")]
     healthy: bool,
+    /// `"3s"`, `"500ms"`: the instance turns unhealthy when no heartbeat comes this long.
+    heartbeat_ttl: Option<String>,
 }
+
+/// Heartbeat TTLs accepted: the scheduler's resolution is a millisecond; below 100 ms a
+/// client could not keep up, above a day it is not a heartbeat.
+const HEARTBEAT_TTL: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(86_400);
 
 fn healthy() -> bool {
     true
@@ -111,6 +123,32 @@ async fn set_health(
         })
         .await?;
     Ok(Json(json!({"revision": applied.revision})))
+}
+
+/// Renews a heartbeat; the deadline moves to now + the instance's `heartbeat_ttl`.
+async fn heartbeat(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+) -> Reply {
+    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    match state.health.heartbeat(key).await {
+        Ok(()) => Ok(Json(json!({}))),
+        Err(error @ HeartbeatError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("id"),
+            error.to_string(),
+        )),
+        Err(error @ HeartbeatError::NoTtl(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("heartbeat_ttl"),
+            error.to_string(),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            error.to_string(),
+        )),
+    }
 }
 
 async fn list_namespaces(State(state): State<ApiState>) -> Json<Value> {
@@ -179,7 +217,10 @@ fn instance_json(instance: &Instance) -> Value {
         "ipv6": spec.ipv6,
         "port": spec.port,
         "attributes": spec.attributes,
-        "healthy": spec.healthy,
+        "healthy": instance.is_healthy(),
+        "reported_healthy": spec.healthy,
+        "heartbeat_ttl": spec.heartbeat_ttl.map(|ttl| humantime::format_duration(ttl).to_string()),
+        "heartbeat_ok": instance.heartbeat_ok,
         "source": instance.source.as_str(),
         "created": timestamp(instance.created),
         "updated": timestamp(instance.updated),
@@ -267,12 +308,23 @@ impl RegisterBody {
         }
         let port = self.port.map(validate::port).transpose()?;
         validate::attributes(&self.attributes)?;
+        let heartbeat_ttl = self
+            .heartbeat_ttl
+            .map(|ttl| match humantime::parse_duration(&ttl) {
+                Ok(ttl) if HEARTBEAT_TTL.contains(&ttl) => Ok(ttl),
+                _ => Err(FieldError::new(
+                    "heartbeat_ttl",
+                    format!("{ttl:?} is not a duration from 100ms to 24h"),
+                )),
+            })
+            .transpose()?;
         Ok(InstanceSpec {
             ipv4,
             ipv6,
             port,
             attributes: self.attributes,
             healthy: self.healthy,
+            heartbeat_ttl,
             ..InstanceSpec::default()
         })
     }

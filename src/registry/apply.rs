@@ -15,7 +15,7 @@ use super::policy::NamespaceSettings;
 use super::snapshot::{Namespace, Snapshot};
 
 /// What a batch of changes modified, so derived views rebuild only that.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Touched {
     /// `(namespace, service)` pairs whose instances or policy changed.
     pub services: BTreeSet<(String, String)>,
