@@ -7,11 +7,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use globset::Glob;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy};
+use crate::registry::{
+    CheckSpec, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
+};
 use crate::sources::ecs::EcsSourceConfig;
 use crate::sources::file::FileSourceConfig;
 
@@ -103,6 +106,10 @@ pub struct ServiceRuleConfig {
     pub routing: Option<Routing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    /// An active HTTP or TCP check for the service's instances (see README, "Health
+    /// checks"); an instance registered with its own check uses that instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckSpec>,
 }
 
 /// `[sources]`: the watchers that feed the registry (the API is always on).
@@ -355,6 +362,9 @@ impl NamespaceConfig {
         };
         let mut rules = Vec::new();
         for (i, rule) in self.services.iter().enumerate() {
+            if let Some(Err(problem)) = rule.check.as_ref().map(CheckSpec::validate) {
+                problems.push(format!("services[{i}].check: {problem}"));
+            }
             match Glob::new(&rule.pattern) {
                 Ok(glob) => rules.push(ServicePolicyRule {
                     matcher: glob.compile_matcher(),
@@ -363,6 +373,7 @@ impl NamespaceConfig {
                     when_all_unhealthy: rule.when_all_unhealthy,
                     routing: rule.routing,
                     protocol: rule.protocol,
+                    check: rule.check.clone().map(Arc::new),
                 }),
                 Err(e) => problems.push(format!("services[{i}].match: {e}")),
             }

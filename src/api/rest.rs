@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -18,7 +19,9 @@ use super::error::ApiError;
 use crate::dns::instance_label;
 use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
-use crate::registry::{Change, Instance, InstanceKey, InstanceSpec, Service, Snapshot, SourceId};
+use crate::registry::{
+    Change, CheckSpec, Instance, InstanceKey, InstanceSpec, Service, Snapshot, SourceId,
+};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -54,6 +57,8 @@ struct RegisterBody {
     healthy: bool,
     /// `"3s"`, `"500ms"`: the instance turns unhealthy when no heartbeat comes this long.
     heartbeat_ttl: Option<String>,
+    /// An active check: `{"http": "/healthz", "interval": "200ms", ...}` or `{"tcp": true}`.
+    check: Option<CheckSpec>,
 }
 
 /// Heartbeat TTLs accepted: the scheduler's resolution is a millisecond; below 100 ms a
@@ -221,6 +226,8 @@ fn instance_json(instance: &Instance) -> Value {
         "reported_healthy": spec.healthy,
         "heartbeat_ttl": spec.heartbeat_ttl.map(|ttl| humantime::format_duration(ttl).to_string()),
         "heartbeat_ok": instance.heartbeat_ok,
+        "check_ok": instance.check_ok,
+        "check_reason": instance.check_reason,
         "source": instance.source.as_str(),
         "created": timestamp(instance.created),
         "updated": timestamp(instance.updated),
@@ -308,6 +315,18 @@ impl RegisterBody {
         }
         let port = self.port.map(validate::port).transpose()?;
         validate::attributes(&self.attributes)?;
+        if let Some(check) = &self.check {
+            check
+                .validate()
+                .map_err(|problem| FieldError::new("check", problem))?;
+            if check.port.or(port).is_none() {
+                return Err(FieldError::new(
+                    "check",
+                    "a check needs a port: give the instance or the check one",
+                ));
+            }
+        }
+        let check = self.check.map(Arc::new);
         let heartbeat_ttl = self
             .heartbeat_ttl
             .map(|ttl| match humantime::parse_duration(&ttl) {
@@ -325,6 +344,7 @@ impl RegisterBody {
             attributes: self.attributes,
             healthy: self.healthy,
             heartbeat_ttl,
+            check,
             ..InstanceSpec::default()
         })
     }

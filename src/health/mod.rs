@@ -15,6 +15,7 @@
 //! renewal costs a queue reset, not a registry change: the revision and the DNS zone move
 //! only when health does.
 
+mod probe;
 mod scheduler;
 
 pub use scheduler::{Health, HealthMetrics, HeartbeatError};

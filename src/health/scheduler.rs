@@ -1,16 +1,28 @@
-//! The health task: per-instance deadlines in one queue.
+//! The health task: every heartbeat deadline and every check in one queue.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot};
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::registry::{Change, InstanceKey, PublishHook, RegistryHandle, Snapshot};
+use super::probe;
+use crate::registry::{
+    Change, CheckSpec, Instance, InstanceKey, PublishHook, RegistryHandle, Service, Snapshot,
+};
+
+/// Checks running at once at most; more wait for a slot (the next tick skips a check
+/// still running).
+const CONCURRENT_CHECKS: usize = 512;
 
 /// Why a heartbeat was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,11 +41,32 @@ enum Command {
     Heartbeat(InstanceKey, oneshot::Sender<Result<(), HeartbeatError>>),
 }
 
+/// What a queue entry is due for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Due {
+    Heartbeat(InstanceKey),
+    Check(InstanceKey),
+}
+
+/// A finished check: which instance, which incarnation of its check, the verdict.
+struct Outcome {
+    key: InstanceKey,
+    generation: u64,
+    result: Result<(), String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// `muster_health_*` metrics.
 #[derive(Clone)]
 pub struct HealthMetrics {
     expired: Counter,
     lateness: Histogram,
+    checks: Family<ResultLabels, Counter>,
+    transitions: Family<ResultLabels, Counter>,
 }
 
 impl Default for HealthMetrics {
@@ -41,6 +74,8 @@ impl Default for HealthMetrics {
         Self {
             expired: Counter::default(),
             lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 14)),
+            checks: Family::default(),
+            transitions: Family::default(),
         }
     }
 }
@@ -58,6 +93,16 @@ impl HealthMetrics {
             "From a heartbeat deadline to the registry applying the expiry",
             self.lateness.clone(),
         );
+        health.register(
+            "checks",
+            "Active checks run, by result (pass, fail)",
+            self.checks.clone(),
+        );
+        health.register(
+            "transitions",
+            "Instances a check turned healthy or unhealthy, by result",
+            self.transitions.clone(),
+        );
     }
 }
 
@@ -67,14 +112,27 @@ pub struct Health {
     commands: mpsc::UnboundedSender<Command>,
 }
 
-/// One instance's heartbeat timer.
-struct Timer {
+/// One instance's heartbeat deadline.
+struct HeartbeatTimer {
     ttl: Duration,
     /// The registration it times; a new registration (or a change of TTL) restarts it.
     registered: SystemTime,
     /// In the queue while the instance is healthy; `None` once it expired.
     entry: Option<delay_queue::Key>,
     deadline: Instant,
+}
+
+/// One instance's active check and its run of results.
+struct CheckTimer {
+    spec: Arc<CheckSpec>,
+    target: SocketAddr,
+    entry: delay_queue::Key,
+    /// Bumped when the check is replaced, so a late result of the old one is ignored.
+    generation: u64,
+    running: bool,
+    healthy: bool,
+    passes: u32,
+    failures: u32,
 }
 
 impl Health {
@@ -86,13 +144,24 @@ impl Health {
         shutdown: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (outcomes, results) = mpsc::unbounded_channel();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(2)
+            .build()
+            .expect("an HTTP client without TLS builds");
         let task = Scheduler {
             registry,
             metrics,
-            timers: HashMap::new(),
+            heartbeats: HashMap::new(),
+            checks: HashMap::new(),
             queue: DelayQueue::new(),
+            client,
+            slots: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            outcomes,
+            generations: 0,
         };
-        (Self { commands }, task.run(receiver, shutdown))
+        (Self { commands }, task.run(receiver, results, shutdown))
     }
 
     /// The hook that tells the task which services a registry change touched.
@@ -119,14 +188,20 @@ impl Health {
 struct Scheduler {
     registry: RegistryHandle,
     metrics: HealthMetrics,
-    timers: HashMap<InstanceKey, Timer>,
-    queue: DelayQueue<InstanceKey>,
+    heartbeats: HashMap<InstanceKey, HeartbeatTimer>,
+    checks: HashMap<InstanceKey, CheckTimer>,
+    queue: DelayQueue<Due>,
+    client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    generations: u64,
 }
 
 impl Scheduler {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut results: mpsc::UnboundedReceiver<Outcome>,
         shutdown: CancellationToken,
     ) {
         let snapshot = self.registry.snapshot();
@@ -152,9 +227,11 @@ impl Scheduler {
                         let _ = reply.send(result);
                     }
                 },
-                Some(expired) = std::future::poll_fn(|cx| self.queue.poll_expired(cx)) => {
-                    self.expire(expired.into_inner()).await;
-                }
+                Some(outcome) = results.recv() => self.judge(outcome).await,
+                Some(due) = std::future::poll_fn(|cx| self.queue.poll_expired(cx)) => match due.into_inner() {
+                    Due::Heartbeat(key) => self.expire(key).await,
+                    Due::Check(key) => self.start_check(key),
+                },
             }
         }
     }
@@ -162,44 +239,159 @@ impl Scheduler {
     /// Starts, restarts or stops the timers of the instances of `services`.
     fn follow(&mut self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
         for (ns, svc) in services {
-            self.timers.retain(|key, timer| {
-                let current = key.namespace != *ns
-                    || key.service != *svc
-                    || snapshot
-                        .service(ns, svc)
-                        .and_then(|s| s.instances.get(&key.id))
-                        .is_some_and(|i| {
-                            i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
-                        });
+            let service = snapshot.service(ns, svc);
+            let in_service = |key: &InstanceKey| key.namespace == *ns && key.service == *svc;
+            let instance = |key: &InstanceKey| service.and_then(|s| s.instances.get(&key.id));
+            let queue = &mut self.queue;
+            self.heartbeats.retain(|key, timer| {
+                let current = !in_service(key)
+                    || instance(key).is_some_and(|i| {
+                        i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
+                    });
                 if !current && let Some(entry) = timer.entry.take() {
-                    self.queue.remove(&entry);
+                    queue.remove(&entry);
                 }
                 current
             });
-            let Some(service) = snapshot.service(ns, svc) else {
+            self.checks.retain(|key, timer| {
+                let current = !in_service(key)
+                    || instance(key).is_some_and(|i| {
+                        let service = service.expect("the instance is in it");
+                        check_of(service, i) == Some((&*timer.spec, timer.target))
+                    });
+                if !current {
+                    queue.remove(&timer.entry);
+                }
+                current
+            });
+            let Some(service) = service else {
                 continue;
             };
             for instance in service.instances.values() {
-                let Some(ttl) = instance.spec.heartbeat_ttl else {
-                    continue;
-                };
                 let key = InstanceKey {
                     namespace: ns.clone(),
                     service: svc.clone(),
                     id: instance.id.clone(),
                 };
-                if !self.timers.contains_key(&key) {
+                if let Some(ttl) = instance.spec.heartbeat_ttl
+                    && !self.heartbeats.contains_key(&key)
+                {
                     let deadline = Instant::now() + ttl;
-                    let timer = Timer {
+                    let timer = HeartbeatTimer {
                         ttl,
                         registered: instance.updated,
-                        entry: Some(self.queue.insert_at(key.clone(), deadline.into())),
+                        entry: Some(
+                            self.queue
+                                .insert_at(Due::Heartbeat(key.clone()), deadline.into()),
+                        ),
                         deadline,
                     };
-                    self.timers.insert(key, timer);
+                    self.heartbeats.insert(key.clone(), timer);
+                }
+                if let Some((spec, target)) = check_of(service, instance)
+                    && !self.checks.contains_key(&key)
+                {
+                    // A random first delay spreads thousands of checks over the interval.
+                    let first = spec.interval.mul_f64(rand::rng().random::<f64>());
+                    self.generations += 1;
+                    let timer = CheckTimer {
+                        spec: Arc::new(spec.clone()),
+                        target,
+                        entry: self.queue.insert(Due::Check(key.clone()), first),
+                        generation: self.generations,
+                        running: false,
+                        healthy: instance.check_ok,
+                        passes: 0,
+                        failures: 0,
+                    };
+                    self.checks.insert(key, timer);
                 }
             }
         }
+    }
+
+    /// Runs a due check in its own task and schedules the next one.
+    fn start_check(&mut self, key: InstanceKey) {
+        let Some(timer) = self.checks.get_mut(&key) else {
+            return;
+        };
+        timer.entry = self
+            .queue
+            .insert(Due::Check(key.clone()), timer.spec.interval);
+        if timer.running {
+            return;
+        }
+        timer.running = true;
+        let (client, slots, outcomes) = (
+            self.client.clone(),
+            self.slots.clone(),
+            self.outcomes.clone(),
+        );
+        let (spec, target, generation) = (timer.spec.clone(), timer.target, timer.generation);
+        tokio::spawn(async move {
+            let _slot = slots.acquire().await;
+            let result = probe::probe(&client, target, &spec).await;
+            let _ = outcomes.send(Outcome {
+                key,
+                generation,
+                result,
+            });
+        });
+    }
+
+    /// Counts a check's result and changes the instance's health when a threshold is met.
+    async fn judge(&mut self, outcome: Outcome) {
+        let Some(timer) = self
+            .checks
+            .get_mut(&outcome.key)
+            .filter(|t| t.generation == outcome.generation)
+        else {
+            return;
+        };
+        timer.running = false;
+        let label = if outcome.result.is_ok() {
+            "pass"
+        } else {
+            "fail"
+        };
+        self.metrics
+            .checks
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        let verdict = match outcome.result {
+            Ok(()) => {
+                timer.passes += 1;
+                timer.failures = 0;
+                (!timer.healthy && timer.passes >= timer.spec.healthy_threshold)
+                    .then(|| (true, format!("{} consecutive checks passed", timer.passes)))
+            }
+            Err(failure) => {
+                timer.failures += 1;
+                timer.passes = 0;
+                (timer.healthy && timer.failures >= timer.spec.unhealthy_threshold).then(|| {
+                    (
+                        false,
+                        format!("{} consecutive checks failed: {failure}", timer.failures),
+                    )
+                })
+            }
+        };
+        let Some((healthy, reason)) = verdict else {
+            return;
+        };
+        timer.healthy = healthy;
+        let label = if healthy { "healthy" } else { "unhealthy" };
+        self.metrics
+            .transitions
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        tracing::info!(instance = %outcome.key, healthy, %reason, "check changed health");
+        let change = Change::CheckResult {
+            key: outcome.key,
+            healthy,
+            reason,
+        };
+        let _ = self.registry.apply(change).await;
     }
 
     async fn renew(&mut self, key: InstanceKey) -> Result<(), HeartbeatError> {
@@ -213,17 +405,22 @@ impl Scheduler {
             .spec
             .heartbeat_ttl
             .ok_or_else(|| HeartbeatError::NoTtl(key.clone()))?;
-        if !self.timers.contains_key(&key) {
+        if !self.heartbeats.contains_key(&key) {
             self.follow(
                 &snapshot,
                 &BTreeSet::from([(key.namespace.clone(), key.service.clone())]),
             );
         }
         let deadline = Instant::now() + ttl;
-        if let Some(timer) = self.timers.get_mut(&key) {
+        if let Some(timer) = self.heartbeats.get_mut(&key) {
             match &timer.entry {
                 Some(entry) => self.queue.reset_at(entry, deadline.into()),
-                None => timer.entry = Some(self.queue.insert_at(key.clone(), deadline.into())),
+                None => {
+                    timer.entry = Some(
+                        self.queue
+                            .insert_at(Due::Heartbeat(key.clone()), deadline.into()),
+                    )
+                }
             }
             timer.deadline = deadline;
         }
@@ -237,7 +434,7 @@ impl Scheduler {
     }
 
     async fn expire(&mut self, key: InstanceKey) {
-        let Some(timer) = self.timers.get_mut(&key) else {
+        let Some(timer) = self.heartbeats.get_mut(&key) else {
             return;
         };
         timer.entry = None;
@@ -254,4 +451,18 @@ impl Scheduler {
             tracing::info!(instance = %key, revision = applied.revision, "heartbeat missed: unhealthy");
         }
     }
+}
+
+/// The check an instance gets and where it goes, if it has one and an address to probe.
+fn check_of<'a>(
+    service: &'a Service,
+    instance: &'a Instance,
+) -> Option<(&'a CheckSpec, SocketAddr)> {
+    let spec = instance.check(&service.policy)?;
+    let ip = instance
+        .spec
+        .ipv4
+        .map(Into::into)
+        .or(instance.spec.ipv6.map(Into::into))?;
+    Some((spec, probe::target(ip, instance.spec.port, spec)?))
 }

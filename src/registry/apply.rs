@@ -75,6 +75,16 @@ impl Model {
             Change::HeartbeatExpired { key } => self.update_instance(&key, touched, |i| {
                 std::mem::replace(&mut i.heartbeat_ok, false)
             }),
+            Change::CheckResult {
+                key,
+                healthy,
+                reason,
+            } => self.update_instance(&key, touched, |i| {
+                let changed = i.check_ok != healthy;
+                i.check_ok = healthy;
+                i.check_reason = Some(reason);
+                changed
+            }),
             Change::Sync { source, instances } => Ok(self.sync(source, instances, now, touched)),
             Change::CreateNamespace(def) => self.create_namespace(def, now, touched),
             Change::UpdateNamespace {
@@ -199,21 +209,36 @@ impl Model {
                 created_service = Some(service.meta.id.clone());
                 Arc::new(service)
             });
-        let created = match service.instances.get(&key.id) {
-            Some(old) if old.spec == spec && old.source == source && old.heartbeat_ok => {
-                return Ok(false);
-            }
-            Some(old) => old.created,
-            None => now,
-        };
-        let instance = Instance {
+        let old = service.instances.get(&key.id);
+        if old.is_some_and(|old| old.spec == spec && old.source == source && old.heartbeat_ok) {
+            return Ok(false);
+        }
+        let mut instance = Instance {
             id: key.id.clone(),
-            spec,
             source: source.clone(),
             heartbeat_ok: true,
-            created,
+            check_ok: true,
+            check_reason: None,
+            created: old.map_or(now, |old| old.created),
             updated: now,
+            spec,
         };
+        // The check starts over when what it probes changes; otherwise its verdict stays.
+        let check = instance.check(&service.policy).cloned();
+        match old {
+            Some(old)
+                if old.check(&service.policy) == check.as_ref()
+                    && same_target(&old.spec, &instance.spec) =>
+            {
+                instance.check_ok = old.check_ok;
+                instance.check_reason = old.check_reason.clone();
+            }
+            _ if check.as_ref().is_some_and(|c| c.start_unhealthy) => {
+                instance.check_ok = false;
+                instance.check_reason = Some("waiting for the first passing checks".to_owned());
+            }
+            _ => {}
+        }
         let service = Arc::make_mut(service);
         service.instances.insert(key.id.clone(), Arc::new(instance));
         service.instances_revision += 1;
@@ -475,6 +500,11 @@ impl Model {
         touched.services.insert((namespace_name, name));
         Ok(true)
     }
+}
+
+/// Whether an active check would probe the same address and port.
+fn same_target(a: &InstanceSpec, b: &InstanceSpec) -> bool {
+    a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6 && a.port == b.port
 }
 
 /// A service a source created by registering an instance in it.

@@ -88,6 +88,12 @@ pub enum Change {
     HeartbeatExpired {
         key: InstanceKey,
     },
+    /// An instance's active check crossed a threshold.
+    CheckResult {
+        key: InstanceKey,
+        healthy: bool,
+        reason: String,
+    },
     CreateNamespace(NamespaceDef),
     /// Change a namespace's description and SOA (negative) TTL.
     UpdateNamespace {

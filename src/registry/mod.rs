@@ -8,6 +8,7 @@
 
 mod apply;
 mod change;
+mod check;
 mod durable;
 mod model;
 mod policy;
@@ -17,6 +18,7 @@ mod writer;
 
 pub use apply::Touched;
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
+pub use check::CheckSpec;
 pub use durable::durable_state;
 pub use model::{
     Instance, InstanceSpec, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta, SourceId,

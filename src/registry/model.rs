@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::check::CheckSpec;
 use super::policy::{AnswerPolicy, DnsConfig};
 
 /// Who owns an instance: `api`, `file:/etc/muster/static.toml`, `ecs:prod`.
@@ -64,6 +65,9 @@ pub struct InstanceSpec {
         with = "humantime_serde"
     )]
     pub heartbeat_ttl: Option<Duration>,
+    /// An active check for this instance (overrides the service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Arc<CheckSpec>>,
     /// The client's idempotency token (Cloud Map's `CreatorRequestId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator_request_id: Option<String>,
@@ -78,14 +82,24 @@ pub struct Instance {
     pub source: SourceId,
     /// False once a heartbeat deadline passed; a heartbeat or a new registration clears it.
     pub heartbeat_ok: bool,
+    /// False while the active check (if any) is failing, by its thresholds.
+    pub check_ok: bool,
+    /// Why the check last changed the instance's health (which check, what failed).
+    pub check_reason: Option<String>,
     pub created: SystemTime,
     pub updated: SystemTime,
 }
 
 impl Instance {
-    /// Healthy as DNS and discovery see it: the source says so and no heartbeat is late.
+    /// Healthy as DNS and discovery see it: the source says so, no heartbeat is late and
+    /// its check passes.
     pub fn is_healthy(&self) -> bool {
-        self.spec.healthy && self.heartbeat_ok
+        self.spec.healthy && self.heartbeat_ok && self.check_ok
+    }
+
+    /// The check that applies: the instance's own, else its service's.
+    pub fn check<'a>(&'a self, policy: &'a AnswerPolicy) -> Option<&'a CheckSpec> {
+        self.spec.check.as_deref().or(policy.check.as_deref())
     }
 }
 

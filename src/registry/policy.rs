@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use globset::GlobMatcher;
 
+use super::check::CheckSpec;
+
 /// What DNS answers when no instance of a service is healthy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +96,8 @@ pub struct AnswerPolicy {
     pub when_all_unhealthy: WhenAllUnhealthy,
     pub routing: Routing,
     pub protocol: Protocol,
+    /// The active check of instances that have none of their own.
+    pub check: Option<Arc<CheckSpec>>,
 }
 
 /// One `[[namespaces.services]]` rule: a glob and the policy fields it overrides.
@@ -105,6 +109,7 @@ pub struct ServicePolicyRule {
     pub when_all_unhealthy: Option<WhenAllUnhealthy>,
     pub routing: Option<Routing>,
     pub protocol: Option<Protocol>,
+    pub check: Option<Arc<CheckSpec>>,
 }
 
 /// A service's Cloud Map `DnsConfig`: routing and the record types with their TTLs.
@@ -139,6 +144,7 @@ impl NamespaceSettings {
             when_all_unhealthy: WhenAllUnhealthy::ServeAll,
             routing: Routing::Multivalue,
             protocol: Protocol::Tcp,
+            check: None,
         };
         if let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(service)) {
             if let Some(ttl) = rule.ttl {
@@ -149,6 +155,7 @@ impl NamespaceSettings {
                 rule.when_all_unhealthy.unwrap_or(policy.when_all_unhealthy);
             policy.routing = rule.routing.unwrap_or(policy.routing);
             policy.protocol = rule.protocol.unwrap_or(policy.protocol);
+            policy.check = rule.check.clone();
         }
         if let Some(dns) = dns {
             policy.records = dns.records;

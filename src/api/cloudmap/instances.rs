@@ -166,6 +166,7 @@ fn instance_spec(
         attributes,
         healthy,
         heartbeat_ttl: None,
+        check: None,
         creator_request_id: None,
     })
 }
