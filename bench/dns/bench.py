@@ -84,7 +84,8 @@ def say(message):
 def build(args):
     command = ["cargo", "build", "--release", "--bin", "muster", "--example", "udp_floor"]
     say(" ".join(command))
-    subprocess.run(command, cwd=ROOT, check=True)
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        sys.exit("bench: FAILED: cargo build failed (above); fix the build, or measure a binary built elsewhere with --skip-build --muster-bin PATH --floor-bin PATH")
 
 
 def core_busy():
