@@ -1,4 +1,5 @@
 //! Integration tests, built as one binary. They start muster in-process on port 0.
 
+mod cloudmap_sdk;
 mod dns_cases;
 mod support;
