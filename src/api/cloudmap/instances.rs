@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::CloudMapError;
 use super::input::{Input, paginate};
+use super::operations;
 use super::services::by_id;
 use super::shapes;
 use crate::api::ApiState;
@@ -52,16 +53,11 @@ pub async fn register(state: &ApiState, input: Input) -> Result<Value, CloudMapE
         spec,
         source: SourceId::api(),
     };
-    state.registry.apply_durable(upsert).await?;
     let targets = [
         ("INSTANCE", id.as_str()),
         ("SERVICE", service.meta.id.as_str()),
     ];
-    let operation = state
-        .cloudmap
-        .operations
-        .record("REGISTER_INSTANCE", &targets);
-    Ok(json!({"OperationId": operation}))
+    operations::apply(state, upsert, "REGISTER_INSTANCE", &targets).await
 }
 
 /// Checks the attributes against the service's record types (Cloud Map's rules) and
@@ -179,16 +175,11 @@ pub async fn deregister(state: &ApiState, input: Input) -> Result<Value, CloudMa
         key: key(namespace, service, &id),
         source: SourceId::api(),
     };
-    state.registry.apply_durable(remove).await?;
     let targets = [
         ("INSTANCE", id.as_str()),
         ("SERVICE", service.meta.id.as_str()),
     ];
-    let operation = state
-        .cloudmap
-        .operations
-        .record("DEREGISTER_INSTANCE", &targets);
-    Ok(json!({"OperationId": operation}))
+    operations::apply(state, remove, "DEREGISTER_INSTANCE", &targets).await
 }
 
 fn find<'s>(service: &'s Service, id: &str) -> Result<&'s Instance, CloudMapError> {

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::error::CloudMapError;
 use super::input::{Input, paginate};
+use super::operations;
 use super::shapes::{self, kind_name, random_id};
 use crate::api::ApiState;
 use crate::registry::validate::is_label;
@@ -52,15 +53,8 @@ pub async fn create(
         creator_request_id,
         tags,
     };
-    state
-        .registry
-        .apply_durable(Change::CreateNamespace(def))
-        .await?;
-    let operation = state
-        .cloudmap
-        .operations
-        .record("CREATE_NAMESPACE", &[("NAMESPACE", &id)]);
-    Ok(json!({"OperationId": operation}))
+    let create = Change::CreateNamespace(def);
+    operations::apply(state, create, "CREATE_NAMESPACE", &[("NAMESPACE", &id)]).await
 }
 
 /// Validates a namespace name: a DNS name for DNS namespaces, printable ASCII for HTTP
@@ -183,25 +177,25 @@ pub async fn update(state: &ApiState, input: Input) -> Result<Value, CloudMapErr
         description,
         negative_ttl,
     };
-    state.registry.apply_durable(update).await?;
-    let operation = state
-        .cloudmap
-        .operations
-        .record("UPDATE_NAMESPACE", &[("NAMESPACE", &namespace.meta.id)]);
-    Ok(json!({"OperationId": operation}))
+    operations::apply(
+        state,
+        update,
+        "UPDATE_NAMESPACE",
+        &[("NAMESPACE", &namespace.meta.id)],
+    )
+    .await
 }
 
 pub async fn delete(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let snapshot = state.registry.snapshot();
     let namespace = by_id(&snapshot, input.string("Id")?)?;
     let name = namespace.settings.name.clone();
-    state
-        .registry
-        .apply_durable(Change::DeleteNamespace { name })
-        .await?;
-    let operation = state
-        .cloudmap
-        .operations
-        .record("DELETE_NAMESPACE", &[("NAMESPACE", &namespace.meta.id)]);
-    Ok(json!({"OperationId": operation}))
+    let delete = Change::DeleteNamespace { name };
+    operations::apply(
+        state,
+        delete,
+        "DELETE_NAMESPACE",
+        &[("NAMESPACE", &namespace.meta.id)],
+    )
+    .await
 }

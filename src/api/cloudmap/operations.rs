@@ -12,6 +12,7 @@ use super::error::CloudMapError;
 use super::input::{Input, paginate};
 use super::shapes::{random_chars, timestamp};
 use crate::api::ApiState;
+use crate::registry::Change;
 
 /// Operations remembered at most.
 const KEPT: usize = 10_000;
@@ -47,6 +48,19 @@ impl Operations {
         operations.push_back(operation);
         id
     }
+}
+
+/// Applies `change` durably, records it as a completed operation of `kind` on `targets`,
+/// and answers `{"OperationId": ...}`: the tail of every asynchronous Cloud Map call.
+pub async fn apply(
+    state: &ApiState,
+    change: Change,
+    kind: &'static str,
+    targets: &[(&'static str, &str)],
+) -> Result<Value, CloudMapError> {
+    state.registry.apply_durable(change).await?;
+    let operation = state.cloudmap.operations.record(kind, targets);
+    Ok(json!({"OperationId": operation}))
 }
 
 fn shape(operation: &Operation, account: &str) -> Value {

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::error::CloudMapError;
 use super::input::{Input, paginate};
-use super::namespaces;
 use super::shapes::{self, random_id};
+use super::{namespaces, operations};
 use crate::api::ApiState;
 use crate::registry::validate::service_name;
 use crate::registry::{
@@ -221,12 +221,13 @@ pub async fn update(state: &ApiState, input: Input) -> Result<Value, CloudMapErr
         description: change.bounded("Description", 1024)?,
         records,
     };
-    state.registry.apply_durable(update).await?;
-    let operation = state
-        .cloudmap
-        .operations
-        .record("UPDATE_SERVICE", &[("SERVICE", &service.meta.id)]);
-    Ok(json!({"OperationId": operation}))
+    operations::apply(
+        state,
+        update,
+        "UPDATE_SERVICE",
+        &[("SERVICE", &service.meta.id)],
+    )
+    .await
 }
 
 pub async fn delete(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
