@@ -1,0 +1,159 @@
+//! Load client for bench/durability.py: `--writers` threads, each with one keep-alive
+//! HTTP/1.1 connection, send `PUT /v1/namespaces/internal/services/sS/instances/i-K` until
+//! `--count` writes are answered, and print one JSON line with the rate and latencies.
+//!
+//! `durability_load --addr 127.0.0.1:PORT --writers 32 --count 30000 [--first N]
+//! [--keys K] [--services S] [--pass P]`
+//!
+//! Standard library only, so the Python driver builds it with plain `rustc -O` and the
+//! client costs little of the CPU muster shares with it. Write number `n` (counted from
+//! `--first`) goes to key `K = n % keys` (every write a new instance when `--keys` is 0)
+//! in service `S = K % services`; its port changes with each pass over the keys, so a
+//! repeated key is a real replacement, never a no-op.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Options {
+    addr: String,
+    writers: u64,
+    first: u64,
+    count: u64,
+    keys: u64,
+    services: u64,
+    pass: u64,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        addr: "127.0.0.1:8054".into(),
+        writers: 1,
+        first: 0,
+        count: 1000,
+        keys: 0,
+        services: 100,
+        pass: 0,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).expect("every flag takes a value");
+        let number = || value.parse::<u64>().expect("a number");
+        match pair[0].as_str() {
+            "--addr" => options.addr = value.clone(),
+            "--writers" => options.writers = number(),
+            "--first" => options.first = number(),
+            "--count" => options.count = number(),
+            "--keys" => options.keys = number(),
+            "--services" => options.services = number(),
+            "--pass" => options.pass = number(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    options
+}
+
+/// One request on the connection; returns the status code.
+fn put(stream: &mut BufReader<TcpStream>, path: &str, body: &str) -> std::io::Result<u16> {
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: muster\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.get_mut().write_all(request.as_bytes())?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok(status)
+}
+
+fn main() {
+    let options = Arc::new(options());
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..options.writers)
+        .map(|_| {
+            let (options, next, errors) = (options.clone(), next.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&options.addr).expect("connect to muster");
+                stream.set_nodelay(true).unwrap();
+                let mut stream = BufReader::new(stream);
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= options.count {
+                        break;
+                    }
+                    let n = options.first + n;
+                    let key = if options.keys == 0 { n } else { n % options.keys };
+                    let pass = options.pass + if options.keys == 0 { 0 } else { n / options.keys };
+                    let path = format!(
+                        "/v1/namespaces/internal/services/s{}/instances/i-{key}",
+                        key % options.services
+                    );
+                    let body = format!(
+                        r#"{{"ipv4": "10.{}.{}.{}", "port": {}, "attributes": {{"bench": "durability"}}}}"#,
+                        (key >> 16) & 255,
+                        (key >> 8) & 255,
+                        key & 255,
+                        1 + pass % 65535
+                    );
+                    let sent = Instant::now();
+                    match put(&mut stream, &path, &body) {
+                        Ok(200) => latencies.push(sent.elapsed()),
+                        Ok(status) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("PUT {path}: HTTP {status}");
+                            }
+                        }
+                        Err(e) => panic!("PUT {path}: {e}"),
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("writer thread"))
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        r#"{{"writers": {}, "acknowledged": {}, "errors": {}, "seconds": {seconds:.3}, "per_second": {:.0}, "p50_ms": {:.3}, "p90_ms": {:.3}, "p99_ms": {:.3}, "max_ms": {:.3}}}"#,
+        options.writers,
+        latencies.len(),
+        errors.load(Ordering::Relaxed),
+        latencies.len() as f64 / seconds,
+        quantile(0.5),
+        quantile(0.9),
+        quantile(0.99),
+        quantile(1.0),
+    );
+}
