@@ -62,7 +62,7 @@ pub enum Malformed {
 
 /// `[[sources.ecs.services]]`: which tasks (one of `ecs_service`, `family`, `tag`) and
 /// what they become.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRule {
     /// Tasks of this ECS service (their `group` is `service:<name>`).
@@ -92,6 +92,22 @@ pub struct ServiceRule {
     /// False: matching tasks are left out of DNS (to hide one service of many).
     #[serde(default = "yes")]
     pub register: bool,
+}
+
+/// A rule that matches nothing yet and registers what it matches, as in TOML.
+impl Default for ServiceRule {
+    fn default() -> Self {
+        Self {
+            ecs_service: None,
+            family: None,
+            tag: None,
+            name: None,
+            port: None,
+            container: None,
+            require_healthy: None,
+            register: true,
+        }
+    }
 }
 
 fn default_reconcile_interval() -> Duration {
@@ -195,7 +211,6 @@ mod tests {
         config.services = vec![ServiceRule {
             tag: Some("dns".into()),
             port: Some(80),
-            register: true,
             ..ServiceRule::default()
         }];
         let printed = toml::to_string(&config).unwrap();

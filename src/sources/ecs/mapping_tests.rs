@@ -112,7 +112,6 @@ fn lifecycle_rules() {
     per_service.services = vec![ServiceRule {
         ecs_service: Some("api".into()),
         require_healthy: Some(false),
-        register: true,
         ..ServiceRule::default()
     }];
     assert_eq!(
@@ -143,10 +142,7 @@ fn rules_rename_restrict_and_map_by_family_or_tag() {
         }
     };
     let rule = |f: fn(&mut ServiceRule)| {
-        let mut rule = ServiceRule {
-            register: true,
-            ..ServiceRule::default()
-        };
+        let mut rule = ServiceRule::default();
         f(&mut rule);
         rule
     };
