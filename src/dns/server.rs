@@ -38,17 +38,36 @@ pub async fn bind(addresses: &[SocketAddr]) -> io::Result<Listeners> {
         tcp: Vec::new(),
     };
     for address in addresses {
-        let udp = UdpSocket::bind(address)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("DNS UDP {address}: {e}")))?;
-        let bound = udp.local_addr()?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("DNS TCP {bound}: {e}")))?;
+        let (udp, tcp) = bind_pair(*address).await?;
         listeners.udp.push(udp);
         listeners.tcp.push(tcp);
     }
     Ok(listeners)
+}
+
+/// Tries for a port 0 pair: the port UDP is given may be taken for TCP (another
+/// process's ephemeral connection), so try another.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+/// UDP and TCP on one address (the same port for both).
+async fn bind_pair(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if address.port() == 0 {
+        PORT_ZERO_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 1;
+    loop {
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("DNS UDP {address}: {e}")))?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < attempts => attempt += 1,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("DNS TCP {bound}: {e}"))),
+        }
+    }
 }
 
 /// Serves DNS until `shutdown`; an error means a listener died.
