@@ -122,9 +122,12 @@ impl Wal {
         if lock.try_lock().is_err() {
             return Err(StoreError::Locked(dir.to_owned()));
         }
-        for (_, leftover) in files::numbered(dir, "snapshot").map_err(io_error(dir))? {
-            if leftover.extension().is_some_and(|e| e == "tmp") {
-                let _ = fs::remove_file(leftover);
+        // A snapshot a crash interrupted: never renamed into place, so never read.
+        for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+            let path = entry.map_err(io_error(dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with("snapshot-") && name.ends_with(".tmp") {
+                fs::remove_file(&path).map_err(io_error(&path))?;
             }
         }
         let (recovered, last_segment) = recover(dir)?;

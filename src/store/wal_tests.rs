@@ -181,3 +181,13 @@ fn the_revision_never_goes_back_across_restarts() {
     assert_eq!(recovered.next_revision, 2 * REVISION_STRIDE + 10);
     assert!(recovered.changes.is_empty());
 }
+
+#[test]
+fn an_interrupted_snapshot_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let leftover = dir.path().join("snapshot-0000000005.tmp");
+    fs::write(&leftover, b"half a snapshot").unwrap();
+    let (_wal, recovered) = open(dir.path());
+    assert!(recovered.changes.is_empty());
+    assert!(!leftover.exists());
+}
