@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -261,6 +262,16 @@ def _serve(kind, addresses):
     class Tcp(asyncio.Protocol):
         def connection_made(self, transport):
             counter[0] += 1
+            transport.close()  # the check has its answer; free the fd without waiting for the peer
+
+    def fail(loop, context):
+        # Fail loudly, once: asyncio would log (e.g. EMFILE on accept) and retry forever.
+        print(f"check_servers: {context.get('message')}: {context.get('exception')!r}", file=sys.stderr, flush=True)
+        os._exit(70)
+
+    loop.set_exception_handler(fail)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     protocol = Http if kind == "http" else Tcp
     for address in addresses:
