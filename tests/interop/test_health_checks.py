@@ -378,12 +378,17 @@ def test_bad_check_bodies_get_400_naming_check(shared_muster, check):
     assert m.get("/v1/namespaces/internal/services/bad").status_code == 404, "nothing half-applied"
 
 
-def test_a_check_needs_a_port(muster):
+def test_a_check_needs_a_port_and_its_own_wins(muster, servers):
     m = muster()
     r = m.put_instance("internal", "bad", "b-1", {"ipv4": "127.0.0.1", "check": {"tcp": True}}, check=False)
     assert r.status_code == 400 and r.json()["field"] == "check", r.text
-    # The check's own port will do.
-    m.put_instance("internal", "ok", "o-1", {"ipv4": "127.0.0.1", "check": {"tcp": True, "port": 9}})
+    # The check's own port will do, and goes before the instance's.
+    target = servers.http()
+    m.put_instance("internal", "ok", "o-1", {"ipv4": target.ip, "check": {**HTTP_CHECK, "port": target.port}})
+    m.put_instance("internal", "ok", "o-2", {"ipv4": target.ip, "port": 1, "check": {**HTTP_CHECK, "port": target.port}})
+    wait_until(lambda: len(target.requests) >= 6, timeout=2, message="both checks reach the check's port")
+    time.sleep(0.3)
+    assert all(i["check_ok"] for i in m.service("internal", "ok")["instances"])
 
 
 def test_checks_stop_when_the_instance_is_deregistered(muster, servers):
