@@ -147,7 +147,9 @@ impl Health {
         let (outcomes, results) = mpsc::unbounded_channel();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(2)
+            // A fresh connection per check, as kubelet's and Consul's HTTP probes do: over
+            // a kept-alive connection a check passes after the listener has closed.
+            .pool_max_idle_per_host(0)
             .build()
             .expect("an HTTP client without TLS builds");
         let task = Scheduler {

@@ -171,12 +171,6 @@ def test_failure_is_detected_and_recovered(muster, servers, kind):
     assert metric(m, "muster_health_transitions_total", result="healthy") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="muster bug: the HTTP check reuses one keep-alive connection per target and keeps "
-    "passing over it after the listener is closed, while every new client is refused "
-    "(kubelet's and Consul's HTTP probes disable keep-alive and would see it)",
-)
 def test_http_check_notices_a_closed_listener(muster, servers):
     target = servers.http()
     m = muster()
