@@ -164,23 +164,20 @@ def measure(kind, args, targets):
         register_all(m, targets, check)
         registered = time.monotonic() - started
         time.sleep(args.warmup)
-        before = {
-            "cpu": cpu_seconds(pid),
-            "waited": run_queue_wait(pid),
-            "metrics": m.get("/metrics").text,
-            "served": servers.served() if servers else 0,
-            "server_cpu": servers.cpu() if servers else 0.0,
-            "t": time.monotonic(),
-        }
+        def sample():
+            """What the window is measured between: CPU, run-queue wait, metrics, work done."""
+            return {
+                "cpu": cpu_seconds(pid),
+                "waited": run_queue_wait(pid),
+                "metrics": m.get("/metrics").text,
+                "served": servers.served() if servers else 0,
+                "server_cpu": servers.cpu() if servers else 0.0,
+                "t": time.monotonic(),
+            }
+
+        before = sample()
         time.sleep(args.window)
-        after = {
-            "cpu": cpu_seconds(pid),
-            "waited": run_queue_wait(pid),
-            "metrics": m.get("/metrics").text,
-            "served": servers.served() if servers else 0,
-            "server_cpu": servers.cpu() if servers else 0.0,
-            "t": time.monotonic(),
-        }
+        after = sample()
         proc = status(pid)
         window = after["t"] - before["t"]
 
