@@ -20,7 +20,7 @@ use crate::dns::instance_label;
 use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{
-    Change, CheckSpec, Instance, InstanceKey, InstanceSpec, Service, Snapshot, SourceId,
+    Change, CheckSpec, Instance, InstanceKey, InstanceSpec, Namespace, Service, Snapshot, SourceId,
 };
 
 pub fn routes() -> Router<ApiState> {
@@ -168,9 +168,7 @@ async fn list_namespaces(State(state): State<ApiState>) -> Json<Value> {
 
 async fn list_services(State(state): State<ApiState>, Path(ns): Path<String>) -> Reply {
     let snapshot = state.registry.snapshot();
-    let namespace = snapshot
-        .namespace(&ns.to_ascii_lowercase())
-        .ok_or_else(|| not_found("namespace", &ns))?;
+    let namespace = find_namespace(&snapshot, &ns)?;
     let services: Vec<Value> = namespace
         .services
         .values()
@@ -186,9 +184,7 @@ async fn get_service(
     Path((ns, svc)): Path<(String, String)>,
 ) -> Reply {
     let snapshot = state.registry.snapshot();
-    let namespace = snapshot
-        .namespace(&ns.to_ascii_lowercase())
-        .ok_or_else(|| not_found("namespace", &ns))?;
+    let namespace = find_namespace(&snapshot, &ns)?;
     let service = namespace
         .services
         .get(&svc.to_ascii_lowercase())
@@ -246,6 +242,13 @@ fn not_found(field: &str, name: &str) -> ApiError {
     )
 }
 
+/// The namespace a path names (case and a trailing dot do not matter), or a 404.
+fn find_namespace<'s>(snapshot: &'s Snapshot, ns: &str) -> Result<&'s Arc<Namespace>, ApiError> {
+    snapshot
+        .namespace(&ns.trim_end_matches('.').to_ascii_lowercase())
+        .ok_or_else(|| not_found("namespace", ns))
+}
+
 /// Validates the path and checks the namespace exists (before the body is looked at,
 /// so a wrong URL is a 404 whatever the body says).
 fn instance_key(
@@ -254,10 +257,7 @@ fn instance_key(
     svc: &str,
     id: &str,
 ) -> Result<InstanceKey, ApiError> {
-    let namespace = ns.trim_end_matches('.').to_ascii_lowercase();
-    if snapshot.namespace(&namespace).is_none() {
-        return Err(not_found("namespace", ns));
-    }
+    let namespace = find_namespace(snapshot, ns)?.settings.name.clone();
     let service = validate::service_name(svc)?;
     validate::instance_id(id)?;
     Ok(InstanceKey {
