@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use globset::Glob;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,66 @@ pub struct Config {
     pub namespaces: Vec<NamespaceConfig>,
     pub sources: SourcesConfig,
     pub cloudmap: CloudMapConfig,
+    pub forward: ForwardConfig,
+    pub transfer: TransferConfig,
+}
+
+/// `[forward]`: sidecar mode, where muster answers every name and sends the ones outside
+/// its namespaces to upstream resolvers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Upstream resolvers, tried in order of their recent speed. Empty: names outside the
+    /// namespaces are REFUSED, as an authoritative-only server does.
+    pub upstreams: Vec<SocketAddr>,
+    /// How long one forwarded query may take in all before the client gets SERVFAIL.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Forwarded answers cached (0 turns the cache off); the upstream's TTLs apply.
+    pub cache_size: u64,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: Vec::new(),
+            timeout: Duration::from_secs(2),
+            cache_size: 8192,
+        }
+    }
+}
+
+/// `[transfer]`: zone transfers (AXFR/IXFR) of every DNS namespace to secondaries, and the
+/// NOTIFYs that tell them to come.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// Networks (CIDR, e.g. `10.0.0.0/8`, or single addresses) allowed to transfer. Empty:
+    /// every AXFR/IXFR is REFUSED.
+    pub allow: Vec<String>,
+    /// Secondaries to NOTIFY after a change (coalesced per zone, retried until answered).
+    pub notify: Vec<SocketAddr>,
+    /// TSIG keys; when any is set, a transfer must be signed with one of them as well as
+    /// come from an allowed network, and NOTIFYs are signed with the first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tsig_keys: Vec<TsigKeyConfig>,
+}
+
+/// `[[transfer.tsig_keys]]`: a shared secret for TSIG (RFC 8945).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKeyConfig {
+    /// The key's name, as the secondary names it (`transfer-key.`).
+    pub name: String,
+    /// Only `hmac-sha256` is supported.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The secret, base64 as `tsig-keygen` / `keymgr` print it.
+    pub secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
 }
 
 /// `[cloudmap]`: how the Cloud Map API names things in ARNs.
@@ -140,6 +201,8 @@ impl Default for Config {
             namespaces: vec![NamespaceConfig::named("internal")],
             sources: SourcesConfig::default(),
             cloudmap: CloudMapConfig::default(),
+            forward: ForwardConfig::default(),
+            transfer: TransferConfig::default(),
         }
     }
 }
@@ -326,10 +389,78 @@ impl Config {
                 clusters.push(cluster);
             }
         }
+        problems.extend(self.forward.problems());
+        problems.extend(self.transfer.problems());
         if problems.is_empty() {
             Ok(settings)
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl ForwardConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(30) {
+            problems.push(format!(
+                "forward.timeout: {} is outside 100ms..30s",
+                humantime::format_duration(self.timeout)
+            ));
+        }
+        problems
+    }
+}
+
+impl TransferConfig {
+    /// The allowed networks, parsed; a bare address is a /32 or /128.
+    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("transfer.allow[{i}]: {text:?} is not an address or CIDR network")
+                    })
+            })
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(problem) = self.allowed_networks() {
+            problems.push(problem);
+        }
+        for (i, key) in self.tsig_keys.iter().enumerate() {
+            if let Err(problem) = key.secret_bytes() {
+                problems.push(format!("transfer.tsig_keys[{i}].{problem}"));
+            }
+            if hickory_proto::rr::Name::from_str(&key.name).is_err() || key.name.is_empty() {
+                problems.push(format!(
+                    "transfer.tsig_keys[{i}].name: {:?} is not a DNS name",
+                    key.name
+                ));
+            }
+            if !key.algorithm.eq_ignore_ascii_case("hmac-sha256") {
+                problems.push(format!(
+                    "transfer.tsig_keys[{i}].algorithm: {:?} is not supported (hmac-sha256 is)",
+                    key.algorithm
+                ));
+            }
+        }
+        problems
+    }
+}
+
+impl TsigKeyConfig {
+    /// The decoded secret.
+    pub fn secret_bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD.decode(self.secret.trim()) {
+            Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+            _ => Err("secret: not base64 of at least one byte".to_owned()),
         }
     }
 }

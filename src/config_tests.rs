@@ -124,3 +124,35 @@ fn ecs_sources_are_validated_with_the_rest() {
     }
     assert!(!all.contains("sources.ecs[0]"), "{all}");
 }
+
+#[test]
+fn forward_and_transfer_sections_are_checked() {
+    let config = Config::parse(
+        r#"
+[forward]
+upstreams = ["10.0.0.2:53"]
+timeout = "10ms"
+[transfer]
+allow = ["10.0.0.0/8", "192.0.2.1", "not-a-net"]
+[[transfer.tsig_keys]]
+name = "k"
+algorithm = "hmac-md5"
+secret = "!!"
+"#,
+    )
+    .unwrap();
+    let problems = match config.validate() {
+        Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+        other => panic!("expected problems, got {other:?}"),
+    };
+    for field in [
+        "forward.timeout",
+        "transfer.allow[2]",
+        "transfer.tsig_keys[0].secret",
+        "transfer.tsig_keys[0].algorithm",
+    ] {
+        assert!(problems.contains(field), "{field} missing from {problems}");
+    }
+    let good = Config::parse("[transfer]\nallow = [\"127.0.0.1\", \"::1/128\"]").unwrap();
+    assert_eq!(good.transfer.allowed_networks().unwrap().len(), 2);
+}
