@@ -85,7 +85,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let initial = registry::Snapshot::new(namespaces, source_ids);
     let mut registry = Registry::durable(initial, wal, recovered);
     let handle = registry.handle();
-    let zone = dns::ZoneView::default();
+    let invalid = |problem: String| Error::Config(ConfigError::Invalid(vec![problem]));
+    let transfers = dns::Transfers::from_config(&config.transfer).map_err(invalid)?;
+    let forwarder = dns::Forwarder::new(&config.forward).map_err(invalid)?;
+    let zone = match transfers.enabled() {
+        true => dns::ZoneView::with_journal(dns::JOURNAL_RECORDS),
+        false => dns::ZoneView::default(),
+    };
     registry.on_publish(zone.publish_hook());
     let health_metrics = health::HealthMetrics::default();
     health_metrics.register(&mut metrics);
@@ -107,7 +113,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let registry_task = registry.spawn(registry_stop.clone());
 
     let dns_stop = CancellationToken::new();
-    let handler = dns::Handler::new(zone, config.dns.max_udp_payload, dns_metrics);
+    if !transfers.notify.is_empty() {
+        tracker.spawn(dns::notify_secondaries(
+            zone.clone(),
+            transfers.notify.clone(),
+            transfers.notify_key().cloned(),
+            dns_metrics.clone(),
+            sources_stop.clone(),
+        ));
+    }
+    let handler = dns::Handler::new(
+        zone,
+        config.dns.max_udp_payload,
+        dns_metrics,
+        forwarder,
+        transfers,
+    );
     let dns_task = tokio::spawn(dns::serve(dns_listeners, handler, dns_stop.clone()));
 
     let http_stop = CancellationToken::new();

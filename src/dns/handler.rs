@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, RData, Record};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -11,29 +11,50 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::answer::{Answer, answer};
+use super::forward::{Forwarded, Forwarder};
 use super::metrics::DnsMetrics;
-use super::zone::ZoneView;
+use super::transfer::{self, Signer, Transfers};
+use super::zone::{NamespaceZone, ZoneView};
 
 /// The smallest UDP payload every client accepts (RFC 1035), and what non-EDNS clients get.
 const MIN_UDP_PAYLOAD: u16 = 512;
 /// Bytes of an OPT RR without options.
 const OPT_LEN: usize = 11;
 const HEADER_LEN: usize = 12;
+/// Bytes reserved for encoding one message to sign it.
+const MESSAGE_CAPACITY: usize = 24 * 1024;
 
-/// Answers every query from the current [`ZoneView`].
+/// Answers every query: from the current [`ZoneView`], by zone transfer, or through the
+/// upstreams for names outside the namespaces.
 #[derive(Clone)]
 pub struct Handler {
     zone: ZoneView,
     max_udp_payload: u16,
     metrics: Arc<DnsMetrics>,
+    forwarder: Option<Arc<Forwarder>>,
+    transfers: Arc<Transfers>,
+    /// The OPT of responses to EDNS queries.
+    response_edns: Edns,
 }
 
 impl Handler {
-    pub fn new(zone: ZoneView, max_udp_payload: u16, metrics: Arc<DnsMetrics>) -> Self {
+    pub fn new(
+        zone: ZoneView,
+        max_udp_payload: u16,
+        metrics: Arc<DnsMetrics>,
+        forwarder: Option<Forwarder>,
+        transfers: Transfers,
+    ) -> Self {
+        let max_udp_payload = max_udp_payload.max(MIN_UDP_PAYLOAD);
+        let mut response_edns = Edns::new();
+        response_edns.set_max_payload(max_udp_payload);
         Self {
             zone,
-            max_udp_payload: max_udp_payload.max(MIN_UDP_PAYLOAD),
+            max_udp_payload,
+            response_edns,
             metrics,
+            forwarder: forwarder.map(Arc::new),
+            transfers: Arc::new(transfers),
         }
     }
 }
@@ -45,14 +66,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let response_edns = request.edns.as_ref().map(|_| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(self.max_udp_payload);
-            edns
-        });
-        let builder = || MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
         let qtype = request.queries.queries().first().map(|q| q.query_type());
-
         let rejection = if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
         } else if request.queries.len() != 1 {
@@ -62,14 +76,41 @@ impl RequestHandler for Handler {
         } else {
             None
         };
+        // A signed request gets a signed answer, or NOTAUTH when its TSIG does not verify.
+        let signer = self
+            .transfers
+            .signature(request.as_slice(), &request.additionals);
+        let (rejection, signer) = match signer {
+            Ok(signer) => (rejection, signer),
+            Err(error) => {
+                tracing::info!(source = %request.src(), ?error, "request with a bad TSIG");
+                (rejection.or(Some(ResponseCode::NotAuth)), None)
+            }
+        };
         if let Some(rcode) = rejection {
             self.metrics.count(qtype, rcode);
-            let response = builder().error_msg(&request.metadata, rcode);
+            let response = self.builder(request).error_msg(&request.metadata, rcode);
             return send(&mut response_handle, response, &request.metadata).await;
         }
 
         let query = &request.queries.queries()[0];
-        let zone = self.zone.load();
+        let zone = self.zone.load_full();
+        if query.query_class() == DNSClass::IN {
+            let namespace = zone.namespace_of(query.name());
+            if let Some(namespace) = namespace
+                .filter(|n| transfer::is_transfer(query.query_type()) && n.origin == *query.name())
+            {
+                if zone.synced && self.transfers.enabled() {
+                    return self
+                        .transfer(request, namespace, signer, response_handle)
+                        .await;
+                }
+            } else if let (None, Some(forwarder)) = (namespace, &self.forwarder) {
+                return self
+                    .forward(request, forwarder, signer, response_handle)
+                    .await;
+            }
+        }
         let found = if query.query_class() == DNSClass::IN {
             answer(&zone, query.name(), query.query_type(), &mut rand::rng())
         } else {
@@ -79,17 +120,53 @@ impl RequestHandler for Handler {
             }
         };
         self.metrics.count(qtype, found.rcode);
-
-        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let mut metadata = self.metadata(request);
         metadata.authoritative = found.authoritative;
         metadata.response_code = found.rcode;
+        self.respond(
+            request,
+            response_handle,
+            metadata,
+            [&found.answers, &found.authorities, &found.additionals],
+            signer,
+        )
+        .await
+    }
+}
+
+impl Handler {
+    /// A response to `request`, with an OPT when the request had one.
+    fn builder<'q>(&'q self, request: &'q Request) -> MessageResponseBuilder<'q> {
+        MessageResponseBuilder::new(
+            &request.queries,
+            request.edns.as_ref().map(|_| &self.response_edns),
+        )
+    }
+
+    /// The response header: RA set when muster forwards, as a resolver sets it.
+    fn metadata(&self, request: &Request) -> Metadata {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = self.forwarder.is_some();
+        metadata
+    }
+
+    /// Sends one response; over UDP, one that does not fit the client's payload size goes
+    /// out empty with TC set.
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        mut metadata: Metadata,
+        [answers, authorities, additionals]: [&Vec<&Record>; 3],
+        mut signer: Option<Signer>,
+    ) -> ResponseInfo {
         let build = |metadata| {
-            builder().build(
+            self.builder(request).build(
                 metadata,
-                found.answers.iter().copied(),
-                found.authorities.iter().copied(),
+                answers.iter().copied(),
+                authorities.iter().copied(),
                 [],
-                found.additionals.iter().copied(),
+                additionals.iter().copied(),
             )
         };
         if request.protocol() == Protocol::Udp {
@@ -100,26 +177,128 @@ impl RequestHandler for Handler {
                 None => MIN_UDP_PAYLOAD,
             };
             let limit = usize::from(limit);
-            if size_bound(&found, request) > limit && encoded_len(build(metadata)) > limit {
+            let records = answers.iter().chain(authorities).chain(additionals);
+            if size_bound(records, request) > limit && encoded_len(build(metadata)) > limit {
                 // Clients retry over TCP; an empty truncated message keeps its OPT, which a
                 // partly filled one could lose.
                 self.metrics.truncated.inc();
                 metadata.truncation = true;
-                let response = builder().build_no_records(metadata);
-                return send(&mut response_handle, response, &request.metadata).await;
+                let truncated = || self.builder(request).build_no_records(metadata);
+                return send_signed(&mut response_handle, truncated, signer.as_mut(), request)
+                    .await;
             }
         }
-        send(&mut response_handle, build(metadata), &request.metadata).await
+        let response = || build(metadata);
+        send_signed(&mut response_handle, response, signer.as_mut(), request).await
+    }
+
+    /// Resolves a name outside the namespaces through the upstreams (RD is required, as
+    /// a resolver answers RD=0 only from its cache).
+    async fn forward<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        forwarder: &Forwarder,
+        signer: Option<Signer>,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let query = &request.queries.queries()[0];
+        let mut metadata = self.metadata(request);
+        let forwarded = if request.metadata.recursion_desired {
+            self.metrics.forwarded.inc();
+            forwarder
+                .resolve(&query.name().into(), query.query_type())
+                .await
+        } else {
+            Forwarded {
+                rcode: ResponseCode::Refused,
+                ..Forwarded::default()
+            }
+        };
+        self.metrics
+            .count(Some(query.query_type()), forwarded.rcode);
+        metadata.response_code = forwarded.rcode;
+        self.respond(
+            request,
+            response_handle,
+            metadata,
+            [
+                &refs(&forwarded.answers),
+                &refs(&forwarded.authorities),
+                &refs(&forwarded.additionals),
+            ],
+            signer,
+        )
+        .await
+    }
+
+    /// Answers an AXFR or IXFR for the namespace `zone`: over TCP in as many messages as
+    /// needed, each signed when the request was; an IXFR over UDP gets the current SOA
+    /// (RFC 1995 2), which makes the client come back over TCP.
+    async fn transfer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        zone: &NamespaceZone,
+        mut signer: Option<Signer>,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let qtype = request.queries.queries()[0].query_type();
+        let mut metadata = self.metadata(request);
+        if !self.transfers.allowed(request.src().ip(), signer.is_some()) {
+            self.metrics.transfer("refused");
+            self.metrics.count(Some(qtype), ResponseCode::Refused);
+            let response = self
+                .builder(request)
+                .error_msg(&request.metadata, ResponseCode::Refused);
+            return send(&mut response_handle, response, &request.metadata).await;
+        }
+        let client_serial = match qtype {
+            RecordType::IXFR => Some(transfer::client_serial(&request.authorities).unwrap_or(0)),
+            _ => None,
+        };
+        let over_udp = request.protocol() == Protocol::Udp;
+        if over_udp && client_serial.is_none() {
+            // AXFR is TCP only (RFC 5936 4.2).
+            self.metrics.count(Some(qtype), ResponseCode::Refused);
+            let response = self
+                .builder(request)
+                .error_msg(&request.metadata, ResponseCode::Refused);
+            return send(&mut response_handle, response, &request.metadata).await;
+        }
+        let (kind, records) = match over_udp {
+            true => (transfer::Kind::IxfrCurrent, vec![&zone.soa]),
+            false => transfer::answer_records(zone, client_serial),
+        };
+        self.metrics.transfer(kind.label());
+        self.metrics.count(Some(qtype), ResponseCode::NoError);
+        tracing::debug!(source = %request.src(), zone = %zone.name, kind = kind.label(), records = records.len(), "zone transfer");
+        metadata.authoritative = true;
+        let mut info = None;
+        for message in transfer::split(&records, record_len_bound) {
+            let build = || {
+                MessageResponseBuilder::new(&request.queries, None).build(
+                    metadata,
+                    message.iter().copied(),
+                    [],
+                    [],
+                    [],
+                )
+            };
+            let sent = send_signed(&mut response_handle, build, signer.as_mut(), request).await;
+            if sent.response_code == ResponseCode::ServFail {
+                return sent;
+            }
+            info = Some(sent);
+        }
+        info.expect("a transfer has at least the SOA")
     }
 }
 
+fn refs(records: &[Record]) -> Vec<&Record> {
+    records.iter().collect()
+}
+
 /// A cheap upper bound of the response's size, without name compression.
-fn size_bound(found: &Answer<'_>, request: &Request) -> usize {
-    let records = found
-        .answers
-        .iter()
-        .chain(&found.authorities)
-        .chain(&found.additionals);
+fn size_bound<'r>(records: impl Iterator<Item = &'r &'r Record>, request: &Request) -> usize {
     HEADER_LEN
         + request.queries.as_bytes().len()
         + OPT_LEN
@@ -145,7 +324,7 @@ fn encoded_len<'a>(
 }
 
 /// An upper bound of a record's wire size, without compression.
-fn record_len_bound(record: &Record) -> usize {
+pub(super) fn record_len_bound(record: &Record) -> usize {
     let name_len = |n: &hickory_proto::rr::Name| n.len() + 1;
     let rdata = match &record.data {
         RData::A(_) => 4,
@@ -156,6 +335,31 @@ fn record_len_bound(record: &Record) -> usize {
         _ => usize::from(u16::MAX),
     };
     name_len(&record.name) + 10 + rdata
+}
+
+/// Sends the response `build` makes, with a TSIG when there is a `signer`: the MAC covers
+/// the message as encoded without it, so it is built twice.
+async fn send_signed<'q, 'a, R, A, B, C, D>(
+    response_handle: &mut R,
+    build: impl Fn() -> MessageResponse<'q, 'a, A, B, C, D>,
+    signer: Option<&mut Signer>,
+    request: &Request,
+) -> ResponseInfo
+where
+    R: ResponseHandler,
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    B: Iterator<Item = &'a Record> + Send + 'a,
+    C: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut response = build();
+    if let Some(signer) = signer {
+        let mut unsigned = Vec::with_capacity(MESSAGE_CAPACITY);
+        // Encoding fails only past 64 KiB, which answers and transfer messages stay under.
+        let _ = build().destructive_emit(&mut BinEncoder::new(&mut unsigned));
+        response.set_signature(signer.sign(&unsigned, request.metadata.id));
+    }
+    send(response_handle, response, &request.metadata).await
 }
 
 async fn send<'a, R: ResponseHandler>(

@@ -13,12 +13,26 @@ struct QueryLabels {
     rcode: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// Counters the DNS frontend keeps; registered once in the process's metrics registry.
 #[derive(Default)]
 pub struct DnsMetrics {
     queries: Family<QueryLabels, Counter>,
     /// UDP answers sent truncated (TC) because they did not fit the client's payload size.
     pub truncated: Counter,
+    transfers: Family<KindLabels, Counter>,
+    notifies: Family<ResultLabels, Counter>,
+    /// Queries sent to the `[forward]` upstreams.
+    pub forwarded: Counter,
 }
 
 impl DnsMetrics {
@@ -34,6 +48,29 @@ impl DnsMetrics {
             "UDP answers sent with TC set",
             self.truncated.clone(),
         );
+        dns.register(
+            "transfers",
+            "Zone transfers answered: axfr, ixfr (from the journal), ixfr_current, ixfr_full (journal too short), refused",
+            self.transfers.clone(),
+        );
+        dns.register(
+            "notify",
+            "NOTIFYs sent to secondaries: acknowledged, or retried after no answer",
+            self.notifies.clone(),
+        );
+        dns.register(
+            "forwarded",
+            "Queries for names outside the namespaces sent to the upstreams",
+            self.forwarded.clone(),
+        );
+    }
+
+    pub fn transfer(&self, kind: &'static str) {
+        self.transfers.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn notify(&self, result: &'static str) {
+        self.notifies.get_or_create(&ResultLabels { result }).inc();
     }
 
     pub fn count(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
@@ -69,6 +106,7 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
         ResponseCode::NotImp => "NOTIMP",
         ResponseCode::Refused => "REFUSED",
         ResponseCode::BADVERS => "BADVERS",
+        ResponseCode::NotAuth => "NOTAUTH",
         _ => "other",
     }
 }

@@ -9,15 +9,19 @@
 //! `muster_dns_truncated_total`.
 
 mod answer;
+mod forward;
 mod handler;
 mod metrics;
 mod names;
 mod server;
+mod transfer;
 mod zone;
 
 pub use answer::{Answer, answer};
+pub use forward::Forwarder;
 pub use handler::Handler;
 pub use metrics::DnsMetrics;
 pub use names::instance_label;
 pub use server::{Listeners, bind, serve};
+pub use transfer::{JOURNAL_RECORDS, Transfers, notify_secondaries};
 pub use zone::{Zone, ZoneView};

@@ -9,6 +9,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 use super::names::instance_label;
+use super::transfer::{Delta, delta};
 use crate::registry::{
     AnswerPolicy, Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
 };
@@ -34,6 +35,11 @@ pub struct NamespaceZone {
     /// non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
     tcp_services: usize,
     udp_services: usize,
+    /// The changes that led to this version, oldest first, for IXFR; kept only when
+    /// transfers are configured ([`ZoneView::with_journal`]).
+    pub journal: imbl::Vector<Arc<Delta>>,
+    /// Records in `journal`, bounded by the journal's limit.
+    journal_records: usize,
 }
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
@@ -119,6 +125,44 @@ impl Zone {
         zone
     }
 
+    /// Appends to each namespace's journal what changed since `previous`, keeping at most
+    /// `limit` records per journal (the oldest changes go first).
+    fn record_deltas(&mut self, previous: &Zone, touched: &Touched, limit: usize) {
+        for slot in &mut self.namespaces {
+            let Some(old) = previous.namespaces.iter().find(|z| z.name == slot.name) else {
+                continue;
+            };
+            let services: Vec<&str> = touched
+                .services
+                .iter()
+                .filter(|(namespace, _)| *namespace == slot.name)
+                .map(|(_, service)| service.as_str())
+                .collect();
+            let rebuilt = touched.namespaces.contains(&slot.name);
+            let Some(change) = delta(old, slot, (!rebuilt).then_some(&services[..])) else {
+                continue;
+            };
+            let zone = Arc::make_mut(slot);
+            let continues = old
+                .journal
+                .last()
+                .is_none_or(|last| last.serial_after() == change.serial_before());
+            (zone.journal, zone.journal_records) = if continues {
+                (old.journal.clone(), old.journal_records)
+            } else {
+                (imbl::Vector::new(), 0)
+            };
+            zone.journal_records += change.len();
+            zone.journal.push_back(change);
+            while zone.journal_records > limit {
+                match zone.journal.pop_front() {
+                    Some(oldest) => zone.journal_records -= oldest.len(),
+                    None => break,
+                }
+            }
+        }
+    }
+
     /// The namespace `name` is in, if any (the longest match wins).
     pub fn namespace_of(&self, name: &LowerName) -> Option<&NamespaceZone> {
         self.namespaces
@@ -150,6 +194,8 @@ impl NamespaceZone {
             services: imbl::HashMap::new(),
             tcp_services: 0,
             udp_services: 0,
+            journal: imbl::Vector::new(),
+            journal_records: 0,
         };
         zone.set_serial(settings, revision);
         zone
@@ -296,9 +342,24 @@ fn child(parent: &Name, label: &str) -> Name {
 }
 
 /// The published zone, shared by every DNS listener.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ZoneView {
     current: Arc<ArcSwap<Zone>>,
+    /// The revision of each publication, for tasks that act on changes (NOTIFY).
+    published: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Records kept per namespace journal for IXFR; `None` keeps no journal (no transfers
+    /// configured), which costs nothing per change.
+    journal_limit: Option<usize>,
+}
+
+impl Default for ZoneView {
+    fn default() -> Self {
+        Self {
+            current: Arc::default(),
+            published: Arc::new(tokio::sync::watch::Sender::new(0)),
+            journal_limit: None,
+        }
+    }
 }
 
 impl ZoneView {
@@ -306,18 +367,44 @@ impl ZoneView {
         self.current.load()
     }
 
+    /// The current zone, to hold across awaits.
+    pub fn load_full(&self) -> Arc<Zone> {
+        self.current.load_full()
+    }
+
+    /// Wakes on every publication (several may be seen as one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// A view that keeps each namespace's recent changes (up to `limit` records) for IXFR.
+    pub fn with_journal(limit: usize) -> Self {
+        Self {
+            journal_limit: Some(limit),
+            ..Self::default()
+        }
+    }
+
     /// The hook that keeps this view in step with the registry.
     pub fn publish_hook(&self) -> PublishHook {
         let current = self.current.clone();
+        let journal_limit = self.journal_limit;
+        let published = self.published.clone();
         let mut built = false;
         Box::new(move |snapshot, touched| {
+            let previous = current.load_full();
             let next = if built {
-                current.load().updated(snapshot, touched)
+                let mut next = previous.updated(snapshot, touched);
+                if let Some(limit) = journal_limit {
+                    next.record_deltas(&previous, touched, limit);
+                }
+                next
             } else {
                 built = true;
                 Zone::from_snapshot(snapshot)
             };
             current.store(Arc::new(next));
+            published.send_replace(snapshot.revision);
         })
     }
 }

@@ -1,0 +1,128 @@
+//! A namespace as a secondary sees it: every record muster serves, once, and the
+//! differences between two versions that IXFR sends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hickory_proto::rr::{Record, RecordType};
+
+use crate::dns::zone::{NamespaceZone, ServiceRecords};
+
+/// The changes from one serial to the next, as IXFR (RFC 1995) sends them.
+#[derive(Debug)]
+pub struct Delta {
+    /// The SOA before and after.
+    pub from: Record,
+    pub to: Record,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
+}
+
+impl Delta {
+    pub fn serial_before(&self) -> u32 {
+        serial(&self.from)
+    }
+
+    pub fn serial_after(&self) -> u32 {
+        serial(&self.to)
+    }
+
+    /// Records this delta holds, for the journal's size limit.
+    pub fn len(&self) -> usize {
+        self.removed.len() + self.added.len() + 2
+    }
+}
+
+/// The SOA serial of an SOA record.
+pub fn serial(soa: &Record) -> u32 {
+    match &soa.data {
+        hickory_proto::rr::RData::SOA(soa) => soa.serial,
+        _ => 0,
+    }
+}
+
+/// Every record of the namespace except the SOA: the apex NS, then each service's.
+pub fn zone_records(zone: &NamespaceZone) -> Vec<&Record> {
+    let mut records = vec![&zone.ns];
+    for service in zone.services.values() {
+        records.extend(service_records(service));
+    }
+    records
+}
+
+/// A service's records for a secondary: all of them, not a `max_answers` subset, and
+/// duplicates (two instances on one address) once. A CNAME service keeps one CNAME, as
+/// a name may hold only one.
+pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
+    let mut seen = HashSet::new();
+    let mut cname_seen = false;
+    let mut records = Vec::new();
+    for instance in &service.instances {
+        let all = [
+            &instance.a,
+            &instance.aaaa,
+            &instance.srv,
+            &instance.srv_alias,
+            &instance.cname,
+            &instance.target_a,
+            &instance.target_aaaa,
+        ];
+        for record in all.into_iter().flatten() {
+            if record.record_type() == RecordType::CNAME && std::mem::replace(&mut cname_seen, true)
+            {
+                continue;
+            }
+            if seen.insert(wire_key(record)) {
+                records.push(record);
+            }
+        }
+    }
+    records
+}
+
+/// The records of the services `names` of `zone`.
+fn services_records<'z>(zone: &'z NamespaceZone, names: &[&str]) -> Vec<&'z Record> {
+    names
+        .iter()
+        .filter_map(|name| zone.services.get(*name))
+        .flat_map(|service| service_records(service))
+        .collect()
+}
+
+/// What changed between two versions of a namespace in `services` (every service when
+/// `None`), or `None` when the serial did not move.
+pub fn delta(
+    old: &NamespaceZone,
+    new: &NamespaceZone,
+    services: Option<&[&str]>,
+) -> Option<Arc<Delta>> {
+    if serial(&old.soa) == serial(&new.soa) {
+        return None;
+    }
+    let (before, after): (Vec<&Record>, Vec<&Record>) = match services {
+        None => (zone_records(old), zone_records(new)),
+        Some(names) => (services_records(old, names), services_records(new, names)),
+    };
+    let before_set: HashSet<Vec<u8>> = before.iter().map(|r| wire_key(r)).collect();
+    let after_set: HashSet<Vec<u8>> = after.iter().map(|r| wire_key(r)).collect();
+    let only_in = |records: Vec<&Record>, other: &HashSet<Vec<u8>>| -> Vec<Record> {
+        records
+            .into_iter()
+            .filter(|r| !other.contains(&wire_key(r)))
+            .cloned()
+            .collect()
+    };
+    Some(Arc::new(Delta {
+        from: old.soa.clone(),
+        to: new.soa.clone(),
+        removed: only_in(before, &after_set),
+        added: only_in(after, &before_set),
+    }))
+}
+
+/// A record's identity for a secondary: its whole uncompressed encoding, TTL included
+/// (hickory's `Record` equality ignores the TTL and it has no `Hash`).
+fn wire_key(record: &Record) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinEncodable;
+    record.to_bytes().unwrap_or_default()
+}
