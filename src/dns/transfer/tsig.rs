@@ -192,8 +192,8 @@ mod tests {
         message.to_bytes().unwrap()
     }
 
-    fn tsig_of(raw: &[u8]) -> Box<Record<TSIG>> {
-        Message::from_bytes(raw).unwrap().signature.unwrap()
+    fn tsig_of(raw: &[u8]) -> Record<TSIG> {
+        super::super::request_tsig(&Message::from_bytes(raw).unwrap().additionals).unwrap()
     }
 
     #[test]
