@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite uses that does not come with the Rust toolchain:
 #   - dig and nsupdate (Debian package dnsutils) and kdig (knot-dnsutils), real DNS clients we
-#     did not write;
+#     did not write; knotd, named and unbound, real servers and a resolver around muster;
 #   - a Python virtualenv at .venv with the packages pinned in tests/interop/requirements.txt
 #     (pytest, dnspython, requests; boto3 and moto's server for the ECS source's tests).
 # Idempotent and quick when everything is already there: apt runs only for a missing package,
@@ -13,7 +13,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
 requirements="$root/tests/interop/requirements.txt"
 stamp="$venv/.requirements.sha256"
-apt_packages=(dnsutils knot-dnsutils)
+# knot (knotd) and bind9 (named) run as secondaries of muster and knotd as a forwarding
+# upstream; unbound as a resolver in front of it; iproute2's `ip netns` gives getent a
+# private resolv.conf (tests/interop/test_transfer.py, test_resolvers.py).
+apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -74,6 +77,11 @@ check() {
 check dig dig -v
 check nsupdate nsupdate -V
 check kdig kdig --version
+check knotd knotd --version
+check named named -v
+check unbound unbound -V
+check "ip netns" ip netns list
+check getent getent hosts localhost
 check "python packages (pytest, dnspython, requests, boto3, moto)" \
   "$venv/bin/python" -c 'import dns, pytest, requests, boto3, moto.server'
 check moto_server test -x "$venv/bin/moto_server"
