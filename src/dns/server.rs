@@ -12,8 +12,11 @@ use super::handler::Handler;
 
 /// How long an idle TCP connection is kept open.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_QUEUE: usize = 32;
+/// Responses queued per TCP connection. hickory 0.26 runs the handler inline with the
+/// connection's writer, so every message of a zone transfer is queued before the first
+/// is written: the bound must hold the largest transfer (65,536 messages of 16 KiB of
+/// records). The queue takes memory only for what it holds.
+const TCP_RESPONSE_QUEUE: usize = 65_536;
 
 /// Bound DNS sockets, UDP and TCP on each configured address.
 pub struct Listeners {
