@@ -40,5 +40,4 @@ case $caps in
   *) echo "docker-build-steps: muster lacks cap_net_bind_service" >&2; exit 1 ;;
 esac
 "$staging/rootfs/usr/local/bin/muster" check-config "$staging/rootfs/etc/muster/muster.toml"
-(cd "$staging/rootfs" && find . -path ./usr/local/bin -prune -o -type f -print | sort)
-ls -l "$staging/rootfs/usr/local/bin"
+(cd "$staging/rootfs" && find . -mindepth 1 -printf '%M %U:%G %p\n' | sort -k3)
