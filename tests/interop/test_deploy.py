@@ -27,6 +27,7 @@ import threading
 import tomllib
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -35,7 +36,7 @@ import requests
 import yaml
 
 from harness import REPO, Muster, answer_rdata, muster_bin, wait_until
-from moto_ecs import CREDENTIALS, REGION, Ecs, MotoServer
+from moto_ecs import REGION
 
 DEPLOY = REPO / "deploy"
 CONFIGS = sorted((DEPLOY / "config").glob("*.toml"))
@@ -266,21 +267,6 @@ def start_example(tmp_path, monkeypatch):
         m.http.close()
 
 
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    moto_server.reset()
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    return Ecs(moto_server.url)
-
-
 def to_moto(aws, queue_url=None):
     """Rewrites an example config for moto: its region, its endpoint, its queue."""
 
@@ -337,23 +323,28 @@ class Upstream:
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
         self.asked = []
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
     def serve(self):
-        while True:
+        while not self.stopping.is_set():
             try:
                 wire, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            query = dns.message.from_wire(wire)
+                query = dns.message.from_wire(wire)
+            except (TimeoutError, dns.exception.DNSException):
+                continue
             self.asked.append(query.question[0].name.to_text())
             reply = dns.message.make_response(query)
             reply.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.1"))
             self.sock.sendto(reply.to_wire(), peer)
 
     def close(self):
+        self.stopping.set()
+        self.thread.join()
         self.sock.close()
 
 
