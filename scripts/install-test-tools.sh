@@ -2,6 +2,8 @@
 # Installs every tool the test suite uses that does not come with the Rust toolchain:
 #   - dig and nsupdate (Debian package dnsutils) and kdig (knot-dnsutils), real DNS clients we
 #     did not write; knotd, named and unbound, real servers and a resolver around muster;
+#   - for deploy/ (tests/interop/test_deploy.py): systemd-analyze (systemd), setcap/getcap
+#     (libcap2-bin) and setpriv (util-linux);
 #   - a Python virtualenv at .venv with the packages pinned in tests/interop/requirements.txt
 #     (pytest, dnspython, requests; boto3 and moto's server for the ECS source's tests).
 # Idempotent and quick when everything is already there: apt runs only for a missing package,
@@ -16,7 +18,7 @@ stamp="$venv/.requirements.sha256"
 # knot (knotd) and bind9 (named) run as secondaries of muster and knotd as a forwarding
 # upstream; unbound as a resolver in front of it; iproute2's `ip netns` gives getent a
 # private resolv.conf (tests/interop/test_transfer.py, test_resolvers.py).
-apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2)
+apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -85,6 +87,10 @@ check getent getent hosts localhost
 check "python packages (pytest, dnspython, requests, boto3, moto)" \
   "$venv/bin/python" -c 'import dns, pytest, requests, boto3, moto.server'
 check moto_server test -x "$venv/bin/moto_server"
+check cfn-lint "$venv/bin/cfn-lint" --version
+check systemd-analyze systemd-analyze --version
+check "setcap and getcap" sh -c 'command -v setcap && command -v getcap'
+check setpriv setpriv --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi

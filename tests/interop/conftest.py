@@ -5,6 +5,8 @@ parsing, shared assertions) is in harness.py.
                    and data_dir under the test's tmp dir and returns a ``harness.Muster``;
                    every server it started is stopped (SIGTERM, then SIGKILL) afterwards.
 ``module_muster``  the same factory, module-scoped, for expensive shared set-ups.
+``moto_server``    a moto_server (module-scoped) as the ECS, SQS and EventBridge endpoint.
+``aws``            a ``moto_ecs.Ecs`` on it, reset, with muster's AWS environment set.
 
 When a test fails, the tail of each of its servers' logs is printed with the report.
 """
@@ -14,6 +16,7 @@ import shutil
 import pytest
 
 from harness import Muster, MusterStartError, muster_bin
+from moto_ecs import CREDENTIALS, Ecs, MotoServer
 
 
 class Factory:
@@ -62,6 +65,21 @@ def module_muster(tmp_path_factory):
     factory = Factory(lambda: tmp_path_factory.mktemp("muster"))
     yield factory
     factory.close()
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory):
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    moto_server.reset()
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    return Ecs(moto_server.url)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,21 +17,6 @@ from moto_ecs import CREDENTIALS, Ecs, MotoServer, ecs_toml
 NS = namespace_toml(services=[{"match": "*", "max_answers": 0}])
 
 
-@pytest.fixture(scope="module")
-def moto_server(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    moto_server.reset()
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    return Ecs(moto_server.url)
-
-
 def a_set(m, name="api.internal"):
     r = m.dns_query(name, "A", tcp=True)
     return sorted(answer_rdata(r, "A")) if r.rcode() == dns.rcode.NOERROR else dns.rcode.to_text(r.rcode())
