@@ -395,6 +395,17 @@ class Muster:
         return _run_client(cmd, check)
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM a helper process, SIGKILL it if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _run_client(cmd, check):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     if check:

@@ -26,6 +26,8 @@ from pathlib import Path
 import boto3
 import requests
 
+from harness import terminate
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 QUEUE = "muster-ecs-events"
@@ -94,13 +96,8 @@ class MotoServer:
         requests.post(self.url + "/moto-api/state-manager/set-transition", json=pin, timeout=10).raise_for_status()
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
 
 def iso(t=None):

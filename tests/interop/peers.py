@@ -19,7 +19,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from harness import _free_dns_port
+from harness import _free_dns_port, terminate
 
 START_TIMEOUT = 15.0
 
@@ -61,14 +61,8 @@ class Daemon:
         raise RuntimeError(f"{self.binary} did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            terminate(self.proc)
             self.log.close()
 
     def log_tail(self, lines=40):
@@ -108,28 +102,32 @@ def _tsig_block(key, style):
     return f'key "{name}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n'
 
 
-class KnotSecondary(Daemon):
-    """knotd as a secondary of ``zone`` at muster's ``primary_port``, taking NOTIFYs from
-    127.0.0.1; ``key`` = (name, base64 secret) signs transfers and NOTIFYs with TSIG."""
+class Knot(Daemon):
+    """knotd with its config in ``knot.conf``."""
 
     binary = "knotd"
+
+    def knot_head(self):
+        """The server, log and database sections every knotd here has."""
+        return (
+            f'server:\n  rundir: "{self.dir}"\n  listen: 127.0.0.1@{self.port}\n\n'
+            "log:\n  - target: stderr\n    any: info\n\n"
+            f'database:\n  storage: "{self.dir}"\n\n'
+        )
+
+    def command(self):
+        return ["knotd", "-c", str(self.dir / "knot.conf")]
+
+
+class KnotSecondary(Knot):
+    """knotd as a secondary of ``zone`` at muster's ``primary_port``, taking NOTIFYs from
+    127.0.0.1; ``key`` = (name, base64 secret) signs transfers and NOTIFYs with TSIG."""
 
     def __init__(self, workdir, primary_port, zone="internal", key=None):
         super().__init__(workdir)
         key_ref = f"\n    key: {key[0]}" if key else ""
         (self.dir / "knot.conf").write_text(
-            f"""server:
-  rundir: "{self.dir}"
-  listen: 127.0.0.1@{self.port}
-
-log:
-  - target: stderr
-    any: info
-
-database:
-  storage: "{self.dir}"
-
-{_tsig_block(key, "knot")}remote:
+            self.knot_head() + f"""{_tsig_block(key, "knot")}remote:
   - id: muster
     address: 127.0.0.1@{primary_port}{key_ref}
 
@@ -149,40 +147,23 @@ zone:
 """
         )
 
-    def command(self):
-        return ["knotd", "-c", str(self.dir / "knot.conf")]
 
 
-class KnotAuthoritative(Daemon):
+class KnotAuthoritative(Knot):
     """knotd serving ``zone`` from ``zone_text`` as an ordinary authoritative server (an
     upstream for muster's forwarding)."""
-
-    binary = "knotd"
 
     def __init__(self, workdir, zone, zone_text):
         super().__init__(workdir)
         (self.dir / f"{zone}.zone").write_text(zone_text)
         (self.dir / "knot.conf").write_text(
-            f"""server:
-  rundir: "{self.dir}"
-  listen: 127.0.0.1@{self.port}
-
-log:
-  - target: stderr
-    any: info
-
-database:
-  storage: "{self.dir}"
-
-zone:
+            self.knot_head() + f"""zone:
   - domain: {zone}
     storage: "{self.dir}"
     file: "{zone}.zone"
 """
         )
 
-    def command(self):
-        return ["knotd", "-c", str(self.dir / "knot.conf")]
 
 
 class BindSecondary(Daemon):
