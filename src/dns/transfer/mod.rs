@@ -195,3 +195,7 @@ pub fn split<'r>(
 pub fn is_transfer(qtype: RecordType) -> bool {
     matches!(qtype, RecordType::AXFR | RecordType::IXFR)
 }
+
+#[cfg(test)]
+#[path = "transfer_tests.rs"]
+mod tests;

@@ -1,0 +1,164 @@
+//! The journal and the transfer answers, on zones built by the real registry and hook.
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::rr::{RData, Record};
+
+use super::*;
+use crate::config::Config;
+use crate::dns::zone::ZoneView;
+use crate::registry::{
+    Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId,
+};
+
+/// A registry publishing into a view that keeps `journal_limit` records, and a way to
+/// register (`Some(last octet)`) or remove (`None`) instance `id` of `web`.
+struct Fixture {
+    view: ZoneView,
+    handle: RegistryHandle,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Fixture {
+    fn new(journal_limit: usize) -> Self {
+        let namespaces = Config::default().validate().unwrap();
+        let mut registry = Registry::new(Snapshot::new(namespaces, []));
+        let view = ZoneView::with_journal(journal_limit);
+        registry.on_publish(view.publish_hook());
+        let handle = registry.handle();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(registry.run(shutdown.clone()));
+        Self {
+            view,
+            handle,
+            shutdown,
+        }
+    }
+
+    async fn set(&self, id: &str, octet: Option<u8>) {
+        let key = InstanceKey {
+            namespace: "internal".into(),
+            service: "web".into(),
+            id: id.into(),
+        };
+        let source = SourceId::api();
+        let change = match octet {
+            Some(octet) => Change::Upsert {
+                key,
+                spec: InstanceSpec {
+                    ipv4: Some(Ipv4Addr::new(10, 0, 0, octet)),
+                    port: Some(80),
+                    healthy: true,
+                    ..InstanceSpec::default()
+                },
+                source,
+            },
+            None => Change::Remove { key, source },
+        };
+        self.handle.apply(change).await.unwrap();
+    }
+
+    fn serial(&self) -> u32 {
+        records::serial(&self.view.load().namespaces[0].soa)
+    }
+
+    fn answer(&self, client: Option<u32>) -> (Kind, Vec<String>) {
+        let zone = self.view.load_full();
+        let (kind, records) = answer_records(&zone.namespaces[0], client);
+        (kind, records.iter().map(|r| text(r)).collect())
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn text(record: &Record) -> String {
+    match &record.data {
+        RData::SOA(soa) => format!("SOA {}", soa.serial),
+        data => format!("{} {} {data}", record.name, record.record_type()),
+    }
+}
+
+#[tokio::test]
+async fn ixfr_lists_each_change_between_the_soas() {
+    let fixture = Fixture::new(1000);
+    fixture.set("a", Some(1)).await;
+    let start = fixture.serial();
+    fixture.set("b", Some(2)).await;
+    let middle = fixture.serial();
+    fixture.set("a", None).await;
+    let end = fixture.serial();
+
+    let (kind, records) = fixture.answer(Some(start));
+    assert_eq!(kind, Kind::Ixfr);
+    let soa = |serial: u32| format!("SOA {serial}");
+    assert_eq!(records[0], soa(end));
+    assert_eq!(records[1], soa(start));
+    // Adding b: nothing removed, then b's A, SRV, _web._tcp SRV and target A.
+    assert_eq!(records[2], soa(middle));
+    assert_eq!(
+        records[3..7]
+            .iter()
+            .filter(|r| r.contains("10.0.0.2") || r.contains("b.web"))
+            .count(),
+        4
+    );
+    // Removing a: a's four records between the middle and the end SOA, nothing added.
+    assert_eq!(records[7], soa(middle));
+    assert!(
+        records[8..12]
+            .iter()
+            .all(|r| r.contains("10.0.0.1") || r.contains("a.web"))
+    );
+    assert_eq!(records[12..], [soa(end), soa(end)]);
+
+    assert_eq!(
+        fixture.answer(Some(end)),
+        (Kind::IxfrCurrent, vec![soa(end)])
+    );
+    let (kind, records) = fixture.answer(Some(end + 7));
+    assert_eq!(kind, Kind::IxfrFull);
+    assert_eq!(
+        fixture.answer(None).1,
+        records,
+        "the whole zone, as AXFR sends it"
+    );
+    assert!(records.iter().any(|r| r.contains("NS")));
+}
+
+#[tokio::test]
+async fn the_journal_drops_its_oldest_changes_beyond_its_limit() {
+    // Each registration after the first is a delta of 6 records (two SOAs and four
+    // records): a limit of 7 keeps one.
+    let fixture = Fixture::new(7);
+    fixture.set("a", Some(1)).await;
+    let first = fixture.serial();
+    fixture.set("b", Some(2)).await;
+    let second = fixture.serial();
+    fixture.set("c", Some(3)).await;
+    assert_eq!(
+        fixture.answer(Some(first)).0,
+        Kind::IxfrFull,
+        "first change dropped"
+    );
+    assert_eq!(fixture.answer(Some(second)).0, Kind::Ixfr);
+}
+
+#[test]
+fn split_keeps_messages_within_the_budget_and_in_order() {
+    let soa = Record::from_rdata(
+        "internal.".parse().unwrap(),
+        5,
+        RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::LOCALHOST)),
+    );
+    let records: Vec<&Record> = std::iter::repeat_n(&soa, 1000).collect();
+    let messages = split(&records, |_| 100);
+    assert_eq!(messages.len(), 1000usize.div_ceil(MESSAGE_BUDGET / 100));
+    assert!(messages.iter().all(|m| m.len() * 100 <= MESSAGE_BUDGET));
+    assert_eq!(messages.concat().len(), 1000);
+    let huge = split(&records[..2], |_| MESSAGE_BUDGET * 2);
+    assert_eq!(huge.len(), 2, "a record larger than the budget goes alone");
+}
