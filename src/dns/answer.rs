@@ -1,11 +1,16 @@
 //! Building the answer to one question from a zone: every rule of DESIGN.md's "Names and
-//! records" and "Answer policy", as a pure function the handler only converts.
+//! records" and "Answer policy", as pure functions.
+//!
+//! [`plan`] decides what a question gets (which rcode, which record set, how many of it);
+//! [`answer`] turns that into hickory records for the full path, and the UDP fast path
+//! (`dns::fast`) turns the same plan into pre-encoded bytes, so the two paths cannot
+//! disagree on a rule.
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Record, RecordType};
 use rand::Rng;
-use rand::seq::index;
 
+use super::wire::Rr;
 use super::zone::{NamespaceZone, ServedInstance, ServiceRecords, Zone};
 use crate::registry::Routing;
 
@@ -20,21 +25,18 @@ pub struct Answer<'z> {
 }
 
 impl<'z> Answer<'z> {
-    fn refused() -> Self {
+    /// NODATA (`NoError`) or NXDOMAIN, with the SOA for negative caching.
+    fn negative(rcode: ResponseCode, zone: &'z NamespaceZone) -> Self {
         Self {
-            rcode: ResponseCode::Refused,
-            ..Self::default()
+            rcode,
+            authoritative: true,
+            answers: Vec::new(),
+            authorities: vec![&zone.soa.record],
+            additionals: Vec::new(),
         }
     }
 
-    fn records(
-        answers: Vec<&'z Record>,
-        additionals: Vec<&'z Record>,
-        zone: &'z NamespaceZone,
-    ) -> Self {
-        if answers.is_empty() {
-            return Self::negative(ResponseCode::NoError, zone);
-        }
+    fn positive(answers: Vec<&'z Record>, additionals: Vec<&'z Record>) -> Self {
         Self {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -43,72 +45,119 @@ impl<'z> Answer<'z> {
             additionals,
         }
     }
+}
 
-    /// NODATA (`NoError`) or NXDOMAIN, with the SOA for negative caching.
-    fn negative(rcode: ResponseCode, zone: &'z NamespaceZone) -> Self {
-        Self {
-            rcode,
-            authoritative: true,
-            answers: Vec::new(),
-            authorities: vec![&zone.soa],
-            additionals: Vec::new(),
+/// What a question gets, before any record is copied.
+#[derive(Debug)]
+pub enum Plan<'z> {
+    /// Not ours: outside every namespace, or a zone transfer.
+    Refused,
+    /// The namespace's sources have not all synced yet.
+    ServFail,
+    /// NXDOMAIN or NODATA (`NoError`), with the namespace's SOA.
+    Negative(ResponseCode, &'z NamespaceZone),
+    /// Exactly one record (the apex SOA or NS, one instance's address).
+    Single(&'z Rr),
+    /// A random subset of a service's instances, as many as its policy allows; never
+    /// empty (an empty set is NODATA).
+    Pick(Pick<'z>),
+}
+
+/// A service's record set to sample from.
+#[derive(Debug)]
+pub struct Pick<'z> {
+    pub records: &'z ServiceRecords,
+    /// Indexes into `records.instances` of the instances that have the record.
+    pub candidates: &'z [usize],
+    pub kind: PickKind,
+    /// How many to answer with.
+    pub wanted: usize,
+}
+
+/// Which record of each picked instance is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PickKind {
+    A,
+    Aaaa,
+    /// SRV at `svc.ns`, with the targets' addresses as glue.
+    Srv,
+    /// SRV at `_svc._proto.ns`, with the same glue.
+    SrvAlias,
+}
+
+impl<'z> Pick<'z> {
+    /// The answer record of the `n`th candidate.
+    pub fn answer(&self, n: usize) -> Option<&'z Rr> {
+        let instance = self.instance(n);
+        match self.kind {
+            PickKind::A => instance.a.as_ref(),
+            PickKind::Aaaa => instance.aaaa.as_ref(),
+            PickKind::Srv => instance.srv.as_ref(),
+            PickKind::SrvAlias => instance.srv_alias.as_ref(),
         }
+    }
+
+    /// The `n`th candidate instance.
+    pub fn instance(&self, n: usize) -> &'z ServedInstance {
+        &self.records.instances[self.candidates[n]]
+    }
+
+    /// Whether answers carry glue (SRV targets' addresses).
+    pub fn has_glue(&self) -> bool {
+        matches!(self.kind, PickKind::Srv | PickKind::SrvAlias)
     }
 }
 
-/// Answers `qtype` at `name` (already lowercase, class IN) from `zone`.
+/// Decides what `qtype` at the name made of `labels` (lowercase, left to right, class IN)
+/// gets from `zone`.
 ///
-/// ANY gets one RRset (RFC 8482). Zone transfers are not answered here.
-pub fn answer<'z>(
-    zone: &'z Zone,
-    name: &LowerName,
-    qtype: RecordType,
-    rng: &mut impl Rng,
-) -> Answer<'z> {
-    let Some(namespace) = zone.namespace_of(name) else {
-        return Answer::refused();
+/// ANY gets one RRset (RFC 8482). Zone transfers are refused here.
+pub fn plan<'z>(zone: &'z Zone, labels: &[&[u8]], qtype: RecordType) -> Plan<'z> {
+    let Some(namespace) = zone.namespace_of_labels(labels) else {
+        return Plan::Refused;
     };
     if !zone.synced {
-        return Answer {
-            rcode: ResponseCode::ServFail,
-            ..Answer::default()
-        };
+        return Plan::ServFail;
     }
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return Answer::refused();
+        return Plan::Refused;
     }
-    let depth = usize::from(name.num_labels() - namespace.origin.num_labels());
-    let mut labels = name.iter().take(depth);
-    let nxdomain = Answer::negative(ResponseCode::NXDomain, namespace);
-    match (labels.next(), labels.next(), depth) {
-        (None, _, _) => apex(namespace, qtype),
-        (Some(first), None, _) => match service(namespace, first) {
-            Some(records) => service_answer(namespace, records, qtype, rng),
-            None if namespace.protocol_in_use(first) => {
-                Answer::negative(ResponseCode::NoError, namespace)
-            }
+    let nodata = Plan::Negative(ResponseCode::NoError, namespace);
+    let nxdomain = Plan::Negative(ResponseCode::NXDomain, namespace);
+    match &labels[..labels.len() - namespace.origin_depth()] {
+        [] => match qtype {
+            RecordType::SOA | RecordType::ANY => Plan::Single(&namespace.soa),
+            RecordType::NS => Plan::Single(&namespace.ns),
+            _ => nodata,
+        },
+        [first] => match service(namespace, first) {
+            Some(records) => service_plan(namespace, records, qtype),
+            None if namespace.protocol_in_use(first) => nodata,
             None => nxdomain,
         },
-        (Some(first), Some(second), 2) => {
+        [first, second] => {
             if let Some(records) = service(namespace, second) {
-                return match records
-                    .by_label
-                    .get(std::str::from_utf8(first).unwrap_or(""))
-                {
-                    Some(&index) => instance_answer(namespace, &records.instances[index], qtype),
-                    None => nxdomain,
+                let label = std::str::from_utf8(first).unwrap_or("");
+                let Some(instance) = records.by_label.get(label) else {
+                    return nxdomain;
                 };
+                let record = match qtype {
+                    RecordType::A => instance.target_a.as_ref(),
+                    RecordType::AAAA => instance.target_aaaa.as_ref(),
+                    RecordType::ANY => instance.target_a.as_ref().or(instance.target_aaaa.as_ref()),
+                    _ => None,
+                };
+                return record.map_or(nodata, Plan::Single);
             }
             let alias = first
                 .strip_prefix(b"_")
                 .and_then(|svc| service(namespace, svc))
-                .filter(|r| r.policy.protocol.label().as_bytes() == second);
+                .filter(|r| r.policy.protocol.label().as_bytes() == *second);
             match alias {
                 Some(records) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
-                    let (answers, additionals) = pick_srv(records, rng, |i| &i.srv_alias);
-                    Answer::records(answers, additionals, namespace)
+                    pick(namespace, records, &records.with_srv, PickKind::SrvAlias)
                 }
-                Some(_) => Answer::negative(ResponseCode::NoError, namespace),
+                Some(_) => nodata,
                 None => nxdomain,
             }
         }
@@ -123,21 +172,11 @@ fn service<'z>(namespace: &'z NamespaceZone, label: &[u8]) -> Option<&'z Service
         .map(|s| &**s)
 }
 
-fn apex<'z>(namespace: &'z NamespaceZone, qtype: RecordType) -> Answer<'z> {
-    let answers = match qtype {
-        RecordType::SOA | RecordType::ANY => vec![&namespace.soa],
-        RecordType::NS => vec![&namespace.ns],
-        _ => Vec::new(),
-    };
-    Answer::records(answers, Vec::new(), namespace)
-}
-
-fn service_answer<'z>(
+fn service_plan<'z>(
     namespace: &'z NamespaceZone,
     records: &'z ServiceRecords,
     qtype: RecordType,
-    rng: &mut impl Rng,
-) -> Answer<'z> {
+) -> Plan<'z> {
     let qtype = match qtype {
         RecordType::ANY => [RecordType::A, RecordType::AAAA, RecordType::SRV]
             .into_iter()
@@ -145,21 +184,13 @@ fn service_answer<'z>(
             .unwrap_or(RecordType::A),
         other => other,
     };
-    match qtype {
-        RecordType::A => {
-            let answers = pick(records, &records.with_a, rng).filter_map(|i| i.a.as_ref());
-            Answer::records(answers.collect(), Vec::new(), namespace)
-        }
-        RecordType::AAAA => {
-            let answers = pick(records, &records.with_aaaa, rng).filter_map(|i| i.aaaa.as_ref());
-            Answer::records(answers.collect(), Vec::new(), namespace)
-        }
-        RecordType::SRV => {
-            let (answers, additionals) = pick_srv(records, rng, |i| &i.srv);
-            Answer::records(answers, additionals, namespace)
-        }
-        _ => Answer::negative(ResponseCode::NoError, namespace),
-    }
+    let kind = match qtype {
+        RecordType::A => PickKind::A,
+        RecordType::AAAA => PickKind::Aaaa,
+        RecordType::SRV => PickKind::Srv,
+        _ => return Plan::Negative(ResponseCode::NoError, namespace),
+    };
+    pick(namespace, records, with_type(records, qtype), kind)
 }
 
 fn with_type(records: &ServiceRecords, qtype: RecordType) -> &[usize] {
@@ -170,42 +201,13 @@ fn with_type(records: &ServiceRecords, qtype: RecordType) -> &[usize] {
     }
 }
 
-fn instance_answer<'z>(
-    namespace: &'z NamespaceZone,
-    instance: &'z ServedInstance,
-    qtype: RecordType,
-) -> Answer<'z> {
-    let record = match qtype {
-        RecordType::A => instance.target_a.as_ref(),
-        RecordType::AAAA => instance.target_aaaa.as_ref(),
-        RecordType::ANY => instance.target_a.as_ref().or(instance.target_aaaa.as_ref()),
-        _ => None,
-    };
-    Answer::records(record.into_iter().collect(), Vec::new(), namespace)
-}
-
-/// SRV records chosen under the policy, with their targets' addresses as glue.
-fn pick_srv<'z>(
-    records: &'z ServiceRecords,
-    rng: &mut impl Rng,
-    srv: impl Fn(&'z ServedInstance) -> &'z Option<Record>,
-) -> (Vec<&'z Record>, Vec<&'z Record>) {
-    let mut answers = Vec::new();
-    let mut additionals = Vec::new();
-    for instance in pick(records, &records.with_srv, rng) {
-        answers.extend(srv(instance).as_ref());
-        additionals.extend(instance.target_a.as_ref());
-        additionals.extend(instance.target_aaaa.as_ref());
-    }
-    (answers, additionals)
-}
-
-/// A fresh random subset (in random order) of `candidates`, as many as the policy allows.
+/// A pick of `candidates` under the service's policy; NODATA if there are none.
 fn pick<'z>(
+    namespace: &'z NamespaceZone,
     records: &'z ServiceRecords,
     candidates: &'z [usize],
-    rng: &mut impl Rng,
-) -> impl Iterator<Item = &'z ServedInstance> {
+    kind: PickKind,
+) -> Plan<'z> {
     let available = candidates.len();
     let wanted = match (records.policy.routing, records.policy.max_answers) {
         (Routing::Weighted, _) => 1,
@@ -213,9 +215,71 @@ fn pick<'z>(
         (Routing::Multivalue, max) => max,
     }
     .min(available);
-    index::sample(rng, available, wanted)
-        .into_iter()
-        .map(move |i| &records.instances[candidates[i]])
+    if wanted == 0 {
+        return Plan::Negative(ResponseCode::NoError, namespace);
+    }
+    Plan::Pick(Pick {
+        records,
+        candidates,
+        kind,
+        wanted,
+    })
+}
+
+/// Fills `chosen` with `wanted` distinct indexes below `available`, a uniformly random
+/// subset in random order, without allocating beyond `chosen`'s capacity (Floyd's
+/// sampling, then a shuffle; O(wanted²), and `wanted` is small: responses must fit).
+pub fn sample(rng: &mut impl Rng, available: usize, wanted: usize, chosen: &mut Vec<usize>) {
+    chosen.clear();
+    let wanted = wanted.min(available);
+    for upper in available - wanted..available {
+        let candidate = rng.random_range(0..=upper);
+        chosen.push(if chosen.contains(&candidate) {
+            upper
+        } else {
+            candidate
+        });
+    }
+    for i in (1..chosen.len()).rev() {
+        chosen.swap(i, rng.random_range(0..=i));
+    }
+}
+
+/// Answers `qtype` at `name` (already lowercase, class IN) from `zone`.
+pub fn answer<'z>(
+    zone: &'z Zone,
+    name: &LowerName,
+    qtype: RecordType,
+    rng: &mut impl Rng,
+) -> Answer<'z> {
+    let labels: Vec<&[u8]> = name.iter().collect();
+    match plan(zone, &labels, qtype) {
+        Plan::Refused => Answer {
+            rcode: ResponseCode::Refused,
+            ..Answer::default()
+        },
+        Plan::ServFail => Answer {
+            rcode: ResponseCode::ServFail,
+            ..Answer::default()
+        },
+        Plan::Negative(rcode, namespace) => Answer::negative(rcode, namespace),
+        Plan::Single(rr) => Answer::positive(vec![&rr.record], Vec::new()),
+        Plan::Pick(pick) => {
+            let mut chosen = Vec::with_capacity(pick.wanted);
+            sample(rng, pick.candidates.len(), pick.wanted, &mut chosen);
+            let mut answers = Vec::with_capacity(chosen.len());
+            let mut additionals = Vec::new();
+            for &n in &chosen {
+                answers.extend(pick.answer(n).map(|rr| &rr.record));
+                if pick.has_glue() {
+                    let instance = pick.instance(n);
+                    additionals.extend(instance.target_a.as_ref().map(|rr| &rr.record));
+                    additionals.extend(instance.target_aaaa.as_ref().map(|rr| &rr.record));
+                }
+            }
+            Answer::positive(answers, additionals)
+        }
+    }
 }
 
 #[cfg(test)]

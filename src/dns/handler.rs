@@ -265,7 +265,7 @@ impl Handler {
             return send(&mut response_handle, response, &request.metadata).await;
         }
         let (kind, records) = match over_udp {
-            true => (transfer::Kind::IxfrCurrent, vec![&zone.soa]),
+            true => (transfer::Kind::IxfrCurrent, vec![&zone.soa.record]),
             false => transfer::answer_records(zone, client_serial),
         };
         self.metrics.transfer(kind.label());

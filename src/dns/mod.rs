@@ -14,7 +14,9 @@ mod handler;
 mod metrics;
 mod names;
 mod server;
+mod service_records;
 mod transfer;
+mod wire;
 mod zone;
 
 pub use answer::{Answer, answer};

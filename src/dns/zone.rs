@@ -1,17 +1,18 @@
 //! The DNS view of a registry snapshot: records built once per change, read per query.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
-use super::names::instance_label;
+pub use super::service_records::{ServedInstance, ServiceRecords};
 use super::transfer::{Delta, delta};
+use super::wire::Rr;
 use crate::registry::{
-    AnswerPolicy, Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
+    Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
 };
 
 /// Every namespace's records at one registry revision.
@@ -28,8 +29,10 @@ pub struct NamespaceZone {
     /// The registry's name for it (`internal`).
     pub name: String,
     pub origin: LowerName,
-    pub soa: Record,
-    pub ns: Record,
+    /// The origin's labels, lowercase, left to right (`[b"sub", b"example"]`).
+    origin_labels: Vec<Box<[u8]>>,
+    pub soa: Rr,
+    pub ns: Rr,
     pub services: imbl::HashMap<String, Arc<ServiceRecords>>,
     /// How many services use each transport label; a label in use is an empty
     /// non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
@@ -40,38 +43,6 @@ pub struct NamespaceZone {
     pub journal: imbl::Vector<Arc<Delta>>,
     /// Records in `journal`, bounded by the journal's limit.
     journal_records: usize,
-}
-
-/// A service's answerable records: only the instances DNS currently serves (healthy, or
-/// all under fail-open), so a secondary sees exactly what clients are answered.
-#[derive(Debug)]
-pub struct ServiceRecords {
-    pub policy: Arc<AnswerPolicy>,
-    pub instances: Vec<ServedInstance>,
-    /// Indexes into `instances` of those with an IPv4, an IPv6 address, a port.
-    pub with_a: Vec<usize>,
-    pub with_aaaa: Vec<usize>,
-    pub with_srv: Vec<usize>,
-    pub with_cname: Vec<usize>,
-    /// Instance label → index, for `iid.svc.ns`.
-    pub by_label: HashMap<String, usize>,
-}
-
-/// One served instance's records. SRV targets are `<label>.<svc>.<ns>`, whose A/AAAA
-/// are `a`/`aaaa` (the glue).
-#[derive(Debug)]
-pub struct ServedInstance {
-    /// Owner `svc.ns`.
-    pub a: Option<Record>,
-    pub aaaa: Option<Record>,
-    pub srv: Option<Record>,
-    /// Owner `_svc._proto.ns`.
-    pub srv_alias: Option<Record>,
-    /// Owner `svc.ns` (Cloud Map CNAME services).
-    pub cname: Option<Record>,
-    /// Owner `<label>.svc.ns`.
-    pub target_a: Option<Record>,
-    pub target_aaaa: Option<Record>,
 }
 
 impl Zone {
@@ -100,26 +71,28 @@ impl Zone {
                     .push(Arc::new(NamespaceZone::build(namespace, snapshot.revision)));
             }
         }
-        for (namespace_name, service_name) in &touched.services {
-            if touched.namespaces.contains(namespace_name) {
-                continue;
+        let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (namespace, service) in &touched.services {
+            if !touched.namespaces.contains(namespace) {
+                by_namespace.entry(namespace).or_default().push(service);
             }
+        }
+        for (namespace_name, services) in by_namespace {
             let Some(namespace) = snapshot.namespace(namespace_name) else {
                 continue;
             };
             let Some(slot) = zone
                 .namespaces
                 .iter_mut()
-                .find(|z| z.name == *namespace_name)
+                .find(|z| z.name == namespace_name)
             else {
                 continue;
             };
             let namespace_zone = Arc::make_mut(slot);
-            namespace_zone.set_service(
-                &namespace.settings,
-                service_name,
-                namespace.services.get(service_name),
-            );
+            let origin = origin_name(&namespace.settings);
+            for service in services {
+                namespace_zone.set_service(&origin, service, namespace.services.get(service));
+            }
             namespace_zone.set_serial(&namespace.settings, snapshot.revision);
         }
         zone
@@ -165,10 +138,15 @@ impl Zone {
 
     /// The namespace `name` is in, if any (the longest match wins).
     pub fn namespace_of(&self, name: &LowerName) -> Option<&NamespaceZone> {
+        self.namespace_of_labels(&name.iter().collect::<Vec<_>>())
+    }
+
+    /// The namespace of the name made of `labels` (lowercase, left to right), if any.
+    pub fn namespace_of_labels(&self, labels: &[&[u8]]) -> Option<&NamespaceZone> {
         self.namespaces
             .iter()
-            .filter(|z| z.origin.zone_of(name))
-            .max_by_key(|z| z.origin.num_labels())
+            .filter(|z| z.contains(labels))
+            .max_by_key(|z| z.origin_labels.len())
             .map(|z| &**z)
     }
 }
@@ -176,8 +154,9 @@ impl Zone {
 impl NamespaceZone {
     fn build(namespace: &Namespace, revision: u64) -> Self {
         let mut zone = Self::empty(&namespace.settings, revision);
+        let origin = origin_name(&namespace.settings);
         for service in namespace.services.values() {
-            zone.set_service(&namespace.settings, &service.name, Some(service));
+            zone.set_service(&origin, &service.name, Some(service));
         }
         zone
     }
@@ -186,11 +165,13 @@ impl NamespaceZone {
         let origin = origin_name(settings);
         let nameserver = Name::from_str(&settings.nameserver).unwrap_or_else(|_| origin.clone());
         let ns = Record::from_rdata(origin.clone(), settings.ttl, RData::NS(NS(nameserver)));
+        let origin = LowerName::new(&origin);
         let mut zone = Self {
             name: settings.name.clone(),
-            origin: LowerName::new(&origin),
-            soa: ns.clone(),
-            ns,
+            origin_labels: origin.iter().map(Box::from).collect(),
+            origin,
+            soa: encoded(ns.clone()),
+            ns: encoded(ns),
             services: imbl::HashMap::new(),
             tcp_services: 0,
             udp_services: 0,
@@ -204,7 +185,7 @@ impl NamespaceZone {
     /// Rebuilds the SOA with `revision` as its serial.
     fn set_serial(&mut self, settings: &NamespaceSettings, revision: u64) {
         let origin = origin_name(settings);
-        let RData::NS(NS(mname)) = &self.ns.data else {
+        let RData::NS(NS(mname)) = &self.ns.record.data else {
             unreachable!("the apex NS record holds NS data");
         };
         let rname = Name::from_str("hostmaster")
@@ -219,21 +200,36 @@ impl NamespaceZone {
             1_209_600,
             settings.negative_ttl,
         );
-        self.soa = Record::from_rdata(origin, settings.negative_ttl, RData::SOA(soa));
+        self.soa = encoded(Record::from_rdata(
+            origin,
+            settings.negative_ttl,
+            RData::SOA(soa),
+        ));
     }
 
-    /// Replaces (or with `None` removes) one service's records.
-    fn set_service(
-        &mut self,
-        settings: &NamespaceSettings,
-        name: &str,
-        service: Option<&Arc<Service>>,
-    ) {
-        if let Some(old) = self.services.remove(name) {
-            self.count_protocol(old.policy.protocol, -1);
+    /// Whether the name made of `labels` is at or below the origin.
+    fn contains(&self, labels: &[&[u8]]) -> bool {
+        labels.len() >= self.origin_labels.len()
+            && labels[labels.len() - self.origin_labels.len()..]
+                .iter()
+                .zip(&self.origin_labels)
+                .all(|(label, origin)| *label == &**origin)
+    }
+
+    /// Labels of the origin.
+    pub fn origin_depth(&self) -> usize {
+        self.origin_labels.len()
+    }
+
+    /// Replaces (or with `None` removes) one service's records; `origin` is this
+    /// namespace's name.
+    fn set_service(&mut self, origin: &Name, name: &str, service: Option<&Arc<Service>>) {
+        let previous = self.services.remove(name);
+        if let Some(previous) = &previous {
+            self.count_protocol(previous.policy.protocol, -1);
         }
         if let Some(service) = service.filter(|s| s.in_dns()) {
-            let records = ServiceRecords::build(&origin_name(settings), service);
+            let records = ServiceRecords::build(origin, service, previous.as_deref());
             self.count_protocol(records.policy.protocol, 1);
             self.services.insert(name.to_owned(), Arc::new(records));
         }
@@ -257,88 +253,15 @@ impl NamespaceZone {
     }
 }
 
-impl ServiceRecords {
-    fn build(origin: &Name, service: &Service) -> Self {
-        let policy = service.policy.clone();
-        let types = policy.records;
-        let owner = child(origin, &service.name);
-        let alias_owner = child(
-            &child(origin, policy.protocol.label()),
-            &format!("_{}", service.name),
-        );
-        let mut records = Self {
-            policy,
-            instances: Vec::new(),
-            with_a: Vec::new(),
-            with_aaaa: Vec::new(),
-            with_srv: Vec::new(),
-            with_cname: Vec::new(),
-            by_label: HashMap::new(),
-        };
-        for instance in service.serving() {
-            let label = instance_label(&instance.id);
-            let target = child(&owner, &label);
-            let spec = &instance.spec;
-            let a = spec.ipv4.map(|ip| RData::A(A(ip)));
-            let aaaa = spec.ipv6.map(|ip| RData::AAAA(AAAA(ip)));
-            let srv = spec
-                .port
-                .map(|port| RData::SRV(SRV::new(1, 1, port, target.clone())));
-            let cname = spec
-                .cname
-                .as_deref()
-                .and_then(|c| Name::from_str(c).ok())
-                .map(|mut name| {
-                    name.set_fqdn(true);
-                    RData::CNAME(CNAME(name))
-                });
-            let served = ServedInstance {
-                a: record(&owner, &a, types.a),
-                aaaa: record(&owner, &aaaa, types.aaaa),
-                srv: record(&owner, &srv, types.srv),
-                srv_alias: record(&alias_owner, &srv, types.srv),
-                cname: record(&owner, &cname, types.cname),
-                // SRV targets have addresses whenever the service has SRV records, as
-                // Cloud Map creates them.
-                target_a: record(&target, &a, types.a.or(types.srv)),
-                target_aaaa: record(&target, &aaaa, types.aaaa.or(types.srv)),
-            };
-            let index = records.instances.len();
-            for (present, list) in [
-                (served.a.is_some(), &mut records.with_a),
-                (served.aaaa.is_some(), &mut records.with_aaaa),
-                (served.srv.is_some(), &mut records.with_srv),
-                (served.cname.is_some(), &mut records.with_cname),
-            ] {
-                if present {
-                    list.push(index);
-                }
-            }
-            if served.target_a.is_some() || served.target_aaaa.is_some() {
-                records.by_label.insert(label, index);
-            }
-            records.instances.push(served);
-        }
-        records
-    }
-}
-
-/// A record of `data` at `name` if there is data and the type is served (`ttl`).
-fn record(name: &Name, data: &Option<RData>, ttl: Option<u32>) -> Option<Record> {
-    Some(Record::from_rdata(name.clone(), ttl?, data.clone()?))
+/// `record` with its wire form; muster's SOA and NS records always encode.
+fn encoded(record: Record) -> Rr {
+    Rr::new(record).expect("SOA and NS records encode")
 }
 
 fn origin_name(settings: &NamespaceSettings) -> Name {
     let mut name = Name::from_str(&settings.name).unwrap_or_else(|_| Name::root());
     name.set_fqdn(true);
     name
-}
-
-/// `label.parent`; labels were validated when the service or instance was accepted.
-fn child(parent: &Name, label: &str) -> Name {
-    Name::from_labels([label.as_bytes()])
-        .and_then(|n| n.append_domain(parent))
-        .unwrap_or_else(|_| parent.clone())
 }
 
 /// The published zone, shared by every DNS listener.

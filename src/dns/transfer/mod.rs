@@ -126,12 +126,12 @@ fn request_tsig(additionals: &[Record]) -> Option<Record<TSIG>> {
 /// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, and
 /// which kind of answer that is.
 pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Vec<&Record>) {
-    let current = records::serial(&zone.soa);
+    let current = records::serial(&zone.soa.record);
     let Some(client) = client_serial else {
         return (Kind::Axfr, full(zone));
     };
     if client == current {
-        return (Kind::IxfrCurrent, vec![&zone.soa]);
+        return (Kind::IxfrCurrent, vec![&zone.soa.record]);
     }
     let Some(start) = zone
         .journal
@@ -140,22 +140,22 @@ pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind
     else {
         return (Kind::IxfrFull, full(zone));
     };
-    let mut answer = vec![&zone.soa];
+    let mut answer = vec![&zone.soa.record];
     for delta in zone.journal.iter().skip(start) {
         answer.push(&delta.from);
         answer.extend(&delta.removed);
         answer.push(&delta.to);
         answer.extend(&delta.added);
     }
-    answer.push(&zone.soa);
+    answer.push(&zone.soa.record);
     (Kind::Ixfr, answer)
 }
 
 /// SOA, every record, SOA.
 fn full(zone: &NamespaceZone) -> Vec<&Record> {
-    let mut answer = vec![&zone.soa];
+    let mut answer = vec![&zone.soa.record];
     answer.extend(records::zone_records(zone));
-    answer.push(&zone.soa);
+    answer.push(&zone.soa.record);
     answer
 }
 

@@ -43,7 +43,7 @@ pub fn serial(soa: &Record) -> u32 {
 
 /// Every record of the namespace except the SOA: the apex NS, then each service's.
 pub fn zone_records(zone: &NamespaceZone) -> Vec<&Record> {
-    let mut records = vec![&zone.ns];
+    let mut records = vec![&zone.ns.record];
     for service in zone.services.values() {
         records.extend(service_records(service));
     }
@@ -73,7 +73,7 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
                 continue;
             }
             if seen.insert(wire_key(record)) {
-                records.push(record);
+                records.push(&record.record);
             }
         }
     }
@@ -96,7 +96,7 @@ pub fn delta(
     new: &NamespaceZone,
     services: Option<&[&str]>,
 ) -> Option<Arc<Delta>> {
-    if serial(&old.soa) == serial(&new.soa) {
+    if serial(&old.soa.record) == serial(&new.soa.record) {
         return None;
     }
     let (before, after): (Vec<&Record>, Vec<&Record>) = match services {
@@ -113,8 +113,8 @@ pub fn delta(
             .collect()
     };
     Some(Arc::new(Delta {
-        from: old.soa.clone(),
-        to: new.soa.clone(),
+        from: old.soa.record.clone(),
+        to: new.soa.record.clone(),
         removed: only_in(before, &after_set),
         added: only_in(after, &before_set),
     }))

@@ -1,0 +1,91 @@
+//! Records with their wire form, encoded once when the zone changes so the UDP fast path
+//! only copies bytes per query.
+//!
+//! Owns: encoding one record (uncompressed, as hickory would write it without name
+//! compression) and writing it into a response with its owner name either in full or as
+//! a compression pointer. Must not: know about queries, answer policy or sockets.
+
+use std::ops::Deref;
+
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+/// The compression pointer to the question name, which always starts at offset 12.
+pub const QUESTION_POINTER: u16 = 0xC00C;
+/// The largest offset a compression pointer can hold (14 bits).
+pub const MAX_POINTER_OFFSET: usize = 0x3FFF;
+
+/// A record and its uncompressed wire form.
+///
+/// The wire length is also the size bound the full path's truncation check uses for the
+/// record (owner + 10 + RDATA without compression), so both paths agree on what fits.
+#[derive(Clone, Debug)]
+pub struct Rr {
+    pub record: Record,
+    wire: Box<[u8]>,
+    /// Bytes of the owner name at the start of `wire`.
+    owner_len: u16,
+}
+
+impl Rr {
+    /// Encodes `record`; `None` if hickory cannot encode it (it never fails for the
+    /// record types muster serves).
+    pub fn new(record: Record) -> Option<Self> {
+        let mut wire = Vec::with_capacity(64);
+        let mut encoder = BinEncoder::new(&mut wire);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        record.emit(&mut encoder).ok()?;
+        let owner_len = u16::try_from(name_len(&wire)?).ok()?;
+        Some(Self {
+            record,
+            wire: wire.into_boxed_slice(),
+            owner_len,
+        })
+    }
+
+    /// Bytes of the record written with its owner in full: the size bound of the record.
+    pub fn len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Bytes of the record written with its owner as a pointer.
+    pub fn len_with_pointer(&self) -> usize {
+        self.wire.len() - usize::from(self.owner_len) + 2
+    }
+
+    /// Appends the record with its owner name written in full.
+    pub fn put_full(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.wire);
+    }
+
+    /// Appends the record with its owner as a compression pointer (`pointer` includes the
+    /// two top bits); returns where its RDATA starts in `out`.
+    pub fn put_with_owner_at(&self, out: &mut Vec<u8>, pointer: u16) -> usize {
+        out.extend_from_slice(&pointer.to_be_bytes());
+        out.extend_from_slice(&self.wire[usize::from(self.owner_len)..]);
+        out.len() - (self.wire.len() - usize::from(self.owner_len) - RR_FIXED_LEN)
+    }
+}
+
+/// The length of the uncompressed name at the start of `wire`.
+fn name_len(wire: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let label = usize::from(*wire.get(at)?);
+        at += 1 + label;
+        if label == 0 {
+            return Some(at);
+        }
+    }
+}
+
+/// TYPE, CLASS, TTL and RDLENGTH after an owner name.
+const RR_FIXED_LEN: usize = 10;
+
+impl Deref for Rr {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        &self.record
+    }
+}
