@@ -1,9 +1,19 @@
 //! DNS counters, named `muster_dns_*`.
+//!
+//! Query counts are kept per answering thread (each fast-path thread has its own slot,
+//! the full path shares one) and summed when `/metrics` is scraped, so counting costs an
+//! uncontended relaxed add on the fast path.
 
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
@@ -23,10 +33,20 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// The `qtype` label values: the types muster answers, and "other" (a bounded set).
+const QTYPES: [&str; 9] = [
+    "A", "AAAA", "SRV", "SOA", "NS", "ANY", "AXFR", "IXFR", "other",
+];
+/// The `rcode` label values.
+const RCODES: [&str; 9] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "NOTAUTH",
+    "other",
+];
+
 /// Counters the DNS frontend keeps; registered once in the process's metrics registry.
 #[derive(Default)]
 pub struct DnsMetrics {
-    queries: Family<QueryLabels, Counter>,
+    queries: QueryCounts,
     /// UDP answers sent truncated (TC) because they did not fit the client's payload size.
     pub truncated: Counter,
     transfers: Family<KindLabels, Counter>,
@@ -38,11 +58,7 @@ pub struct DnsMetrics {
 impl DnsMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let dns = registry.sub_registry_with_prefix("muster_dns");
-        dns.register(
-            "queries",
-            "DNS queries answered, by query type and response code",
-            self.queries.clone(),
-        );
+        dns.register_collector(Box::new(self.queries.clone()));
         dns.register(
             "truncated",
             "UDP answers sent with TC set",
@@ -73,40 +89,111 @@ impl DnsMetrics {
         self.notifies.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Counts one query answered by the full path.
     pub fn count(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
-        let labels = QueryLabels {
-            qtype: qtype_label(qtype),
-            rcode: rcode_label(rcode),
-        };
-        self.queries.get_or_create(&labels).inc();
+        self.queries.shared.count(qtype, rcode);
+    }
+
+    /// A slot of query counters for one fast-path thread, summed with the others on scrape.
+    pub fn thread_slot(&self) -> Arc<QuerySlot> {
+        let slot = Arc::new(QuerySlot::default());
+        self.queries.threads.rcu(|slots| {
+            slots
+                .iter()
+                .cloned()
+                .chain([slot.clone()])
+                .collect::<Vec<_>>()
+        });
+        slot
     }
 }
 
-/// A bounded label set: the types muster answers, and "other".
-fn qtype_label(qtype: Option<RecordType>) -> &'static str {
+/// `muster_dns_queries_total{qtype,rcode}`: the full path's slot plus every thread's.
+#[derive(Clone, Default)]
+struct QueryCounts {
+    shared: Arc<QuerySlot>,
+    threads: Arc<ArcSwap<Vec<Arc<QuerySlot>>>>,
+}
+
+impl fmt::Debug for QueryCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryCounts").finish_non_exhaustive()
+    }
+}
+
+impl Collector for QueryCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let threads = self.threads.load();
+        let mut family = encoder.encode_descriptor(
+            "queries",
+            "DNS queries answered, by query type and response code",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (q, qtype) in QTYPES.iter().enumerate() {
+            for (r, rcode) in RCODES.iter().enumerate() {
+                let index = q * RCODES.len() + r;
+                let total: u64 = [&self.shared]
+                    .into_iter()
+                    .chain(threads.iter())
+                    .map(|slot| slot.counts[index].load(Ordering::Relaxed))
+                    .sum();
+                if total > 0 {
+                    let labels = QueryLabels { qtype, rcode };
+                    ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Query counts by (qtype, rcode) for one thread, on a cache line of its own.
+#[repr(align(64))]
+pub struct QuerySlot {
+    counts: [AtomicU64; QTYPES.len() * RCODES.len()],
+}
+
+impl Default for QuerySlot {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl QuerySlot {
+    /// Counts one query.
+    pub fn count(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
+        let index = qtype_index(qtype) * RCODES.len() + rcode_index(rcode);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn qtype_index(qtype: Option<RecordType>) -> usize {
     match qtype {
-        Some(RecordType::A) => "A",
-        Some(RecordType::AAAA) => "AAAA",
-        Some(RecordType::SRV) => "SRV",
-        Some(RecordType::SOA) => "SOA",
-        Some(RecordType::NS) => "NS",
-        Some(RecordType::ANY) => "ANY",
-        Some(RecordType::AXFR) => "AXFR",
-        Some(RecordType::IXFR) => "IXFR",
-        _ => "other",
+        Some(RecordType::A) => 0,
+        Some(RecordType::AAAA) => 1,
+        Some(RecordType::SRV) => 2,
+        Some(RecordType::SOA) => 3,
+        Some(RecordType::NS) => 4,
+        Some(RecordType::ANY) => 5,
+        Some(RecordType::AXFR) => 6,
+        Some(RecordType::IXFR) => 7,
+        _ => 8,
     }
 }
 
-fn rcode_label(rcode: ResponseCode) -> &'static str {
+fn rcode_index(rcode: ResponseCode) -> usize {
     match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::BADVERS => "BADVERS",
-        ResponseCode::NotAuth => "NOTAUTH",
-        _ => "other",
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        ResponseCode::NotAuth => 7,
+        _ => 8,
     }
 }
