@@ -11,13 +11,14 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::answer::{Answer, answer};
+use super::fast;
 use super::forward::{Forwarded, Forwarder};
 use super::metrics::DnsMetrics;
 use super::transfer::{self, Signer, Transfers};
 use super::zone::{NamespaceZone, ZoneView};
 
 /// The smallest UDP payload every client accepts (RFC 1035), and what non-EDNS clients get.
-const MIN_UDP_PAYLOAD: u16 = 512;
+pub(super) const MIN_UDP_PAYLOAD: u16 = 512;
 /// Bytes of an OPT RR without options.
 const OPT_LEN: usize = 11;
 const HEADER_LEN: usize = 12;
@@ -56,6 +57,29 @@ impl Handler {
             forwarder: forwarder.map(Arc::new),
             transfers: Arc::new(transfers),
         }
+    }
+
+    /// The zone this handler answers from (the fast path answers from the same one).
+    pub(super) fn zone(&self) -> &ZoneView {
+        &self.zone
+    }
+
+    /// What the fast path must answer like: the largest UDP response (also the payload
+    /// size an OPT record advertises), and whether RA is set.
+    pub(super) fn fast_settings(&self) -> fast::Settings {
+        fast::Settings {
+            max_udp_payload: self.max_udp_payload,
+            recursion_available: self.recursion_available(),
+        }
+    }
+
+    /// RA: set when muster forwards, as a resolver sets it.
+    fn recursion_available(&self) -> bool {
+        self.forwarder.is_some()
+    }
+
+    pub(super) fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
     }
 }
 
@@ -143,10 +167,10 @@ impl Handler {
         )
     }
 
-    /// The response header: RA set when muster forwards, as a resolver sets it.
+    /// The response header, with RA as [`Handler::recursion_available`] says.
     fn metadata(&self, request: &Request) -> Metadata {
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = self.forwarder.is_some();
+        metadata.recursion_available = self.recursion_available();
         metadata
     }
 

@@ -9,6 +9,7 @@
 //! `muster_dns_truncated_total`.
 
 mod answer;
+pub mod fast;
 mod forward;
 mod handler;
 mod metrics;

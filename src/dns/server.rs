@@ -1,13 +1,14 @@
 //! DNS listeners: bound at start-up so errors surface before anything is served.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::fast;
 use super::handler::Handler;
 
 /// How long an idle TCP connection is kept open.
@@ -18,9 +19,10 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// records). The queue takes memory only for what it holds.
 const TCP_RESPONSE_QUEUE: usize = 65_536;
 
-/// Bound DNS sockets, UDP and TCP on each configured address.
+/// Bound DNS sockets: on each configured address, a group of UDP sockets (one per fast
+/// path thread) and a TCP listener.
 pub struct Listeners {
-    udp: Vec<UdpSocket>,
+    udp: Vec<Vec<UdpSocket>>,
     tcp: Vec<TcpListener>,
 }
 
@@ -29,7 +31,7 @@ impl Listeners {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.udp
             .iter()
-            .filter_map(|s| s.local_addr().ok())
+            .filter_map(|group| group.first()?.local_addr().ok())
             .collect()
     }
 }
@@ -53,7 +55,7 @@ pub async fn bind(addresses: &[SocketAddr]) -> io::Result<Listeners> {
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 /// UDP and TCP on one address (the same port for both).
-async fn bind_pair(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+async fn bind_pair(address: SocketAddr) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
     let attempts = if address.port() == 0 {
         PORT_ZERO_ATTEMPTS
     } else {
@@ -61,10 +63,9 @@ async fn bind_pair(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> 
     };
     let mut attempt = 1;
     loop {
-        let udp = UdpSocket::bind(address)
-            .await
+        let udp = fast::bind(address, fast::threads())
             .map_err(|e| io::Error::new(e.kind(), format!("DNS UDP {address}: {e}")))?;
-        let bound = udp.local_addr()?;
+        let bound = udp[0].local_addr()?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < attempts => attempt += 1,
@@ -73,22 +74,29 @@ async fn bind_pair(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> 
     }
 }
 
-/// Serves DNS until `shutdown`; an error means a listener died.
+/// Serves DNS until `shutdown`: UDP on the fast path's threads, TCP through hickory's
+/// server. An error means a listener died.
 pub async fn serve(
     listeners: Listeners,
     handler: Handler,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    let udp = fast::serve(
+        listeners.udp.into_iter().flatten().collect(),
+        handler.clone(),
+        shutdown.clone(),
+    );
     let mut server = Server::new(handler);
-    for socket in listeners.udp {
-        server.register_socket(socket);
-    }
     for listener in listeners.tcp {
         server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
     }
-    let result = tokio::select! {
-        result = server.block_until_done() => result,
-        _ = shutdown.cancelled() => server.shutdown_gracefully().await,
+    let tcp = async {
+        let result = tokio::select! {
+            result = server.block_until_done() => result,
+            _ = shutdown.cancelled() => server.shutdown_gracefully().await,
+        };
+        result.map_err(|e| io::Error::other(format!("DNS server: {e}")))
     };
-    result.map_err(|e| io::Error::other(format!("DNS server: {e}")))
+    // Either one failing stops DNS; on shutdown both return.
+    tokio::try_join!(udp, tcp).map(|_| ())
 }

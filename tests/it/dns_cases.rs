@@ -85,11 +85,18 @@ fn normalize(record: &str) -> String {
     fields.join(" ")
 }
 
+/// Record texts, sorted, with owner names lowercased: names compare case-insensitively,
+/// and UDP answers' owners point at the question, so they carry the client's case (as
+/// Knot's and NSD's do) where TCP answers spell them as the zone does.
 fn texts<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
     let mut texts: Vec<String> = records
         .into_iter()
         .filter(|r| r.record_type() != RecordType::OPT)
-        .map(|r| normalize(&r.to_string()))
+        .map(|r| {
+            let mut r = r.clone();
+            r.name = r.name.to_lowercase();
+            normalize(&r.to_string())
+        })
         .collect();
     texts.sort();
     texts

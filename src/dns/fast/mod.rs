@@ -1,0 +1,20 @@
+//! The UDP fast path: answers the common queries from pre-encoded records on one thread
+//! per core, and hands everything else to the full (hickory) path unchanged.
+//!
+//! Owns: the UDP sockets and their threads ([`udp`]), reading a query just far enough to
+//! know it is ordinary ([`query`]), writing a response from the zone's pre-encoded
+//! records ([`respond`]), and running the full path for a datagram it does not answer
+//! ([`handoff`]). What an answer contains is decided by [`plan`](super::answer::plan),
+//! the same function the full path uses. Must not: allocate, lock or log per answered
+//! query; answer anything the full path would answer differently.
+//!
+//! See `README.md` in this folder for the design and its measurements.
+
+mod handoff;
+mod query;
+mod respond;
+mod udp;
+
+pub use handoff::full_path;
+pub use respond::{Outcome, Scratch, Settings, respond};
+pub use udp::{bind, serve, threads};

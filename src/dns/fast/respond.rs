@@ -1,0 +1,197 @@
+//! Writing a response from pre-encoded records, or saying the full path must answer.
+//!
+//! The response is the request's header (ID kept; QR and AA set; RD and CD copied; RCODE
+//! patched; counts set), the request's question bytes as they came (the client's case),
+//! then records copied from the zone: answer owners are the pointer `C0 0C` to the
+//! question, glue owners point at their SRV target, the SOA of negative answers is
+//! written in full. An OPT record follows when the query had one, advertising the
+//! configured payload size, as the full path does.
+//!
+//! Sizes follow the full path's rule: a response is answered here only if its
+//! uncompressed size bound fits the client's payload; one that might not goes to the full
+//! path, which truncates exactly as before.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use rand::rngs::SmallRng;
+
+use super::query::{MAX_LABELS, OPT_LEN, QueryName, parse};
+use crate::dns::answer::{Pick, Plan, plan, sample};
+use crate::dns::handler::MIN_UDP_PAYLOAD;
+use crate::dns::wire::{MAX_POINTER_OFFSET, QUESTION_POINTER};
+use crate::dns::zone::Zone;
+
+const FLAG_QR: u8 = 0x80;
+const FLAG_RA: u8 = 0x80;
+const FLAG_AA: u8 = 0x04;
+const FLAG_RD: u8 = 0x01;
+const FLAG_CD: u8 = 0x10;
+
+/// How the full path answers, which the fast path must match.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// The largest UDP response (at least 512), and the payload size our OPT advertises.
+    pub max_udp_payload: u16,
+    /// Whether responses set RA (muster forwards names outside its namespaces).
+    pub recursion_available: bool,
+}
+
+/// What the fast path did with a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response is in the output buffer.
+    Answered {
+        qtype: RecordType,
+        rcode: ResponseCode,
+    },
+    /// Not something the fast path answers: the full path must.
+    HandOff,
+}
+
+/// Per-thread working memory, allocated once so answering allocates nothing.
+pub struct Scratch {
+    pub rng: SmallRng,
+    name: QueryName,
+    chosen: Vec<usize>,
+    /// Where each picked SRV record's target name starts in the response.
+    targets: Vec<usize>,
+}
+
+impl Scratch {
+    pub fn new(rng: SmallRng) -> Self {
+        Self {
+            rng,
+            name: QueryName::default(),
+            chosen: Vec::with_capacity(64),
+            targets: Vec::with_capacity(64),
+        }
+    }
+}
+
+/// Answers `packet` from `zone` into `out` if it can.
+pub fn respond(
+    zone: &Zone,
+    packet: &[u8],
+    settings: Settings,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let Some(query) = parse(packet, &mut scratch.name) else {
+        return Outcome::HandOff;
+    };
+    let qtype = RecordType::from(query.qtype);
+    let mut labels = [&[][..]; MAX_LABELS];
+    let count = scratch.name.labels(&mut labels);
+    let plan = plan(zone, &labels[..count], qtype);
+    let max_payload = settings.max_udp_payload;
+    let limit = usize::from(match query.edns_payload {
+        Some(payload) => payload.clamp(MIN_UDP_PAYLOAD, max_payload),
+        None => MIN_UDP_PAYLOAD,
+    });
+    // The full path's bound: header, question, an OPT record, records uncompressed.
+    let budget = limit.saturating_sub(query.question_end + OPT_LEN);
+
+    out.clear();
+    out.extend_from_slice(&packet[..query.question_end]);
+    let (rcode, counts) = match plan {
+        Plan::Refused | Plan::ServFail => return Outcome::HandOff,
+        Plan::Negative(rcode, namespace) => {
+            if namespace.soa.len() > budget {
+                return Outcome::HandOff;
+            }
+            namespace.soa.put_full(out);
+            (rcode, [0, 1, 0])
+        }
+        Plan::Single(rr) => {
+            if rr.len() > budget {
+                return Outcome::HandOff;
+            }
+            rr.put_with_owner_at(out, QUESTION_POINTER);
+            (ResponseCode::NoError, [1, 0, 0])
+        }
+        Plan::Pick(pick) => match put_pick(&pick, budget, scratch, out) {
+            Some(counts) => (ResponseCode::NoError, counts),
+            None => return Outcome::HandOff,
+        },
+    };
+    let mut additionals = counts[2];
+    if query.edns_payload.is_some() {
+        // Root owner, type OPT, our payload size, extended RCODE/version/flags 0, no data.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&max_payload.to_be_bytes());
+        out.extend_from_slice(&[0; 6]);
+        additionals += 1;
+    }
+    out[2] = FLAG_QR | FLAG_AA | (packet[2] & FLAG_RD);
+    let ra = if settings.recursion_available {
+        FLAG_RA
+    } else {
+        0
+    };
+    out[3] = ra | (packet[3] & FLAG_CD) | (u16::from(rcode) & 0x0F) as u8;
+    for (at, count) in [(6, counts[0]), (8, counts[1]), (10, additionals)] {
+        out[at..at + 2].copy_from_slice(&count.to_be_bytes());
+    }
+    Outcome::Answered { qtype, rcode }
+}
+
+/// Writes a random pick's answers (and glue) if their size bound fits `budget`; returns
+/// the answer, authority and additional counts.
+fn put_pick(
+    pick: &Pick<'_>,
+    budget: usize,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Option<[u16; 3]> {
+    // Every record's bound is at least 16 bytes: reject hopeless picks before sampling.
+    if pick.wanted * 16 > budget {
+        return None;
+    }
+    sample(
+        &mut scratch.rng,
+        pick.candidates.len(),
+        pick.wanted,
+        &mut scratch.chosen,
+    );
+    let glue = pick.has_glue();
+    let mut size = 0;
+    for &n in &scratch.chosen {
+        size += pick.answer(n).map_or(0, |rr| rr.len());
+        if glue {
+            let instance = pick.instance(n);
+            size += instance.target_a.as_ref().map_or(0, |rr| rr.len());
+            size += instance.target_aaaa.as_ref().map_or(0, |rr| rr.len());
+        }
+    }
+    if size > budget {
+        return None;
+    }
+    scratch.targets.clear();
+    let mut answers = 0u16;
+    for &n in &scratch.chosen {
+        if let Some(rr) = pick.answer(n) {
+            let rdata = rr.put_with_owner_at(out, QUESTION_POINTER);
+            // SRV RDATA: priority, weight, port, then the target.
+            scratch.targets.push(rdata + 6);
+            answers += 1;
+        }
+    }
+    let mut additionals = 0u16;
+    if glue {
+        for (&n, &target) in scratch.chosen.iter().zip(&scratch.targets) {
+            if target > MAX_POINTER_OFFSET {
+                return None;
+            }
+            let pointer = 0xC000 | target as u16;
+            let instance = pick.instance(n);
+            for rr in [&instance.target_a, &instance.target_aaaa]
+                .into_iter()
+                .flatten()
+            {
+                rr.put_with_owner_at(out, pointer);
+                additionals += 1;
+            }
+        }
+    }
+    Some([answers, 0, additionals])
+}
