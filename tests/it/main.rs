@@ -2,4 +2,6 @@
 
 mod cloudmap_sdk;
 mod dns_cases;
+mod fast_path;
 mod support;
+mod zone_updates;

@@ -1,0 +1,387 @@
+//! The differential test of the UDP fast path: a large randomized set of queries goes to
+//! both the fast path (`dns::fast::respond`) and the full path (`dns::fast::full_path`,
+//! hickory and the handler), and every answer the fast path gives must be equivalent to
+//! the full path's: same header flags and rcode, the question bytes as sent, the same
+//! OPT, the same authority records, and the same answer and glue records (as sets; where
+//! the policy picks a random subset, the same count of records from the same set).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType};
+use muster::config::{Config, ForwardConfig, TransferConfig};
+use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
+use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
+use muster::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
+use rand::rngs::SmallRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+const CONFIG: &str = include_str!("../fixtures/config.toml");
+const INSTANCES: &str = include_str!("../fixtures/instances.toml");
+/// Sub.Example's `big` answers every instance: large responses, near every size limit.
+const BIG_RULE: &str = "\n[[namespaces.services]]\nmatch = \"big\"\nmax_answers = 0\n";
+const QUERIES: usize = 20_000;
+/// What the server advertises and caps responses at.
+const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The fixture zone plus `big` (40 instances with long hashed labels) and `wide`
+/// (30 instances, 8 answered at random) in `internal`.
+async fn zone() -> ZoneView {
+    let config = Config::parse(&format!("{CONFIG}{BIG_RULE}")).unwrap();
+    let namespaces = config.validate().unwrap();
+    let mut instances = muster::sources::file::parse(INSTANCES, false).unwrap();
+    for n in 0..40 {
+        instances.push(instance(
+            "sub.example",
+            "big",
+            &format!("Task/Big:{n:04}"),
+            n,
+        ));
+    }
+    for n in 0..30 {
+        instances.push(instance("internal", "wide", &format!("w-{n}"), n));
+    }
+    let source = SourceId::new("file:fixture");
+    let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
+    let handle = registry.handle();
+    let view = ZoneView::default();
+    registry.on_publish(view.publish_hook());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(registry.run(shutdown.clone()));
+    handle
+        .apply(Change::Sync { source, instances })
+        .await
+        .unwrap();
+    shutdown.cancel();
+    view
+}
+
+fn instance(namespace: &str, service: &str, id: &str, n: u8) -> (InstanceKey, InstanceSpec) {
+    let key = InstanceKey {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        id: id.to_owned(),
+    };
+    let spec = InstanceSpec {
+        ipv4: Some([10, 9, 0, n].into()),
+        ipv6: (n % 2 == 0).then(|| [0xfd00, 0, 0, 0, 0, 0, 9, u16::from(n)].into()),
+        port: Some(8000 + u16::from(n)),
+        healthy: true,
+        ..InstanceSpec::default()
+    };
+    (key, spec)
+}
+
+/// Every name worth asking about, from the zone itself, plus names that do not exist.
+fn names(zone: &Zone) -> Vec<String> {
+    let mut names = vec![
+        "example.com.".to_owned(),
+        ".".to_owned(),
+        "internal.com.".to_owned(),
+    ];
+    for namespace in &zone.namespaces {
+        let origin = namespace.origin.to_string();
+        names.push(origin.clone());
+        for label in ["nope", "_tcp", "_udp", "a.b.c", "_nope._tcp", "x.y"] {
+            names.push(format!("{label}.{origin}"));
+        }
+        for (service, records) in namespace.services.iter() {
+            names.push(format!("{service}.{origin}"));
+            names.push(format!("_{service}._tcp.{origin}"));
+            names.push(format!("_{service}._udp.{origin}"));
+            names.push(format!("missing.{service}.{origin}"));
+            names.push(format!("a.b.{service}.{origin}"));
+            for label in records.by_label.keys() {
+                names.push(format!("{label}.{service}.{origin}"));
+            }
+        }
+    }
+    names
+}
+
+/// A query's bytes, built by hand so every field can vary.
+struct Ask {
+    name: String,
+    qtype: u16,
+    class: u16,
+    edns: Option<(u16, bool)>,
+    flags: [u8; 2],
+}
+
+impl Ask {
+    fn random(rng: &mut SmallRng, names: &[String]) -> Self {
+        let name: String = names
+            .choose(rng)
+            .unwrap()
+            .chars()
+            .map(|c| {
+                if rng.random_bool(0.3) {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let qtypes = [1, 28, 33, 255, 6, 2, 16, 5, 15, 0, 252, 251, 65];
+        let payloads = [0, 100, 512, 513, 600, 800, 1232, 1400, 4096, 65535];
+        Self {
+            name,
+            qtype: *qtypes.choose(rng).unwrap(),
+            class: if rng.random_bool(0.97) { 1 } else { 3 },
+            edns: rng
+                .random_bool(0.6)
+                .then(|| (*payloads.choose(rng).unwrap(), rng.random_bool(0.3))),
+            // RD and CD at random; now and then other bits a client should not set.
+            flags: [
+                u8::from(rng.random_bool(0.5)) | if rng.random_bool(0.02) { 0x20 } else { 0 },
+                if rng.random_bool(0.3) { 0x10 } else { 0 }
+                    | if rng.random_bool(0.05) { 0x60 } else { 0 },
+            ],
+        }
+    }
+
+    fn bytes(&self, id: u16) -> Vec<u8> {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&self.flags);
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(self.edns.is_some())]);
+        for label in self.name.split('.').filter(|l| !l.is_empty()) {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&self.qtype.to_be_bytes());
+        p.extend_from_slice(&self.class.to_be_bytes());
+        if let Some((payload, dnssec_ok)) = self.edns {
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&payload.to_be_bytes());
+            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        p
+    }
+}
+
+/// Every record the zone could answer with, by lowercase owner and type: the set a
+/// random pick draws from.
+fn universe(zone: &Zone) -> HashMap<(String, RecordType), BTreeSet<String>> {
+    let mut all: HashMap<(String, RecordType), BTreeSet<String>> = HashMap::new();
+    let mut add = |record: &Record| {
+        all.entry((record.name.to_lowercase().to_string(), record.record_type()))
+            .or_default()
+            .insert(text(record));
+    };
+    for namespace in &zone.namespaces {
+        add(&namespace.soa);
+        add(&namespace.ns);
+        for records in namespace.services.values() {
+            for i in &records.instances {
+                let kinds = [
+                    &i.a,
+                    &i.aaaa,
+                    &i.srv,
+                    &i.srv_alias,
+                    &i.target_a,
+                    &i.target_aaaa,
+                ];
+                for rr in kinds.into_iter().flatten() {
+                    add(rr);
+                }
+            }
+        }
+    }
+    all
+}
+
+/// A record as text with its owner lowercased (fast-path answers carry the client's
+/// case in their owners, which point at the question).
+fn text(record: &Record) -> String {
+    let mut record = record.clone();
+    record.name = record.name.to_lowercase();
+    record.to_string()
+}
+
+fn texts(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r.record_type() != RecordType::OPT)
+        .map(text)
+        .collect()
+}
+
+/// Checks that `fast` is equivalent to `full` for the query `packet`.
+fn compare(
+    packet: &[u8],
+    fast: &[u8],
+    full: &[u8],
+    universe: &HashMap<(String, RecordType), BTreeSet<String>>,
+) -> Result<(), String> {
+    let question_end = 12 + packet[12..].iter().position(|&b| b == 0).unwrap() + 1 + 4;
+    if fast[12..question_end] != packet[12..question_end] {
+        return Err("the question is not echoed byte for byte".into());
+    }
+    if fast[12..question_end] != full[12..question_end] {
+        return Err("the paths echo different questions".into());
+    }
+    let fast = Message::from_vec(fast).map_err(|e| format!("fast: {e}"))?;
+    let full = Message::from_vec(full).map_err(|e| format!("full: {e}"))?;
+    if fast.metadata != full.metadata {
+        return Err(format!(
+            "headers: {:?} vs {:?}",
+            fast.metadata, full.metadata
+        ));
+    }
+    if fast.edns != full.edns {
+        return Err(format!("OPT: {:?} vs {:?}", fast.edns, full.edns));
+    }
+    if texts(&fast.authorities) != texts(&full.authorities) {
+        return Err("authority sections differ".into());
+    }
+    let (answers, full_answers) = (texts(&fast.answers), texts(&full.answers));
+    let (glue, full_glue) = (texts(&fast.additionals), texts(&full.additionals));
+    if answers == full_answers && glue == full_glue {
+        return Ok(());
+    }
+    // A random pick: as many records, each one the zone has at that name and type.
+    if fast.answers.len() != full.answers.len() || answers.len() != fast.answers.len() {
+        return Err(format!("answer counts: {answers:?} vs {full_answers:?}"));
+    }
+    for record in fast.answers.iter().chain(&fast.additionals) {
+        let key = (record.name.to_lowercase().to_string(), record.record_type());
+        if !universe
+            .get(&key)
+            .is_some_and(|set| set.contains(&text(record)))
+        {
+            return Err(format!("{record} is not in the zone"));
+        }
+    }
+    // Glue: exactly the addresses of the picked SRV targets.
+    let targets: BTreeSet<String> = fast
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv.target.to_lowercase().to_string()),
+            _ => None,
+        })
+        .collect();
+    let expected: BTreeSet<String> = targets
+        .iter()
+        .flat_map(|t| [RecordType::A, RecordType::AAAA].map(|k| (t.clone(), k)))
+        .flat_map(|key| universe.get(&key).into_iter().flatten().cloned())
+        .collect();
+    if glue != expected {
+        return Err(format!("glue {glue:?}, want {expected:?}"));
+    }
+    Ok(())
+}
+
+/// Sends `queries` random queries to both paths and checks every fast-path answer;
+/// queries the fast path hands off go to the full path only when `hand_offs` is set.
+/// Returns how many queries ended each way.
+async fn differ(
+    view: &ZoneView,
+    handler: &Handler,
+    settings: Settings,
+    queries: usize,
+    hand_offs: bool,
+) -> HashMap<String, usize> {
+    let zone = view.load();
+    let names = names(&zone);
+    let universe = universe(&zone);
+    let mut rng = SmallRng::seed_from_u64(6);
+    let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
+    let mut out = Vec::new();
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for n in 0..queries {
+        let ask = Ask::random(&mut rng, &names);
+        let packet = ask.bytes(n as u16);
+        let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
+        if outcome == Outcome::HandOff && !hand_offs {
+            *outcomes.entry("handed off".to_owned()).or_default() += 1;
+            continue;
+        }
+        let full = full_path(handler, packet.clone(), src)
+            .await
+            .expect("the full path answers every query");
+        let label = match &outcome {
+            Outcome::Answered { rcode, .. } => format!("answered {rcode}"),
+            Outcome::HandOff => {
+                let rcode = Message::from_vec(&full).unwrap().metadata.response_code;
+                format!("handed off, full path {rcode}")
+            }
+        };
+        *outcomes.entry(label).or_default() += 1;
+        if let Outcome::Answered { rcode, qtype } = outcome {
+            assert_eq!(qtype, RecordType::from(ask.qtype));
+            if let Err(why) = compare(&packet, &out, &full, &universe) {
+                panic!("{} {} {:?} ({rcode}): {why}", ask.name, ask.qtype, ask.edns);
+            }
+        }
+    }
+    println!("{outcomes:#?}");
+    outcomes
+}
+
+fn answered(outcomes: &HashMap<String, usize>) -> usize {
+    outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with("answered"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn transfers() -> Transfers {
+    Transfers::from_config(&TransferConfig::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_and_full_paths_answer_alike() {
+    let view = zone().await;
+    let metrics = Arc::new(DnsMetrics::default());
+    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let settings = Settings {
+        max_udp_payload: MAX_UDP_PAYLOAD,
+        recursion_available: false,
+    };
+    let outcomes = differ(&view, &handler, settings, QUERIES, true).await;
+    assert!(
+        answered(&outcomes) > QUERIES / 2,
+        "the fast path answered too little"
+    );
+    for rcode in [ResponseCode::NoError, ResponseCode::NXDomain] {
+        assert!(outcomes.contains_key(&format!("answered {rcode}")));
+    }
+    // The full path still refuses what is not ours, and truncates what does not fit.
+    for rcode in [ResponseCode::Refused, ResponseCode::NotImp] {
+        assert!(outcomes.contains_key(&format!("handed off, full path {rcode}")));
+    }
+}
+
+/// As a sidecar that forwards, the full path sets RA; so must the fast path. (Handed-off
+/// queries are not sent: they would go to the upstream.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarding_server_sets_ra_on_both_paths() {
+    let view = zone().await;
+    let forward = ForwardConfig {
+        upstreams: vec!["127.0.0.1:9".parse().unwrap()],
+        ..ForwardConfig::default()
+    };
+    let forwarder = Forwarder::new(&forward).unwrap();
+    assert!(forwarder.is_some());
+    let metrics = Arc::new(DnsMetrics::default());
+    let handler = Handler::new(
+        view.clone(),
+        MAX_UDP_PAYLOAD,
+        metrics,
+        forwarder,
+        transfers(),
+    );
+    let settings = Settings {
+        max_udp_payload: MAX_UDP_PAYLOAD,
+        recursion_available: true,
+    };
+    let outcomes = differ(&view, &handler, settings, QUERIES / 4, false).await;
+    assert!(answered(&outcomes) > QUERIES / 8);
+}
