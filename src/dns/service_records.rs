@@ -12,8 +12,9 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record};
 
+use super::answer::PickKind;
 use super::names::instance_label;
-use super::wire::Rr;
+use super::wire::{QUESTION_POINTER, Rr};
 use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service};
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
@@ -31,6 +32,91 @@ pub struct ServiceRecords {
     /// Instance label → instance, for `iid.svc.ns` (a persistent map: updated per
     /// instance, shared with the previous version).
     pub by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
+    /// The wire form of `with_a`, `with_aaaa`, `with_srv` and the SRV alias answers, in
+    /// that order ([`ServiceRecords::packed`]).
+    packed: [Packed; 4],
+}
+
+/// One pick kind's answers packed for the fast path: for each candidate, its answer
+/// record with the owner `C0 0C` and, for SRV, its glue records, whose first two bytes
+/// (the owner) the fast path overwrites with a pointer to the SRV target. Contiguous, so
+/// a query touches a few cache lines rather than one allocation per record.
+#[derive(Debug, Default)]
+pub struct Packed {
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// Where one candidate's records are in [`Packed::bytes`].
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    at: u32,
+    answer_len: u16,
+    glue_lens: [u16; 2],
+    /// The full path's size bound of the answer and its glue (uncompressed).
+    bound: u16,
+}
+
+impl Packed {
+    fn build(
+        instances: &[Arc<ServedInstance>],
+        candidates: &[usize],
+        answer: fn(&ServedInstance) -> Option<&Rr>,
+        glue: bool,
+    ) -> Self {
+        let mut packed = Self::default();
+        for instance in candidates.iter().map(|&i| &instances[i]) {
+            let Some(rr) = answer(instance) else { continue };
+            let at = packed.bytes.len();
+            rr.put_with_owner_at(&mut packed.bytes, QUESTION_POINTER);
+            let answer_len = packed.bytes.len() - at;
+            let mut bound = rr.len();
+            let mut glue_lens = [0; 2];
+            let glue_records = [&instance.target_a, &instance.target_aaaa];
+            for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
+                if let (true, Some(rr)) = (glue, rr) {
+                    let start = packed.bytes.len();
+                    rr.put_with_owner_at(&mut packed.bytes, 0);
+                    *len = (packed.bytes.len() - start) as u16;
+                    bound += rr.len();
+                }
+            }
+            packed.entries.push(Entry {
+                at: at as u32,
+                answer_len: answer_len as u16,
+                glue_lens,
+                bound: bound.min(usize::from(u16::MAX)) as u16,
+            });
+        }
+        packed
+    }
+
+    /// The `n`th candidate's answer record, owner `C0 0C`.
+    pub fn answer(&self, n: usize) -> &[u8] {
+        let entry = self.entries[n];
+        let at = entry.at as usize;
+        &self.bytes[at..at + usize::from(entry.answer_len)]
+    }
+
+    /// The `n`th candidate's glue records (none unless SRV), owner bytes to overwrite.
+    pub fn glue(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+        let entry = self.entries[n];
+        let mut at = entry.at as usize + usize::from(entry.answer_len);
+        entry
+            .glue_lens
+            .into_iter()
+            .filter(|&len| len > 0)
+            .map(move |len| {
+                let record = &self.bytes[at..at + usize::from(len)];
+                at += usize::from(len);
+                record
+            })
+    }
+
+    /// The full path's size bound of the `n`th candidate's answer and glue.
+    pub fn bound(&self, n: usize) -> usize {
+        usize::from(self.entries[n].bound)
+    }
 }
 
 /// One served instance's records. SRV targets are `<label>.<svc>.<ns>`, whose A/AAAA
@@ -108,15 +194,34 @@ impl ServiceRecords {
                 .filter(|&i| has(&instances[i]))
                 .collect::<Vec<_>>()
         };
+        let (with_a, with_aaaa) = (indexes(|i| i.a.is_some()), indexes(|i| i.aaaa.is_some()));
+        let with_srv = indexes(|i| i.srv.is_some());
+        let packed = [
+            Packed::build(&instances, &with_a, |i| i.a.as_ref(), false),
+            Packed::build(&instances, &with_aaaa, |i| i.aaaa.as_ref(), false),
+            Packed::build(&instances, &with_srv, |i| i.srv.as_ref(), true),
+            Packed::build(&instances, &with_srv, |i| i.srv_alias.as_ref(), true),
+        ];
         Self {
-            with_a: indexes(|i| i.a.is_some()),
-            with_aaaa: indexes(|i| i.aaaa.is_some()),
-            with_srv: indexes(|i| i.srv.is_some()),
             with_cname: indexes(|i| i.cname.is_some()),
+            with_a,
+            with_aaaa,
+            with_srv,
             policy,
             instances,
             by_label,
+            packed,
         }
+    }
+
+    /// The wire form of a pick of `kind`; entry `n` is the pick's candidate `n`.
+    pub fn packed(&self, kind: PickKind) -> &Packed {
+        &self.packed[match kind {
+            PickKind::A => 0,
+            PickKind::Aaaa => 1,
+            PickKind::Srv => 2,
+            PickKind::SrvAlias => 3,
+        }]
     }
 }
 

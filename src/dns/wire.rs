@@ -21,6 +21,7 @@ pub const MAX_POINTER_OFFSET: usize = 0x3FFF;
 /// record (owner + 10 + RDATA without compression), so both paths agree on what fits.
 #[derive(Clone, Debug)]
 pub struct Rr {
+    /// The record, for the full path and zone transfers.
     pub record: Record,
     wire: Box<[u8]>,
     /// Bytes of the owner name at the start of `wire`.
@@ -48,22 +49,24 @@ impl Rr {
         self.wire.len()
     }
 
-    /// Bytes of the record written with its owner as a pointer.
-    pub fn len_with_pointer(&self) -> usize {
-        self.wire.len() - usize::from(self.owner_len) + 2
-    }
-
     /// Appends the record with its owner name written in full.
     pub fn put_full(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.wire);
     }
 
-    /// Appends the record with its owner as a compression pointer (`pointer` includes the
-    /// two top bits); returns where its RDATA starts in `out`.
-    pub fn put_with_owner_at(&self, out: &mut Vec<u8>, pointer: u16) -> usize {
+    /// Appends the record with its owner as the compression pointer `pointer` (the two
+    /// top bits included).
+    pub fn put_with_owner_at(&self, out: &mut Vec<u8>, pointer: u16) {
         out.extend_from_slice(&pointer.to_be_bytes());
         out.extend_from_slice(&self.wire[usize::from(self.owner_len)..]);
-        out.len() - (self.wire.len() - usize::from(self.owner_len) - RR_FIXED_LEN)
+    }
+}
+
+impl Deref for Rr {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        &self.record
     }
 }
 
@@ -76,16 +79,5 @@ fn name_len(wire: &[u8]) -> Option<usize> {
         if label == 0 {
             return Some(at);
         }
-    }
-}
-
-/// TYPE, CLASS, TTL and RDLENGTH after an owner name.
-const RR_FIXED_LEN: usize = 10;
-
-impl Deref for Rr {
-    type Target = Record;
-
-    fn deref(&self) -> &Record {
-        &self.record
     }
 }

@@ -58,6 +58,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Buffers for one thread; `rng` draws its random picks.
     pub fn new(rng: SmallRng) -> Self {
         Self {
             rng,
@@ -147,51 +148,36 @@ fn put_pick(
     if pick.wanted * 16 > budget {
         return None;
     }
+    let packed = pick.records.packed(pick.kind);
     sample(
         &mut scratch.rng,
         pick.candidates.len(),
         pick.wanted,
         &mut scratch.chosen,
     );
-    let glue = pick.has_glue();
-    let mut size = 0;
-    for &n in &scratch.chosen {
-        size += pick.answer(n).map_or(0, |rr| rr.len());
-        if glue {
-            let instance = pick.instance(n);
-            size += instance.target_a.as_ref().map_or(0, |rr| rr.len());
-            size += instance.target_aaaa.as_ref().map_or(0, |rr| rr.len());
-        }
-    }
+    let size: usize = scratch.chosen.iter().map(|&n| packed.bound(n)).sum();
     if size > budget {
         return None;
     }
     scratch.targets.clear();
-    let mut answers = 0u16;
     for &n in &scratch.chosen {
-        if let Some(rr) = pick.answer(n) {
-            let rdata = rr.put_with_owner_at(out, QUESTION_POINTER);
-            // SRV RDATA: priority, weight, port, then the target.
-            scratch.targets.push(rdata + 6);
-            answers += 1;
-        }
+        // SRV: owner pointer, type, class, TTL, length, priority, weight, port, target.
+        scratch.targets.push(out.len() + 18);
+        out.extend_from_slice(packed.answer(n));
     }
     let mut additionals = 0u16;
-    if glue {
+    if pick.has_glue() {
         for (&n, &target) in scratch.chosen.iter().zip(&scratch.targets) {
             if target > MAX_POINTER_OFFSET {
                 return None;
             }
-            let pointer = 0xC000 | target as u16;
-            let instance = pick.instance(n);
-            for rr in [&instance.target_a, &instance.target_aaaa]
-                .into_iter()
-                .flatten()
-            {
-                rr.put_with_owner_at(out, pointer);
+            let pointer = (0xC000 | target as u16).to_be_bytes();
+            for glue in packed.glue(n) {
+                out.extend_from_slice(&pointer);
+                out.extend_from_slice(&glue[2..]);
                 additionals += 1;
             }
         }
     }
-    Some([answers, 0, additionals])
+    Some([scratch.chosen.len() as u16, 0, additionals])
 }
