@@ -56,6 +56,7 @@ pub struct DnsMetrics {
 }
 
 impl DnsMetrics {
+    /// Adds every DNS metric to the process's registry, under `muster_dns_`.
     pub fn register(&self, registry: &mut Registry) {
         let dns = registry.sub_registry_with_prefix("muster_dns");
         dns.register_collector(Box::new(self.queries.clone()));

@@ -1,9 +1,11 @@
 //! The DNS frontend: answers for every namespace, over UDP and TCP.
 //!
 //! Owns: the [`Zone`] (a DNS view of the registry's snapshot, rebuilt per touched
-//! service through a publish hook), the pure [`answer`] function, and the hickory
-//! request handler and listeners. Must not: mutate the registry, take a lock per query,
-//! or log per query at the default level.
+//! instance through a publish hook, every record with its wire form), the pure
+//! [`answer`] function and the `plan` it shares with the UDP [`fast`] path, the hickory
+//! request handler (the full path: TCP, and whatever the fast path hands over) and the
+//! listeners. Must not: mutate the registry, take a lock per query, or log per query at
+//! the default level.
 //!
 //! Metrics (see [`DnsMetrics`]): `muster_dns_queries_total{qtype,rcode}`,
 //! `muster_dns_truncated_total`.

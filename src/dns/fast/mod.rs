@@ -1,7 +1,8 @@
 //! The UDP fast path: answers the common queries from pre-encoded records on one thread
 //! per core, and hands everything else to the full (hickory) path unchanged.
 //!
-//! Owns: the UDP sockets and their threads ([`udp`]), reading a query just far enough to
+//! Owns: the UDP sockets and their threads ([`udp`]), batched datagram I/O
+//! ([`batch`]), reading a query just far enough to
 //! know it is ordinary ([`query`]), writing a response from the zone's pre-encoded
 //! records ([`respond`]), and running the full path for a datagram it does not answer
 //! ([`handoff`]). What an answer contains is decided by [`plan`](super::answer::plan),
@@ -10,6 +11,7 @@
 //!
 //! See `README.md` in this folder for the design and its measurements.
 
+mod batch;
 mod handoff;
 mod query;
 mod respond;

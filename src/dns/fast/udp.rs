@@ -1,8 +1,9 @@
 //! The UDP listeners: one socket per core in one `SO_REUSEPORT` group per address, each
 //! served by a thread of its own with a blocking loop.
 //!
-//! Per datagram a thread loads the current zone (a lock-free `ArcSwap` read), answers
-//! from pre-encoded records into a reused buffer and sends: no allocation, lock or log.
+//! A thread takes every datagram waiting (one `recvmmsg`), loads the current zone (a
+//! lock-free `ArcSwap` read), answers each from pre-encoded records into reused buffers
+//! and sends the answers with one `sendmmsg`: no allocation, lock or log.
 //! A datagram the fast path does not answer is copied and handed to a task on the tokio
 //! runtime that runs the full path ([`handoff`](super::handoff)); that task sends the
 //! reply from the same socket.
@@ -19,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{Received, Replies};
 use super::handoff::full_path;
 use super::respond::{Outcome, Scratch, respond};
 use crate::dns::handler::Handler;
@@ -28,8 +30,6 @@ use crate::dns::metrics::QuerySlot;
 const WAKE_INTERVAL: Duration = Duration::from_millis(100);
 /// Socket buffers (the kernel caps them at its `rmem_max`/`wmem_max`): room for bursts.
 const SOCKET_BUFFER: usize = 4 << 20;
-/// The largest datagram.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// Binds `count` UDP sockets to `address` in one `SO_REUSEPORT` group; with port 0, the
 /// first socket's port is used for the rest.
@@ -103,13 +103,13 @@ struct Worker {
 
 impl Worker {
     fn run(self) -> io::Result<()> {
-        let mut packet = vec![0; MAX_DATAGRAM];
-        let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        let mut received = Received::new();
+        let mut replies = Replies::new();
         let mut scratch = Scratch::new(SmallRng::from_rng(&mut rand::rng()));
         let settings = self.handler.fast_settings();
         while !self.stop.load(Ordering::Relaxed) {
-            let (len, src) = match self.socket.recv_from(&mut packet) {
-                Ok(received) => received,
+            let count = match received.receive(&self.socket) {
+                Ok(count) => count,
                 // Timeouts (to look at `stop`), signals, and ICMP errors for earlier
                 // replies (a client that went away) are not the socket failing.
                 Err(e)
@@ -125,19 +125,21 @@ impl Worker {
                 }
                 Err(e) => return Err(e),
             };
-            if !can_reply_to(src) {
-                continue;
-            }
-            let packet = &packet[..len];
             let zone = self.handler.zone().load();
-            match respond(&zone, packet, settings, &mut scratch, &mut out) {
-                Outcome::Answered { qtype, rcode } => {
-                    self.slot.count(Some(qtype), rcode);
-                    // A full send buffer or a vanished client loses this reply, as UDP may.
-                    let _ = self.socket.send_to(&out, src);
+            for n in 0..count {
+                let Some(src) = received.source(n).filter(|src| can_reply_to(*src)) else {
+                    continue;
+                };
+                let packet = received.query(n);
+                match respond(&zone, packet, settings, &mut scratch, replies.next_buffer()) {
+                    Outcome::Answered { qtype, rcode } => {
+                        self.slot.count(Some(qtype), rcode);
+                        replies.push(n);
+                    }
+                    Outcome::HandOff => self.hand_off(packet.to_vec(), src),
                 }
-                Outcome::HandOff => self.hand_off(packet.to_vec(), src),
             }
+            replies.send(&self.socket, &received);
         }
         Ok(())
     }
