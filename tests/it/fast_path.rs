@@ -67,7 +67,9 @@ fn instance(namespace: &str, service: &str, id: &str, n: u8) -> (InstanceKey, In
     };
     let spec = InstanceSpec {
         ipv4: Some([10, 9, 0, n].into()),
-        ipv6: (n % 2 == 0).then(|| [0xfd00, 0, 0, 0, 0, 0, 9, u16::from(n)].into()),
+        ipv6: n
+            .is_multiple_of(2)
+            .then(|| [0xfd00, 0, 0, 0, 0, 0, 9, u16::from(n)].into()),
         port: Some(8000 + u16::from(n)),
         healthy: true,
         ..InstanceSpec::default()
