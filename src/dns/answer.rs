@@ -10,6 +10,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Record, RecordType};
 use rand::Rng;
 
+use super::service_records::Candidate;
 use super::wire::Rr;
 use super::zone::{NamespaceZone, ServedInstance, ServiceRecords, Zone};
 use crate::registry::Routing;
@@ -67,8 +68,8 @@ pub enum Plan<'z> {
 #[derive(Debug)]
 pub struct Pick<'z> {
     pub records: &'z ServiceRecords,
-    /// Indexes into `records.instances` of the instances that have the record.
-    pub candidates: &'z [usize],
+    /// The instances that have the record.
+    pub candidates: &'z [Candidate],
     pub kind: PickKind,
     /// How many to answer with.
     pub wanted: usize,
@@ -99,7 +100,7 @@ impl<'z> Pick<'z> {
 
     /// The `n`th candidate instance.
     pub fn instance(&self, n: usize) -> &'z ServedInstance {
-        &self.records.instances[self.candidates[n]]
+        self.records.instance(&self.candidates[n])
     }
 
     /// Whether answers carry glue (SRV targets' addresses).
@@ -155,7 +156,7 @@ pub fn plan<'z>(zone: &'z Zone, labels: &[&[u8]], qtype: RecordType) -> Plan<'z>
                 .filter(|r| r.policy.protocol.label().as_bytes() == *second);
             match alias {
                 Some(records) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
-                    pick(namespace, records, &records.with_srv, PickKind::SrvAlias)
+                    pick(namespace, records, PickKind::SrvAlias)
                 }
                 Some(_) => nodata,
                 None => nxdomain,
@@ -177,37 +178,23 @@ fn service_plan<'z>(
     records: &'z ServiceRecords,
     qtype: RecordType,
 ) -> Plan<'z> {
-    let qtype = match qtype {
-        RecordType::ANY => [RecordType::A, RecordType::AAAA, RecordType::SRV]
-            .into_iter()
-            .find(|t| !with_type(records, *t).is_empty())
-            .unwrap_or(RecordType::A),
-        other => other,
-    };
     let kind = match qtype {
+        RecordType::ANY => [PickKind::A, PickKind::Aaaa, PickKind::Srv]
+            .into_iter()
+            .find(|kind| !records.candidates(*kind).is_empty())
+            .unwrap_or(PickKind::A),
         RecordType::A => PickKind::A,
         RecordType::AAAA => PickKind::Aaaa,
         RecordType::SRV => PickKind::Srv,
         _ => return Plan::Negative(ResponseCode::NoError, namespace),
     };
-    pick(namespace, records, with_type(records, qtype), kind)
+    pick(namespace, records, kind)
 }
 
-fn with_type(records: &ServiceRecords, qtype: RecordType) -> &[usize] {
-    match qtype {
-        RecordType::A => &records.with_a,
-        RecordType::AAAA => &records.with_aaaa,
-        _ => &records.with_srv,
-    }
-}
-
-/// A pick of `candidates` under the service's policy; NODATA if there are none.
-fn pick<'z>(
-    namespace: &'z NamespaceZone,
-    records: &'z ServiceRecords,
-    candidates: &'z [usize],
-    kind: PickKind,
-) -> Plan<'z> {
+/// A pick of the candidates of `kind` under the service's policy; NODATA if there are
+/// none.
+fn pick<'z>(namespace: &'z NamespaceZone, records: &'z ServiceRecords, kind: PickKind) -> Plan<'z> {
+    let candidates = records.candidates(kind);
     let available = candidates.len();
     let wanted = match (records.policy.routing, records.policy.max_answers) {
         (Routing::Weighted, _) => 1,

@@ -24,32 +24,33 @@ pub struct ServiceRecords {
     pub policy: Arc<AnswerPolicy>,
     /// Served instances in id order (the registry's order, which the next update walks).
     pub instances: Vec<Arc<ServedInstance>>,
-    /// Indexes into `instances` of those with an IPv4, an IPv6 address, a port.
-    pub with_a: Vec<usize>,
-    pub with_aaaa: Vec<usize>,
-    pub with_srv: Vec<usize>,
-    pub with_cname: Vec<usize>,
     /// Instance label → instance, for `iid.svc.ns` (a persistent map: updated per
     /// instance, shared with the previous version).
     pub by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
-    /// The wire form of `with_a`, `with_aaaa`, `with_srv` and the SRV alias answers, in
-    /// that order ([`ServiceRecords::packed`]).
-    packed: [Packed; 4],
+    /// Every kind of pick's candidates, and their records packed for the fast path.
+    packed: Packed,
+    owners: Arc<Owners>,
 }
 
-/// One pick kind's answers packed for the fast path: for each candidate, its answer
-/// record with the owner `C0 0C` and, for SRV, its glue records, whose first two bytes
-/// (the owner) the fast path overwrites with a pointer to the SRV target. Contiguous, so
-/// a query touches a few cache lines rather than one allocation per record.
+/// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, in that order) and
+/// their records packed for the fast path: for each candidate, its answer record with
+/// the owner `C0 0C` and, for SRV, its glue records, whose first two bytes (the owner)
+/// the fast path overwrites with a pointer to the SRV target. Contiguous, so a query
+/// touches a few cache lines rather than one allocation per record.
 #[derive(Debug, Default)]
-pub struct Packed {
+struct Packed {
     bytes: Vec<u8>,
-    entries: Vec<Entry>,
+    candidates: Vec<Candidate>,
+    /// Where each kind's candidates start in `candidates`, and where they end.
+    starts: [usize; 5],
 }
 
-/// Where one candidate's records are in [`Packed::bytes`].
+/// One instance that has the record a kind of pick answers with.
 #[derive(Clone, Copy, Debug)]
-struct Entry {
+pub struct Candidate {
+    /// Index into [`ServiceRecords::instances`].
+    instance: u32,
+    /// Where its records are in the packed bytes.
     at: u32,
     answer_len: u16,
     glue_lens: [u16; 2],
@@ -57,65 +58,78 @@ struct Entry {
     bound: u16,
 }
 
+impl Candidate {
+    /// The full path's size bound of this candidate's answer and glue.
+    pub fn bound(&self) -> usize {
+        usize::from(self.bound)
+    }
+}
+
+/// The record of an instance a kind of pick answers with.
+type AnswerOf = fn(&ServedInstance) -> Option<&Rr>;
+
+/// The pick kinds in `Packed` order, with the record each answers with.
+const KINDS: [(PickKind, AnswerOf); 4] = [
+    (PickKind::A, |i| i.a.as_ref()),
+    (PickKind::Aaaa, |i| i.aaaa.as_ref()),
+    (PickKind::Srv, |i| i.srv.as_ref()),
+    (PickKind::SrvAlias, |i| i.srv_alias.as_ref()),
+];
+
 impl Packed {
-    fn build(
-        instances: &[Arc<ServedInstance>],
-        candidates: &[usize],
-        answer: fn(&ServedInstance) -> Option<&Rr>,
-        glue: bool,
-    ) -> Self {
-        let mut packed = Self::default();
-        for instance in candidates.iter().map(|&i| &instances[i]) {
-            let Some(rr) = answer(instance) else { continue };
-            let at = packed.bytes.len();
-            rr.put_with_owner_at(&mut packed.bytes, QUESTION_POINTER);
-            let answer_len = packed.bytes.len() - at;
-            let mut bound = rr.len();
-            let mut glue_lens = [0; 2];
-            let glue_records = [&instance.target_a, &instance.target_aaaa];
-            for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
-                if let (true, Some(rr)) = (glue, rr) {
-                    let start = packed.bytes.len();
-                    rr.put_with_owner_at(&mut packed.bytes, 0);
-                    *len = (packed.bytes.len() - start) as u16;
-                    bound += rr.len();
-                }
-            }
-            packed.entries.push(Entry {
-                at: at as u32,
-                answer_len: answer_len as u16,
-                glue_lens,
-                bound: bound.min(usize::from(u16::MAX)) as u16,
-            });
-        }
-        packed
-    }
-
-    /// The `n`th candidate's answer record, owner `C0 0C`.
-    pub fn answer(&self, n: usize) -> &[u8] {
-        let entry = self.entries[n];
-        let at = entry.at as usize;
-        &self.bytes[at..at + usize::from(entry.answer_len)]
-    }
-
-    /// The `n`th candidate's glue records (none unless SRV), owner bytes to overwrite.
-    pub fn glue(&self, n: usize) -> impl Iterator<Item = &[u8]> {
-        let entry = self.entries[n];
-        let mut at = entry.at as usize + usize::from(entry.answer_len);
-        entry
-            .glue_lens
-            .into_iter()
-            .filter(|&len| len > 0)
-            .map(move |len| {
-                let record = &self.bytes[at..at + usize::from(len)];
-                at += usize::from(len);
-                record
+    fn build(instances: &[Arc<ServedInstance>]) -> Self {
+        // A record's full length bounds its packed length (owners become pointers).
+        let size: usize = instances
+            .iter()
+            .flat_map(|i| {
+                [
+                    &i.a,
+                    &i.aaaa,
+                    &i.srv,
+                    &i.srv_alias,
+                    &i.target_a,
+                    &i.target_aaaa,
+                ]
             })
-    }
-
-    /// The full path's size bound of the `n`th candidate's answer and glue.
-    pub fn bound(&self, n: usize) -> usize {
-        usize::from(self.entries[n].bound)
+            .flatten()
+            .map(Rr::len)
+            .sum();
+        let mut packed = Self {
+            bytes: Vec::with_capacity(2 * size),
+            candidates: Vec::with_capacity(4 * instances.len()),
+            starts: [0; 5],
+        };
+        for (k, (kind, answer)) in KINDS.into_iter().enumerate() {
+            packed.starts[k] = packed.candidates.len();
+            let with_glue = matches!(kind, PickKind::Srv | PickKind::SrvAlias);
+            for (index, instance) in instances.iter().enumerate() {
+                let Some(rr) = answer(instance) else { continue };
+                let at = packed.bytes.len();
+                rr.put_with_owner_at(&mut packed.bytes, QUESTION_POINTER);
+                let answer_len = packed.bytes.len() - at;
+                let mut bound = rr.len();
+                let mut glue_lens = [0; 2];
+                let glue_records = [&instance.target_a, &instance.target_aaaa]
+                    .map(|g| g.as_ref().filter(|_| with_glue));
+                for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
+                    if let Some(rr) = rr {
+                        let start = packed.bytes.len();
+                        rr.put_with_owner_at(&mut packed.bytes, 0);
+                        *len = (packed.bytes.len() - start) as u16;
+                        bound += rr.len();
+                    }
+                }
+                packed.candidates.push(Candidate {
+                    instance: index as u32,
+                    at: at as u32,
+                    answer_len: answer_len as u16,
+                    glue_lens,
+                    bound: bound.min(usize::from(u16::MAX)) as u16,
+                });
+            }
+        }
+        packed.starts[4] = packed.candidates.len();
+        packed
     }
 }
 
@@ -140,6 +154,7 @@ pub struct ServedInstance {
 }
 
 /// The owner names of a service's records.
+#[derive(Debug)]
 struct Owners {
     service: Name,
     alias: Name,
@@ -151,12 +166,15 @@ impl ServiceRecords {
     pub fn build(origin: &Name, service: &Service, previous: Option<&Self>) -> Self {
         let policy = service.policy.clone();
         let previous = previous.filter(|p| p.policy == policy);
-        let owners = Owners {
-            service: child(origin, &service.name),
-            alias: child(
-                &child(origin, policy.protocol.label()),
-                &format!("_{}", service.name),
-            ),
+        let owners = match previous {
+            Some(previous) => previous.owners.clone(),
+            None => Arc::new(Owners {
+                service: child(origin, &service.name),
+                alias: child(
+                    &child(origin, policy.protocol.label()),
+                    &format!("_{}", service.name),
+                ),
+            }),
         };
         let mut by_label = previous.map_or_else(imbl::HashMap::new, |p| p.by_label.clone());
         let mut old = previous
@@ -189,39 +207,44 @@ impl ServiceRecords {
         for gone in old {
             by_label.remove(&gone.label);
         }
-        let indexes = |has: fn(&ServedInstance) -> bool| {
-            (0..instances.len())
-                .filter(|&i| has(&instances[i]))
-                .collect::<Vec<_>>()
-        };
-        let (with_a, with_aaaa) = (indexes(|i| i.a.is_some()), indexes(|i| i.aaaa.is_some()));
-        let with_srv = indexes(|i| i.srv.is_some());
-        let packed = [
-            Packed::build(&instances, &with_a, |i| i.a.as_ref(), false),
-            Packed::build(&instances, &with_aaaa, |i| i.aaaa.as_ref(), false),
-            Packed::build(&instances, &with_srv, |i| i.srv.as_ref(), true),
-            Packed::build(&instances, &with_srv, |i| i.srv_alias.as_ref(), true),
-        ];
         Self {
-            with_cname: indexes(|i| i.cname.is_some()),
-            with_a,
-            with_aaaa,
-            with_srv,
+            packed: Packed::build(&instances),
             policy,
             instances,
             by_label,
-            packed,
+            owners,
         }
     }
 
-    /// The wire form of a pick of `kind`; entry `n` is the pick's candidate `n`.
-    pub fn packed(&self, kind: PickKind) -> &Packed {
-        &self.packed[match kind {
-            PickKind::A => 0,
-            PickKind::Aaaa => 1,
-            PickKind::Srv => 2,
-            PickKind::SrvAlias => 3,
-        }]
+    /// The instances a pick of `kind` chooses from.
+    pub fn candidates(&self, kind: PickKind) -> &[Candidate] {
+        let k = KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0);
+        &self.packed.candidates[self.packed.starts[k]..self.packed.starts[k + 1]]
+    }
+
+    /// The instance `candidate` stands for.
+    pub fn instance(&self, candidate: &Candidate) -> &ServedInstance {
+        &self.instances[candidate.instance as usize]
+    }
+
+    /// `candidate`'s answer record, owner `C0 0C`.
+    pub fn packed_answer(&self, candidate: &Candidate) -> &[u8] {
+        let at = candidate.at as usize;
+        &self.packed.bytes[at..at + usize::from(candidate.answer_len)]
+    }
+
+    /// `candidate`'s glue records (none unless SRV), owner bytes to overwrite.
+    pub fn packed_glue(&self, candidate: &Candidate) -> impl Iterator<Item = &[u8]> {
+        let mut at = candidate.at as usize + usize::from(candidate.answer_len);
+        candidate
+            .glue_lens
+            .into_iter()
+            .filter(|&len| len > 0)
+            .map(move |len| {
+                let record = &self.packed.bytes[at..at + usize::from(len)];
+                at += usize::from(len);
+                record
+            })
     }
 }
 

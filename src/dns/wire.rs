@@ -15,6 +15,11 @@ pub const QUESTION_POINTER: u16 = 0xC00C;
 /// The largest offset a compression pointer can hold (14 bits).
 pub const MAX_POINTER_OFFSET: usize = 0x3FFF;
 
+thread_local! {
+    /// The buffer [`Rr::new`] encodes into.
+    static ENCODER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A record and its uncompressed wire form.
 ///
 /// The wire length is also the size bound the full path's truncation check uses for the
@@ -32,14 +37,19 @@ impl Rr {
     /// Encodes `record`; `None` if hickory cannot encode it (it never fails for the
     /// record types muster serves).
     pub fn new(record: Record) -> Option<Self> {
-        let mut wire = Vec::with_capacity(64);
-        let mut encoder = BinEncoder::new(&mut wire);
-        encoder.set_name_encoding(NameEncoding::Uncompressed);
-        record.emit(&mut encoder).ok()?;
-        let owner_len = u16::try_from(name_len(&wire)?).ok()?;
+        // Encoded into a reused buffer, then copied once at its exact size: the zone
+        // encodes every record of every changed instance on the registry's writer.
+        let (wire, owner_len) = ENCODER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let mut encoder = BinEncoder::new(buffer);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            record.emit(&mut encoder).ok()?;
+            let owner_len = u16::try_from(name_len(buffer)?).ok()?;
+            Some((Box::<[u8]>::from(&buffer[..]), owner_len))
+        })?;
         Some(Self {
             record,
-            wire: wire.into_boxed_slice(),
+            wire,
             owner_len,
         })
     }

@@ -224,14 +224,20 @@ impl NamespaceZone {
     /// Replaces (or with `None` removes) one service's records; `origin` is this
     /// namespace's name.
     fn set_service(&mut self, origin: &Name, name: &str, service: Option<&Arc<Service>>) {
-        let previous = self.services.remove(name);
+        let previous = self.services.get(name).cloned();
         if let Some(previous) = &previous {
             self.count_protocol(previous.policy.protocol, -1);
         }
-        if let Some(service) = service.filter(|s| s.in_dns()) {
-            let records = ServiceRecords::build(origin, service, previous.as_deref());
-            self.count_protocol(records.policy.protocol, 1);
-            self.services.insert(name.to_owned(), Arc::new(records));
+        match service.filter(|s| s.in_dns()) {
+            Some(service) => {
+                let records = ServiceRecords::build(origin, service, previous.as_deref());
+                self.count_protocol(records.policy.protocol, 1);
+                self.services.insert(name.to_owned(), Arc::new(records));
+            }
+            None if previous.is_some() => {
+                self.services.remove(name);
+            }
+            None => {}
         }
     }
 

@@ -148,14 +148,18 @@ fn put_pick(
     if pick.wanted * 16 > budget {
         return None;
     }
-    let packed = pick.records.packed(pick.kind);
+    let records = pick.records;
     sample(
         &mut scratch.rng,
         pick.candidates.len(),
         pick.wanted,
         &mut scratch.chosen,
     );
-    let size: usize = scratch.chosen.iter().map(|&n| packed.bound(n)).sum();
+    let size: usize = scratch
+        .chosen
+        .iter()
+        .map(|&n| pick.candidates[n].bound())
+        .sum();
     if size > budget {
         return None;
     }
@@ -163,7 +167,7 @@ fn put_pick(
     for &n in &scratch.chosen {
         // SRV: owner pointer, type, class, TTL, length, priority, weight, port, target.
         scratch.targets.push(out.len() + 18);
-        out.extend_from_slice(packed.answer(n));
+        out.extend_from_slice(records.packed_answer(&pick.candidates[n]));
     }
     let mut additionals = 0u16;
     if pick.has_glue() {
@@ -172,7 +176,7 @@ fn put_pick(
                 return None;
             }
             let pointer = (0xC000 | target as u16).to_be_bytes();
-            for glue in packed.glue(n) {
+            for glue in records.packed_glue(&pick.candidates[n]) {
                 out.extend_from_slice(&pointer);
                 out.extend_from_slice(&glue[2..]);
                 additionals += 1;
