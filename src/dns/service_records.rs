@@ -81,17 +81,7 @@ impl Packed {
         // A record's full length bounds its packed length (owners become pointers).
         let size: usize = instances
             .iter()
-            .flat_map(|i| {
-                [
-                    &i.a,
-                    &i.aaaa,
-                    &i.srv,
-                    &i.srv_alias,
-                    &i.target_a,
-                    &i.target_aaaa,
-                ]
-            })
-            .flatten()
+            .flat_map(|i| i.records())
             .map(Rr::len)
             .sum();
         let mut packed = Self {
@@ -249,6 +239,20 @@ impl ServiceRecords {
 }
 
 impl ServedInstance {
+    /// Every record of the instance, once.
+    pub fn records(&self) -> impl Iterator<Item = &Rr> {
+        let all = [
+            &self.a,
+            &self.aaaa,
+            &self.srv,
+            &self.srv_alias,
+            &self.cname,
+            &self.target_a,
+            &self.target_aaaa,
+        ];
+        all.into_iter().flatten()
+    }
+
     fn build(owners: &Owners, instance: &Arc<Instance>, types: RecordTtls) -> Self {
         let label: Arc<str> = instance_label(&instance.id).into();
         let target = child(&owners.service, &label);

@@ -6,9 +6,7 @@ use std::str::FromStr;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use muster::config::Config;
 use muster::dns::{Zone, answer};
-use muster::registry::{Change, Snapshot, SourceId};
 
 use super::support::{self, ask_tcp, ask_udp, query};
 
@@ -164,20 +162,8 @@ fn wire_rcode(response: &Message) -> String {
 
 #[tokio::test]
 async fn the_answer_function() {
-    let config = Config::parse(CONFIG).unwrap();
-    let namespaces = config.validate().unwrap();
     let instances = muster::sources::file::parse(INSTANCES, false).unwrap();
-    let source = SourceId::new("file:fixture");
-    let mut registry = muster::registry::Registry::new(Snapshot::new(namespaces, [source.clone()]));
-    let handle = registry.handle();
-    let view = muster::dns::ZoneView::default();
-    registry.on_publish(view.publish_hook());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(registry.run(shutdown.clone()));
-    handle
-        .apply(Change::Sync { source, instances })
-        .await
-        .unwrap();
+    let view = support::zone(CONFIG, instances).await;
     let zone: &Zone = &view.load();
     for case in cases() {
         let name = LowerName::new(&Name::from_str(&case.name).unwrap());
@@ -192,7 +178,6 @@ async fn the_answer_function() {
         };
         check(&case, seen, "answer()");
     }
-    shutdown.cancel();
 }
 
 fn wire_rcode_of(rcode: ResponseCode) -> String {

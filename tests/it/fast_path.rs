@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
-use muster::config::{Config, ForwardConfig, TransferConfig};
+use muster::config::{ForwardConfig, TransferConfig};
 use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
 use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
-use muster::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
+use muster::registry::{InstanceKey, InstanceSpec};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -30,8 +30,6 @@ const MAX_UDP_PAYLOAD: u16 = 1232;
 /// The fixture zone plus `big` (40 instances with long hashed labels) and `wide`
 /// (30 instances, 8 answered at random) in `internal`.
 async fn zone() -> ZoneView {
-    let config = Config::parse(&format!("{CONFIG}{BIG_RULE}")).unwrap();
-    let namespaces = config.validate().unwrap();
     let mut instances = muster::sources::file::parse(INSTANCES, false).unwrap();
     for n in 0..40 {
         instances.push(instance(
@@ -44,19 +42,7 @@ async fn zone() -> ZoneView {
     for n in 0..30 {
         instances.push(instance("internal", "wide", &format!("w-{n}"), n));
     }
-    let source = SourceId::new("file:fixture");
-    let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
-    let handle = registry.handle();
-    let view = ZoneView::default();
-    registry.on_publish(view.publish_hook());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(registry.run(shutdown.clone()));
-    handle
-        .apply(Change::Sync { source, instances })
-        .await
-        .unwrap();
-    shutdown.cancel();
-    view
+    super::support::zone(&format!("{CONFIG}{BIG_RULE}"), instances).await
 }
 
 fn instance(namespace: &str, service: &str, id: &str, n: u8) -> (InstanceKey, InstanceSpec) {
@@ -178,18 +164,8 @@ fn universe(zone: &Zone) -> HashMap<(String, RecordType), BTreeSet<String>> {
         add(&namespace.soa);
         add(&namespace.ns);
         for records in namespace.services.values() {
-            for i in &records.instances {
-                let kinds = [
-                    &i.a,
-                    &i.aaaa,
-                    &i.srv,
-                    &i.srv_alias,
-                    &i.target_a,
-                    &i.target_aaaa,
-                ];
-                for rr in kinds.into_iter().flatten() {
-                    add(rr);
-                }
+            for rr in records.instances.iter().flat_map(|i| i.records()) {
+                add(rr);
             }
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use muster::config::Config;
+use muster::dns::ZoneView;
+use muster::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
 use tokio_util::sync::CancellationToken;
 
 /// A muster running in this process; stops when dropped.
@@ -61,6 +63,24 @@ async fn ready(http: SocketAddr) -> bool {
     })
     .await
     .unwrap()
+}
+
+/// The DNS zone of `config_text` once `instances` came in from its one (file) source.
+pub async fn zone(config_text: &str, instances: Vec<(InstanceKey, InstanceSpec)>) -> ZoneView {
+    let namespaces = Config::parse(config_text).unwrap().validate().unwrap();
+    let source = SourceId::new("file:fixture");
+    let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
+    let handle = registry.handle();
+    let view = ZoneView::default();
+    registry.on_publish(view.publish_hook());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(registry.run(shutdown.clone()));
+    handle
+        .apply(Change::Sync { source, instances })
+        .await
+        .unwrap();
+    shutdown.cancel();
+    view
 }
 
 /// A query for `name` `qtype`, as a client would send it (RD set, no EDNS).

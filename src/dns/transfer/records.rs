@@ -58,16 +58,7 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
     let mut cname_seen = false;
     let mut records = Vec::new();
     for instance in &service.instances {
-        let all = [
-            &instance.a,
-            &instance.aaaa,
-            &instance.srv,
-            &instance.srv_alias,
-            &instance.cname,
-            &instance.target_a,
-            &instance.target_aaaa,
-        ];
-        for record in all.into_iter().flatten() {
+        for record in instance.records() {
             if record.record_type() == RecordType::CNAME && std::mem::replace(&mut cname_seen, true)
             {
                 continue;
