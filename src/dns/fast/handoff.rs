@@ -30,7 +30,9 @@ pub async fn full_path(handler: &Handler, packet: Vec<u8>, src: SocketAddr) -> O
             let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
             let response = MessageResponseBuilder::new(&queries, None)
                 .error_msg(&header.metadata, ResponseCode::FormErr);
-            return Some(encode(response).1);
+            let mut capture = Capture::default();
+            let _ = capture.send_response(response).await;
+            return capture.0.get().cloned();
         }
     };
     if request.metadata.message_type == MessageType::Response {
@@ -60,42 +62,30 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response);
+        // hickory's UDP encoding (`MessageResponse::encode`, crate-private): at most the
+        // response's EDNS payload size (512 without EDNS); a message that cannot be
+        // encoded becomes a bare SERVFAIL.
+        let id = response.metadata().id;
+        let max_size = response.edns().map_or(MIN_UDP_PAYLOAD, |e| e.max_payload());
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max_size);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::error!(%error, "error encoding a DNS response");
+                bytes.clear();
+                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                header.emit(&mut BinEncoder::new(&mut bytes))?;
+                header.into()
+            }
+        };
         let _ = self.0.set(bytes);
         Ok(info)
     }
-}
-
-/// hickory's UDP encoding (`MessageResponse::encode`, crate-private): at most the
-/// response's EDNS payload size (512 without EDNS); a message that cannot be encoded
-/// becomes a bare SERVFAIL.
-fn encode<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> (ResponseInfo, Vec<u8>) {
-    let id = response.metadata().id;
-    let max_size = response.edns().map_or(MIN_UDP_PAYLOAD, |e| e.max_payload());
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max_size);
-    match response.destructive_emit(&mut encoder) {
-        Ok(info) => return (info, bytes),
-        Err(error) => tracing::error!(%error, "error encoding a DNS response"),
-    }
-    bytes.clear();
-    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-    metadata.response_code = ResponseCode::ServFail;
-    let header = Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    };
-    // A bare header always fits.
-    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
-    (header.into(), bytes)
 }
