@@ -302,7 +302,7 @@ fn record(name: &Name, data: &Option<RData>, ttl: Option<u32>) -> Option<Rr> {
 }
 
 /// `label.parent`; labels were validated when the service or instance was accepted.
-pub fn child(parent: &Name, label: &str) -> Name {
+fn child(parent: &Name, label: &str) -> Name {
     Name::from_labels([label.as_bytes()])
         .and_then(|n| n.append_domain(parent))
         .unwrap_or_else(|_| parent.clone())

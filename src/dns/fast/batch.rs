@@ -14,9 +14,9 @@ use std::os::fd::AsRawFd;
 use socket2::{SockAddr, SockAddrStorage};
 
 /// Datagrams per syscall at most.
-pub const BATCH: usize = 32;
+const BATCH: usize = 32;
 /// Bytes of a query kept; longer datagrams are cut, as hickory's own UDP reader cuts them.
-pub const MAX_QUERY: usize = 4096;
+const MAX_QUERY: usize = 4096;
 
 /// Queries received by one `recvmmsg`.
 pub struct Received {

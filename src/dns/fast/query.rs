@@ -6,7 +6,7 @@
 //! (and anything malformed) is `None`: the full path decides what it gets.
 
 /// Bytes of the DNS header.
-pub const HEADER_LEN: usize = 12;
+const HEADER_LEN: usize = 12;
 /// Labels the fast path resolves; deeper names go to the full path.
 pub const MAX_LABELS: usize = 32;
 /// The longest name on the wire (RFC 1035).
