@@ -45,7 +45,12 @@ pub async fn run(config: FileSourceConfig, context: SourceContext) {
 fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
     let name = path.file_name().map(ToOwned::to_owned);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let ours = event.is_ok_and(|e| e.paths.iter().any(|p| p.file_name() == name.as_deref()));
+        // Access events (our own reads of the file among them) change nothing: counting
+        // them would reread the file forever, each read causing the next.
+        let ours = event.is_ok_and(|e| {
+            !matches!(e.kind, notify::EventKind::Access(_))
+                && e.paths.iter().any(|p| p.file_name() == name.as_deref())
+        });
         if ours {
             let _ = events.try_send(());
         }
