@@ -36,8 +36,9 @@ pub enum HeartbeatError {
 }
 
 enum Command {
-    /// Services whose instances may have changed.
-    Touched(BTreeSet<(String, String)>),
+    /// Services whose instances may have changed, in the snapshot that changed them
+    /// (registry readers may see it only once every publish hook has run).
+    Touched(Arc<Snapshot>, BTreeSet<(String, String)>),
     Heartbeat(InstanceKey, oneshot::Sender<Result<(), HeartbeatError>>),
 }
 
@@ -169,9 +170,10 @@ impl Health {
     /// The hook that tells the task which services a registry change touched.
     pub fn publish_hook(&self) -> PublishHook {
         let commands = self.commands.clone();
-        Box::new(move |_snapshot, touched| {
+        Box::new(move |snapshot, touched| {
             if !touched.services.is_empty() {
-                let _ = commands.send(Command::Touched(touched.services.clone()));
+                let services = touched.services.clone();
+                let _ = commands.send(Command::Touched(snapshot.clone(), services));
             }
         })
     }
@@ -223,7 +225,7 @@ impl Scheduler {
                 _ = shutdown.cancelled() => return,
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Touched(services)) => self.follow(&self.registry.snapshot(), &services),
+                    Some(Command::Touched(snapshot, services)) => self.follow(&snapshot, &services),
                     Some(Command::Heartbeat(key, reply)) => {
                         let result = self.renew(key).await;
                         let _ = reply.send(result);

@@ -14,9 +14,10 @@ use super::durable::durable_state;
 use super::snapshot::Snapshot;
 use crate::store::{Recovered, Wal};
 
-/// Called by the writer after each publish and before the writers of that batch are
-/// answered, so a derived view (the DNS zone) is current by the time a change is
-/// acknowledged: read-your-writes without the view taking a lock.
+/// Called by the writer with each new snapshot, before registry readers see it and
+/// before the writers of that batch are answered, so a derived view (the DNS zone) is
+/// current by the time a change is acknowledged or `/readyz` reports it:
+/// read-your-writes without the view taking a lock.
 pub type PublishHook = Box<dyn FnMut(&Arc<Snapshot>, &Touched) + Send>;
 
 /// Changes queued at most; senders wait beyond this (back-pressure, not loss).
@@ -186,10 +187,12 @@ impl Writer<'_> {
         }
         if changed {
             let snapshot = Arc::new(self.model.snapshot.clone());
-            self.current.store(snapshot.clone());
+            // Derived views first: a reader that sees this snapshot (`/readyz` saying
+            // every source synced) then finds the DNS zone built from it too.
             for hook in self.hooks.iter_mut() {
                 hook(&snapshot, &touched);
             }
+            self.current.store(snapshot.clone());
             if let Some(wal) = self.wal.as_deref_mut() {
                 wal.maybe_compact(snapshot.revision, move || durable_state(&snapshot))?;
             }
