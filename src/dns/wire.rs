@@ -59,6 +59,11 @@ impl Rr {
         self.wire.len()
     }
 
+    /// The uncompressed encoding: also the record's identity, TTL included.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
     /// Appends the record with its owner name written in full.
     pub fn put_full(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.wire);

@@ -154,7 +154,7 @@ pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind
 /// SOA, every record, SOA.
 fn full(zone: &NamespaceZone) -> Vec<&Record> {
     let mut answer = vec![&zone.soa.record];
-    answer.extend(records::zone_records(zone));
+    answer.extend(records::zone_records(zone).into_iter().map(|rr| &rr.record));
     answer.push(&zone.soa.record);
     answer
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Record, RecordType};
 
+use crate::dns::wire::Rr;
 use crate::dns::zone::{NamespaceZone, ServiceRecords};
 
 /// The changes from one serial to the next, as IXFR (RFC 1995) sends them.
@@ -42,8 +43,8 @@ pub fn serial(soa: &Record) -> u32 {
 }
 
 /// Every record of the namespace except the SOA: the apex NS, then each service's.
-pub fn zone_records(zone: &NamespaceZone) -> Vec<&Record> {
-    let mut records = vec![&zone.ns.record];
+pub fn zone_records(zone: &NamespaceZone) -> Vec<&Rr> {
+    let mut records = vec![&zone.ns];
     for service in zone.services.values() {
         records.extend(service_records(service));
     }
@@ -51,9 +52,10 @@ pub fn zone_records(zone: &NamespaceZone) -> Vec<&Record> {
 }
 
 /// A service's records for a secondary: all of them, not a `max_answers` subset, and
-/// duplicates (two instances on one address) once. A CNAME service keeps one CNAME, as
+/// duplicates (two instances on one address) once, told apart by their wire form (TTL
+/// included; hickory's `Record` equality ignores the TTL and it has no `Hash`). A CNAME service keeps one CNAME, as
 /// a name may hold only one.
-pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
+pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
     let mut seen = HashSet::new();
     let mut cname_seen = false;
     let mut records = Vec::new();
@@ -63,8 +65,8 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
             {
                 continue;
             }
-            if seen.insert(wire_key(record)) {
-                records.push(&record.record);
+            if seen.insert(record.wire()) {
+                records.push(record);
             }
         }
     }
@@ -72,7 +74,7 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Record> {
 }
 
 /// The records of the services `names` of `zone`.
-fn services_records<'z>(zone: &'z NamespaceZone, names: &[&str]) -> Vec<&'z Record> {
+fn services_records<'z>(zone: &'z NamespaceZone, names: &[&str]) -> Vec<&'z Rr> {
     names
         .iter()
         .filter_map(|name| zone.services.get(*name))
@@ -90,30 +92,23 @@ pub fn delta(
     if serial(&old.soa.record) == serial(&new.soa.record) {
         return None;
     }
-    let (before, after): (Vec<&Record>, Vec<&Record>) = match services {
+    let (before, after) = match services {
         None => (zone_records(old), zone_records(new)),
         Some(names) => (services_records(old, names), services_records(new, names)),
     };
-    let before_set: HashSet<Vec<u8>> = before.iter().map(|r| wire_key(r)).collect();
-    let after_set: HashSet<Vec<u8>> = after.iter().map(|r| wire_key(r)).collect();
-    let only_in = |records: Vec<&Record>, other: &HashSet<Vec<u8>>| -> Vec<Record> {
+    let before_set: HashSet<&[u8]> = before.iter().map(|r| r.wire()).collect();
+    let after_set: HashSet<&[u8]> = after.iter().map(|r| r.wire()).collect();
+    let only_in = |records: &[&Rr], other: &HashSet<&[u8]>| -> Vec<Record> {
         records
-            .into_iter()
-            .filter(|r| !other.contains(&wire_key(r)))
-            .cloned()
+            .iter()
+            .filter(|r| !other.contains(r.wire()))
+            .map(|r| r.record.clone())
             .collect()
     };
     Some(Arc::new(Delta {
         from: old.soa.record.clone(),
         to: new.soa.record.clone(),
-        removed: only_in(before, &after_set),
-        added: only_in(after, &before_set),
+        removed: only_in(&before, &after_set),
+        added: only_in(&after, &before_set),
     }))
-}
-
-/// A record's identity for a secondary: its whole uncompressed encoding, TTL included
-/// (hickory's `Record` equality ignores the TTL and it has no `Hash`).
-fn wire_key(record: &Record) -> Vec<u8> {
-    use hickory_proto::serialize::binary::BinEncodable;
-    record.to_bytes().unwrap_or_default()
 }
