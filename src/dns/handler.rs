@@ -22,8 +22,6 @@ pub(super) const MIN_UDP_PAYLOAD: u16 = 512;
 /// Bytes of an OPT RR without options.
 const OPT_LEN: usize = 11;
 const HEADER_LEN: usize = 12;
-/// Bytes reserved for encoding one message to sign it.
-const MESSAGE_CAPACITY: usize = 24 * 1024;
 
 /// Answers every query: from the current [`ZoneView`], by zone transfer, or through the
 /// upstreams for names outside the namespaces.
@@ -119,23 +117,27 @@ impl RequestHandler for Handler {
 
         let query = &request.queries.queries()[0];
         let zone = self.zone.load_full();
-        if query.query_class() == DNSClass::IN {
-            let namespace = zone.namespace_of(query.name());
-            if let Some(namespace) = namespace
-                .filter(|n| transfer::is_transfer(query.query_type()) && n.origin == *query.name())
-            {
-                if zone.synced && self.transfers.enabled() {
+        let found = if query.query_class() == DNSClass::IN {
+            match zone.namespace_of(query.name()) {
+                Some(namespace)
+                    if transfer::is_transfer(query.query_type())
+                        && namespace.origin == *query.name()
+                        && zone.synced
+                        && self.transfers.enabled() =>
+                {
                     return self
                         .transfer(request, namespace, signer, response_handle)
                         .await;
                 }
-            } else if let (None, Some(forwarder)) = (namespace, &self.forwarder) {
-                return self
-                    .forward(request, forwarder, signer, response_handle)
-                    .await;
+                None => {
+                    if let Some(forwarder) = &self.forwarder {
+                        return self
+                            .forward(request, forwarder, signer, response_handle)
+                            .await;
+                    }
+                }
+                Some(_) => {}
             }
-        }
-        let found = if query.query_class() == DNSClass::IN {
             answer(&zone, query.name(), query.query_type(), &mut rand::rng())
         } else {
             Answer {
@@ -202,7 +204,9 @@ impl Handler {
             };
             let limit = usize::from(limit);
             let records = answers.iter().chain(authorities).chain(additionals);
-            if size_bound(records, request) > limit && encoded_len(build(metadata)) > limit {
+            if size_bound(records, request) > limit
+                && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
+            {
                 // Clients retry over TCP; an empty truncated message keeps its OPT, which a
                 // partly filled one could lose.
                 self.metrics.truncated.inc();
@@ -329,8 +333,9 @@ fn size_bound<'r>(records: impl Iterator<Item = &'r &'r Record>, request: &Reque
         + records.map(|r| record_len_bound(r)).sum::<usize>()
 }
 
-/// The exact encoded size of a response (compression shrinks large answers).
-fn encoded_len<'a>(
+/// A response as encoded for the wire, without a size cap (the exact size, compression
+/// included, or the bytes a TSIG signs); `None` when hickory cannot encode it.
+fn encoded<'a>(
     response: MessageResponse<
         '_,
         'a,
@@ -339,12 +344,12 @@ fn encoded_len<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
-) -> usize {
+) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(4096);
-    match response.destructive_emit(&mut BinEncoder::new(&mut bytes)) {
-        Ok(_) => bytes.len(),
-        Err(_) => usize::MAX,
-    }
+    response
+        .destructive_emit(&mut BinEncoder::new(&mut bytes))
+        .ok()?;
+    Some(bytes)
 }
 
 /// An upper bound of a record's wire size, without compression.
@@ -378,9 +383,8 @@ where
 {
     let mut response = build();
     if let Some(signer) = signer {
-        let mut unsigned = Vec::with_capacity(MESSAGE_CAPACITY);
         // Encoding fails only past 64 KiB, which answers and transfer messages stay under.
-        let _ = build().destructive_emit(&mut BinEncoder::new(&mut unsigned));
+        let unsigned = encoded(build()).unwrap_or_default();
         response.set_signature(signer.sign(&unsigned, request.metadata.id));
     }
     send(response_handle, response, &request.metadata).await
