@@ -57,8 +57,6 @@ impl Forwarder {
         options.cache_size = config.cache_size;
         options.use_hosts_file = ResolveHosts::Never;
         options.ndots = 0;
-        options.preserve_intermediates = true;
-        options.recursion_desired = true;
         let resolver = TokioResolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], name_servers),
             TokioRuntimeProvider::default(),
