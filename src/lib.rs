@@ -32,6 +32,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ConfigError};
 use crate::registry::Registry;
 
+/// muster's allocator, for every binary that links the library (muster, tests, benches),
+/// so benchmarks measure what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long each shutdown stage may take before muster stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 
