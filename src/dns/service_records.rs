@@ -181,6 +181,12 @@ impl ServiceRecords {
             served
         };
         for instance in service.serving() {
+            // An instance the batch did not touch is the very Arc it was built from: no
+            // need to read (and miss the cache on) either id or its addresses.
+            if let Some(same) = old.next_if(|o| Arc::ptr_eq(&o.source, instance)) {
+                instances.push(same.clone());
+                continue;
+            }
             while let Some(gone) = old.next_if(|o| o.source.id < instance.id) {
                 by_label.remove(&gone.label);
             }
