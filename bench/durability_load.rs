@@ -5,14 +5,15 @@
 //! `durability_load --addr 127.0.0.1:PORT --writers 32 --count 30000 [--first N]
 //! [--keys K] [--services S] [--pass P]`
 //!
-//! Standard library only, so the Python driver builds it with plain `rustc -O` and the
-//! client costs little of the CPU muster shares with it. Write number `n` (counted from
-//! `--first`) goes to key `K = n % keys` (every write a new instance when `--keys` is 0)
-//! in service `S = K % services`; its port changes with each pass over the keys, so a
-//! repeated key is a real replacement, never a no-op.
+//! Standard library only (the HTTP client is `http1.rs`, shared with `churn_load.rs`), so
+//! the Python driver builds it with plain `rustc -O` and the client costs little of the
+//! CPU muster shares with it. Write number `n` (counted from `--first`) goes to key
+//! `K = n % keys` (every write a new instance when `--keys` is 0) in service
+//! `S = K % services`; its port changes with each pass over the keys, so a repeated key is
+//! a real replacement, never a no-op.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod http1;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -55,38 +56,6 @@ fn options() -> Options {
     options
 }
 
-/// One request on the connection; returns the status code.
-fn put(stream: &mut BufReader<TcpStream>, path: &str, body: &str) -> std::io::Result<u16> {
-    let request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: muster\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.get_mut().write_all(request.as_bytes())?;
-    let mut line = String::new();
-    stream.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok(status)
-}
-
 fn main() {
     let options = Arc::new(options());
     let next = Arc::new(AtomicU64::new(0));
@@ -96,9 +65,8 @@ fn main() {
         .map(|_| {
             let (options, next, errors) = (options.clone(), next.clone(), errors.clone());
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(&options.addr).expect("connect to muster");
-                stream.set_nodelay(true).unwrap();
-                let mut stream = BufReader::new(stream);
+                let mut connection =
+                    http1::Connection::open(&options.addr).expect("connect to muster");
                 let mut latencies = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +75,7 @@ fn main() {
                     }
                     let n = options.first + n;
                     let key = if options.keys == 0 { n } else { n % options.keys };
-                    let pass = options.pass + if options.keys == 0 { 0 } else { n / options.keys };
+                    let pass = options.pass + n.checked_div(options.keys).unwrap_or(0);
                     let path = format!(
                         "/v1/namespaces/internal/services/s{}/instances/i-{key}",
                         key % options.services
@@ -120,7 +88,7 @@ fn main() {
                         1 + pass % 65535
                     );
                     let sent = Instant::now();
-                    match put(&mut stream, &path, &body) {
+                    match connection.request("PUT", &path, Some(&body)) {
                         Ok(200) => latencies.push(sent.elapsed()),
                         Ok(status) => {
                             if errors.fetch_add(1, Ordering::Relaxed) == 0 {

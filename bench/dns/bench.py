@@ -54,6 +54,7 @@ def parse_args(argv):
     parser.add_argument("--max-answers", type=int, help="muster's max_answers (default: 8, or 0 = all when instances > 8)")
     parser.add_argument("--muster-bin", default=os.path.join(ROOT, "target/release/muster"))
     parser.add_argument("--floor-bin", default=os.path.join(ROOT, "target/release/examples/udp_floor"))
+    parser.add_argument("--churn-bin", default=os.path.join(ROOT, "target/bench/churn_load"), help="the churn client, built from bench/churn_load.rs")
     parser.add_argument("--skip-build", action="store_true", help="use the binaries as they are (no cargo build)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench/results"), help="where the JSON goes")
     parser.add_argument(
@@ -86,6 +87,13 @@ def build(args):
     say(" ".join(command))
     if subprocess.run(command, cwd=ROOT).returncode != 0:
         sys.exit("bench: FAILED: cargo build failed (above); fix the build, or measure a binary built elsewhere with --skip-build --muster-bin PATH --floor-bin PATH")
+    if args.churn:
+        # std only, so plain rustc builds it in a second (its `mod http1` is bench/http1.rs).
+        os.makedirs(os.path.dirname(args.churn_bin), exist_ok=True)
+        command = ["rustc", "--edition", "2024", "-O", os.path.join(ROOT, "bench/churn_load.rs"), "-o", args.churn_bin]
+        say(" ".join(command))
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            sys.exit("bench: FAILED: rustc could not build the churn client (above)")
 
 
 def core_busy():
@@ -195,7 +203,7 @@ def measure_server(server, args, query_file, workdir):
         plans.append((server.name, args.rate))
     churn = None
     if server.name == "muster" and args.churn:
-        churn = Churn(server, args.services, args.churn, clients=args.churn_clients)
+        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
         plans.append(("muster+churn", None))
     results = {plan: [] for plan in plans}
     for _ in range(args.repeat):
@@ -230,7 +238,7 @@ def profile_muster(server, args, query_file, workdir):
     edns = not args.no_edns
     profiles = {"muster": profiling.record(server, query_file, workdir, "muster", args.duration, args.clients, args.outstanding, edns=edns)}
     if args.churn:
-        churn = Churn(server, args.services, args.churn, clients=args.churn_clients)
+        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
         profiles["muster+churn"] = profiling.record(
             server, query_file, workdir, "muster+churn", args.duration, args.clients, args.outstanding,
             edns=edns, during=churn.run,
@@ -331,9 +339,10 @@ def main(argv):
         build(args)
     own_session()
     prioritize(args.nice)
-    for needed in [args.muster_bin] * ("muster" in args.servers) + [args.floor_bin] * ("floor" in args.servers):
-        if not os.access(needed, os.X_OK):
-            sys.exit(f"bench: {needed} is missing; build it (cargo build --release --bin muster --example udp_floor)")
+    needed = [args.muster_bin] * ("muster" in args.servers) + [args.floor_bin] * ("floor" in args.servers)
+    for binary in needed + [args.churn_bin] * bool(args.churn):
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"bench: {binary} is missing; build it (run without --skip-build)")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     workdir = tempfile.mkdtemp(prefix="muster-bench-")
     began = time.monotonic()
