@@ -18,8 +18,10 @@
 //! alone, or NXDOMAIN after a DELETE.
 //!
 //! It prints one JSON object: writes, puts, deletes, errors and stale reads (the first 20
-//! of each), read checks, probe timeouts, elapsed seconds, and `last`, each service's last
-//! acknowledged write (an address, or null after a DELETE).
+//! of each), read checks, probe timeouts, `write_ms` (p50, p99 and max of the time from
+//! sending a write to its answer, which muster sends once DNS answers with it), elapsed
+//! seconds, and `last`, each service's last acknowledged write (an address, or null after
+//! a DELETE).
 //!
 //! Written in Rust, std only, because the load generator shares dnsperf's core: the Python
 //! client it replaces took ~15% of that core at 1,000 changes/s and so cut the queries
@@ -98,6 +100,8 @@ struct Tally {
     read_checks: u64,
     stale_reads: Vec<String>,
     probe_timeouts: u64,
+    /// How long each acknowledged write took, request sent to response read.
+    write_times: Vec<Duration>,
     /// Service index → its last acknowledged write (None: deleted).
     last: BTreeMap<u64, Option<Ipv4Addr>>,
 }
@@ -114,7 +118,9 @@ fn main() {
         }
     });
     let elapsed = started.elapsed().as_secs_f64();
-    print_json(&tally.into_inner().expect("no client panicked"), elapsed);
+    let mut tally = tally.into_inner().expect("no client panicked");
+    tally.write_times.sort();
+    print_json(&tally, elapsed);
 }
 
 /// Client `k`: its share of the services, paced to its due times until `deadline`.
@@ -153,6 +159,7 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
         let body = address.map(|a| format!(r#"{{"ipv4": "{a}", "port": 9000}}"#));
         let method = if address.is_some() { "PUT" } else { "DELETE" };
         // A connection that failed is dropped; the next change opens a new one.
+        let sent = Instant::now();
         let outcome = connection
             .take()
             .map_or_else(|| http1::Connection::open(&options.http), Ok)
@@ -161,6 +168,7 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
                 connection = Some(open);
                 Ok(status)
             });
+        let took = sent.elapsed();
         let acknowledged = matches!(outcome, Ok(200));
         if acknowledged {
             present.insert(service, address);
@@ -177,6 +185,7 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
                     &mut tally.deletes
                 } += 1;
                 tally.last.insert(service, address);
+                tally.write_times.push(took);
             }
             Ok(status) => note(&mut tally.errors, format!("svc{service}: HTTP {status}")),
             Err(error) => note(&mut tally.errors, format!("svc{service}: {error}")),
@@ -300,8 +309,13 @@ fn print_json(tally: &Tally, elapsed: f64) {
             None => format!(r#""{service}": null"#),
         })
         .collect();
+    let times = &tally.write_times;
+    let ms = |q: f64| {
+        let at = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
+        times.get(at).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     println!(
-        r#"{{"writes": {}, "puts": {}, "deletes": {}, "errors": {}, "read_checks": {}, "stale_reads": {}, "probe_timeouts": {}, "elapsed": {elapsed:.3}, "last": {{{}}}}}"#,
+        r#"{{"writes": {}, "puts": {}, "deletes": {}, "errors": {}, "read_checks": {}, "stale_reads": {}, "probe_timeouts": {}, "write_ms": {{"p50": {:.3}, "p99": {:.3}, "max": {:.3}}}, "elapsed": {elapsed:.3}, "last": {{{}}}}}"#,
         tally.writes,
         tally.puts,
         tally.deletes,
@@ -309,6 +323,9 @@ fn print_json(tally: &Tally, elapsed: f64) {
         tally.read_checks,
         strings(&tally.stale_reads),
         tally.probe_timeouts,
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
         last.join(", "),
     );
 }

@@ -9,7 +9,8 @@
 //! 3. **Frontends** read snapshots: [`dns`] answers queries from a zone view rebuilt per
 //!    touched service; [`api`] serves reads and metrics.
 //!
-//! [`config`] turns the TOML file into validated settings. [`start`] binds every
+//! [`config`] turns the TOML file into validated settings. [`threads`] keeps the
+//! control plane from preempting the threads that answer queries. [`start`] binds every
 //! listener first (so a taken port fails at once), then runs everything until the
 //! shutdown token fires or a frontend dies.
 
@@ -20,6 +21,7 @@ pub mod health;
 pub mod registry;
 pub mod sources;
 pub mod store;
+pub mod threads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -93,7 +93,11 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, muster::Error> {
 }
 
 fn serve(config: Config) -> Result<(), muster::Error> {
-    let runtime = tokio::runtime::Runtime::new().map_err(muster::Error::Bind)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(muster::threads::control_plane)
+        .build()
+        .map_err(muster::Error::Bind)?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();

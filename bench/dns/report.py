@@ -100,11 +100,14 @@ def churn_lines(churn):
     for run in churn["runs"]:
         lines.append(
             f"  target {run['target_per_s']}/s, achieved {run['achieved_per_s']:.0f}/s "
-            f"({run['puts']} PUT, {run['deletes']} DELETE, {len(run['errors'])} errors) over {run['services_touched']} services"
+            f"({run['puts']} PUT, {run['deletes']} DELETE, {len(run['errors'])} errors) over {run['services_touched']} services; "
+            f"write answered in p50 {run['write_ms']['p50']:.2f} ms, p99 {run['write_ms']['p99']:.2f} ms, max {run['write_ms']['max']:.2f} ms"
         )
     lines += [
         f"  QPS {churn['qps']:,.0f} vs {churn['baseline_qps']:,.0f} without churn: drop {churn['qps_drop']:.1%}; "
         f"CPU/q {churn['cpu_us_per_query']:.2f} vs {churn['baseline_cpu_us_per_query']:.2f} µs",
+        f"  each run's QPS: with churn {', '.join(f'{q:,.0f}' for q in churn['qps_runs'])}; "
+        f"without {', '.join(f'{q:,.0f}' for q in churn['baseline_qps_runs'])}",
         f"  read-your-writes during the runs: {churn['stale_reads']} stale of {churn['read_checks']} checked"
         f" ({sum(run['probe_timeouts'] for run in churn['runs'])} probe timeouts)",
         f"  after each run: {churn['stale_after']} stale of {churn['services_checked_after']} service checks",

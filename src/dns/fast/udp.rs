@@ -77,6 +77,7 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("dns-udp-{n}"))
             .spawn(move || {
+                crate::threads::answering();
                 let _ = exited.send(worker.run());
             })?;
     }
