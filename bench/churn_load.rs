@@ -136,7 +136,8 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
     probe
         .set_read_timeout(Some(PROBE_TIMEOUT))
         .expect("a timeout");
-    let mut connection = None;
+    // Opened before the first change is due, so no write's time includes a handshake.
+    let mut connection = http1::Connection::open(&options.http).ok();
     let mut present = BTreeMap::new();
     for j in 0u64.. {
         let due = started + interval * j as u32;
