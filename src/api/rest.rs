@@ -187,7 +187,7 @@ async fn get_service(
     let namespace = find_namespace(&snapshot, &ns)?;
     let service = namespace
         .services
-        .get(&svc.to_ascii_lowercase())
+        .get(svc.to_ascii_lowercase().as_str())
         .ok_or_else(|| not_found("service", &svc))?;
     Ok(Json(json!({
         "namespace": namespace.settings.name,

@@ -33,7 +33,7 @@ pub struct NamespaceZone {
     origin_labels: Vec<Box<[u8]>>,
     pub soa: Rr,
     pub ns: Rr,
-    pub services: imbl::HashMap<String, Arc<ServiceRecords>>,
+    pub services: imbl::HashMap<Arc<str>, Arc<ServiceRecords>>,
     /// How many services use each transport label; a label in use is an empty
     /// non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
     tcp_services: usize,
@@ -232,7 +232,7 @@ impl NamespaceZone {
             Some(service) => {
                 let records = ServiceRecords::build(origin, service, previous.as_deref());
                 self.count_protocol(records.policy.protocol, 1);
-                self.services.insert(name.to_owned(), Arc::new(records));
+                self.services.insert(name.into(), Arc::new(records));
             }
             None if previous.is_some() => {
                 self.services.remove(name);

@@ -216,7 +216,7 @@ impl Scheduler {
                 namespace
                     .services
                     .keys()
-                    .map(move |svc| (ns.clone(), svc.clone()))
+                    .map(move |svc| (ns.clone(), svc.to_string()))
             })
             .collect();
         self.follow(&snapshot, &everything);
@@ -245,7 +245,8 @@ impl Scheduler {
         for (ns, svc) in services {
             let service = snapshot.service(ns, svc);
             let in_service = |key: &InstanceKey| key.namespace == *ns && key.service == *svc;
-            let instance = |key: &InstanceKey| service.and_then(|s| s.instances.get(&key.id));
+            let instance =
+                |key: &InstanceKey| service.and_then(|s| s.instances.get(key.id.as_str()));
             let queue = &mut self.queue;
             self.heartbeats.retain(|key, timer| {
                 let current = !in_service(key)
@@ -402,7 +403,7 @@ impl Scheduler {
         let snapshot = self.registry.snapshot();
         let instance = snapshot
             .service(&key.namespace, &key.service)
-            .and_then(|s| s.instances.get(&key.id))
+            .and_then(|s| s.instances.get(key.id.as_str()))
             .cloned()
             .ok_or_else(|| HeartbeatError::NotFound(key.clone()))?;
         let ttl = instance

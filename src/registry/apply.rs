@@ -173,8 +173,8 @@ impl Model {
             .ok_or_else(|| ChangeError::NamespaceNotFound(key.namespace.clone()))?;
         namespace
             .services
-            .get(&key.service)
-            .and_then(|s| s.instances.get(&key.id))
+            .get(key.service.as_str())
+            .and_then(|s| s.instances.get(key.id.as_str()))
             .ok_or_else(|| ChangeError::InstanceNotFound(key.clone()))
     }
 
@@ -203,13 +203,13 @@ impl Model {
         let mut created_service = None;
         let service = namespace
             .services
-            .entry(key.service.clone())
+            .entry(key.service.as_str().into())
             .or_insert_with(|| {
                 let service = implicit_service(&settings, &key.service, now);
                 created_service = Some(service.meta.id.clone());
                 Arc::new(service)
             });
-        let old = service.instances.get(&key.id);
+        let old = service.instances.get(key.id.as_str());
         if old.is_some_and(|old| old.spec == spec && old.source == source && old.heartbeat_ok) {
             return Ok(false);
         }
@@ -240,7 +240,9 @@ impl Model {
             _ => {}
         }
         let service = Arc::make_mut(service);
-        service.instances.insert(key.id.clone(), Arc::new(instance));
+        service
+            .instances
+            .insert(key.id.as_str().into(), Arc::new(instance));
         service.instances_revision += 1;
         if let Some(id) = created_service {
             self.snapshot
@@ -267,10 +269,10 @@ impl Model {
             return Ok(false);
         }
         let namespace = self.namespace_mut(&key.namespace)?;
-        if let Some(service) = namespace.services.get_mut(&key.service) {
+        if let Some(service) = namespace.services.get_mut(key.service.as_str()) {
             Arc::make_mut(service)
                 .instances
-                .insert(key.id.clone(), Arc::new(instance));
+                .insert(key.id.as_str().into(), Arc::new(instance));
         }
         touched
             .services
@@ -283,17 +285,17 @@ impl Model {
         let Ok(namespace) = self.namespace_mut(&key.namespace) else {
             return;
         };
-        let Some(service) = namespace.services.get_mut(&key.service) else {
+        let Some(service) = namespace.services.get_mut(key.service.as_str()) else {
             return;
         };
         let service = Arc::make_mut(service);
-        let Some(old) = service.instances.remove(&key.id) else {
+        let Some(old) = service.instances.remove(key.id.as_str()) else {
             return;
         };
         service.instances_revision += 1;
         if service.instances.is_empty() && !service.meta.declared {
             let id = service.meta.id.clone();
-            namespace.services.remove(&key.service);
+            namespace.services.remove(key.service.as_str());
             self.snapshot.service_ids.remove(&id);
         }
         if let Some(keys) = self.owned.get_mut(&old.source) {
@@ -408,7 +410,7 @@ impl Model {
         touched: &mut Touched,
     ) -> Result<bool, ChangeError> {
         let namespace = self.namespace_mut(&namespace_name)?;
-        let existing = namespace.services.get(&name).cloned();
+        let existing = namespace.services.get(name.as_str()).cloned();
         if existing.as_ref().is_some_and(|s| s.meta.declared) {
             return Err(ChangeError::ServiceExists {
                 namespace: namespace_name,
@@ -438,7 +440,9 @@ impl Model {
                 .unwrap_or_default(),
             instances_revision: existing.as_ref().map_or(0, |s| s.instances_revision),
         };
-        namespace.services.insert(name.clone(), Arc::new(service));
+        namespace
+            .services
+            .insert(name.as_str().into(), Arc::new(service));
         if let Some(old) = existing {
             self.snapshot.service_ids.remove(&old.meta.id);
         }
@@ -484,7 +488,7 @@ impl Model {
         let service =
             namespace
                 .services
-                .get(&name)
+                .get(name.as_str())
                 .ok_or_else(|| ChangeError::ServiceNotFound {
                     namespace: namespace_name.clone(),
                     service: name.clone(),
@@ -495,7 +499,7 @@ impl Model {
             )));
         }
         let id = service.meta.id.clone();
-        namespace.services.remove(&name);
+        namespace.services.remove(name.as_str());
         self.snapshot.service_ids.remove(&id);
         touched.services.insert((namespace_name, name));
         Ok(true)

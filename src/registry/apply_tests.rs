@@ -172,7 +172,7 @@ fn sync_replaces_exactly_what_the_source_owns() {
     };
     assert_eq!(apply(&mut model, sync.clone()), Ok(true));
     let web = model.snapshot.service("internal", "web").unwrap();
-    let ids: Vec<&str> = web.instances.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = web.instances.keys().map(|id| &**id).collect();
     assert_eq!(ids, ["api-1", "new"]);
     assert_eq!(
         web.instances["api-1"].spec.ipv4,

@@ -53,7 +53,7 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
                 };
                 let create = Change::CreateService {
                     namespace: name.clone(),
-                    name: service_name.clone(),
+                    name: service_name.to_string(),
                     def,
                 };
                 changes.push((meta.created, create));
@@ -61,7 +61,7 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
             for instance in service.instances.values().filter(|i| i.source == api) {
                 let key = InstanceKey {
                     namespace: name.clone(),
-                    service: service_name.clone(),
+                    service: service_name.to_string(),
                     id: instance.id.clone(),
                 };
                 let upsert = Change::Upsert {
@@ -74,7 +74,7 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
             if !meta.attributes.is_empty() {
                 let attributes = Change::SetServiceAttributes {
                     namespace: name.clone(),
-                    service: service_name.clone(),
+                    service: service_name.to_string(),
                     set: meta.attributes.clone(),
                     remove: Vec::new(),
                 };
@@ -84,7 +84,7 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
                 let tags = Change::Tag {
                     target: Tagged::Service {
                         namespace: name.clone(),
-                        service: service_name.clone(),
+                        service: service_name.to_string(),
                     },
                     set: meta.tags.clone(),
                     remove: Vec::new(),

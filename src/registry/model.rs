@@ -160,7 +160,7 @@ pub struct Service {
     pub name: String,
     pub meta: Arc<ServiceMeta>,
     pub policy: Arc<AnswerPolicy>,
-    pub instances: imbl::OrdMap<String, Arc<Instance>>,
+    pub instances: imbl::OrdMap<Arc<str>, Arc<Instance>>,
     /// Bumped when an instance is registered, replaced or deregistered, not on health
     /// changes: Cloud Map's `InstancesRevision`.
     pub instances_revision: u64,

@@ -28,7 +28,7 @@ pub struct Snapshot {
 pub struct Namespace {
     pub settings: Arc<NamespaceSettings>,
     pub meta: Arc<NamespaceMeta>,
-    pub services: imbl::OrdMap<String, Arc<Service>>,
+    pub services: imbl::OrdMap<Arc<str>, Arc<Service>>,
 }
 
 impl Snapshot {
@@ -93,7 +93,7 @@ impl Snapshot {
     pub fn service_by_id(&self, id: &str) -> Option<(&Arc<Namespace>, &Arc<Service>)> {
         let (namespace, service) = self.service_ids.get(id)?;
         let namespace = self.namespace(namespace)?;
-        Some((namespace, namespace.services.get(service)?))
+        Some((namespace, namespace.services.get(service.as_str())?))
     }
 }
 

@@ -27,7 +27,7 @@ fn find<'s>(
         })?;
     let service = namespace
         .services
-        .get(&service_name.to_ascii_lowercase())
+        .get(service_name.to_ascii_lowercase().as_str())
         .ok_or_else(|| {
             CloudMapError::new(
                 "ServiceNotFound",

@@ -45,7 +45,7 @@ pub async fn register(state: &ApiState, input: Input) -> Result<Value, CloudMapE
     let (namespace, service) = by_id(&snapshot, input.string("ServiceId")?)?;
     let id = instance_id(&input)?;
     let attributes = input.string_map("Attributes")?;
-    let existing = service.instances.get(&id);
+    let existing = service.instances.get(id.as_str());
     let mut spec = instance_spec(service, attributes, existing.map(|i| i.spec.healthy))?;
     spec.creator_request_id = input.bounded("CreatorRequestId", 64)?;
     let upsert = Change::Upsert {
