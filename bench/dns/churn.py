@@ -66,7 +66,7 @@ class Churn:
         for service, address in result.pop("last").items():
             self.last[int(service)] = address
         elapsed = result.pop("elapsed")
-        stats = dict(result)
+        stats = result
         stats["target_per_s"] = self.rate
         stats["achieved_per_s"] = stats["writes"] / elapsed if elapsed > 0 else 0.0
         stats["services_touched"] = len(self.last)
