@@ -1,6 +1,6 @@
 //! The health task: every heartbeat deadline and every check in one queue.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -156,8 +156,8 @@ impl Health {
         let task = Scheduler {
             registry,
             metrics,
-            heartbeats: HashMap::new(),
-            checks: HashMap::new(),
+            heartbeats: BTreeMap::new(),
+            checks: BTreeMap::new(),
             queue: DelayQueue::new(),
             client,
             slots: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
@@ -192,8 +192,9 @@ impl Health {
 struct Scheduler {
     registry: RegistryHandle,
     metrics: HealthMetrics,
-    heartbeats: HashMap<InstanceKey, HeartbeatTimer>,
-    checks: HashMap<InstanceKey, CheckTimer>,
+    /// Ordered, so a change to one service visits only that service's timers.
+    heartbeats: BTreeMap<InstanceKey, HeartbeatTimer>,
+    checks: BTreeMap<InstanceKey, CheckTimer>,
     queue: DelayQueue<Due>,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
@@ -247,28 +248,45 @@ impl Scheduler {
             let in_service = |key: &InstanceKey| key.namespace == *ns && key.service == *svc;
             let instance =
                 |key: &InstanceKey| service.and_then(|s| s.instances.get(key.id.as_str()));
-            let queue = &mut self.queue;
-            self.heartbeats.retain(|key, timer| {
-                let current = !in_service(key)
-                    || instance(key).is_some_and(|i| {
+            // Only this service's timers: keys sort by namespace, service, then id.
+            let first = InstanceKey {
+                namespace: ns.clone(),
+                service: svc.clone(),
+                id: String::new(),
+            };
+            let stale: Vec<InstanceKey> = self
+                .heartbeats
+                .range(first.clone()..)
+                .take_while(|(key, _)| in_service(key))
+                .filter(|(key, timer)| {
+                    !instance(key).is_some_and(|i| {
                         i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
-                    });
-                if !current && let Some(entry) = timer.entry.take() {
-                    queue.remove(&entry);
+                    })
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in stale {
+                if let Some(entry) = self.heartbeats.remove(&key).and_then(|t| t.entry) {
+                    self.queue.remove(&entry);
                 }
-                current
-            });
-            self.checks.retain(|key, timer| {
-                let current = !in_service(key)
-                    || instance(key).is_some_and(|i| {
+            }
+            let stale: Vec<InstanceKey> = self
+                .checks
+                .range(first..)
+                .take_while(|(key, _)| in_service(key))
+                .filter(|(key, timer)| {
+                    !instance(key).is_some_and(|i| {
                         let service = service.expect("the instance is in it");
                         check_of(service, i) == Some((&*timer.spec, timer.target))
-                    });
-                if !current {
-                    queue.remove(&timer.entry);
+                    })
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in stale {
+                if let Some(timer) = self.checks.remove(&key) {
+                    self.queue.remove(&timer.entry);
                 }
-                current
-            });
+            }
             let Some(service) = service else {
                 continue;
             };
