@@ -15,29 +15,30 @@ use super::wire::Rr;
 use super::zone::{NamespaceZone, ServedInstance, ServiceRecords, Zone};
 use crate::registry::Routing;
 
-/// The sections of a response, borrowing records from the zone.
+/// The sections of a response, as hickory records decoded from the zone's wire forms
+/// (the full path is the rare one; the fast path copies the wire forms).
 #[derive(Debug, Default, PartialEq)]
-pub struct Answer<'z> {
+pub struct Answer {
     pub rcode: ResponseCode,
     pub authoritative: bool,
-    pub answers: Vec<&'z Record>,
-    pub authorities: Vec<&'z Record>,
-    pub additionals: Vec<&'z Record>,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
 }
 
-impl<'z> Answer<'z> {
+impl Answer {
     /// NODATA (`NoError`) or NXDOMAIN, with the SOA for negative caching.
-    fn negative(rcode: ResponseCode, zone: &'z NamespaceZone) -> Self {
+    fn negative(rcode: ResponseCode, zone: &NamespaceZone) -> Self {
         Self {
             rcode,
             authoritative: true,
             answers: Vec::new(),
-            authorities: vec![&zone.soa.record],
+            authorities: vec![zone.soa.record()],
             additionals: Vec::new(),
         }
     }
 
-    fn positive(answers: Vec<&'z Record>, additionals: Vec<&'z Record>) -> Self {
+    fn positive(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
         Self {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -233,12 +234,7 @@ pub fn sample(rng: &mut impl Rng, available: usize, wanted: usize, chosen: &mut 
 }
 
 /// Answers `qtype` at `name` (already lowercase, class IN) from `zone`.
-pub fn answer<'z>(
-    zone: &'z Zone,
-    name: &LowerName,
-    qtype: RecordType,
-    rng: &mut impl Rng,
-) -> Answer<'z> {
+pub fn answer(zone: &Zone, name: &LowerName, qtype: RecordType, rng: &mut impl Rng) -> Answer {
     let labels: Vec<&[u8]> = name.iter().collect();
     match plan(zone, &labels, qtype) {
         Plan::Refused => Answer {
@@ -250,18 +246,18 @@ pub fn answer<'z>(
             ..Answer::default()
         },
         Plan::Negative(rcode, namespace) => Answer::negative(rcode, namespace),
-        Plan::Single(rr) => Answer::positive(vec![&rr.record], Vec::new()),
+        Plan::Single(rr) => Answer::positive(vec![rr.record()], Vec::new()),
         Plan::Pick(pick) => {
             let mut chosen = Vec::with_capacity(pick.wanted);
             sample(rng, pick.candidates.len(), pick.wanted, &mut chosen);
             let mut answers = Vec::with_capacity(chosen.len());
             let mut additionals = Vec::new();
             for &n in &chosen {
-                answers.extend(pick.answer(n).map(|rr| &rr.record));
+                answers.extend(pick.answer(n).map(Rr::record));
                 if pick.has_glue() {
                     let instance = pick.instance(n);
-                    additionals.extend(instance.target_a.as_ref().map(|rr| &rr.record));
-                    additionals.extend(instance.target_aaaa.as_ref().map(|rr| &rr.record));
+                    additionals.extend(instance.target_a.as_ref().map(Rr::record));
+                    additionals.extend(instance.target_aaaa.as_ref().map(Rr::record));
                 }
             }
             Answer::positive(answers, additionals)

@@ -153,7 +153,11 @@ impl RequestHandler for Handler {
             request,
             response_handle,
             metadata,
-            [&found.answers, &found.authorities, &found.additionals],
+            [
+                &refs(&found.answers),
+                &refs(&found.authorities),
+                &refs(&found.additionals),
+            ],
             signer,
         )
         .await
@@ -293,9 +297,10 @@ impl Handler {
             return send(&mut response_handle, response, &request.metadata).await;
         }
         let (kind, records) = match over_udp {
-            true => (transfer::Kind::IxfrCurrent, vec![&zone.soa.record]),
+            true => (transfer::Kind::IxfrCurrent, vec![zone.soa.record()]),
             false => transfer::answer_records(zone, client_serial),
         };
+        let records = refs(&records);
         self.metrics.transfer(kind.label());
         self.metrics.count(Some(qtype), ResponseCode::NoError);
         tracing::debug!(source = %request.src(), zone = %zone.name, kind = kind.label(), records = records.len(), "zone transfer");

@@ -18,6 +18,8 @@ mod metrics;
 mod names;
 mod server;
 mod service_records;
+#[cfg(test)]
+mod test_registry;
 mod transfer;
 mod wire;
 mod zone;

@@ -9,12 +9,11 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SRV};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RecordType};
 
 use super::answer::PickKind;
 use super::names::instance_label;
-use super::wire::{QUESTION_POINTER, Rr};
+use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
 use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service};
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
@@ -37,7 +36,7 @@ pub struct ServiceRecords {
 /// the owner `C0 0C` and, for SRV, its glue records, whose first two bytes (the owner)
 /// the fast path overwrites with a pointer to the SRV target. Contiguous, so a query
 /// touches a few cache lines rather than one allocation per record.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Packed {
     bytes: Vec<u8>,
     candidates: Vec<Candidate>,
@@ -46,7 +45,7 @@ struct Packed {
 }
 
 /// One instance that has the record a kind of pick answers with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {
     /// Index into [`ServiceRecords::instances`].
     instance: u32,
@@ -77,49 +76,104 @@ const KINDS: [(PickKind, AnswerOf); 4] = [
 ];
 
 impl Packed {
-    fn build(instances: &[Arc<ServedInstance>]) -> Self {
-        // A record's full length bounds its packed length (owners become pointers).
-        let size: usize = instances
+    /// Packs the records of `instances`. `kept[i]` is `Some(j)` when `instances[i]` is
+    /// `old_instances[j]` with the same records; its packed bytes are copied from `old`
+    /// (contiguous, so a change to one instance of a big service reads one buffer rather
+    /// than every instance's records, which are cold in a large registry).
+    fn build(
+        instances: &[Arc<ServedInstance>],
+        kept: &[Option<u32>],
+        old: Option<&Packed>,
+    ) -> Self {
+        let fresh: usize = instances
             .iter()
-            .flat_map(|i| i.records())
+            .zip(kept)
+            .filter(|(_, kept)| old.is_none() || kept.is_none())
+            .flat_map(|(i, _)| i.records())
             .map(Rr::len)
             .sum();
+        // A record's full length bounds its packed length (owners become pointers).
         let mut packed = Self {
-            bytes: Vec::with_capacity(2 * size),
+            bytes: Vec::with_capacity(old.map_or(0, |o| o.bytes.len()) + 2 * fresh),
             candidates: Vec::with_capacity(4 * instances.len()),
             starts: [0; 5],
         };
         for (k, (kind, answer)) in KINDS.into_iter().enumerate() {
             packed.starts[k] = packed.candidates.len();
             let with_glue = matches!(kind, PickKind::Srv | PickKind::SrvAlias);
-            for (index, instance) in instances.iter().enumerate() {
-                let Some(rr) = answer(instance) else { continue };
+            let mut old_kind = old.map_or(&[][..], |o| o.of_kind(k)).iter().peekable();
+            for (index, (instance, kept)) in instances.iter().zip(kept).enumerate() {
                 let at = packed.bytes.len();
-                rr.put_with_owner_at(&mut packed.bytes, QUESTION_POINTER);
-                let answer_len = packed.bytes.len() - at;
-                let mut bound = rr.len();
-                let mut glue_lens = [0; 2];
-                let glue_records = [&instance.target_a, &instance.target_aaaa]
-                    .map(|g| g.as_ref().filter(|_| with_glue));
-                for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
-                    if let Some(rr) = rr {
-                        let start = packed.bytes.len();
-                        rr.put_with_owner_at(&mut packed.bytes, 0);
-                        *len = (packed.bytes.len() - start) as u16;
-                        bound += rr.len();
+                let candidate = match (old, kept) {
+                    (Some(old), Some(j)) => {
+                        while old_kind.next_if(|c| c.instance < *j).is_some() {}
+                        // A kept instance without a candidate here has no such record.
+                        let Some(was) = old_kind.next_if(|c| c.instance == *j) else {
+                            continue;
+                        };
+                        packed.bytes.extend_from_slice(old.records_of(was));
+                        Candidate {
+                            at: at as u32,
+                            ..*was
+                        }
                     }
-                }
+                    _ => {
+                        let Some(rr) = answer(instance) else { continue };
+                        packed.push(rr, instance, with_glue)
+                    }
+                };
                 packed.candidates.push(Candidate {
                     instance: index as u32,
-                    at: at as u32,
-                    answer_len: answer_len as u16,
-                    glue_lens,
-                    bound: bound.min(usize::from(u16::MAX)) as u16,
+                    ..candidate
                 });
             }
         }
         packed.starts[4] = packed.candidates.len();
         packed
+    }
+
+    /// Appends the answer `rr` of `instance` and, `with_glue`, its SRV target's
+    /// addresses; returns its candidate (instance index to be set).
+    fn push(&mut self, rr: &Rr, instance: &ServedInstance, with_glue: bool) -> Candidate {
+        let at = self.bytes.len();
+        rr.put_with_owner_at(&mut self.bytes, QUESTION_POINTER);
+        let answer_len = self.bytes.len() - at;
+        let mut bound = rr.len();
+        let mut glue_lens = [0; 2];
+        let glue_records =
+            [&instance.target_a, &instance.target_aaaa].map(|g| g.as_ref().filter(|_| with_glue));
+        for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
+            if let Some(rr) = rr {
+                let start = self.bytes.len();
+                rr.put_with_owner_at(&mut self.bytes, 0);
+                *len = (self.bytes.len() - start) as u16;
+                bound += rr.len();
+            }
+        }
+        Candidate {
+            instance: 0,
+            at: at as u32,
+            answer_len: answer_len as u16,
+            glue_lens,
+            bound: bound.min(usize::from(u16::MAX)) as u16,
+        }
+    }
+
+    /// The candidates of the `k`th kind in [`KINDS`].
+    fn of_kind(&self, k: usize) -> &[Candidate] {
+        &self.candidates[self.starts[k]..self.starts[k + 1]]
+    }
+
+    /// `candidate`'s answer and glue, as packed.
+    fn records_of(&self, candidate: &Candidate) -> &[u8] {
+        let at = candidate.at as usize;
+        let len = usize::from(candidate.answer_len)
+            + candidate
+                .glue_lens
+                .iter()
+                .map(|&l| usize::from(l))
+                .sum::<usize>();
+        &self.bytes[at..at + len]
     }
 }
 
@@ -143,17 +197,18 @@ pub struct ServedInstance {
     pub target_aaaa: Option<Rr>,
 }
 
-/// The owner names of a service's records.
+/// The owner names of a service's records, in wire form.
 #[derive(Debug)]
 struct Owners {
-    service: Name,
-    alias: Name,
+    service: Box<[u8]>,
+    alias: Box<[u8]>,
 }
 
 impl ServiceRecords {
-    /// The records of `service` in the namespace `origin`. Instances unchanged since
-    /// `previous` (same id and addresses, same policy) keep their records.
-    pub fn build(origin: &Name, service: &Service, previous: Option<&Self>) -> Self {
+    /// The records of `service` in the namespace whose name is `origin` (wire form).
+    /// Instances unchanged since `previous` (same id and addresses, same policy) keep
+    /// their records.
+    pub fn build(origin: &[u8], service: &Service, previous: Option<&Self>) -> Self {
         let policy = service.policy.clone();
         let previous = previous.filter(|p| p.policy == policy);
         let owners = match previous {
@@ -171,8 +226,11 @@ impl ServiceRecords {
             .map(|p| &p.instances[..])
             .unwrap_or_default()
             .iter()
+            .enumerate()
             .peekable();
         let mut instances = Vec::with_capacity(old.len());
+        // For each instance, its index in `previous` if its records are the same.
+        let mut kept = Vec::with_capacity(old.len());
         let built = |instance: &Arc<Instance>, by_label: &mut imbl::HashMap<_, _>| {
             let served = Arc::new(ServedInstance::build(&owners, instance, policy.records));
             if served.target_a.is_some() || served.target_aaaa.is_some() {
@@ -183,28 +241,32 @@ impl ServiceRecords {
         for instance in service.serving() {
             // An instance the batch did not touch is the very Arc it was built from: no
             // need to read (and miss the cache on) either id or its addresses.
-            if let Some(same) = old.next_if(|o| Arc::ptr_eq(&o.source, instance)) {
+            if let Some((j, same)) = old.next_if(|(_, o)| Arc::ptr_eq(&o.source, instance)) {
                 instances.push(same.clone());
+                kept.push(Some(j as u32));
                 continue;
             }
-            while let Some(gone) = old.next_if(|o| o.source.id < instance.id) {
+            while let Some((_, gone)) = old.next_if(|(_, o)| o.source.id < instance.id) {
                 by_label.remove(&gone.label);
             }
-            let served = match old.next_if(|o| o.source.id == instance.id) {
-                Some(same) if same_records(&same.source, instance) => same.clone(),
-                Some(changed) => {
-                    by_label.remove(&changed.label);
-                    built(instance, &mut by_label)
+            let (served, was) = match old.next_if(|(_, o)| o.source.id == instance.id) {
+                Some((j, same)) if same_records(&same.source, instance) => {
+                    (same.clone(), Some(j as u32))
                 }
-                None => built(instance, &mut by_label),
+                Some((_, changed)) => {
+                    by_label.remove(&changed.label);
+                    (built(instance, &mut by_label), None)
+                }
+                None => (built(instance, &mut by_label), None),
             };
             instances.push(served);
+            kept.push(was);
         }
-        for gone in old {
+        for (_, gone) in old {
             by_label.remove(&gone.label);
         }
         Self {
-            packed: Packed::build(&instances),
+            packed: Packed::build(&instances, &kept, previous.map(|p| &p.packed)),
             policy,
             instances,
             by_label,
@@ -215,7 +277,7 @@ impl ServiceRecords {
     /// The instances a pick of `kind` chooses from.
     pub fn candidates(&self, kind: PickKind) -> &[Candidate] {
         let k = KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0);
-        &self.packed.candidates[self.packed.starts[k]..self.packed.starts[k + 1]]
+        self.packed.of_kind(k)
     }
 
     /// The instance `candidate` stands for.
@@ -263,30 +325,40 @@ impl ServedInstance {
         let label: Arc<str> = instance_label(&instance.id).into();
         let target = child(&owners.service, &label);
         let spec = &instance.spec;
-        let a = spec.ipv4.map(|ip| RData::A(A(ip)));
-        let aaaa = spec.ipv6.map(|ip| RData::AAAA(AAAA(ip)));
+        let ipv4 = spec.ipv4.map(|ip| ip.octets());
+        let ipv6 = spec.ipv6.map(|ip| ip.octets());
+        // Priority 1, weight 1, the port; the target follows.
         let srv = spec
             .port
-            .map(|port| RData::SRV(SRV::new(1, 1, port, target.clone())));
+            .map(|port| [0, 1, 0, 1, (port >> 8) as u8, port as u8]);
         let cname = spec
             .cname
             .as_deref()
             .and_then(|c| Name::from_str(c).ok())
-            .map(|mut name| {
+            .and_then(|mut name| {
                 name.set_fqdn(true);
-                RData::CNAME(CNAME(name))
+                wire_name(&name)
             });
+        // RDATA in at most two parts (SRV's fields, then its target).
+        let record = |owner: &[u8], record_type, ttl: Option<u32>, rdata: Option<[&[u8]; 2]>| {
+            Rr::from_parts(owner, record_type, ttl?, &rdata?)
+        };
+        let a = ipv4.as_ref().map(|ip| [&ip[..], &[]]);
+        let aaaa = ipv6.as_ref().map(|ip| [&ip[..], &[]]);
+        let srv = srv.as_ref().map(|fields| [&fields[..], &target]);
+        let cname = cname.as_ref().map(|name| [&name[..], &[]]);
+        let service = &owners.service;
         Self {
             source: instance.clone(),
-            a: record(&owners.service, &a, types.a),
-            aaaa: record(&owners.service, &aaaa, types.aaaa),
-            srv: record(&owners.service, &srv, types.srv),
-            srv_alias: record(&owners.alias, &srv, types.srv),
-            cname: record(&owners.service, &cname, types.cname),
+            a: record(service, RecordType::A, types.a, a),
+            aaaa: record(service, RecordType::AAAA, types.aaaa, aaaa),
+            srv: record(service, RecordType::SRV, types.srv, srv),
+            srv_alias: record(&owners.alias, RecordType::SRV, types.srv, srv),
+            cname: record(service, RecordType::CNAME, types.cname, cname),
             // SRV targets have addresses whenever the service has SRV records, as Cloud
             // Map creates them.
-            target_a: record(&target, &a, types.a.or(types.srv)),
-            target_aaaa: record(&target, &aaaa, types.aaaa.or(types.srv)),
+            target_a: record(&target, RecordType::A, types.a.or(types.srv), a),
+            target_aaaa: record(&target, RecordType::AAAA, types.aaaa.or(types.srv), aaaa),
             label,
         }
     }
@@ -302,14 +374,14 @@ fn same_records(a: &Instance, b: &Instance) -> bool {
         && a.spec.cname == b.spec.cname
 }
 
-/// A record of `data` at `name` if there is data and the type is served (`ttl`).
-fn record(name: &Name, data: &Option<RData>, ttl: Option<u32>) -> Option<Rr> {
-    Rr::new(Record::from_rdata(name.clone(), ttl?, data.clone()?))
+/// `label.parent` in wire form; labels were validated when the service or instance was
+/// accepted, so the fallback (the parent) is never taken.
+fn child(parent: &[u8], label: &str) -> Box<[u8]> {
+    child_name(label.as_bytes(), parent)
+        .unwrap_or_else(|| parent.to_vec())
+        .into_boxed_slice()
 }
 
-/// `label.parent`; labels were validated when the service or instance was accepted.
-fn child(parent: &Name, label: &str) -> Name {
-    Name::from_labels([label.as_bytes()])
-        .and_then(|n| n.append_domain(parent))
-        .unwrap_or_else(|_| parent.clone())
-}
+#[cfg(test)]
+#[path = "service_records_tests.rs"]
+mod tests;

@@ -5,47 +5,99 @@
 //! compression) and writing it into a response with its owner name either in full or as
 //! a compression pointer. Must not: know about queries, answer policy or sockets.
 
-use std::ops::Deref;
-
-use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
+};
 
 /// The compression pointer to the question name, which always starts at offset 12.
 pub const QUESTION_POINTER: u16 = 0xC00C;
 /// The largest offset a compression pointer can hold (14 bits).
 pub const MAX_POINTER_OFFSET: usize = 0x3FFF;
+/// Class IN.
+const CLASS_IN: u16 = 1;
 
 thread_local! {
     /// The buffer hickory encodes records into for [`Rr::new`].
     static ENCODER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A record and its uncompressed wire form.
+/// A record in its uncompressed wire form, and nothing else: a zone holds one per record
+/// of every instance (24 bytes plus the bytes, where a hickory `Record` alone takes 272),
+/// and the writer builds them from bytes it already has. The full path, which needs
+/// hickory's `Record`, decodes one with [`Rr::record`].
 ///
 /// The wire length is also the size bound the full path's truncation check uses for the
 /// record (owner + 10 + RDATA without compression), so both paths agree on what fits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rr {
-    /// The record, for the full path and zone transfers.
-    pub record: Record,
     wire: Box<[u8]>,
     /// Bytes of the owner name at the start of `wire`.
     owner_len: u16,
 }
 
 impl Rr {
-    /// Encodes `record`; `None` if hickory cannot encode it (it never fails for the
-    /// record types muster serves).
-    pub fn new(record: Record) -> Option<Self> {
-        let (wire, owner_len) = match direct(&record) {
-            Some(direct) => direct,
-            None => with_hickory(&record)?,
-        };
-        Some(Self {
-            record,
-            wire,
-            owner_len,
+    /// Encodes `record` through hickory (muster's apex SOA and NS); `None` if hickory
+    /// cannot encode it.
+    pub fn new(record: &Record) -> Option<Self> {
+        ENCODER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let mut encoder = BinEncoder::new(buffer);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            record.emit(&mut encoder).ok()?;
+            Some(Self {
+                owner_len: u16::try_from(name_len(buffer)?).ok()?,
+                wire: Box::from(&buffer[..]),
+            })
         })
+    }
+
+    /// A class IN record of `record_type` at `owner` (an uncompressed wire name, see
+    /// [`wire_name`]) whose RDATA is `rdata`'s parts in order; `None` if it would not fit
+    /// a record's 16-bit length.
+    pub fn from_parts(
+        owner: &[u8],
+        record_type: RecordType,
+        ttl: u32,
+        rdata: &[&[u8]],
+    ) -> Option<Self> {
+        let rdata_len: usize = rdata.iter().map(|part| part.len()).sum();
+        let mut wire = Vec::with_capacity(owner.len() + 10 + rdata_len);
+        wire.extend_from_slice(owner);
+        wire.extend_from_slice(&u16::from(record_type).to_be_bytes());
+        wire.extend_from_slice(&CLASS_IN.to_be_bytes());
+        wire.extend_from_slice(&ttl.to_be_bytes());
+        wire.extend_from_slice(&u16::try_from(rdata_len).ok()?.to_be_bytes());
+        for part in rdata {
+            wire.extend_from_slice(part);
+        }
+        Some(Self {
+            wire: wire.into_boxed_slice(),
+            owner_len: u16::try_from(owner.len()).ok()?,
+        })
+    }
+
+    /// The record as hickory's type, for the full path and zone transfers.
+    pub fn record(&self) -> Record {
+        Record::read(&mut BinDecoder::new(&self.wire)).expect("an Rr holds one encoded record")
+    }
+
+    /// Its type, read from the wire.
+    pub fn record_type(&self) -> RecordType {
+        let at = usize::from(self.owner_len);
+        RecordType::from(u16::from_be_bytes([self.wire[at], self.wire[at + 1]]))
+    }
+
+    /// The same SOA record with the serial `serial` (the first of the five numbers that
+    /// end an SOA's RDATA).
+    pub fn with_soa_serial(&self, serial: u32) -> Self {
+        let mut wire = self.wire.clone();
+        let at = wire.len() - 20;
+        wire[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+        Self {
+            wire,
+            owner_len: self.owner_len,
+        }
     }
 
     /// Bytes of the record written with its owner in full: the size bound of the record.
@@ -71,68 +123,32 @@ impl Rr {
     }
 }
 
-impl Deref for Rr {
-    type Target = Record;
-
-    fn deref(&self) -> &Record {
-        &self.record
-    }
-}
-
-/// The encoding of the record types a service's instances have (A, AAAA, SRV, CNAME),
-/// written directly: the registry's writer encodes every record of every changed
-/// instance, and hickory's general encoder cost as much as the rest of the zone update.
-/// The same bytes as hickory's (a unit test compares them); `None` for other types.
-fn direct(record: &Record) -> Option<(Box<[u8]>, u16)> {
-    let mut wire = Vec::with_capacity(64);
-    put_name(&mut wire, &record.name)?;
-    let owner_len = u16::try_from(wire.len()).ok()?;
-    wire.extend_from_slice(&u16::from(record.record_type()).to_be_bytes());
-    wire.extend_from_slice(&u16::from(record.dns_class).to_be_bytes());
-    wire.extend_from_slice(&record.ttl.to_be_bytes());
-    let length_at = wire.len();
-    wire.extend_from_slice(&[0, 0]);
-    match &record.data {
-        RData::A(a) => wire.extend_from_slice(&a.0.octets()),
-        RData::AAAA(aaaa) => wire.extend_from_slice(&aaaa.0.octets()),
-        RData::CNAME(cname) => put_name(&mut wire, &cname.0)?,
-        RData::SRV(srv) => {
-            for field in [srv.priority, srv.weight, srv.port] {
-                wire.extend_from_slice(&field.to_be_bytes());
-            }
-            put_name(&mut wire, &srv.target)?;
-        }
-        _ => return None,
-    }
-    let length = u16::try_from(wire.len() - length_at - 2).ok()?;
-    wire[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
-    Some((wire.into_boxed_slice(), owner_len))
-}
-
-/// Appends `name` uncompressed, as hickory writes a fully qualified name.
-fn put_name(wire: &mut Vec<u8>, name: &Name) -> Option<()> {
+/// `name` uncompressed, as hickory writes a fully qualified name; `None` if it is not
+/// fully qualified.
+pub fn wire_name(name: &Name) -> Option<Vec<u8>> {
     if !name.is_fqdn() {
         return None;
     }
+    let mut wire = Vec::with_capacity(name.len() + 1);
     for label in name.iter() {
         wire.push(u8::try_from(label.len()).ok()?);
         wire.extend_from_slice(label);
     }
     wire.push(0);
-    Some(())
+    Some(wire)
 }
 
-/// Any other record, through hickory's encoder.
-fn with_hickory(record: &Record) -> Option<(Box<[u8]>, u16)> {
-    // Encoded into a reused buffer, then copied once at its exact size.
-    ENCODER.with_borrow_mut(|buffer| {
-        buffer.clear();
-        let mut encoder = BinEncoder::new(buffer);
-        encoder.set_name_encoding(NameEncoding::Uncompressed);
-        record.emit(&mut encoder).ok()?;
-        let owner_len = u16::try_from(name_len(buffer)?).ok()?;
-        Some((Box::<[u8]>::from(&buffer[..]), owner_len))
-    })
+/// `label` then the wire name `parent`; `None` if the label or the name would be too
+/// long (63 and 255 bytes).
+pub fn child_name(label: &[u8], parent: &[u8]) -> Option<Vec<u8>> {
+    if label.is_empty() || label.len() > 63 || 1 + label.len() + parent.len() > 255 {
+        return None;
+    }
+    let mut wire = Vec::with_capacity(1 + label.len() + parent.len());
+    wire.push(label.len() as u8);
+    wire.extend_from_slice(label);
+    wire.extend_from_slice(parent);
+    Some(wire)
 }
 
 /// The length of the uncompressed name at the start of `wire`.
@@ -151,23 +167,59 @@ fn name_len(wire: &[u8]) -> Option<usize> {
 mod tests {
     use std::str::FromStr;
 
-    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SRV};
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 
     use super::*;
 
+    /// Records built from parts are the bytes hickory writes, and decode to the record.
     #[test]
-    fn direct_encoding_is_hickorys() {
+    fn parts_encode_as_hickory_does() {
         let owner = Name::from_str("Web.Internal.").unwrap();
         let target = Name::from_str("i-0aB.web.internal.").unwrap();
-        let records = [
-            RData::A(A::new(10, 0, 0, 1)),
-            RData::AAAA(AAAA::from_str("2001:db8::1").unwrap()),
-            RData::SRV(SRV::new(1, 2, 8080, target.clone())),
-            RData::CNAME(CNAME(target)),
+        let target_wire = wire_name(&target).unwrap();
+        let owner_wire = wire_name(&owner).unwrap();
+        let srv_fields = [1u16, 2, 8080].map(u16::to_be_bytes).concat();
+        let cases: [(RData, Vec<&[u8]>); 4] = [
+            (RData::A(A::new(10, 0, 0, 1)), vec![&[10, 0, 0, 1]]),
+            (
+                RData::AAAA(AAAA::from_str("2001:db8::1").unwrap()),
+                vec![&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
+            ),
+            (
+                RData::SRV(SRV::new(1, 2, 8080, target.clone())),
+                vec![&srv_fields, &target_wire],
+            ),
+            (RData::CNAME(CNAME(target.clone())), vec![&target_wire]),
         ];
-        for data in records {
+        for (data, parts) in cases {
             let record = Record::from_rdata(owner.clone(), 300, data);
-            assert_eq!(direct(&record), with_hickory(&record), "{record}");
+            let built = Rr::from_parts(&owner_wire, record.record_type(), 300, &parts).unwrap();
+            assert_eq!(Some(&built), Rr::new(&record).as_ref(), "{record}");
+            assert_eq!(built.record(), record);
+            assert_eq!(built.record_type(), record.record_type());
         }
+    }
+
+    #[test]
+    fn soa_serial_is_patched_in_place() {
+        let origin = Name::from_str("internal.").unwrap();
+        let soa = |serial| {
+            let data = SOA::new(origin.clone(), origin.clone(), serial, 60, 10, 1_209_600, 5);
+            Record::from_rdata(origin.clone(), 5, RData::SOA(data))
+        };
+        let patched = Rr::new(&soa(1)).unwrap().with_soa_serial(0xdead_beef);
+        assert_eq!(patched.record(), soa(0xdead_beef));
+    }
+
+    #[test]
+    fn child_names_are_bounded() {
+        let parent = wire_name(&Name::from_str("internal.").unwrap()).unwrap();
+        assert_eq!(
+            child_name(b"web", &parent).unwrap(),
+            b"\x03web\x08internal\x00"
+        );
+        assert!(child_name(&[b'a'; 64], &parent).is_none());
+        assert!(child_name(b"", &parent).is_none());
     }
 }

@@ -10,7 +10,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 pub use super::service_records::{ServedInstance, ServiceRecords};
 use super::transfer::{Delta, delta};
-use super::wire::Rr;
+use super::wire::{Rr, wire_name};
 use crate::registry::{
     Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
 };
@@ -31,6 +31,8 @@ pub struct NamespaceZone {
     pub origin: LowerName,
     /// The origin's labels, lowercase, left to right (`[b"sub", b"example"]`).
     origin_labels: Vec<Box<[u8]>>,
+    /// The origin in wire form, as configured, for the owners of records.
+    origin_wire: Arc<[u8]>,
     pub soa: Rr,
     pub ns: Rr,
     pub services: imbl::HashMap<Arc<str>, Arc<ServiceRecords>>,
@@ -89,11 +91,10 @@ impl Zone {
                 continue;
             };
             let namespace_zone = Arc::make_mut(slot);
-            let origin = origin_name(&namespace.settings);
             for service in services {
-                namespace_zone.set_service(&origin, service, namespace.services.get(service));
+                namespace_zone.set_service(service, namespace.services.get(service));
             }
-            namespace_zone.set_serial(&namespace.settings, snapshot.revision);
+            namespace_zone.soa = namespace_zone.soa.with_soa_serial(snapshot.revision as u32);
         }
         zone
     }
@@ -154,45 +155,27 @@ impl Zone {
 impl NamespaceZone {
     fn build(namespace: &Namespace, revision: u64) -> Self {
         let mut zone = Self::empty(&namespace.settings, revision);
-        let origin = origin_name(&namespace.settings);
         for service in namespace.services.values() {
-            zone.set_service(&origin, &service.name, Some(service));
+            zone.set_service(&service.name, Some(service));
         }
         zone
     }
 
+    /// The apex records, with `revision` as the SOA serial (which each later batch
+    /// patches in place).
     fn empty(settings: &NamespaceSettings, revision: u64) -> Self {
         let origin = origin_name(settings);
         let nameserver = Name::from_str(&settings.nameserver).unwrap_or_else(|_| origin.clone());
-        let ns = Record::from_rdata(origin.clone(), settings.ttl, RData::NS(NS(nameserver)));
-        let origin = LowerName::new(&origin);
-        let mut zone = Self {
-            name: settings.name.clone(),
-            origin_labels: origin.iter().map(Box::from).collect(),
-            origin,
-            soa: encoded(ns.clone()),
-            ns: encoded(ns),
-            services: imbl::HashMap::new(),
-            tcp_services: 0,
-            udp_services: 0,
-            journal: imbl::Vector::new(),
-            journal_records: 0,
-        };
-        zone.set_serial(settings, revision);
-        zone
-    }
-
-    /// Rebuilds the SOA with `revision` as its serial.
-    fn set_serial(&mut self, settings: &NamespaceSettings, revision: u64) {
-        let origin = origin_name(settings);
-        let RData::NS(NS(mname)) = &self.ns.record.data else {
-            unreachable!("the apex NS record holds NS data");
-        };
+        let ns = Record::from_rdata(
+            origin.clone(),
+            settings.ttl,
+            RData::NS(NS(nameserver.clone())),
+        );
         let rname = Name::from_str("hostmaster")
             .and_then(|n| n.append_domain(&origin))
             .unwrap_or_else(|_| origin.clone());
         let soa = SOA::new(
-            mname.clone(),
+            nameserver,
             rname,
             revision as u32,
             60,
@@ -200,11 +183,22 @@ impl NamespaceZone {
             1_209_600,
             settings.negative_ttl,
         );
-        self.soa = encoded(Record::from_rdata(
+        let soa = Record::from_rdata(origin.clone(), settings.negative_ttl, RData::SOA(soa));
+        let origin_wire = wire_name(&origin).expect("an origin is fully qualified");
+        let origin = LowerName::new(&origin);
+        Self {
+            name: settings.name.clone(),
+            origin_labels: origin.iter().map(Box::from).collect(),
+            origin_wire: origin_wire.into(),
             origin,
-            settings.negative_ttl,
-            RData::SOA(soa),
-        ));
+            soa: encoded(&soa),
+            ns: encoded(&ns),
+            services: imbl::HashMap::new(),
+            tcp_services: 0,
+            udp_services: 0,
+            journal: imbl::Vector::new(),
+            journal_records: 0,
+        }
     }
 
     /// Whether the name made of `labels` is at or below the origin.
@@ -221,16 +215,16 @@ impl NamespaceZone {
         self.origin_labels.len()
     }
 
-    /// Replaces (or with `None` removes) one service's records; `origin` is this
-    /// namespace's name.
-    fn set_service(&mut self, origin: &Name, name: &str, service: Option<&Arc<Service>>) {
+    /// Replaces (or with `None` removes) one service's records.
+    fn set_service(&mut self, name: &str, service: Option<&Arc<Service>>) {
         let previous = self.services.get(name).cloned();
         if let Some(previous) = &previous {
             self.count_protocol(previous.policy.protocol, -1);
         }
         match service.filter(|s| s.in_dns()) {
             Some(service) => {
-                let records = ServiceRecords::build(origin, service, previous.as_deref());
+                let records =
+                    ServiceRecords::build(&self.origin_wire, service, previous.as_deref());
                 self.count_protocol(records.policy.protocol, 1);
                 self.services.insert(name.into(), Arc::new(records));
             }
@@ -260,7 +254,7 @@ impl NamespaceZone {
 }
 
 /// `record` with its wire form; muster's SOA and NS records always encode.
-fn encoded(record: Record) -> Rr {
+fn encoded(record: &Record) -> Rr {
     Rr::new(record).expect("SOA and NS records encode")
 }
 

@@ -161,11 +161,11 @@ fn universe(zone: &Zone) -> HashMap<(String, RecordType), BTreeSet<String>> {
             .insert(text(record));
     };
     for namespace in &zone.namespaces {
-        add(&namespace.soa);
-        add(&namespace.ns);
+        add(&namespace.soa.record());
+        add(&namespace.ns.record());
         for records in namespace.services.values() {
             for rr in records.instances.iter().flat_map(|i| i.records()) {
-                add(rr);
+                add(&rr.record());
             }
         }
     }

@@ -80,7 +80,7 @@ async fn one_instance_changes_one_instances_records() {
             .a
             .as_ref()
             .unwrap()
-            .record
+            .record()
             .data
             .to_string(),
         "10.0.50.2"

@@ -22,6 +22,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::TransferConfig;
+use crate::dns::wire::Rr;
 use crate::dns::zone::NamespaceZone;
 
 pub use notify::run as notify_secondaries;
@@ -125,37 +126,38 @@ fn request_tsig(additionals: &[Record]) -> Option<Record<TSIG>> {
 
 /// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, and
 /// which kind of answer that is.
-pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Vec<&Record>) {
-    let current = records::serial(&zone.soa.record);
+pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Vec<Record>) {
+    let soa = zone.soa.record();
+    let current = records::serial(&soa);
     let Some(client) = client_serial else {
-        return (Kind::Axfr, full(zone));
+        return (Kind::Axfr, full(zone, soa));
     };
     if client == current {
-        return (Kind::IxfrCurrent, vec![&zone.soa.record]);
+        return (Kind::IxfrCurrent, vec![soa]);
     }
     let Some(start) = zone
         .journal
         .iter()
         .position(|d| d.serial_before() == client)
     else {
-        return (Kind::IxfrFull, full(zone));
+        return (Kind::IxfrFull, full(zone, soa));
     };
-    let mut answer = vec![&zone.soa.record];
+    let mut answer = vec![soa.clone()];
     for delta in zone.journal.iter().skip(start) {
-        answer.push(&delta.from);
-        answer.extend(&delta.removed);
-        answer.push(&delta.to);
-        answer.extend(&delta.added);
+        answer.push(delta.from.clone());
+        answer.extend(delta.removed.iter().cloned());
+        answer.push(delta.to.clone());
+        answer.extend(delta.added.iter().cloned());
     }
-    answer.push(&zone.soa.record);
+    answer.push(soa);
     (Kind::Ixfr, answer)
 }
 
 /// SOA, every record, SOA.
-fn full(zone: &NamespaceZone) -> Vec<&Record> {
-    let mut answer = vec![&zone.soa.record];
-    answer.extend(records::zone_records(zone).into_iter().map(|rr| &rr.record));
-    answer.push(&zone.soa.record);
+fn full(zone: &NamespaceZone, soa: Record) -> Vec<Record> {
+    let mut answer = vec![soa.clone()];
+    answer.extend(records::zone_records(zone).into_iter().map(Rr::record));
+    answer.push(soa);
     answer
 }
 

@@ -43,14 +43,14 @@ pub async fn run(
     loop {
         let current = zone.load_full();
         for namespace in &current.namespaces {
-            let serial = serial(&namespace.soa.record);
+            let serial = serial(&namespace.soa.record());
             if notified.insert(namespace.name.clone(), serial) == Some(serial) {
                 continue;
             }
             for target in &targets {
                 let task = tokio::spawn(notify_until_answered(
                     *target,
-                    namespace.soa.record.clone(),
+                    namespace.soa.record(),
                     key.clone(),
                     metrics.clone(),
                 ));

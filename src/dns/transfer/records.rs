@@ -89,7 +89,8 @@ pub fn delta(
     new: &NamespaceZone,
     services: Option<&[&str]>,
 ) -> Option<Arc<Delta>> {
-    if serial(&old.soa.record) == serial(&new.soa.record) {
+    let (from, to) = (old.soa.record(), new.soa.record());
+    if serial(&from) == serial(&to) {
         return None;
     }
     let (before, after) = match services {
@@ -102,12 +103,12 @@ pub fn delta(
         records
             .iter()
             .filter(|r| !other.contains(r.wire()))
-            .map(|r| r.record.clone())
+            .map(|r| r.record())
             .collect()
     };
     Some(Arc::new(Delta {
-        from: old.soa.record.clone(),
-        to: new.soa.record.clone(),
+        from,
+        to,
         removed: only_in(&before, &after_set),
         added: only_in(&after, &before_set),
     }))

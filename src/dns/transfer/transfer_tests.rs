@@ -5,34 +5,22 @@ use std::net::Ipv4Addr;
 use hickory_proto::rr::{RData, Record};
 
 use super::*;
-use crate::config::Config;
+use crate::dns::test_registry::Running;
 use crate::dns::zone::ZoneView;
-use crate::registry::{
-    Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId,
-};
+use crate::registry::{Change, InstanceKey, InstanceSpec, SourceId};
 
 /// A registry publishing into a view that keeps `journal_limit` records, and a way to
 /// register (`Some(last octet)`) or remove (`None`) instance `id` of `web`.
 struct Fixture {
     view: ZoneView,
-    handle: RegistryHandle,
-    shutdown: tokio_util::sync::CancellationToken,
+    registry: Running,
 }
 
 impl Fixture {
     fn new(journal_limit: usize) -> Self {
-        let namespaces = Config::default().validate().unwrap();
-        let mut registry = Registry::new(Snapshot::new(namespaces, []));
         let view = ZoneView::with_journal(journal_limit);
-        registry.on_publish(view.publish_hook());
-        let handle = registry.handle();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(registry.run(shutdown.clone()));
-        Self {
-            view,
-            handle,
-            shutdown,
-        }
+        let registry = Running::new(&view);
+        Self { view, registry }
     }
 
     async fn set(&self, id: &str, octet: Option<u8>) {
@@ -55,23 +43,17 @@ impl Fixture {
             },
             None => Change::Remove { key, source },
         };
-        self.handle.apply(change).await.unwrap();
+        self.registry.handle.apply(change).await.unwrap();
     }
 
     fn serial(&self) -> u32 {
-        records::serial(&self.view.load().namespaces[0].soa)
+        records::serial(&self.view.load().namespaces[0].soa.record())
     }
 
     fn answer(&self, client: Option<u32>) -> (Kind, Vec<String>) {
         let zone = self.view.load_full();
         let (kind, records) = answer_records(&zone.namespaces[0], client);
-        (kind, records.iter().map(|r| text(r)).collect())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        (kind, records.iter().map(text).collect())
     }
 }
 

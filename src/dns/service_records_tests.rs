@@ -1,0 +1,86 @@
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::dns::test_registry::Running;
+use crate::dns::{Zone, ZoneView};
+use crate::registry::{Change, InstanceKey, InstanceSpec, SourceId};
+
+fn key(service: u8, id: u8) -> InstanceKey {
+    InstanceKey {
+        namespace: "internal".to_owned(),
+        service: format!("svc{service}"),
+        id: format!("i-{id:02}"),
+    }
+}
+
+/// A random change to one of 3 services x 12 instances: new addresses (each family and
+/// the port present or not), a removal, or a health flip.
+fn random_change(rng: &mut SmallRng) -> Change {
+    let key = key(rng.random_range(0..3), rng.random_range(0..12));
+    match rng.random_range(0..6) {
+        0 => Change::Remove {
+            key,
+            source: SourceId::api(),
+        },
+        1 => Change::SetHealth {
+            key,
+            healthy: rng.random_bool(0.5),
+        },
+        _ => {
+            let n: u8 = rng.random();
+            Change::Upsert {
+                key,
+                spec: InstanceSpec {
+                    ipv4: rng.random_bool(0.8).then(|| [10, 0, 0, n].into()),
+                    ipv6: rng
+                        .random_bool(0.5)
+                        .then(|| [0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n)].into()),
+                    port: rng.random_bool(0.7).then_some(8000 + u16::from(n)),
+                    healthy: true,
+                    ..InstanceSpec::default()
+                },
+                source: SourceId::api(),
+            }
+        }
+    }
+}
+
+/// Records updated change by change (batches of up to 8, some of which fail) pack
+/// exactly as records built from scratch: the copies of kept instances' bytes line up.
+#[tokio::test]
+async fn updated_records_pack_as_built_from_scratch() {
+    let view = ZoneView::default();
+    let registry = Running::new(&view);
+    let handle = &registry.handle;
+    let mut rng = SmallRng::seed_from_u64(6);
+    let mut compared = 0;
+    for _ in 0..300 {
+        let batch: Vec<_> = (0..rng.random_range(1..=8))
+            .map(|_| {
+                let handle = handle.clone();
+                let change = random_change(&mut rng);
+                tokio::spawn(async move { handle.apply(change).await })
+            })
+            .collect();
+        for change in batch {
+            let _ = change.await.unwrap();
+        }
+        let updated = view.load();
+        let fresh = Zone::from_snapshot(&handle.snapshot());
+        let (updated, fresh) = (&updated.namespaces[0], &fresh.namespaces[0]);
+        assert_eq!(updated.services.len(), fresh.services.len());
+        for (name, records) in &fresh.services {
+            let kept = &updated.services[name];
+            assert_eq!(kept.packed, records.packed, "{name}");
+            let ids = |r: &super::ServiceRecords| {
+                r.instances
+                    .iter()
+                    .map(|i| i.source.id.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ids(kept), ids(records), "{name}");
+            compared += records.packed.candidates.len();
+        }
+    }
+    assert!(compared > 1000, "{compared} candidates compared");
+}

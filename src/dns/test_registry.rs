@@ -1,0 +1,34 @@
+//! A running registry whose snapshots a zone view follows: what unit tests of the
+//! zone, its records and its journal build on, as muster wires them.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dns::ZoneView;
+use crate::registry::{Registry, RegistryHandle, Snapshot};
+
+/// The registry's handle (namespace `internal`, from the default config); it stops when
+/// the guard drops.
+pub struct Running {
+    pub handle: RegistryHandle,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Starts a registry that publishes into `view`, on the current tokio runtime.
+    pub fn new(view: &ZoneView) -> Self {
+        let namespaces = Config::default().validate().unwrap();
+        let mut registry = Registry::new(Snapshot::new(namespaces, []));
+        registry.on_publish(view.publish_hook());
+        let handle = registry.handle();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(registry.run(shutdown.clone()));
+        Self { handle, shutdown }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
