@@ -168,10 +168,29 @@ impl Health {
     }
 
     /// The hook that tells the task which services a registry change touched.
+    ///
+    /// Until some instance has a heartbeat TTL or a check, the task holds no timers and
+    /// a change gives it nothing to do, so nothing is sent: a registry without health
+    /// checks pays no wake-up of the task per change. Once one has, every change is sent.
     pub fn publish_hook(&self) -> PublishHook {
         let commands = self.commands.clone();
+        let (mut armed, mut first) = (false, true);
         Box::new(move |snapshot, touched| {
-            if !touched.services.is_empty() {
+            armed = armed
+                || match std::mem::replace(&mut first, false) {
+                    // The snapshot the hook is attached with: the task starts from it.
+                    true => snapshot
+                        .namespaces
+                        .values()
+                        .flat_map(|namespace| namespace.services.values())
+                        .any(|service| has_timers(service)),
+                    false => touched
+                        .services
+                        .iter()
+                        .filter_map(|(ns, svc)| snapshot.service(ns, svc))
+                        .any(|service| has_timers(service)),
+                };
+            if armed && !touched.services.is_empty() {
                 let services = touched.services.clone();
                 let _ = commands.send(Command::Touched(snapshot.clone(), services));
             }
@@ -291,6 +310,10 @@ impl Scheduler {
                 continue;
             };
             for instance in service.instances.values() {
+                let check = check_of(service, instance);
+                if instance.spec.heartbeat_ttl.is_none() && check.is_none() {
+                    continue;
+                }
                 let key = InstanceKey {
                     namespace: ns.clone(),
                     service: svc.clone(),
@@ -311,7 +334,7 @@ impl Scheduler {
                     };
                     self.heartbeats.insert(key.clone(), timer);
                 }
-                if let Some((spec, target)) = check_of(service, instance)
+                if let Some((spec, target)) = check
                     && !self.checks.contains_key(&key)
                 {
                     // A random first delay spreads thousands of checks over the interval.
@@ -477,6 +500,14 @@ impl Scheduler {
 }
 
 /// The check an instance gets and where it goes, if it has one and an address to probe.
+/// Whether some instance of `service` has a heartbeat TTL or a check.
+fn has_timers(service: &Service) -> bool {
+    service
+        .instances
+        .values()
+        .any(|i| i.spec.heartbeat_ttl.is_some() || i.check(&service.policy).is_some())
+}
+
 fn check_of<'a>(
     service: &'a Service,
     instance: &'a Instance,
