@@ -217,21 +217,32 @@ impl NamespaceZone {
 
     /// Replaces (or with `None` removes) one service's records.
     fn set_service(&mut self, name: &str, service: Option<&Arc<Service>>) {
-        let previous = self.services.get(name).cloned();
-        if let Some(previous) = &previous {
-            self.count_protocol(previous.policy.protocol, -1);
-        }
-        match service.filter(|s| s.in_dns()) {
-            Some(service) => {
-                let records =
-                    ServiceRecords::build(&self.origin_wire, service, previous.as_deref());
-                self.count_protocol(records.policy.protocol, 1);
+        let service = service.filter(|s| s.in_dns());
+        // Replaced in its slot: one path copy of the map, and no new key.
+        let (before, after) = match (self.services.get_mut(name), service) {
+            (Some(slot), Some(service)) => {
+                let records = ServiceRecords::build(&self.origin_wire, service, Some(slot));
+                let protocols = (Some(slot.policy.protocol), Some(records.policy.protocol));
+                *slot = Arc::new(records);
+                protocols
+            }
+            (None, Some(service)) => {
+                let records = ServiceRecords::build(&self.origin_wire, service, None);
+                let protocol = records.policy.protocol;
                 self.services.insert(name.into(), Arc::new(records));
+                (None, Some(protocol))
             }
-            None if previous.is_some() => {
-                self.services.remove(name);
+            (Some(_), None) => {
+                let gone = self.services.remove(name).map(|r| r.policy.protocol);
+                (gone, None)
             }
-            None => {}
+            (None, None) => (None, None),
+        };
+        if let Some(protocol) = before {
+            self.count_protocol(protocol, -1);
+        }
+        if let Some(protocol) = after {
+            self.count_protocol(protocol, 1);
         }
     }
 

@@ -52,10 +52,7 @@ impl Model {
         touched: &mut Touched,
     ) -> Result<bool, ChangeError> {
         match change {
-            Change::Upsert { key, spec, source } => {
-                self.check_owner(&key, &source)?;
-                self.upsert(key, spec, source, now, touched)
-            }
+            Change::Upsert { key, spec, source } => self.upsert(key, spec, source, now, touched),
             Change::Remove { key, source } => {
                 let owner = self.instance(&key)?.source.clone();
                 if owner != source {
@@ -178,18 +175,8 @@ impl Model {
             .ok_or_else(|| ChangeError::InstanceNotFound(key.clone()))
     }
 
-    fn check_owner(&self, key: &InstanceKey, source: &SourceId) -> Result<(), ChangeError> {
-        match self.instance(key) {
-            Ok(existing) if existing.source != *source => Err(ChangeError::OwnedByOther {
-                key: key.clone(),
-                owner: existing.source.clone(),
-            }),
-            Err(ChangeError::NamespaceNotFound(ns)) => Err(ChangeError::NamespaceNotFound(ns)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Registers or replaces an instance, creating its service implicitly if needed.
+    /// Registers or replaces an instance, creating its service implicitly if needed; an
+    /// instance another source owns is refused.
     fn upsert(
         &mut self,
         key: InstanceKey,
@@ -210,7 +197,14 @@ impl Model {
                 Arc::new(service)
             });
         let old = service.instances.get(key.id.as_str());
-        if old.is_some_and(|old| old.spec == spec && old.source == source && old.heartbeat_ok) {
+        if let Some(old) = old.filter(|old| old.source != source) {
+            // Nothing was created: the service exists, since the instance does.
+            return Err(ChangeError::OwnedByOther {
+                owner: old.source.clone(),
+                key,
+            });
+        }
+        if old.is_some_and(|old| old.spec == spec && old.heartbeat_ok) {
             return Ok(false);
         }
         let mut instance = Instance {
@@ -330,10 +324,7 @@ impl Model {
             changed = true;
         }
         for (key, spec) in wanted {
-            let result = self
-                .check_owner(&key, &source)
-                .and_then(|()| self.upsert(key, spec, source.clone(), now, touched));
-            match result {
+            match self.upsert(key, spec, source.clone(), now, touched) {
                 Ok(upserted) => changed |= upserted,
                 Err(error) => tracing::warn!(%source, %error, "sync skipped an instance"),
             }

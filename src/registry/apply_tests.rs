@@ -107,6 +107,8 @@ fn another_sources_instance_cannot_be_replaced_or_removed() {
     apply(&mut model, upsert("web", "i-1", 5, &file)).unwrap();
     let error = apply(&mut model, upsert("web", "i-1", 6, &SourceId::api())).unwrap_err();
     assert!(matches!(error, ChangeError::OwnedByOther { owner, .. } if owner == file));
+    let kept = &model.snapshot.service("internal", "web").unwrap().instances["i-1"];
+    assert_eq!((&kept.spec, &kept.source), (&spec(5), &file));
     let remove = Change::Remove {
         key: key("web", "i-1"),
         source: SourceId::api(),
