@@ -264,7 +264,6 @@ impl Scheduler {
     fn follow(&mut self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
         for (ns, svc) in services {
             let service = snapshot.service(ns, svc);
-            let in_service = |key: &InstanceKey| key.namespace == *ns && key.service == *svc;
             let instance =
                 |key: &InstanceKey| service.and_then(|s| s.instances.get(key.id.as_str()));
             // Only this service's timers: keys sort by namespace, service, then id.
@@ -273,35 +272,23 @@ impl Scheduler {
                 service: svc.clone(),
                 id: String::new(),
             };
-            let stale: Vec<InstanceKey> = self
-                .heartbeats
-                .range(first.clone()..)
-                .take_while(|(key, _)| in_service(key))
-                .filter(|(key, timer)| {
-                    !instance(key).is_some_and(|i| {
-                        i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
-                    })
+            let gone = stale(&self.heartbeats, &first, |key, timer| {
+                instance(key).is_some_and(|i| {
+                    i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
                 })
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in stale {
+            });
+            for key in gone {
                 if let Some(entry) = self.heartbeats.remove(&key).and_then(|t| t.entry) {
                     self.queue.remove(&entry);
                 }
             }
-            let stale: Vec<InstanceKey> = self
-                .checks
-                .range(first..)
-                .take_while(|(key, _)| in_service(key))
-                .filter(|(key, timer)| {
-                    !instance(key).is_some_and(|i| {
-                        let service = service.expect("the instance is in it");
-                        check_of(service, i) == Some((&*timer.spec, timer.target))
-                    })
+            let gone = stale(&self.checks, &first, |key, timer| {
+                instance(key).is_some_and(|i| {
+                    let service = service.expect("the instance is in it");
+                    check_of(service, i) == Some((&*timer.spec, timer.target))
                 })
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in stale {
+            });
+            for key in gone {
                 if let Some(timer) = self.checks.remove(&key) {
                     self.queue.remove(&timer.entry);
                 }
@@ -499,15 +486,31 @@ impl Scheduler {
     }
 }
 
-/// The check an instance gets and where it goes, if it has one and an address to probe.
-/// Whether some instance of `service` has a heartbeat TTL or a check.
+/// Whether some instance of `service` has a timer to keep: a heartbeat TTL, or a check
+/// with an address to probe (what [`Scheduler::follow`] starts timers for).
 fn has_timers(service: &Service) -> bool {
     service
         .instances
         .values()
-        .any(|i| i.spec.heartbeat_ttl.is_some() || i.check(&service.policy).is_some())
+        .any(|i| i.spec.heartbeat_ttl.is_some() || check_of(service, i).is_some())
 }
 
+/// The keys of one service's timers in `timers` that `current` no longer accepts;
+/// `first` is the lowest key of that service (its id empty).
+fn stale<T>(
+    timers: &BTreeMap<InstanceKey, T>,
+    first: &InstanceKey,
+    current: impl Fn(&InstanceKey, &T) -> bool,
+) -> Vec<InstanceKey> {
+    timers
+        .range(first..)
+        .take_while(|(key, _)| key.namespace == first.namespace && key.service == first.service)
+        .filter(|(key, timer)| !current(key, timer))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// The check an instance gets and where it goes, if it has one and an address to probe.
 fn check_of<'a>(
     service: &'a Service,
     instance: &'a Instance,
