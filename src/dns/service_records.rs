@@ -77,35 +77,32 @@ const KINDS: [(PickKind, AnswerOf); 4] = [
 
 impl Packed {
     /// Packs the records of `instances`. `kept[i]` is `Some(j)` when `instances[i]` is
-    /// `old_instances[j]` with the same records; its packed bytes are copied from `old`
-    /// (contiguous, so a change to one instance of a big service reads one buffer rather
-    /// than every instance's records, which are cold in a large registry).
-    fn build(
-        instances: &[Arc<ServedInstance>],
-        kept: &[Option<u32>],
-        old: Option<&Packed>,
-    ) -> Self {
+    /// the `j`th instance `old` was packed from, with the same records: its packed bytes
+    /// are copied from `old` (contiguous, so a change to one instance of a big service
+    /// reads one buffer rather than every instance's records, which are cold in a large
+    /// registry). With nothing kept, `old` is not read.
+    fn build(instances: &[Arc<ServedInstance>], kept: &[Option<u32>], old: &Packed) -> Self {
         let fresh: usize = instances
             .iter()
             .zip(kept)
-            .filter(|(_, kept)| old.is_none() || kept.is_none())
+            .filter(|(_, kept)| kept.is_none())
             .flat_map(|(i, _)| i.records())
             .map(Rr::len)
             .sum();
         // A record's full length bounds its packed length (owners become pointers).
         let mut packed = Self {
-            bytes: Vec::with_capacity(old.map_or(0, |o| o.bytes.len()) + 2 * fresh),
+            bytes: Vec::with_capacity(old.bytes.len() + 2 * fresh),
             candidates: Vec::with_capacity(4 * instances.len()),
             starts: [0; 5],
         };
         for (k, (kind, answer)) in KINDS.into_iter().enumerate() {
             packed.starts[k] = packed.candidates.len();
             let with_glue = matches!(kind, PickKind::Srv | PickKind::SrvAlias);
-            let mut old_kind = old.map_or(&[][..], |o| o.of_kind(k)).iter().peekable();
+            let mut old_kind = old.of_kind(k).iter().peekable();
             for (index, (instance, kept)) in instances.iter().zip(kept).enumerate() {
                 let at = packed.bytes.len();
-                let candidate = match (old, kept) {
-                    (Some(old), Some(j)) => {
+                let candidate = match kept {
+                    Some(j) => {
                         while old_kind.next_if(|c| c.instance < *j).is_some() {}
                         // A kept instance without a candidate here has no such record.
                         let Some(was) = old_kind.next_if(|c| c.instance == *j) else {
@@ -117,7 +114,7 @@ impl Packed {
                             ..*was
                         }
                     }
-                    _ => {
+                    None => {
                         let Some(rr) = answer(instance) else { continue };
                         packed.push(rr, instance, with_glue)
                     }
@@ -266,7 +263,11 @@ impl ServiceRecords {
             by_label.remove(&gone.label);
         }
         Self {
-            packed: Packed::build(&instances, &kept, previous.map(|p| &p.packed)),
+            packed: Packed::build(
+                &instances,
+                &kept,
+                previous.map_or(&Packed::default(), |p| &p.packed),
+            ),
             policy,
             instances,
             by_label,

@@ -217,33 +217,26 @@ impl NamespaceZone {
 
     /// Replaces (or with `None` removes) one service's records.
     fn set_service(&mut self, name: &str, service: Option<&Arc<Service>>) {
-        let service = service.filter(|s| s.in_dns());
-        // Replaced in its slot: one path copy of the map, and no new key.
-        let (before, after) = match (self.services.get_mut(name), service) {
-            (Some(slot), Some(service)) => {
-                let records = ServiceRecords::build(&self.origin_wire, service, Some(slot));
-                let protocols = (Some(slot.policy.protocol), Some(records.policy.protocol));
-                *slot = Arc::new(records);
-                protocols
+        let Some(service) = service.filter(|s| s.in_dns()) else {
+            if let Some(gone) = self.services.remove(name) {
+                self.count_protocol(gone.policy.protocol, -1);
             }
-            (None, Some(service)) => {
-                let records = ServiceRecords::build(&self.origin_wire, service, None);
-                let protocol = records.policy.protocol;
-                self.services.insert(name.into(), Arc::new(records));
-                (None, Some(protocol))
-            }
-            (Some(_), None) => {
-                let gone = self.services.remove(name).map(|r| r.policy.protocol);
-                (gone, None)
-            }
-            (None, None) => (None, None),
+            return;
         };
-        if let Some(protocol) = before {
-            self.count_protocol(protocol, -1);
+        // Replaced in its slot: one path copy of the map, and no new key.
+        match self.services.get_mut(name) {
+            Some(slot) => {
+                let records = ServiceRecords::build(&self.origin_wire, service, Some(slot));
+                let before = slot.policy.protocol;
+                *slot = Arc::new(records);
+                self.count_protocol(before, -1);
+            }
+            None => {
+                let records = ServiceRecords::build(&self.origin_wire, service, None);
+                self.services.insert(name.into(), Arc::new(records));
+            }
         }
-        if let Some(protocol) = after {
-            self.count_protocol(protocol, 1);
-        }
+        self.count_protocol(service.policy.protocol, 1);
     }
 
     fn count_protocol(&mut self, protocol: Protocol, delta: isize) {
