@@ -72,7 +72,12 @@ class Muster:
         self.config = workdir / "muster.toml"
         self.config.write_text(
             f'data_dir = "{self.data_dir}"\n\n[dns]\nlisten = ["127.0.0.1:{self.dns_port}"]\n\n'
-            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n\n[[namespaces]]\nname = "internal"\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n\n'
+            # Large single services are what some runs measure.
+            '[limits]\ninstances_per_service = 1000000\n\n[[namespaces]]\nname = "internal"\n'
+            # This measures the store: the per-principal write limit (all these writes
+            # come from one address) would otherwise cap the rate at [auth] write_rate.
+            "\n[auth]\nwrite_rate = 0\n"
         )
         self.log = workdir / "muster.log"
         self.proc = None

@@ -3,7 +3,8 @@
 //! `--count` writes are answered, and print one JSON line with the rate and latencies.
 //!
 //! `durability_load --addr 127.0.0.1:PORT --writers 32 --count 30000 [--first N]
-//! [--keys K] [--services S] [--pass P]`
+//! [--keys K] [--services S] [--pass P] [--token T]` (`--token`: sent as
+//! `Authorization: Bearer T`)
 //!
 //! Standard library only (the HTTP client is `http1.rs`, shared with `churn_load.rs`), so
 //! the Python driver builds it with plain `rustc -O` and the client costs little of the
@@ -26,6 +27,7 @@ struct Options {
     keys: u64,
     services: u64,
     pass: u64,
+    token: Option<String>,
 }
 
 fn options() -> Options {
@@ -37,6 +39,7 @@ fn options() -> Options {
         keys: 0,
         services: 100,
         pass: 0,
+        token: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -50,6 +53,7 @@ fn options() -> Options {
             "--keys" => options.keys = number(),
             "--services" => options.services = number(),
             "--pass" => options.pass = number(),
+            "--token" => options.token = Some(value.clone()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -68,6 +72,11 @@ fn main() {
                 let mut connection =
                     http1::Connection::open(&options.addr).expect("connect to muster");
                 let mut latencies = Vec::new();
+                let authorization = options.token.as_ref().map(|t| format!("Bearer {t}"));
+                let mut headers = vec![("Content-Type", "application/json")];
+                if let Some(authorization) = &authorization {
+                    headers.push(("Authorization", authorization));
+                }
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= options.count {
@@ -88,7 +97,7 @@ fn main() {
                         1 + pass % 65535
                     );
                     let sent = Instant::now();
-                    match connection.request("PUT", &path, Some(&body)) {
+                    match connection.request_with("PUT", &path, &headers, &body) {
                         Ok(200) => latencies.push(sent.elapsed()),
                         Ok(status) => {
                             if errors.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -10,14 +10,21 @@ $MUSTER_BIN) on free loopback ports, then:
    intent (desiredStatus STOPPED, lastStatus RUNNING) and time until that name is
    NXDOMAIN. The clock starts just before the PutEvents call, so it includes
    EventBridge -> SQS delivery in moto, the long poll, the change and one DNS query.
-2. Reconcile of ``--tasks`` tasks (default 1,000) in 50 services across 2 clusters: the
+2. Bridge latency, ``--bridge`` times (default: ``--events``): each time a new EC2
+   instance is registered as a container instance, a bridge networking task started on
+   it, and its RUNNING event (with a dynamic host port) put; the time until
+   ``<task id>.web.internal A`` answers the instance's private IP includes muster's
+   lookup of the container instance (DescribeContainerInstances, DescribeInstances, both
+   in moto). The same run also times awsvpc tasks' RUNNING events, interleaved, so the
+   two are compared under the same load.
+3. Reconcile of ``--tasks`` tasks (default 1,000) in 50 services across 2 clusters: the
    wall time from muster's start to /readyz (first reconcile of both clusters, cold task
    definition cache), the AWS API calls it made (muster_ecs_api_calls_total), and the
    reconcile duration of the next, warm reconcile (muster_ecs_reconcile_duration_seconds).
 
 Prints numbers; asserts nothing about time.
 
-    .venv/bin/python bench/ecs_latency.py [--events 200] [--tasks 1000]
+    .venv/bin/python bench/ecs_latency.py [--events 200] [--bridge 200] [--tasks 1000]
 """
 
 import argparse
@@ -112,6 +119,47 @@ def event_latency(workdir, server, events):
         m.stop()
 
 
+def bridge_latency(workdir, server, events):
+    server.reset()
+    aws = Ecs(server.url)
+    aws.create_cluster("bench")
+    aws.register_ec2("web", [(8080, None, "http")])
+    aws.register("api", port=8080)
+    queue = aws.create_queue()
+    m = Muster(workdir / "bridge", NS + ecs_toml(["bench"], server.url, queue, "1h")).start()
+    try:
+        until(lambda: m.get("/readyz").status_code == 200, "/readyz")
+        bridge, awsvpc = [], []
+        for i in range(events):
+            ci, _, address = aws.container_instance("bench")
+            task = aws.start("bench", "web", "web", ci)
+            name = f"{task['taskArn'].rsplit('/', 1)[1]}.web.internal"
+            started = time.perf_counter()
+            aws.publish(aws.ec2_detail(task, [(8080, 32768 + i % 28000)]))
+            until(lambda: answers(m, name, address), f"bridge task {i} appearing")
+            bridge.append((time.perf_counter() - started) * 1000)
+            task = aws.run("bench", "api", "api")[0]
+            name = f"{task['taskArn'].rsplit('/', 1)[1]}.api.internal"
+            address = aws.ipv4(task)
+            started = time.perf_counter()
+            aws.publish(aws.detail(task, version=1))
+            until(lambda: answers(m, name, address), f"awsvpc task {i} appearing")
+            awsvpc.append((time.perf_counter() - started) * 1000)
+        print(summary("PutEvents(RUNNING), awsvpc task             -> address in DNS", awsvpc))
+        print(summary("PutEvents(RUNNING), bridge, new container instance -> in DNS", bridge))
+        now = metrics(m)
+        calls = {k.split('"')[1]: v for k, v in now.items() if k.startswith("muster_ecs_api_calls_total")}
+        print(
+            f"  container instance lookups: DescribeContainerInstances {calls.get('DescribeContainerInstances', 0):.0f}, "
+            f"DescribeInstances {calls.get('DescribeInstances', 0):.0f} for {events} container instances"
+        )
+    except BaseException:
+        print(m.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        m.stop()
+
+
 def reconcile_cost(workdir, server, tasks):
     server.reset()
     aws = Ecs(server.url)
@@ -193,14 +241,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--bridge", type=int, default=None, help="bridge task events (default: --events)")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     with tempfile.TemporaryDirectory(prefix="muster-ecs-bench-") as tmp:
         workdir = Path(tmp)
         server = MotoServer(workdir / "moto.log").start()
         try:
-            event_latency(workdir, server, args.events)
-            reconcile_cost(workdir, server, args.tasks)
+            if args.events:
+                event_latency(workdir, server, args.events)
+            bridge = args.events if args.bridge is None else args.bridge
+            if bridge:
+                bridge_latency(workdir, server, bridge)
+            if args.tasks:
+                reconcile_cost(workdir, server, args.tasks)
         finally:
             server.stop()
 

@@ -250,7 +250,8 @@ def main():
     kinds = args.kinds.split(",")
 
     workdir = Path(tempfile.mkdtemp(prefix="muster-health-detection-"))
-    m = Muster(workdir).start()
+    # The targets listen on loopback, which [health] denies to checks by default.
+    m = Muster(workdir, '[health]\nallow = ["127.0.0.0/8"]\n').start()
     background = None
     if args.background:
         targets = [f"127.0.1.{1 + i % 250}:{42000 + i // 250}" for i in range(args.background)]

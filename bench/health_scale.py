@@ -157,7 +157,9 @@ def measure(kind, args, targets):
         "tcp": {"tcp": True, "interval": args.interval},
     }[kind]
     servers = Servers("tcp" if kind == "tcp" else "http", targets, args.server_procs) if check else None
-    m = Muster(Path(tempfile.mkdtemp(prefix=f"muster-health-scale-{kind}-"))).start()
+    # The targets listen on loopback, which [health] denies to checks by default.
+    workdir = Path(tempfile.mkdtemp(prefix=f"muster-health-scale-{kind}-"))
+    m = Muster(workdir, '[health]\nallow = ["127.0.0.0/8"]\n').start()
     pid = m.proc.pid
     try:
         started = time.monotonic()

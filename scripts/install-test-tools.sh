@@ -18,7 +18,11 @@ stamp="$venv/.requirements.sha256"
 # knot (knotd) and bind9 (named) run as secondaries of muster and knotd as a forwarding
 # upstream; unbound as a resolver in front of it; iproute2's `ip netns` gives getent a
 # private resolv.conf (tests/interop/test_transfer.py, test_resolvers.py).
-apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux)
+# etcd-server and etcd-client (etcdctl): the 3-member cluster of the replicated registry's
+# tests (tests/interop/test_etcd.py); protobuf-compiler and libprotobuf-dev (protoc and its
+# well-known types) build the `etcd` feature's client.
+apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -91,6 +95,9 @@ check cfn-lint "$venv/bin/cfn-lint" --version
 check systemd-analyze systemd-analyze --version
 check "setcap and getcap" sh -c 'command -v setcap && command -v getcap'
 check setpriv setpriv --version
+check etcd etcd --version
+check etcdctl etcdctl version
+check protoc protoc --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi

@@ -2,25 +2,34 @@
 //!
 //! Data flows one way, and the modules are cut along it:
 //!
-//! 1. **Sources** ([`sources`]) watch something (a file, ECS, health checks) and send
-//!    [`registry::Change`]s. The REST API ([`api`]) is a source too.
+//! 1. **Sources** ([`sources`]) watch something (a file, ECS, health checks, signed DNS
+//!    UPDATE messages the DNS handler passes on) and send [`registry::Change`]s. The REST API ([`api`]) is a source too.
 //! 2. The **registry** ([`registry`]) applies changes with one writer, bumps a revision
 //!    per change and publishes immutable snapshots.
 //! 3. **Frontends** read snapshots: [`dns`] answers queries from a zone view rebuilt per
-//!    touched service; [`api`] serves reads and metrics.
+//!    touched service; [`api`] serves reads and metrics, and authenticates, authorizes,
+//!    rate-limits and audits every API call (`api::auth`).
 //!
-//! [`config`] turns the TOML file into validated settings. [`threads`] keeps the
+//! [`config`] turns the TOML file into validated settings. [`logging`] holds the default
+//! log filter and the throttle for events clients can cause per packet. [`threads`] keeps the
 //! control plane from preempting the threads that answer queries. [`start`] binds every
 //! listener first (so a taken port fails at once), then runs everything until the
-//! shutdown token fires or a frontend dies.
+//! shutdown token fires, a frontend dies or a background task dies ([`task`] restarts
+//! one that panics, up to a point).
 
 pub mod api;
 pub mod config;
 pub mod dns;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
+pub mod logging;
+pub mod process;
 pub mod registry;
+pub mod reload;
 pub mod sources;
 pub mod store;
+pub mod task;
 pub mod threads;
 
 use std::net::SocketAddr;
@@ -29,10 +38,11 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
 use crate::registry::Registry;
+use crate::reload::Reloader;
+use crate::task::Supervisor;
 
 /// muster's allocator, for every binary that links the library (muster, tests, benches),
 /// so benchmarks measure what production runs.
@@ -53,6 +63,11 @@ pub enum Error {
     Store(#[from] store::StoreError),
     #[error("a frontend stopped: {0}")]
     Frontend(String),
+    /// `muster etcd import|export` failed.
+    #[error("{0}")]
+    Migrate(String),
+    #[error("background task {0:?} panicked too often")]
+    TaskDied(String),
 }
 
 /// A started muster: its bound addresses, and the tasks to wait for.
@@ -60,8 +75,11 @@ pub struct Running {
     /// DNS addresses actually bound (the real port where port 0 was configured).
     pub dns_addrs: Vec<SocketAddr>,
     pub http_addr: SocketAddr,
+    /// The `[ops]` listener's address, when one is configured.
+    pub ops_addr: Option<SocketAddr>,
+    reloader: Reloader,
     shutdown: CancellationToken,
-    sources: TaskTracker,
+    tasks: Supervisor,
     sources_stop: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
     http_stop: CancellationToken,
@@ -74,23 +92,25 @@ pub struct Running {
 /// Validates `config`, binds every listener, and starts sources, registry and frontends.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let namespaces = config.validate()?;
+    let open_files = process::raise_open_files_limit();
+    let reloader = Reloader::new(config.clone());
     let dns_listeners = dns::bind(&config.dns.listen).await.map_err(Error::Bind)?;
-    let http_listener = api::bind(config.http.listen).await.map_err(Error::Bind)?;
+    let http_listeners = api::bind(&config).await?;
     let dns_addrs = dns_listeners.local_addrs();
-    let http_addr = http_listener.local_addr().map_err(Error::Bind)?;
+    let http_addr = http_listeners.http_addr().map_err(Error::Bind)?;
+    let ops_addr = http_listeners.ops_addr().map_err(Error::Bind)?;
 
     let mut metrics = prometheus_client::registry::Registry::default();
-    // The API's registrations are back once the log is replayed: it needs no sync.
-    let (wal, recovered) = store::Wal::open(&config.data_dir, &mut metrics)?;
-    let replayed = recovered.changes.len();
     let file_sources = config.sources.file.clone();
     let ecs_sources = config.sources.ecs.clone();
-    let source_ids = file_sources
+    let source_ids: Vec<registry::SourceId> = file_sources
         .iter()
         .map(sources::file::source_id)
-        .chain(ecs_sources.iter().flat_map(sources::ecs::source_ids));
-    let initial = registry::Snapshot::new(namespaces, source_ids);
-    let mut registry = Registry::durable(initial, wal, recovered);
+        .chain(ecs_sources.iter().flat_map(sources::ecs::source_ids))
+        .collect();
+    let admission = config.admission(&namespaces);
+    let (mut registry, replayed) =
+        open_registry(&config, namespaces, source_ids, admission, &mut metrics)?;
     let handle = registry.handle();
     let invalid = |problem: String| Error::Config(ConfigError::Invalid(vec![problem]));
     let transfers = dns::Transfers::from_config(&config.transfer).map_err(invalid)?;
@@ -103,68 +123,111 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let health_metrics = health::HealthMetrics::default();
     health_metrics.register(&mut metrics);
     let sources_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let tasks = Supervisor::new(sources_stop.clone(), &mut metrics);
+    let limits = health::CheckLimits::new(&config.health)
+        .map_err(|problems| Error::Config(ConfigError::Invalid(problems)))?;
     let (health, health_task) =
-        health::Health::new(handle.clone(), health_metrics, sources_stop.clone());
+        health::Health::new(handle.clone(), health_metrics, limits, sources_stop.clone());
     registry.on_publish(health.publish_hook());
-    tracker.spawn(health_task);
+    tasks.spawn("health", move || health_task.run());
 
     let dns_metrics = Arc::new(dns::DnsMetrics::default());
     dns_metrics.register(&mut metrics);
-    let registry_metrics = Arc::new(api::RegistryMetrics::default());
+    let tcp_metrics = Arc::new(dns::TcpMetrics::default());
+    tcp_metrics.register(&mut metrics);
+    let registry_metrics = Arc::new(registry::RegistryMetrics::default());
     registry_metrics.register(&mut metrics);
     let ecs_metrics = Arc::new(sources::ecs::EcsMetrics::default());
     ecs_metrics.register(&mut metrics);
+    let update_metrics = sources::update::UpdateMetrics::default();
+    update_metrics.register(&mut metrics);
+    let http_metrics = Arc::new(api::HttpMetrics::default());
+    http_metrics.register(&mut metrics);
 
     let registry_stop = CancellationToken::new();
     let registry_task = registry.spawn(registry_stop.clone());
 
     let dns_stop = CancellationToken::new();
     if !transfers.notify.is_empty() {
-        tracker.spawn(dns::notify_secondaries(
-            zone.clone(),
-            transfers.notify.clone(),
-            transfers.notify_key().cloned(),
-            dns_metrics.clone(),
-            sources_stop.clone(),
-        ));
+        let (zone, targets) = (zone.clone(), transfers.notify.clone());
+        let (key, metrics) = (transfers.notify_key().cloned(), dns_metrics.clone());
+        let stop = sources_stop.clone();
+        tasks.spawn("notify", move || {
+            let (zone, targets, key) = (zone.clone(), targets.clone(), key.clone());
+            dns::notify_secondaries(zone, targets, key, metrics.clone(), stop.clone())
+        });
     }
+    let rrl = dns::Rrl::from_config(&config.dns.rrl).map_err(invalid)?;
     let handler = dns::Handler::new(
         zone,
         config.dns.max_udp_payload,
         dns_metrics,
         forwarder,
         transfers,
+    )
+    .with_rrl(rrl)
+    .with_nsid(config.dns.nsid.as_bytes())
+    .with_updates(
+        sources::update::Updates::new(&config.update, handle.clone(), update_metrics)
+            .map_err(invalid)?,
     );
-    let dns_task = tokio::spawn(dns::serve(dns_listeners, handler, dns_stop.clone()));
+    let dns_task = tokio::spawn(dns::serve(
+        dns_listeners,
+        handler,
+        config.dns.tcp.clone(),
+        tcp_metrics,
+        dns_stop.clone(),
+    ));
 
+    let auth = Arc::new(api::Auth::new(&config.auth, &mut metrics).map_err(ConfigError::Invalid)?);
+    let (follower, updates, stop) = (auth.clone(), reloader.clone(), sources_stop.clone());
+    tasks.spawn("auth", move || {
+        follower.clone().follow(updates.subscribe(), stop.clone())
+    });
     let http_stop = CancellationToken::new();
     let state = api::ApiState {
         registry: handle.clone(),
+        auth,
         metrics: Arc::new(metrics),
         registry_metrics,
         cloudmap: Arc::new(api::CloudMapState::new(config.cloudmap.clone())),
         health,
+        tasks: tasks.states(),
     };
-    let http_task = tokio::spawn(api::serve(http_listener, state, http_stop.clone()));
+    let http_task = tokio::spawn(api::serve(
+        http_listeners,
+        state,
+        reloader.subscribe(),
+        http_metrics,
+        http_stop.clone(),
+    ));
 
     let context = sources::SourceContext {
         registry: handle,
         shutdown: sources_stop.clone(),
+        reload: reloader.subscribe(),
     };
     for file in file_sources {
-        tracker.spawn(sources::file::run(file, context.clone()));
+        let context = context.clone();
+        tasks.spawn(sources::file::source_id(&file).to_string(), move || {
+            sources::file::run(file.clone(), context.clone())
+        });
     }
     for ecs in ecs_sources {
-        tracker.spawn(sources::ecs::run(ecs, context.clone(), ecs_metrics.clone()));
+        let (context, metrics) = (context.clone(), ecs_metrics.clone());
+        let name = format!("ecs:{}", ecs.cluster_names().collect::<Vec<_>>().join(","));
+        tasks.spawn(name, move || {
+            sources::ecs::run(ecs.clone(), context.clone(), metrics.clone())
+        });
     }
-    tracker.close();
-    tracing::info!(dns = ?dns_addrs, http = %http_addr, replayed, "muster is serving");
+    tracing::info!(dns = ?dns_addrs, http = %http_addr, ops = ?ops_addr, replayed, open_files, "muster is serving");
     Ok(Running {
         dns_addrs,
         http_addr,
+        ops_addr,
+        reloader,
         shutdown,
-        sources: tracker,
+        tasks,
         sources_stop,
         http: http_task,
         http_stop,
@@ -176,21 +239,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 }
 
 impl Running {
-    /// Runs until shutdown (or a frontend fails), then stops in order: sources and the
-    /// API (no new writes), the registry (drains queued changes), DNS last.
+    /// Where reloaded configurations go (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Runs until shutdown (or a frontend fails, or a background task dies), then stops
+    /// in order: sources and the API (no new writes), the registry (drains queued
+    /// changes), DNS last.
     pub async fn wait(mut self) -> Result<(), Error> {
         let failure = tokio::select! {
             _ = self.shutdown.cancelled() => None,
-            result = &mut self.dns => Some(format!("DNS: {}", outcome(result))),
-            result = &mut self.http => Some(format!("HTTP: {}", outcome(result))),
-            result = &mut self.registry => Some(format!("registry: {}", outcome(result))),
+            result = &mut self.dns => Some(Error::Frontend(format!("DNS: {}", outcome(result)))),
+            result = &mut self.http => Some(Error::Frontend(format!("HTTP: {}", outcome(result)))),
+            result = &mut self.registry => Some(Error::Frontend(format!("registry: {}", outcome(result)))),
+            task = self.tasks.dead() => Some(Error::TaskDied(task)),
         };
         if let Some(failure) = &failure {
-            tracing::error!(%failure, "a frontend stopped; shutting down");
+            tracing::error!(%failure, "shutting down");
         }
         self.sources_stop.cancel();
         self.http_stop.cancel();
-        let _ = tokio::time::timeout(STAGE_DEADLINE, self.sources.wait()).await;
+        let _ = tokio::time::timeout(STAGE_DEADLINE, self.tasks.wait()).await;
         if !self.http.is_finished() {
             let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.http).await;
         }
@@ -202,7 +272,7 @@ impl Running {
         if !self.dns.is_finished() {
             let _ = tokio::time::timeout(STAGE_DEADLINE, &mut self.dns).await;
         }
-        failure.map_or(Ok(()), |f| Err(Error::Frontend(f)))
+        failure.map_or(Ok(()), Err)
     }
 }
 
@@ -212,6 +282,37 @@ fn outcome(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Strin
         Ok(Err(error)) => error.to_string(),
         Err(error) => error.to_string(),
     }
+}
+
+/// The registry on its store: the local log (replayed), or etcd with `[etcd]`. Returns
+/// it and how many logged changes were replayed.
+fn open_registry(
+    config: &Config,
+    namespaces: Vec<registry::NamespaceSettings>,
+    source_ids: Vec<registry::SourceId>,
+    admission: registry::Admission,
+    metrics: &mut prometheus_client::registry::Registry,
+) -> Result<(Registry, usize), Error> {
+    #[cfg(feature = "etcd")]
+    if let Some(etcd) = &config.etcd {
+        let etcd_metrics = Arc::new(store::etcd::EtcdMetrics::default());
+        etcd_metrics.register(metrics);
+        let store = registry::SourceId::new(registry::STORE_SOURCE);
+        let initial = registry::Snapshot::new(namespaces, source_ids.into_iter().chain([store]));
+        let shared = registry::Shared {
+            config: etcd.clone(),
+            metrics: etcd_metrics,
+        };
+        return Ok((Registry::replicated(initial, shared, admission), 0));
+    }
+    // The API's registrations are back once the log is replayed: it needs no sync.
+    let (wal, recovered) = store::Wal::open(&config.data_dir, metrics)?;
+    let replayed = recovered.changes.len();
+    let initial = registry::Snapshot::new(namespaces, source_ids);
+    Ok((
+        Registry::durable(initial, wal, recovered, admission),
+        replayed,
+    ))
 }
 
 /// Starts muster and runs it until `shutdown`.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use muster::config::{Config, ENV_OVERRIDES};
+use muster::reload::Reloader;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +14,9 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C), 1 when the configuration is
 /// invalid or a port cannot be bound, 2 for bad command-line usage, 3 when a frontend
-/// (DNS or HTTP) stopped while running.
+/// (DNS or HTTP) stopped while running or a background task (health checks, a source)
+/// kept panicking. SIGHUP reloads the configuration file (TLS
+/// certificates, credentials and file sources follow it).
 #[derive(Parser)]
 #[command(version, after_help = env_help())]
 struct Cli {
@@ -32,16 +35,59 @@ enum Command {
     },
     /// Validate a configuration file and exit (non-zero if it is invalid).
     CheckConfig { file: PathBuf },
-    /// Print the effective configuration (file plus environment overrides) as TOML.
+    /// Print the effective configuration (file plus environment overrides) as TOML. An
+    /// inline access-key secret is printed as "<redacted>" (secret_file and secret_env
+    /// are printed as they are).
     PrintConfig {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// REST API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Move the API-owned state between the local log and etcd (`[etcd]` in the file).
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Copy data_dir's log into the etcd prefix, which must be empty. Stop muster first.
+    Import {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write the etcd prefix into data_dir, which must hold no log.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a random token: prints the token on the first line, then the
+    /// [[auth.tokens]] table (its name, SHA-256 and scopes) to add under [auth].
+    ///
+    /// muster stores only the hash: the token is shown once. Add the table to the
+    /// configuration and send muster SIGHUP (or restart it); clients send
+    /// `Authorization: Bearer TOKEN`.
+    New {
+        /// Who holds the token: its principal in the audit log (A-Z, a-z, 0-9, . _ - @).
+        name: String,
+        /// A scope, repeatable: read, register, health (each optionally limited as
+        /// KIND:NAMESPACE-GLOB/SERVICE-GLOB, e.g. register:prod/web-*), or admin.
+        #[arg(long = "scope", default_value = "read")]
+        scopes: Vec<String>,
+    },
 }
 
 fn env_help() -> String {
-    let mut help = String::from(
-        "Environment:\n  MUSTER_LOG  log filter (default \"info\"), e.g. \"debug\" or \"muster=debug\"\n",
+    let mut help = format!(
+        "Environment:\n  MUSTER_LOG  log filter (default {:?}: muster at info, hickory's per-packet logs off), e.g. \"debug\" or \"info,muster=debug\"\n",
+        muster::logging::DEFAULT_FILTER
     );
     for (name, key) in ENV_OVERRIDES {
         help.push_str(&format!("  {name}  overrides {key}\n"));
@@ -54,14 +100,14 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("MUSTER_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(muster::logging::DEFAULT_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let command = cli.command.unwrap_or(Command::Serve { config: None });
     let result = match command {
-        Command::Serve { config } => load(config.as_deref()).and_then(serve),
+        Command::Serve { config } => load(config.as_deref()).and_then(|c| serve(c, config)),
         Command::CheckConfig { file } => load(Some(&file)).and_then(|config| {
             config.validate()?;
             println!("{}: ok", file.display());
@@ -70,15 +116,72 @@ fn main() -> ExitCode {
         Command::PrintConfig { config } => {
             load(config.as_deref()).map(|config| print!("{}", config.to_toml()))
         }
+        Command::Etcd { command } => migrate(command),
+        Command::Token(TokenCommand::New { name, scopes }) => {
+            return new_token(&name, &scopes);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("muster: {error}");
             match error {
-                muster::Error::Frontend(_) => ExitCode::from(3),
+                muster::Error::Frontend(_) | muster::Error::TaskDied(_) => ExitCode::from(3),
                 _ => ExitCode::from(1),
             }
+        }
+    }
+}
+
+/// `muster etcd import|export`: one run on a small runtime.
+#[cfg(feature = "etcd")]
+fn migrate(command: EtcdCommand) -> Result<(), muster::Error> {
+    use muster::store::etcd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(muster::Error::Bind)?;
+    let failed = |e: etcd::MigrateError| muster::Error::Migrate(e.to_string());
+    match command {
+        EtcdCommand::Import { config } => {
+            let config = load(Some(&config))?;
+            let written = runtime.block_on(etcd::import(&config)).map_err(failed)?;
+            println!("imported {written} records into etcd");
+        }
+        EtcdCommand::Export { config } => {
+            let config = load(Some(&config))?;
+            let logged = runtime.block_on(etcd::export(&config)).map_err(failed)?;
+            println!(
+                "exported {logged} changes into {}",
+                config.data_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn migrate(_: EtcdCommand) -> Result<(), muster::Error> {
+    let problem = "muster etcd: this muster was built without the `etcd` feature".to_owned();
+    Err(muster::config::ConfigError::Invalid(vec![problem]).into())
+}
+
+/// `muster token new`: the token, then its config table; bad arguments exit 2.
+fn new_token(name: &str, scopes: &[String]) -> ExitCode {
+    match muster::api::auth::issue_token(name, scopes) {
+        Ok((token, entry)) => {
+            let table = serde_json::json!({"auth": {"tokens": [entry]}});
+            let table = toml::to_string(&table).expect("a token entry serializes to TOML");
+            println!("{token}\n\n{table}");
+            eprintln!(
+                "muster: the first line is the token; muster keeps only its SHA-256. Add the \
+                 [[auth.tokens]] table to the configuration and send muster SIGHUP."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("muster: {}", problems.join("\n  "));
+            ExitCode::from(2)
         }
     }
 }
@@ -92,7 +195,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, muster::Error> {
     Ok(config)
 }
 
-fn serve(config: Config) -> Result<(), muster::Error> {
+fn serve(config: Config, path: Option<PathBuf>) -> Result<(), muster::Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(muster::threads::control_plane)
@@ -100,21 +203,30 @@ fn serve(config: Config) -> Result<(), muster::Error> {
         .map_err(muster::Error::Bind)?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            signal.cancel();
-        });
-        muster::run(config, shutdown).await
+        let running = muster::start(config, shutdown.clone()).await?;
+        tokio::spawn(handle_signals(shutdown, running.reloader(), path));
+        running.wait().await
     })
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and Ctrl-C shut down; SIGHUP reloads the configuration file.
+async fn handle_signals(shutdown: CancellationToken, reloader: Reloader, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hangup.recv() => {
+                let reloaded = load(path.as_deref())
+                    .and_then(|config| reloader.reload(config).map_err(Into::into));
+                if let Err(error) = reloaded {
+                    tracing::error!(%error, "SIGHUP: the configuration was not reloaded");
+                }
+            }
+        }
     }
+    tracing::info!("shutting down");
+    shutdown.cancel();
 }

@@ -5,7 +5,9 @@ One run: generate S services x K instances; start each server alone on core 0 (t
 and time its load; check that all answer the probe names alike; then, for each server in
 turn, one unmeasured warm-up and one measured dnsperf run on core 1 (saturation, and a
 fixed rate with --rate); with --churn, one more muster run while REST changes are applied,
-then a staleness check. Prints a table and writes bench/results/<timestamp>.json.
+then a staleness check; with --rrl RATE, a second muster with response rate limiting,
+measured interleaved with the first, and the amplification of a one-source flood with RRL
+off and on (bench/dns/rrl.py). Prints a table and writes bench/results/<timestamp>.json.
 """
 
 import argparse
@@ -24,6 +26,8 @@ import load
 import namespace
 import profiling
 import report
+import rrl
+import shapes
 from churn import Churn
 from servers import Floor, Knot, Muster, Nsd, ServerError, query
 
@@ -45,9 +49,26 @@ def parse_args(argv):
     )
     parser.add_argument("--churn", type=int, default=0, help="also run muster while applying N REST changes/s")
     parser.add_argument("--churn-clients", type=int, default=16, help="HTTP connections applying the churn (default 16)")
+    parser.add_argument(
+        "--rrl", type=int, default=0,
+        help="also run muster with [dns.rrl] responses_per_second = RATE (nothing exempt), interleaved with plain "
+        "muster, and print the CPU/q ratio; RATE must leave every response unlimited (20000 does at 1,000 x 4). "
+        "Adds the amplification of a one-source SRV flood with RRL off and on",
+    )  # fmt: skip
+    parser.add_argument("--flood-rrl", type=int, default=20, help="responses_per_second of the muster the amplification flood meets with RRL on (default 20)")
+    parser.add_argument("--flood-queries", type=int, default=20_000, help="queries in the amplification flood (default 20000)")
+    parser.add_argument("--flood-seconds", type=float, default=1.0, help="seconds the amplification flood takes (default 1)")
     parser.add_argument("--clients", type=int, default=8, help="dnsperf -c: sockets (default 8)")
     parser.add_argument("--outstanding", type=int, default=200, help="dnsperf -q: queries in flight (default 200)")
-    parser.add_argument("--no-edns", action="store_true", help="queries without EDNS (default: dnsperf -e)")
+    parser.add_argument(
+        "--shape", choices=sorted(shapes.SHAPES), default="plain",
+        help="what the queries carry (bench/dns/shapes.py): plain (EDNS, no option; the default), no-edns, do, "
+        "cookie, subnet, padding, mixed-case, or resolver (DO + COOKIE + mixed case)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--transport", choices=("udp", "tcp"), default="udp",
+        help="dnsperf -m: udp (default), or tcp (-c connections, -q queries pipelined over them; the UDP floor is left out)",
+    )
     parser.add_argument("--queries", type=int, default=100_000, help="lines in the query file (default 100000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
@@ -65,12 +86,14 @@ def parse_args(argv):
     parser.add_argument("--profile", action="store_true", help="one more muster run (and churn run) under perf record; top entries reported")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (configs, zone, logs)")
     args = parser.parse_args(argv)
-    args.servers = [s for s in args.servers.split(",") if s]
+    args.servers = [s for s in args.servers.split(",") if s and not (s == "floor" and args.transport == "tcp")]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     if args.churn and "muster" not in args.servers:
         parser.error("--churn needs muster among --servers")
+    if args.rrl and "muster" not in args.servers:
+        parser.error("--rrl needs muster among --servers")
     if args.services < 1 or args.instances < 1 or args.repeat < 1:
         parser.error("--services, --instances and --repeat must be at least 1")
     if args.max_answers is None:
@@ -111,11 +134,11 @@ def core_busy():
 def measure(server, args, query_file, workdir, label, rate=None, during=None):
     """Warm-up, then one measured run (with percentiles at a fixed rate); adds what else
     ran on the server's core."""
-    load.warm_up(server, query_file, args.warmup, args.clients, args.outstanding, edns=not args.no_edns)
+    load.warm_up(server, query_file, args.warmup, args.clients, args.outstanding, flags=shapes.dnsperf_flags(args.shape), transport=args.transport)
     before = core_busy()
     row = load.run(
         server, query_file, workdir, label, args.duration, args.clients, args.outstanding,
-        rate=rate, edns=not args.no_edns, during=during, verbose=bool(rate),
+        rate=rate, flags=shapes.dnsperf_flags(args.shape), during=during, verbose=bool(rate), transport=args.transport,
     )  # fmt: skip
     after = core_busy()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -155,6 +178,9 @@ def start_servers(args, workdir, probe):
             muster = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers)
             started.append(start(muster, probe, info))
             serial = muster_serial(muster)
+            if args.rrl:
+                twin = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers, "muster+rrl", rrl.toml(args.rrl))
+                started.append(start(twin, probe, info))
         zone_path = os.path.join(workdir, "internal.zone")
         with open(zone_path, "w") as f:
             f.write(namespace.zone_file(args.services, args.instances, serial))
@@ -195,28 +221,30 @@ def median_row(rows):
     return chosen
 
 
-def measure_server(server, args, query_file, workdir):
-    """Every planned run of one server, `--repeat` times, interleaved so that drift
-    over time hits each plan alike (with churn: plain, churn, plain, churn, ...)."""
-    plans = [(server.name, None)]
+def measure_server(server, args, query_file, workdir, twin=None):
+    """Every planned run of one server (and of its RRL `twin`), `--repeat` times,
+    interleaved so that drift over time hits each plan alike (with churn: plain, churn,
+    plain, churn, ...; with a twin: muster, muster+rrl, muster, muster+rrl, ...)."""
+    servers = [server] + ([twin] if twin else [])
+    plans = [(s, s.name, None) for s in servers]
     if args.rate:
-        plans.append((server.name, args.rate))
+        plans += [(s, s.name, args.rate) for s in servers]
     churn = None
     if server.name == "muster" and args.churn:
         churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
-        plans.append(("muster+churn", None))
-    results = {plan: [] for plan in plans}
+        plans.append((server, "muster+churn", None))
+    results = {(label, rate): [] for _, label, rate in plans}
     for _ in range(args.repeat):
-        for label, rate in plans:
+        for target, label, rate in plans:
             during = churn.run if label == "muster+churn" else None
-            row = measure(server, args, query_file, workdir, label, rate=rate, during=during)
+            row = measure(target, args, query_file, workdir, label, rate=rate, during=during)
             if during:
                 row["mode"] = f"churn {args.churn}/s"
                 row["churn"]["verify"] = churn.verify()
                 churn.cleanup()
             results[(label, rate)].append(row)
     churn_runs = [row.pop("churn") for row in results.get(("muster+churn", None), [])]
-    rows = [median_row(results[plan]) for plan in plans]
+    rows = [median_row(results[(label, rate)]) for _, label, rate in plans]
     if not churn:
         return rows, None
     base, churned = rows[0], rows[-1]
@@ -237,13 +265,18 @@ def measure_server(server, args, query_file, workdir):
 
 
 def profile_muster(server, args, query_file, workdir):
-    edns = not args.no_edns
-    profiles = {"muster": profiling.record(server, query_file, workdir, "muster", args.duration, args.clients, args.outstanding, edns=edns)}
+    flags = shapes.dnsperf_flags(args.shape)
+    profiles = {
+        "muster": profiling.record(
+            server, query_file, workdir, "muster", args.duration, args.clients, args.outstanding,
+            flags=flags, transport=args.transport,
+        )  # fmt: skip
+    }
     if args.churn:
         churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
         profiles["muster+churn"] = profiling.record(
             server, query_file, workdir, "muster+churn", args.duration, args.clients, args.outstanding,
-            edns=edns, during=churn.run,
+            flags=flags, during=churn.run, transport=args.transport,
         )  # fmt: skip
         churn.cleanup()
     return profiles
@@ -253,24 +286,52 @@ def run(args, workdir):
     probe = (f"{namespace.service_name(args.services - 1)}.{namespace.NAMESPACE}.", "A")
     query_file = os.path.join(workdir, "queries.txt")
     with open(query_file, "w") as f:
-        f.write(namespace.queries(args.services, args.queries, args.seed))
+        queries = namespace.queries(args.services, args.queries, args.seed)
+        f.write(shapes.query_file_text(queries, args.shape, args.seed))
     instances = args.services * args.instances
     say(f"namespace: {args.services} services x {args.instances} instances = {instances:,} instances")
     started, info, notes = start_servers(args, workdir, probe)
-    rows, churn_result, profiles = [], None, {}
+    rows, churn_result, profiles, rrl_result = [], None, {}, {}
+    by_name = {s.name: s for s in started}
     try:
         for server in started:
-            server_rows, server_churn = measure_server(server, args, query_file, workdir)
+            if server.name == "muster+rrl":
+                continue  # measured with muster
+            twin = by_name.get("muster+rrl") if server.name == "muster" else None
+            server_rows, server_churn = measure_server(server, args, query_file, workdir, twin)
             rows += server_rows
             churn_result = churn_result or server_churn
             if server.name == "muster" and args.profile:
                 profiles = profile_muster(server, args, query_file, workdir)
+            if twin:
+                rrl_result = measure_rrl(args, workdir, server, twin, rows)
+                twin.stop()
             # Stopped once measured, so the next server has its core to itself.
             server.stop()
     finally:
         for server in started:
             server.stop()
-    return info, rows, churn_result, notes, profiles
+    return info, rows, churn_result, notes, profiles, rrl_result
+
+
+def measure_rrl(args, workdir, muster, twin, rows):
+    """What the limiter cost (muster+rrl's runs against muster's), whether it limited
+    anything then, and the amplification of a one-source flood with RRL off and on."""
+    result = {"rate": args.rrl, "limited": rrl.limited(twin), "ratios": rrl.ratios(rows), "amplification": {}}
+    query = rrl.flood_query(args.services)
+    say(f"amplification flood: {args.flood_queries} SRV queries from one address, RRL off")
+    result["amplification"]["RRL off"] = rrl.amplification(muster.port, query, args.flood_queries, args.flood_seconds)
+    flood = Muster(workdir, SERVER_CORE, args.muster_bin, namespace.muster_instances(args.services, args.instances),
+                   args.max_answers, "muster+rrl-flood", rrl.toml(args.flood_rrl))  # fmt: skip
+    probe = (f"{namespace.service_name(args.services - 1)}.{namespace.NAMESPACE}.", "A")
+    start(flood, probe, {})
+    try:
+        say(f"amplification flood: the same, RRL at {args.flood_rrl}/s (slip 2)")
+        label = f"RRL on ({args.flood_rrl}/s, slip 2)"
+        result["amplification"][label] = rrl.amplification(flood.port, query, args.flood_queries, args.flood_seconds)
+    finally:
+        flood.stop()
+    return result
 
 
 def versions(args):
@@ -349,14 +410,14 @@ def main(argv):
     workdir = tempfile.mkdtemp(prefix="muster-bench-")
     began = time.monotonic()
     try:
-        info, rows, churn_result, notes, profiles = run(args, workdir)
+        info, rows, churn_result, notes, profiles, rrl_result = run(args, workdir)
     except (ServerError, load.LoadError, profiling.ProfileError) as error:
         sys.exit(f"bench: FAILED: {error}\n(files in {workdir})")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report.classify(rows)
-    ratio_table = report.ratios([r for r in rows if r["label"] != "muster+churn"])
+    ratio_table = report.ratios([r for r in rows if r["label"] not in ("muster+churn", "muster+rrl")])
     result = {
         "timestamp": stamp,
         "command": "bench/dns/run " + " ".join(argv),
@@ -368,13 +429,14 @@ def main(argv):
         "runs": rows,
         "ratios": ratio_table,
         "churn": churn_result,
+        "rrl": rrl_result,
         "answer_differences": notes,
         "profiles": profiles,
         "elapsed_seconds": time.monotonic() - began,
     }
     path = report.write_json(result, args.results, stamp)
     print()
-    print(f"{args.services} services x {args.instances} instances, {args.duration} s per run, dnsperf -c {args.clients} -q {args.outstanding}{'' if args.no_edns else ' -e'}, server on core 0, dnsperf on core 1")
+    print(f"{args.services} services x {args.instances} instances, {args.duration} s per run, dnsperf -m {args.transport} -c {args.clients} -q {args.outstanding} {' '.join(shapes.dnsperf_flags(args.shape))} (shape {args.shape}), server on core 0, dnsperf on core 1")
     print(report.table(rows))
     print("\nRatios (muster / other; below 1 is better for muster on CPU/q and latency, above 1 on QPS):")
     print(report.ratio_lines(ratio_table))
@@ -383,6 +445,9 @@ def main(argv):
     if churn_result:
         print("\nChurn:")
         print(report.churn_lines(churn_result))
+    if rrl_result:
+        print("\nResponse rate limiting:")
+        print(rrl.lines(rrl_result))
     for name, summary in profiles.items():
         print(f"\nProfile of {name} at saturation:")
         print(profiling.lines(summary))

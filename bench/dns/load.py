@@ -24,7 +24,8 @@ class LoadError(RuntimeError):
     pass
 
 
-def dnsperf_command(port, query_file, seconds, clients, outstanding, rate, edns, verbose):
+def dnsperf_command(port, query_file, seconds, clients, outstanding, rate, flags, verbose, transport="udp"):
+    """dnsperf's command line; `flags` shape the queries (shapes.dnsperf_flags)."""
     command = [
         "taskset", "-c", str(LOAD_CORE),
         "dnsperf",
@@ -38,10 +39,11 @@ def dnsperf_command(port, query_file, seconds, clients, outstanding, rate, edns,
     ]  # fmt: skip
     if rate:
         command += ["-Q", str(rate)]
-    if edns:
-        command.append("-e")
+    command += flags
     if verbose:
         command.append("-v")
+    if transport != "udp":
+        command += ["-m", transport]
     return command
 
 
@@ -98,12 +100,12 @@ def latency_percentiles(verbose_path):
     }
 
 
-def run(server, query_file, workdir, label, seconds, clients, outstanding, rate=None, edns=True, during=None, verbose=False):
+def run(server, query_file, workdir, label, seconds, clients, outstanding, rate=None, flags=("-e",), during=None, verbose=False, transport="udp"):
     """Runs dnsperf against `server` for `seconds`; `during` (a callable taking the
     deadline) runs alongside, for churn; `verbose` adds latency percentiles. Returns one
     result row."""
     verbose_path = os.path.join(workdir, f"dnsperf-{label}.out")
-    command = dnsperf_command(server.port, query_file, seconds, clients, outstanding, rate, edns, verbose)
+    command = dnsperf_command(server.port, query_file, seconds, clients, outstanding, rate, list(flags), verbose, transport)
     cpu_before = server.cpu_seconds()
     started = time.monotonic()
     with open(verbose_path, "w") as out:
@@ -143,9 +145,9 @@ def run(server, query_file, workdir, label, seconds, clients, outstanding, rate=
     return row
 
 
-def warm_up(server, query_file, seconds, clients, outstanding, edns=True):
+def warm_up(server, query_file, seconds, clients, outstanding, flags=("-e",), transport="udp"):
     """An unmeasured run, so caches, page faults and socket buffers settle first."""
-    command = dnsperf_command(server.port, query_file, seconds, clients, outstanding, None, edns, verbose=False)
+    command = dnsperf_command(server.port, query_file, seconds, clients, outstanding, None, list(flags), False, transport)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise LoadError(f"dnsperf warm-up against {server.name} failed:\n{result.stdout}{result.stderr}")

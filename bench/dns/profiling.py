@@ -20,7 +20,7 @@ class ProfileError(RuntimeError):
     pass
 
 
-def record(server, query_file, workdir, label, seconds, clients, outstanding, edns=True, during=None):
+def record(server, query_file, workdir, label, seconds, clients, outstanding, flags=("-e",), during=None, transport="udp"):
     """perf samples of `server`'s whole process during a saturation run; the top entries."""
     data = os.path.join(workdir, f"perf-{label}.data")
     perf = subprocess.Popen(
@@ -31,7 +31,10 @@ def record(server, query_file, workdir, label, seconds, clients, outstanding, ed
     )
     # perf needs a moment to attach to every thread before the load starts.
     threading.Event().wait(0.5)
-    row = load.run(server, query_file, workdir, f"{label}-profile", seconds, clients, outstanding, edns=edns, during=during)
+    row = load.run(
+        server, query_file, workdir, f"{label}-profile", seconds, clients, outstanding,
+        flags=flags, during=during, transport=transport,
+    )  # fmt: skip
     _, errors = perf.communicate(timeout=seconds + 30)
     if perf.returncode != 0 or not os.path.exists(data):
         raise ProfileError(f"perf record failed ({perf.returncode}):\n{errors[-2000:]}")

@@ -200,7 +200,10 @@ class Server:
 class Muster(Server):
     name = "muster"
 
-    def __init__(self, workdir, core, binary, instances_json, max_answers):
+    def __init__(self, workdir, core, binary, instances_json, max_answers, label="muster", extra_toml=""):
+        """`label` names this muster in the results (and its folder); `extra_toml` is
+        appended to its configuration (`bench/dns/rrl.py` adds `[dns.rrl]`)."""
+        self.name = label
         super().__init__(workdir, core)
         self.binary = binary
         self.http_port = free_port()
@@ -228,7 +231,12 @@ max_answers = {max_answers}
 
 [[sources.file]]
 path = "{self.instances_path}"
-""",
+
+# The churn load writes 1,000/s from one address: no per-principal write limit (it
+# would cap it at the default [auth] write_rate).
+[auth]
+write_rate = 0
+{extra_toml}""",
         )
 
     def command(self):

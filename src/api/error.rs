@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::registry::{ChangeError, FieldError};
+use crate::registry::{ChangeError, FieldError, Limit};
 
 /// An API failure; nothing was applied.
 #[derive(Debug)]
@@ -57,6 +57,12 @@ impl From<ChangeError> for ApiError {
             ChangeError::ServiceExists { .. } => (StatusCode::CONFLICT, Some("service")),
             ChangeError::InUse(_) => (StatusCode::CONFLICT, None),
             ChangeError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            ChangeError::LimitExceeded {
+                limit: Limit::AttributeBytes,
+                ..
+            } => (StatusCode::BAD_REQUEST, Some("attributes")),
+            // The state, not the request, is in the way: the same write may pass later.
+            ChangeError::LimitExceeded { limit, .. } => (StatusCode::CONFLICT, Some(limit.key())),
             ChangeError::ShuttingDown | ChangeError::Storage(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }

@@ -1,36 +1,74 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics.
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use axum::{Extension, Router};
 
 use super::ApiState;
-use crate::registry::Snapshot;
+use super::shape::OwnShape;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
-/// 200 once every source has synced; 503 naming the ones still pending.
+/// 200 while every background task runs; 503 naming those that do not (restarting
+/// after a panic, or dead). `?verbose` lists every task with its state and restarts,
+/// and how the shared store is doing (etcd reachable or not, how far behind this
+/// replica is): etcd being away does not make it 503, DNS keeps answering.
+async fn healthz(State(state): State<ApiState>, RawQuery(query): RawQuery) -> impl IntoResponse {
+    let verbose = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p == "verbose" || p.starts_with("verbose="));
+    let down = state.tasks.down();
+    let status = match down.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let tasks = if verbose { state.tasks.list() } else { down };
+    let mut text = match status {
+        StatusCode::OK => "ok\n".to_owned(),
+        _ => "down\n".to_owned(),
+    };
+    for (name, task) in tasks {
+        text.push_str(&format!(
+            "task {name}: {} (restarts: {})\n",
+            task.state, task.restarts
+        ));
+    }
+    if let Some(store) = state.registry.store_status().filter(|_| verbose) {
+        text.push_str(&store);
+        text.push('\n');
+    }
+    (status, Extension(OwnShape), text)
+}
+
+/// 200 once every source has synced and the log takes writes; 503 saying why not (the
+/// sources still pending, or why writes are refused while DNS answers on).
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.registry.snapshot();
-    if snapshot.is_synced() {
-        (StatusCode::OK, "ready\n".to_owned())
+    if let Some(reason) = state.registry.read_only() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Extension(OwnShape),
+            format!("read-only: writes are refused: {reason}\n"),
+        )
+            .into_response()
+    } else if snapshot.is_synced() {
+        (StatusCode::OK, "ready\n".to_owned()).into_response()
     } else {
         let pending: Vec<String> = snapshot.unsynced.iter().map(|s| s.to_string()).collect();
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            Extension(OwnShape),
             format!("waiting for: {}\n", pending.join(", ")),
         )
+            .into_response()
     }
 }
 
@@ -51,65 +89,5 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             error.to_string(),
         ),
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NamespaceLabels {
-    namespace: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InstanceLabels {
-    namespace: String,
-    health: &'static str,
-}
-
-/// `muster_registry_*` gauges, read from the snapshot when scraped (not per change).
-#[derive(Default)]
-pub struct RegistryMetrics {
-    revision: Gauge,
-    instances: Family<InstanceLabels, Gauge>,
-    services: Family<NamespaceLabels, Gauge>,
-}
-
-impl RegistryMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let sub = registry.sub_registry_with_prefix("muster_registry");
-        sub.register(
-            "revision",
-            "Registry revision (the SOA serial of a change)",
-            self.revision.clone(),
-        );
-        sub.register(
-            "instances",
-            "Registered instances, by namespace and health",
-            self.instances.clone(),
-        );
-        sub.register("services", "Services, by namespace", self.services.clone());
-    }
-
-    fn observe(&self, snapshot: &Snapshot) {
-        self.revision.set(snapshot.revision as i64);
-        for (name, namespace) in &snapshot.namespaces {
-            let healthy: usize = namespace.services.values().map(|s| s.healthy_count()).sum();
-            let total = namespace.instance_count();
-            let labels = |health| InstanceLabels {
-                namespace: name.clone(),
-                health,
-            };
-            self.instances
-                .get_or_create(&labels("healthy"))
-                .set(healthy as i64);
-            self.instances
-                .get_or_create(&labels("unhealthy"))
-                .set((total - healthy) as i64);
-            let namespace_labels = NamespaceLabels {
-                namespace: name.clone(),
-            };
-            self.services
-                .get_or_create(&namespace_labels)
-                .set(namespace.services.len() as i64);
-        }
     }
 }

@@ -3,24 +3,26 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::ApiState;
+use super::auth::{Principal, ScopeKind};
 use super::error::ApiError;
 use crate::dns::instance_label;
 use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{
-    Change, CheckSpec, Instance, InstanceKey, InstanceSpec, Namespace, Service, Snapshot, SourceId,
+    Change, CheckSpec, Instance, InstanceKey, InstanceSpec, NamedPort, Namespace, Service,
+    Snapshot, SourceId, health_bounds,
 };
 
 pub fn routes() -> Router<ApiState> {
@@ -51,6 +53,10 @@ struct RegisterBody {
     ipv4: Option<String>,
     ipv6: Option<String>,
     port: Option<u16>,
+    /// Named ports, each answered at `_<name>._tcp.<svc>.<ns>` (or `._udp.`):
+    /// `{"grpc": 9090, "dns": {"port": 53, "protocol": "udp"}}`.
+    #[serde(default)]
+    ports: BTreeMap<String, NamedPort>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     #[serde(default = "healthy")]
@@ -60,11 +66,6 @@ struct RegisterBody {
     /// An active check: `{"http": "/healthz", "interval": "200ms", ...}` or `{"tcp": true}`.
     check: Option<CheckSpec>,
 }
-
-/// Heartbeat TTLs accepted: the scheduler's resolution is a millisecond; below 100 ms a
-/// client could not keep up, above a day it is not a heartbeat.
-const HEARTBEAT_TTL: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(86_400);
 
 fn healthy() -> bool {
     true
@@ -81,9 +82,18 @@ async fn register(
     Path((ns, svc, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Reply {
-    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    let snapshot = state.registry.snapshot();
+    let key = instance_key(&snapshot, &ns, &svc, &id)?;
     let body: RegisterBody = parse_body(&body)?;
     let spec = body.validated()?;
+    // The check that will run: the instance's own, or its service's policy's.
+    let policy = match snapshot.service(&key.namespace, &key.service) {
+        Some(service) => service.policy.clone(),
+        None => find_namespace(&snapshot, &key.namespace)?
+            .settings
+            .policy_for(&key.service, None),
+    };
+    state.health.limits().admit(&spec, &policy)?;
     let change = Change::Upsert {
         key: key.clone(),
         spec,
@@ -156,22 +166,34 @@ async fn heartbeat(
     }
 }
 
-async fn list_namespaces(State(state): State<ApiState>) -> Json<Value> {
+/// The namespaces the caller may read something in.
+async fn list_namespaces(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<Value> {
     let snapshot = state.registry.snapshot();
     let namespaces: Vec<Value> = snapshot
         .namespaces
         .iter()
+        .filter(|(name, _)| principal.may_in(ScopeKind::Read, name))
         .map(|(name, ns)| json!({"name": name, "services": ns.services.len(), "instances": ns.instance_count()}))
         .collect();
     Json(json!({"namespaces": namespaces, "revision": snapshot.revision}))
 }
 
-async fn list_services(State(state): State<ApiState>, Path(ns): Path<String>) -> Reply {
+/// The services of a namespace the caller may read.
+async fn list_services(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    Path(ns): Path<String>,
+) -> Reply {
     let snapshot = state.registry.snapshot();
     let namespace = find_namespace(&snapshot, &ns)?;
+    let name = &namespace.settings.name;
     let services: Vec<Value> = namespace
         .services
         .values()
+        .filter(|s| principal.may(ScopeKind::Read, name, &s.name))
         .map(|s| json!({"name": s.name, "instances": s.instances.len(), "healthy": s.healthy_count()}))
         .collect();
     Ok(Json(
@@ -217,6 +239,7 @@ fn instance_json(instance: &Instance) -> Value {
         "ipv4": spec.ipv4,
         "ipv6": spec.ipv6,
         "port": spec.port,
+        "ports": spec.ports,
         "attributes": spec.attributes,
         "healthy": instance.is_healthy(),
         "reported_healthy": spec.healthy,
@@ -314,38 +337,28 @@ impl RegisterBody {
             return Err(FieldError::new("ipv4", "an instance needs ipv4 or ipv6"));
         }
         let port = self.port.map(validate::port).transpose()?;
+        validate::ports(&self.ports)?;
         validate::attributes(&self.attributes)?;
-        if let Some(check) = &self.check {
-            check
-                .validate()
-                .map_err(|problem| FieldError::new("check", problem))?;
-            if check.port.or(port).is_none() {
-                return Err(FieldError::new(
-                    "check",
-                    "a check needs a port: give the instance or the check one",
-                ));
-            }
-        }
-        let check = self.check.map(Arc::new);
         let heartbeat_ttl = self
             .heartbeat_ttl
-            .map(|ttl| match humantime::parse_duration(&ttl) {
-                Ok(ttl) if HEARTBEAT_TTL.contains(&ttl) => Ok(ttl),
-                _ => Err(FieldError::new(
-                    "heartbeat_ttl",
-                    format!("{ttl:?} is not a duration from 100ms to 24h"),
-                )),
+            .map(|ttl| {
+                humantime::parse_duration(&ttl).map_err(|_| {
+                    FieldError::new("heartbeat_ttl", format!("{ttl:?} is not a duration"))
+                })
             })
             .transpose()?;
-        Ok(InstanceSpec {
+        let spec = InstanceSpec {
             ipv4,
             ipv6,
             port,
+            ports: self.ports,
             attributes: self.attributes,
             healthy: self.healthy,
             heartbeat_ttl,
-            check,
+            check: self.check.map(Arc::new),
             ..InstanceSpec::default()
-        })
+        };
+        health_bounds(&spec)?;
+        Ok(spec)
     }
 }

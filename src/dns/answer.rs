@@ -7,9 +7,11 @@
 //! disagree on a rule.
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::rr::{Record, RecordType};
 use rand::Rng;
 
+use super::named_ports;
+use super::qname::QueryName;
 use super::service_records::Candidate;
 use super::wire::Rr;
 use super::zone::{NamespaceZone, ServedInstance, ServiceRecords, Zone};
@@ -85,6 +87,9 @@ pub enum PickKind {
     Srv,
     /// SRV at `_svc._proto.ns`, with the same glue.
     SrvAlias,
+    /// SRV at `_<name>._<proto>.svc.ns` for the service's `named[n]` port, with the
+    /// same glue.
+    Named(usize),
 }
 
 impl<'z> Pick<'z> {
@@ -96,6 +101,7 @@ impl<'z> Pick<'z> {
             PickKind::Aaaa => instance.aaaa.as_ref(),
             PickKind::Srv => instance.srv.as_ref(),
             PickKind::SrvAlias => instance.srv_alias.as_ref(),
+            PickKind::Named(n) => named_ports::find(&instance.named, &self.records.named[n]),
         }
     }
 
@@ -106,16 +112,18 @@ impl<'z> Pick<'z> {
 
     /// Whether answers carry glue (SRV targets' addresses).
     pub fn has_glue(&self) -> bool {
-        matches!(self.kind, PickKind::Srv | PickKind::SrvAlias)
+        matches!(
+            self.kind,
+            PickKind::Srv | PickKind::SrvAlias | PickKind::Named(_)
+        )
     }
 }
 
-/// Decides what `qtype` at the name made of `labels` (lowercase, left to right, class IN)
-/// gets from `zone`.
+/// Decides what `qtype` at `name` (class IN) gets from `zone`.
 ///
 /// ANY gets one RRset (RFC 8482). Zone transfers are refused here.
-pub fn plan<'z>(zone: &'z Zone, labels: &[&[u8]], qtype: RecordType) -> Plan<'z> {
-    let Some(namespace) = zone.namespace_of_labels(labels) else {
+pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z> {
+    let Some(namespace) = zone.namespace_of(name) else {
         return Plan::Refused;
     };
     if !zone.synced {
@@ -126,22 +134,27 @@ pub fn plan<'z>(zone: &'z Zone, labels: &[&[u8]], qtype: RecordType) -> Plan<'z>
     }
     let nodata = Plan::Negative(ResponseCode::NoError, namespace);
     let nxdomain = Plan::Negative(ResponseCode::NXDomain, namespace);
-    match &labels[..labels.len() - namespace.origin_depth()] {
-        [] => match qtype {
+    // The namespace's origin is a suffix of the name: this cannot underflow.
+    let below_origin = name.label_count() - namespace.origin_depth();
+    match below_origin {
+        0 => match qtype {
             RecordType::SOA | RecordType::ANY => Plan::Single(&namespace.soa),
             RecordType::NS => Plan::Single(&namespace.ns),
             _ => nodata,
         },
-        [first] => match service(namespace, first) {
+        1 => match service(namespace, name.label(0)) {
             Some(records) => service_plan(namespace, records, qtype),
-            None if namespace.protocol_in_use(first) => nodata,
+            None if namespace.protocol_in_use(name.label(0)) => nodata,
             None => nxdomain,
         },
-        [first, second] => {
+        2 => {
+            let (first, second) = (name.label(0), name.label(1));
             if let Some(records) = service(namespace, second) {
                 let label = std::str::from_utf8(first).unwrap_or("");
                 let Some(instance) = records.by_label.get(label) else {
-                    return nxdomain;
+                    // `_tcp.svc.ns` above a named port's `_http._tcp.svc.ns`.
+                    let below = named_ports::protocol_in_use(&records.named, first);
+                    return if below { nodata } else { nxdomain };
                 };
                 let record = match qtype {
                     RecordType::A => instance.target_a.as_ref(),
@@ -154,10 +167,24 @@ pub fn plan<'z>(zone: &'z Zone, labels: &[&[u8]], qtype: RecordType) -> Plan<'z>
             let alias = first
                 .strip_prefix(b"_")
                 .and_then(|svc| service(namespace, svc))
-                .filter(|r| r.policy.protocol.label().as_bytes() == *second);
+                .filter(|r| r.policy.protocol.label().as_bytes() == second);
             match alias {
                 Some(records) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
                     pick(namespace, records, PickKind::SrvAlias)
+                }
+                Some(_) => nodata,
+                None => nxdomain,
+            }
+        }
+        3 => {
+            let (port, protocol) = (name.label(0), name.label(1));
+            let named = service(namespace, name.label(2)).and_then(|records| {
+                let n = named_ports::position(&records.named, port, protocol)?;
+                Some((records, n))
+            });
+            match named {
+                Some((records, n)) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
+                    pick(namespace, records, PickKind::Named(n))
                 }
                 Some(_) => nodata,
                 None => nxdomain,
@@ -233,10 +260,9 @@ pub fn sample(rng: &mut impl Rng, available: usize, wanted: usize, chosen: &mut 
     }
 }
 
-/// Answers `qtype` at `name` (already lowercase, class IN) from `zone`.
-pub fn answer(zone: &Zone, name: &LowerName, qtype: RecordType, rng: &mut impl Rng) -> Answer {
-    let labels: Vec<&[u8]> = name.iter().collect();
-    match plan(zone, &labels, qtype) {
+/// Answers `qtype` at `name` (class IN) from `zone`.
+pub fn answer(zone: &Zone, name: &QueryName, qtype: RecordType, rng: &mut impl Rng) -> Answer {
+    match plan(zone, name, qtype) {
         Plan::Refused => Answer {
             rcode: ResponseCode::Refused,
             ..Answer::default()

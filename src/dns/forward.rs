@@ -3,9 +3,14 @@
 //!
 //! The client gets the upstream's rcode and records (NXDOMAIN and NODATA with the
 //! upstream's SOA, so negative caching works downstream too) and SERVFAIL when the
-//! upstreams fail or take longer than the configured timeout: never a hang.
+//! upstreams fail or take longer than the configured timeout: never a hang. At most
+//! `max_in_flight` queries wait on the upstreams at once; the next one is [`Busy`] (the
+//! handler answers SERVFAIL at once), so a silent upstream under a flood costs a bounded
+//! number of tasks and sockets.
 
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, Record, RecordType};
@@ -22,7 +27,13 @@ use crate::config::ForwardConfig;
 pub struct Forwarder {
     resolver: TokioResolver,
     timeout: Duration,
+    /// One permit per query that may wait on the upstreams.
+    in_flight: Semaphore,
 }
+
+/// `max_in_flight` queries are already waiting on the upstreams.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy;
 
 /// What the upstreams said, as the sections of a response.
 #[derive(Debug, Default)]
@@ -67,14 +78,18 @@ impl Forwarder {
         Ok(Some(Self {
             resolver,
             timeout: config.timeout,
+            in_flight: Semaphore::new(config.max_in_flight as usize),
         }))
     }
 
-    /// Resolves `qtype` at `name` upstream; SERVFAIL on any failure or at the timeout.
-    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Forwarded {
+    /// Resolves `qtype` at `name` upstream; SERVFAIL on any failure or at the timeout,
+    /// [`Busy`] at once when `max_in_flight` queries are waiting.
+    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Result<Forwarded, Busy> {
+        let _permit = self.in_flight.try_acquire().map_err(|_| Busy)?;
         let mut name = name.clone();
         name.set_fqdn(true);
-        match tokio::time::timeout(self.timeout, self.resolver.lookup(name, qtype)).await {
+        let lookup = tokio::time::timeout(self.timeout, self.resolver.lookup(name, qtype)).await;
+        Ok(match lookup {
             Ok(Ok(lookup)) => Forwarded {
                 rcode: ResponseCode::NoError,
                 answers: lookup.answers().to_vec(),
@@ -98,12 +113,13 @@ impl Forwarder {
                 Forwarded::servfail()
             }
             Err(_) => Forwarded::servfail(),
-        }
+        })
     }
 }
 
 impl Forwarded {
-    fn servfail() -> Self {
+    /// SERVFAIL, with no records.
+    pub fn servfail() -> Self {
         Self {
             rcode: ResponseCode::ServFail,
             ..Self::default()

@@ -1,8 +1,10 @@
 //! The hickory request handler: checks the message, asks [`answer`], encodes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
@@ -12,16 +14,15 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::answer::{Answer, answer};
 use super::fast;
-use super::forward::{Forwarded, Forwarder};
+use super::forward::{Busy, Forwarded, Forwarder};
 use super::metrics::DnsMetrics;
-use super::transfer::{self, Signer, Transfers};
+use super::qname::QueryName;
+use super::rrl::Rrl;
+use super::transfer::{self, Rejection, Signer, Transfers};
+use super::wire::{HEADER_LEN, MIN_UDP_PAYLOAD, OPT_LEN};
 use super::zone::{NamespaceZone, ZoneView};
-
-/// The smallest UDP payload every client accepts (RFC 1035), and what non-EDNS clients get.
-pub(super) const MIN_UDP_PAYLOAD: u16 = 512;
-/// Bytes of an OPT RR without options.
-const OPT_LEN: usize = 11;
-const HEADER_LEN: usize = 12;
+use crate::logging::Throttle;
+use crate::sources::update::Updates;
 
 /// Answers every query: from the current [`ZoneView`], by zone transfer, or through the
 /// upstreams for names outside the namespaces.
@@ -32,8 +33,15 @@ pub struct Handler {
     metrics: Arc<DnsMetrics>,
     forwarder: Option<Arc<Forwarder>>,
     transfers: Arc<Transfers>,
-    /// The OPT of responses to EDNS queries.
-    response_edns: Edns,
+    /// The OPT records of responses to EDNS queries, by [`Handler::response_edns`]'s
+    /// index: DO copied from the query (RFC 3225), NSID when asked for and configured.
+    response_edns: Arc<[Edns; 4]>,
+    /// The identifier NSID answers with (RFC 5001); empty: NSID is not answered.
+    nsid: Arc<[u8]>,
+    /// Rate limiting of UDP responses, if configured.
+    rrl: Option<Arc<Rrl>>,
+    /// Where UPDATE messages go (`None`: every UPDATE is REFUSED).
+    updates: Option<Arc<Updates>>,
 }
 
 impl Handler {
@@ -45,16 +53,48 @@ impl Handler {
         transfers: Transfers,
     ) -> Self {
         let max_udp_payload = max_udp_payload.max(MIN_UDP_PAYLOAD);
-        let mut response_edns = Edns::new();
-        response_edns.set_max_payload(max_udp_payload);
         Self {
             zone,
             max_udp_payload,
-            response_edns,
+            response_edns: Arc::new(response_opts(max_udp_payload, &[])),
+            nsid: Arc::from([]),
             metrics,
             forwarder: forwarder.map(Arc::new),
             transfers: Arc::new(transfers),
+            rrl: None,
+            updates: None,
         }
+    }
+
+    /// The same handler, whose UDP responses `rrl` limits (`None`: not limited).
+    pub fn with_rrl(self, rrl: Option<Rrl>) -> Self {
+        Self {
+            rrl: rrl.map(Arc::new),
+            ..self
+        }
+    }
+
+    /// The same handler, sending UPDATE messages (RFC 2136) to `updates`.
+    pub fn with_updates(self, updates: Updates) -> Self {
+        Self {
+            updates: Some(Arc::new(updates)),
+            ..self
+        }
+    }
+
+    /// The same handler, answering NSID queries with `nsid` (empty: NSID is ignored).
+    /// `[dns] nsid` is at most 128 bytes, which an OPT record holds.
+    pub fn with_nsid(self, nsid: &[u8]) -> Self {
+        Self {
+            response_edns: Arc::new(response_opts(self.max_udp_payload, nsid)),
+            nsid: Arc::from(nsid),
+            ..self
+        }
+    }
+
+    /// The limiter of UDP responses, if any (the UDP listeners apply it).
+    pub(super) fn rrl(&self) -> Option<&Rrl> {
+        self.rrl.as_deref()
     }
 
     /// The zone this handler answers from (the fast path answers from the same one).
@@ -64,10 +104,12 @@ impl Handler {
 
     /// What the fast path must answer like: the largest UDP response (also the payload
     /// size an OPT record advertises), and whether RA is set.
-    pub(super) fn fast_settings(&self) -> fast::Settings {
+    pub(super) fn fast_settings(&self) -> fast::Settings<'_> {
         fast::Settings {
             max_udp_payload: self.max_udp_payload,
             recursion_available: self.recursion_available(),
+            over_tcp: false,
+            nsid: &self.nsid,
         }
     }
 
@@ -89,36 +131,58 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let qtype = request.queries.queries().first().map(|q| q.query_type());
-        let rejection = if request.metadata.op_code != OpCode::Query {
+        let op_code = request.metadata.op_code;
+        let rejection = if op_code != OpCode::Query && op_code != OpCode::Update {
             Some(ResponseCode::NotImp)
         } else if request.queries.len() != 1 {
             Some(ResponseCode::FormErr)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Some(ResponseCode::BADVERS)
+        } else if request.edns.as_ref().is_some_and(malformed_cookie) {
+            Some(ResponseCode::FormErr)
         } else {
             None
         };
-        // A signed request gets a signed answer, or NOTAUTH when its TSIG does not verify.
-        let signer = self
+        // A signed request gets a signed answer, or NOTAUTH with the TSIG error (FORMERR
+        // for a malformed MAC) when its TSIG does not verify.
+        let (rejection, mut signer, unsigned_tsig) = match self
             .transfers
-            .signature(request.as_slice(), &request.additionals);
-        let (rejection, signer) = match signer {
-            Ok(signer) => (rejection, signer),
-            Err(error) => {
-                tracing::info!(source = %request.src(), ?error, "request with a bad TSIG");
-                (rejection.or(Some(ResponseCode::NotAuth)), None)
+            .signature(request.as_slice(), &request.additionals)
+        {
+            Ok(signer) => (rejection, signer, None),
+            Err(rejected) => {
+                self.tsig_rejected(request, &rejected);
+                match rejected {
+                    Rejection::Malformed => (Some(ResponseCode::FormErr), None, None),
+                    Rejection::Unsigned(tsig) => (Some(ResponseCode::NotAuth), None, Some(tsig)),
+                    Rejection::BadTime(signer) => {
+                        (Some(ResponseCode::NotAuth), Some(*signer), None)
+                    }
+                }
             }
         };
         if let Some(rcode) = rejection {
             self.metrics.count(qtype, rcode);
-            let response = self.builder(request).error_msg(&request.metadata, rcode);
+            let mut metadata = response_metadata(&request.metadata);
+            metadata.response_code = rcode;
+            let build = || self.builder(request).build_no_records(metadata);
+            let Some(tsig) = unsigned_tsig else {
+                return send_signed(&mut response_handle, build, signer.as_mut(), request).await;
+            };
+            let mut response = build();
+            response.set_signature(tsig);
             return send(&mut response_handle, response, &request.metadata).await;
         }
 
+        if op_code == OpCode::Update {
+            return self.update(request, signer, response_handle).await;
+        }
         let query = &request.queries.queries()[0];
         let zone = self.zone.load_full();
         let found = if query.query_class() == DNSClass::IN {
-            match zone.namespace_of(query.name()) {
+            // hickory reads names of at most 255 bytes, which always fit.
+            let name = QueryName::from_labels(query.name().iter()).unwrap_or_default();
+            match zone.namespace_of(&name) {
                 Some(namespace)
                     if transfer::is_transfer(query.query_type())
                         && namespace.origin == *query.name()
@@ -138,7 +202,7 @@ impl RequestHandler for Handler {
                 }
                 Some(_) => {}
             }
-            answer(&zone, query.name(), query.query_type(), &mut rand::rng())
+            answer(&zone, &name, query.query_type(), &mut rand::rng())
         } else {
             Answer {
                 rcode: ResponseCode::Refused,
@@ -165,17 +229,48 @@ impl RequestHandler for Handler {
 }
 
 impl Handler {
+    /// Counts a request whose TSIG was rejected, and logs it at most once a minute.
+    fn tsig_rejected(&self, request: &Request, rejected: &Rejection) {
+        static LOG: Throttle = Throttle::new(Duration::from_secs(60));
+        let error = rejected.label();
+        self.metrics.tsig_rejected(error);
+        if let Some(count) = LOG.hit() {
+            tracing::warn!(
+                count,
+                last_source = %request.src(),
+                last_error = error,
+                "requests rejected for their TSIG (count: since the last such line; at most one line a minute)"
+            );
+        }
+    }
+
     /// A response to `request`, with an OPT when the request had one.
     fn builder<'q>(&'q self, request: &'q Request) -> MessageResponseBuilder<'q> {
         MessageResponseBuilder::new(
             &request.queries,
-            request.edns.as_ref().map(|_| &self.response_edns),
+            request.edns.as_ref().map(|e| self.response_edns(e)),
         )
+    }
+
+    /// The OPT record answering a query's `edns`.
+    fn response_edns(&self, edns: &Edns) -> &Edns {
+        let nsid = !self.nsid.is_empty() && edns.option(EdnsCode::NSID).is_some();
+        &self.response_edns[usize::from(edns.flags().dnssec_ok) | usize::from(nsid) << 1]
+    }
+
+    /// Bytes of the OPT record answering `request` (an OPT's size when it has none, as
+    /// the size bound has always counted one).
+    fn response_opt_len(&self, request: &Request) -> usize {
+        let options = request.edns.as_ref().map_or(0, |edns| {
+            let options = &self.response_edns(edns).options().options;
+            options.iter().map(|(_, o)| 4 + usize::from(o.len())).sum()
+        });
+        OPT_LEN + options
     }
 
     /// The response header, with RA as [`Handler::recursion_available`] says.
     fn metadata(&self, request: &Request) -> Metadata {
-        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let mut metadata = response_metadata(&request.metadata);
         metadata.recursion_available = self.recursion_available();
         metadata
     }
@@ -208,7 +303,7 @@ impl Handler {
             };
             let limit = usize::from(limit);
             let records = answers.iter().chain(authorities).chain(additionals);
-            if size_bound(records, request) > limit
+            if size_bound(records, request) + self.response_opt_len(request) > limit
                 && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
             {
                 // Clients retry over TCP; an empty truncated message keeps its OPT, which a
@@ -237,9 +332,13 @@ impl Handler {
         let mut metadata = self.metadata(request);
         let forwarded = if request.metadata.recursion_desired {
             self.metrics.forwarded.inc();
-            forwarder
+            let resolved = forwarder
                 .resolve(&query.name().into(), query.query_type())
-                .await
+                .await;
+            resolved.unwrap_or_else(|Busy| {
+                self.metrics.forward_rejected.inc();
+                Forwarded::servfail()
+            })
         } else {
             Forwarded {
                 rcode: ResponseCode::Refused,
@@ -261,6 +360,31 @@ impl Handler {
             signer,
         )
         .await
+    }
+
+    /// Answers an UPDATE (RFC 2136) with the rcode [`Updates::update`] gives, signed
+    /// like any answer to a signed request.
+    async fn update<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut signer: Option<Signer>,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let zone = &request.queries.queries()[0];
+        let rcode = match &self.updates {
+            Some(updates) => {
+                let key = signer.as_ref().map(Signer::key_name);
+                updates
+                    .update(key, zone.original(), &request.answers, &request.authorities)
+                    .await
+            }
+            None => ResponseCode::Refused,
+        };
+        self.metrics.count(Some(zone.query_type()), rcode);
+        let mut metadata = response_metadata(&request.metadata);
+        metadata.response_code = rcode;
+        let build = || self.builder(request).build_no_records(metadata);
+        send_signed(&mut response_handle, build, signer.as_mut(), request).await
     }
 
     /// Answers an AXFR or IXFR for the namespace `zone`: over TCP in as many messages as
@@ -296,21 +420,23 @@ impl Handler {
                 .error_msg(&request.metadata, ResponseCode::Refused);
             return send(&mut response_handle, response, &request.metadata).await;
         }
-        let (kind, records) = match over_udp {
-            true => (transfer::Kind::IxfrCurrent, vec![zone.soa.record()]),
+        let (kind, parts) = match over_udp {
+            true => (transfer::Kind::IxfrCurrent, transfer::current_soa(zone)),
             false => transfer::answer_records(zone, client_serial),
         };
-        let records = refs(&records);
         self.metrics.transfer(kind.label());
         self.metrics.count(Some(qtype), ResponseCode::NoError);
-        tracing::debug!(source = %request.src(), zone = %zone.name, kind = kind.label(), records = records.len(), "zone transfer");
+        tracing::debug!(source = %request.src(), zone = %zone.name, kind = kind.label(), "zone transfer");
         metadata.authoritative = true;
         let mut info = None;
-        for message in transfer::split(&records, record_len_bound) {
+        for message in transfer::split(parts, |part| part.len_bound()) {
+            // Decoded one message at a time: over TCP the next is built once the client
+            // has taken this one.
+            let records: Vec<Record> = message.into_iter().map(transfer::Part::record).collect();
             let build = || {
                 MessageResponseBuilder::new(&request.queries, None).build(
                     metadata,
-                    message.iter().copied(),
+                    records.iter(),
                     [],
                     [],
                     [],
@@ -326,16 +452,48 @@ impl Handler {
     }
 }
 
+/// The header of a response to `request`: its ID, opcode, RD and CD, but CD only for a
+/// QUERY (RFC 4035 3.2.2 defines it for queries alone).
+pub(super) fn response_metadata(request: &Metadata) -> Metadata {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.checking_disabled &= request.op_code == OpCode::Query;
+    metadata
+}
+
 fn refs(records: &[Record]) -> Vec<&Record> {
     records.iter().collect()
 }
 
-/// A cheap upper bound of the response's size, without name compression.
+/// A cheap upper bound of the response's size without name compression, but for its OPT
+/// record.
 fn size_bound<'r>(records: impl Iterator<Item = &'r &'r Record>, request: &Request) -> usize {
     HEADER_LEN
         + request.queries.as_bytes().len()
-        + OPT_LEN
         + records.map(|r| record_len_bound(r)).sum::<usize>()
+}
+
+/// The four OPT records [`Handler::response_edns`] picks from: without and with DO,
+/// without and with an NSID option holding `nsid` (when it is not empty).
+fn response_opts(max_payload: u16, nsid: &[u8]) -> [Edns; 4] {
+    std::array::from_fn(|n| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(max_payload);
+        edns.set_dnssec_ok(n & 1 == 1);
+        if n & 2 == 2 && !nsid.is_empty() {
+            let payload = NSIDPayload::new(nsid).expect("[dns] nsid is at most 128 bytes");
+            edns.options_mut().insert(EdnsOption::NSID(payload));
+        }
+        edns
+    })
+}
+
+/// A COOKIE option of a length RFC 7873 does not allow: FORMERR (§5.2.2). muster
+/// otherwise ignores cookies, as a server without cookie support does (docs/dns.md).
+fn malformed_cookie(edns: &Edns) -> bool {
+    match edns.option(EdnsCode::Cookie) {
+        Some(EdnsOption::Unknown(_, data)) => !fast::cookie_length_ok(data.len()),
+        _ => false,
+    }
 }
 
 /// A response as encoded for the wire, without a size cap (the exact size, compression

@@ -1,8 +1,9 @@
 //! DNS counters, named `muster_dns_*`.
 //!
-//! Query counts are kept per answering thread (each fast-path thread has its own slot,
-//! the full path shares one) and summed when `/metrics` is scraped, so counting costs an
-//! uncontended relaxed add on the fast path.
+//! Query counts, and the responses rate limiting dropped or slipped, are kept per
+//! answering thread (each fast-path thread has its own slot, the full path shares one)
+//! and summed when `/metrics` is scraped, so counting costs an uncontended relaxed add on
+//! the fast path.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,10 +18,22 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::rrl::{Class, Verdict};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
     qtype: &'static str,
     rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,8 +64,14 @@ pub struct DnsMetrics {
     pub truncated: Counter,
     transfers: Family<KindLabels, Counter>,
     notifies: Family<ResultLabels, Counter>,
+    tsig_rejected: Family<ErrorLabels, Counter>,
     /// Queries sent to the `[forward]` upstreams.
     pub forwarded: Counter,
+    /// Queries for the upstreams answered SERVFAIL at once: `max_in_flight` were waiting.
+    pub forward_rejected: Counter,
+    /// Datagrams the fast path dropped instead of handing them to the full path, because
+    /// as many as it allows were being answered there.
+    pub handoff_dropped: Counter,
 }
 
 impl DnsMetrics {
@@ -76,14 +95,38 @@ impl DnsMetrics {
             self.notifies.clone(),
         );
         dns.register(
+            "tsig_rejected",
+            "Signed requests rejected: badkey, badsig, badtrunc, badtime (NOTAUTH), formerr (a MAC longer than the hash)",
+            self.tsig_rejected.clone(),
+        );
+        dns.register(
             "forwarded",
             "Queries for names outside the namespaces sent to the upstreams",
             self.forwarded.clone(),
+        );
+        dns.register(
+            "forward_rejected",
+            "Queries for the upstreams answered SERVFAIL at once because [forward] max_in_flight were waiting",
+            self.forward_rejected.clone(),
+        );
+        dns.register(
+            "handoff_dropped",
+            "UDP queries dropped because the full path was already answering as many as it may",
+            self.handoff_dropped.clone(),
         );
     }
 
     pub fn transfer(&self, kind: &'static str) {
         self.transfers.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a signed request rejected with `error` (a [`Rejection`] label).
+    ///
+    /// [`Rejection`]: super::transfer::Rejection
+    pub fn tsig_rejected(&self, error: &'static str) {
+        self.tsig_rejected
+            .get_or_create(&ErrorLabels { error })
+            .inc();
     }
 
     pub fn notify(&self, result: &'static str) {
@@ -93,6 +136,11 @@ impl DnsMetrics {
     /// Counts one query answered by the full path.
     pub fn count(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
         self.queries.shared.count(qtype, rcode);
+    }
+
+    /// The full path's slot (the fast path's threads have their own).
+    pub fn shared_slot(&self) -> &QuerySlot {
+        &self.queries.shared
     }
 
     /// A slot of query counters for one fast-path thread, summed with the others on scrape.
@@ -131,12 +179,11 @@ impl Collector for QueryCounts {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
+        let slots = || [&self.shared].into_iter().chain(threads.iter());
         for (q, qtype) in QTYPES.iter().enumerate() {
             for (r, rcode) in RCODES.iter().enumerate() {
                 let index = q * RCODES.len() + r;
-                let total: u64 = [&self.shared]
-                    .into_iter()
-                    .chain(threads.iter())
+                let total: u64 = slots()
                     .map(|slot| slot.counts[index].load(Ordering::Relaxed))
                     .sum();
                 if total > 0 {
@@ -145,20 +192,50 @@ impl Collector for QueryCounts {
                 }
             }
         }
+        for (verdict, name, help) in [
+            (
+                Verdict::Drop,
+                "rrl_dropped",
+                "UDP responses response rate limiting dropped, by class",
+            ),
+            (
+                Verdict::Slip,
+                "rrl_slipped",
+                "UDP responses response rate limiting sent empty with TC set, by class",
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for class in Class::ALL {
+                let total: u64 = slots().map(|slot| slot.limited(verdict, class)).sum();
+                let labels = ClassLabels {
+                    class: class.label(),
+                };
+                ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
 
-/// Query counts by (qtype, rcode) for one thread, on a cache line of its own.
+/// Query counts by (qtype, rcode), and responses rate limiting dropped and slipped by
+/// class, for one thread, on cache lines of its own.
 #[repr(align(64))]
 pub struct QuerySlot {
     counts: [AtomicU64; QTYPES.len() * RCODES.len()],
+    /// Dropped by class, then slipped by class.
+    limited: [AtomicU64; 2 * Class::ALL.len()],
 }
 
 impl Default for QuerySlot {
     fn default() -> Self {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            limited: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -169,6 +246,31 @@ impl QuerySlot {
         let index = qtype_index(qtype) * RCODES.len() + rcode_index(rcode);
         self.counts[index].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one response rate limiting dropped or slipped.
+    pub fn count_limited(&self, verdict: Verdict, class: Class) {
+        if let Some(counter) = self.limited.get(limited_index(verdict, class)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses of `class` rate limiting dropped or slipped (as `verdict` says).
+    pub fn limited(&self, verdict: Verdict, class: Class) -> u64 {
+        self.limited
+            .get(limited_index(verdict, class))
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
+    }
+}
+
+/// Where a limited response's count is: dropped then slipped, by class (a sent one has
+/// no count here, and no index within the array).
+fn limited_index(verdict: Verdict, class: Class) -> usize {
+    let row = match verdict {
+        Verdict::Drop => 0,
+        Verdict::Slip => 1,
+        Verdict::Send => 2,
+    };
+    row * Class::ALL.len() + class as usize
 }
 
 fn qtype_index(qtype: Option<RecordType>) -> usize {

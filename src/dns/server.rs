@@ -2,22 +2,14 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::Arc;
 
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::fast;
 use super::handler::Handler;
-
-/// How long an idle TCP connection is kept open.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection. hickory 0.26 runs the handler inline with the
-/// connection's writer, so every message of a zone transfer is queued before the first
-/// is written: the bound must hold the largest transfer (65,536 messages of 16 KiB of
-/// records). The queue takes memory only for what it holds.
-const TCP_RESPONSE_QUEUE: usize = 65_536;
+use super::{fast, tcp};
+use crate::config::DnsTcpConfig;
 
 /// Bound DNS sockets: on each configured address, a group of UDP sockets (one per fast
 /// path thread) and a TCP listener.
@@ -74,11 +66,13 @@ async fn bind_pair(address: SocketAddr) -> io::Result<(Vec<UdpSocket>, TcpListen
     }
 }
 
-/// Serves DNS until `shutdown`: UDP on the fast path's threads, TCP through hickory's
+/// Serves DNS until `shutdown`: UDP on the fast path's threads, TCP on muster's TCP
 /// server. An error means a listener died.
 pub async fn serve(
     listeners: Listeners,
     handler: Handler,
+    tcp_config: DnsTcpConfig,
+    tcp_metrics: Arc<tcp::TcpMetrics>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let udp = fast::serve(
@@ -86,17 +80,7 @@ pub async fn serve(
         handler.clone(),
         shutdown.clone(),
     );
-    let mut server = Server::new(handler);
-    for listener in listeners.tcp {
-        server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
-    }
-    let tcp = async {
-        let result = tokio::select! {
-            result = server.block_until_done() => result,
-            _ = shutdown.cancelled() => server.shutdown_gracefully().await,
-        };
-        result.map_err(|e| io::Error::other(format!("DNS server: {e}")))
-    };
+    let tcp = tcp::serve(listeners.tcp, handler, &tcp_config, tcp_metrics, shutdown);
     // Either one failing stops DNS; on shutdown both return.
     tokio::try_join!(udp, tcp).map(|_| ())
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::answer::PickKind;
+use super::named_ports::{self, NamedName, NamedSrv};
 use super::names::instance_label;
 use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
 use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service};
@@ -26,13 +27,16 @@ pub struct ServiceRecords {
     /// Instance label → instance, for `iid.svc.ns` (a persistent map: updated per
     /// instance, shared with the previous version).
     pub by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
+    /// The named ports the served instances have, each answered at
+    /// `_<name>._<protocol>.svc.ns` (a [`PickKind::Named`] indexes it).
+    pub named: Vec<NamedName>,
     /// Every kind of pick's candidates, and their records packed for the fast path.
     packed: Packed,
     owners: Arc<Owners>,
 }
 
-/// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, in that order) and
-/// their records packed for the fast path: for each candidate, its answer record with
+/// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, then each named port,
+/// in that order) and their records packed for the fast path: for each candidate, its answer record with
 /// the owner `C0 0C` and, for SRV, its glue records, whose first two bytes (the owner)
 /// the fast path overwrites with a pointer to the SRV target. Contiguous, so a query
 /// touches a few cache lines rather than one allocation per record.
@@ -40,8 +44,8 @@ pub struct ServiceRecords {
 struct Packed {
     bytes: Vec<u8>,
     candidates: Vec<Candidate>,
-    /// Where each kind's candidates start in `candidates`, and where they end.
-    starts: [usize; 5],
+    /// Where each kind's candidates start in `candidates`, and where the last ends.
+    starts: Vec<usize>,
 }
 
 /// One instance that has the record a kind of pick answers with.
@@ -67,7 +71,8 @@ impl Candidate {
 /// The record of an instance a kind of pick answers with.
 type AnswerOf = fn(&ServedInstance) -> Option<&Rr>;
 
-/// The pick kinds in `Packed` order, with the record each answers with.
+/// The pick kinds every service has, first in `Packed` order, with the record each
+/// answers with; named ports follow.
 const KINDS: [(PickKind, AnswerOf); 4] = [
     (PickKind::A, |i| i.a.as_ref()),
     (PickKind::Aaaa, |i| i.aaaa.as_ref()),
@@ -75,13 +80,42 @@ const KINDS: [(PickKind, AnswerOf); 4] = [
     (PickKind::SrvAlias, |i| i.srv_alias.as_ref()),
 ];
 
+/// One kind of pick as `Packed::build` sees it: the record each instance answers with,
+/// whether it carries glue, and the same kind's index in the previous `Packed`.
+struct KindSpec<'a> {
+    answer: Answer<'a>,
+    with_glue: bool,
+    old: Option<usize>,
+}
+
+/// Where an instance's record for a kind of pick is: a field every instance has, or
+/// its record of one named port.
+enum Answer<'a> {
+    Fixed(AnswerOf),
+    Named(&'a NamedName),
+}
+
+impl Answer<'_> {
+    fn of<'i>(&self, instance: &'i ServedInstance) -> Option<&'i Rr> {
+        match self {
+            Self::Fixed(answer) => answer(instance),
+            Self::Named(name) => named_ports::find(&instance.named, name),
+        }
+    }
+}
+
 impl Packed {
-    /// Packs the records of `instances`. `kept[i]` is `Some(j)` when `instances[i]` is
-    /// the `j`th instance `old` was packed from, with the same records: its packed bytes
-    /// are copied from `old` (contiguous, so a change to one instance of a big service
-    /// reads one buffer rather than every instance's records, which are cold in a large
-    /// registry). With nothing kept, `old` is not read.
-    fn build(instances: &[Arc<ServedInstance>], kept: &[Option<u32>], old: &Packed) -> Self {
+    /// Packs the records of `instances` for each of `kinds`. `kept[i]` is `Some(j)` when
+    /// `instances[i]` is the `j`th instance `old` was packed from, with the same records:
+    /// its packed bytes are copied from `old` (contiguous, so a change to one instance of
+    /// a big service reads one buffer rather than every instance's records, which are
+    /// cold in a large registry). With nothing kept, `old` is not read.
+    fn build(
+        instances: &[Arc<ServedInstance>],
+        kept: &[Option<u32>],
+        old: &Packed,
+        kinds: &[KindSpec<'_>],
+    ) -> Self {
         let fresh: usize = instances
             .iter()
             .zip(kept)
@@ -92,20 +126,23 @@ impl Packed {
         // A record's full length bounds its packed length (owners become pointers).
         let mut packed = Self {
             bytes: Vec::with_capacity(old.bytes.len() + 2 * fresh),
-            candidates: Vec::with_capacity(4 * instances.len()),
-            starts: [0; 5],
+            candidates: Vec::with_capacity(kinds.len() * instances.len()),
+            starts: Vec::with_capacity(kinds.len() + 1),
         };
-        for (k, (kind, answer)) in KINDS.into_iter().enumerate() {
-            packed.starts[k] = packed.candidates.len();
-            let with_glue = matches!(kind, PickKind::Srv | PickKind::SrvAlias);
-            let mut old_kind = old.of_kind(k).iter().peekable();
+        for kind in kinds {
+            packed.starts.push(packed.candidates.len());
+            let old_candidates = kind.old.map_or(&[][..], |k| old.of_kind(k));
+            let mut old_kind = old_candidates.iter().peekable();
             for (index, (instance, kept)) in instances.iter().zip(kept).enumerate() {
                 let at = packed.bytes.len();
+                // A kind new in this version (a name that was not answered) has nothing
+                // to copy from.
+                let kept = kept.filter(|_| kind.old.is_some());
                 let candidate = match kept {
                     Some(j) => {
-                        while old_kind.next_if(|c| c.instance < *j).is_some() {}
+                        while old_kind.next_if(|c| c.instance < j).is_some() {}
                         // A kept instance without a candidate here has no such record.
-                        let Some(was) = old_kind.next_if(|c| c.instance == *j) else {
+                        let Some(was) = old_kind.next_if(|c| c.instance == j) else {
                             continue;
                         };
                         packed.bytes.extend_from_slice(old.records_of(was));
@@ -115,8 +152,10 @@ impl Packed {
                         }
                     }
                     None => {
-                        let Some(rr) = answer(instance) else { continue };
-                        packed.push(rr, instance, with_glue)
+                        let Some(rr) = kind.answer.of(instance) else {
+                            continue;
+                        };
+                        packed.push(rr, instance, kind.with_glue)
                     }
                 };
                 packed.candidates.push(Candidate {
@@ -125,7 +164,7 @@ impl Packed {
                 });
             }
         }
-        packed.starts[4] = packed.candidates.len();
+        packed.starts.push(packed.candidates.len());
         packed
     }
 
@@ -156,9 +195,13 @@ impl Packed {
         }
     }
 
-    /// The candidates of the `k`th kind in [`KINDS`].
+    /// The candidates of the `k`th kind (in [`KINDS`], then the named ports); none for a
+    /// kind it does not have.
     fn of_kind(&self, k: usize) -> &[Candidate] {
-        &self.candidates[self.starts[k]..self.starts[k + 1]]
+        match (self.starts.get(k), self.starts.get(k + 1)) {
+            (Some(&start), Some(&end)) => &self.candidates[start..end],
+            _ => &[],
+        }
     }
 
     /// `candidate`'s answer and glue, as packed.
@@ -189,6 +232,8 @@ pub struct ServedInstance {
     pub srv_alias: Option<Rr>,
     /// Owner `svc.ns` (Cloud Map CNAME services).
     pub cname: Option<Rr>,
+    /// Owners `_<name>._<protocol>.svc.ns`, one per named port, in name order.
+    pub named: Box<[NamedSrv]>,
     /// Owner `<label>.svc.ns`.
     pub target_a: Option<Rr>,
     pub target_aaaa: Option<Rr>,
@@ -262,22 +307,43 @@ impl ServiceRecords {
         for (_, gone) in old {
             by_label.remove(&gone.label);
         }
+        let named = named_ports::names(&instances);
+        let packed = {
+            let old_named = previous.map_or(&[][..], |p| &p.named[..]);
+            let fixed = KINDS
+                .iter()
+                .enumerate()
+                .map(|(k, (kind, answer))| KindSpec {
+                    answer: Answer::Fixed(*answer),
+                    with_glue: matches!(kind, PickKind::Srv | PickKind::SrvAlias),
+                    old: previous.map(|_| k),
+                });
+            let by_name = named.iter().map(|name| KindSpec {
+                answer: Answer::Named(name),
+                with_glue: true,
+                old: (old_named.iter().position(|n| n == name)).map(|j| KINDS.len() + j),
+            });
+            let kinds: Vec<KindSpec<'_>> = fixed.chain(by_name).collect();
+            let empty = Packed::default();
+            let old = previous.map_or(&empty, |p| &p.packed);
+            Packed::build(&instances, &kept, old, &kinds)
+        };
         Self {
-            packed: Packed::build(
-                &instances,
-                &kept,
-                previous.map_or(&Packed::default(), |p| &p.packed),
-            ),
+            packed,
             policy,
             instances,
             by_label,
+            named,
             owners,
         }
     }
 
     /// The instances a pick of `kind` chooses from.
     pub fn candidates(&self, kind: PickKind) -> &[Candidate] {
-        let k = KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0);
+        let k = match kind {
+            PickKind::Named(n) => KINDS.len() + n,
+            kind => KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0),
+        };
         self.packed.of_kind(k)
     }
 
@@ -319,7 +385,8 @@ impl ServedInstance {
             &self.target_a,
             &self.target_aaaa,
         ];
-        all.into_iter().flatten()
+        let named = self.named.iter().map(|n| &n.rr);
+        all.into_iter().flatten().chain(named)
     }
 
     fn build(owners: &Owners, instance: &Arc<Instance>, types: RecordTtls) -> Self {
@@ -356,6 +423,7 @@ impl ServedInstance {
             srv: record(service, RecordType::SRV, types.srv, srv),
             srv_alias: record(&owners.alias, RecordType::SRV, types.srv, srv),
             cname: record(service, RecordType::CNAME, types.cname, cname),
+            named: named_ports::records(service, &target, &spec.ports, types.srv),
             // SRV targets have addresses whenever the service has SRV records, as Cloud
             // Map creates them.
             target_a: record(&target, RecordType::A, types.a.or(types.srv), a),
@@ -373,6 +441,7 @@ fn same_records(a: &Instance, b: &Instance) -> bool {
         && a.spec.ipv6 == b.spec.ipv6
         && a.spec.port == b.spec.port
         && a.spec.cname == b.spec.cname
+        && a.spec.ports == b.spec.ports
 }
 
 /// `label.parent` in wire form; labels were validated when the service or instance was

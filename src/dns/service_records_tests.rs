@@ -1,9 +1,11 @@
+use std::collections::BTreeMap;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::dns::test_registry::Running;
 use crate::dns::{Zone, ZoneView};
-use crate::registry::{Change, InstanceKey, InstanceSpec, SourceId};
+use crate::registry::{Change, InstanceKey, InstanceSpec, NamedPort, Protocol, SourceId};
 
 fn key(service: u8, id: u8) -> InstanceKey {
     InstanceKey {
@@ -13,8 +15,8 @@ fn key(service: u8, id: u8) -> InstanceKey {
     }
 }
 
-/// A random change to one of 3 services x 12 instances: new addresses (each family and
-/// the port present or not), a removal, or a health flip.
+/// A random change to one of 3 services x 12 instances: new addresses (each family, the
+/// port and each named port present or not), a removal, or a health flip.
 fn random_change(rng: &mut SmallRng) -> Change {
     let key = key(rng.random_range(0..3), rng.random_range(0..12));
     match rng.random_range(0..6) {
@@ -36,6 +38,7 @@ fn random_change(rng: &mut SmallRng) -> Change {
                         .random_bool(0.5)
                         .then(|| [0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n)].into()),
                     port: rng.random_bool(0.7).then_some(8000 + u16::from(n)),
+                    ports: random_ports(rng, n),
                     healthy: true,
                     ..InstanceSpec::default()
                 },
@@ -43,6 +46,22 @@ fn random_change(rng: &mut SmallRng) -> Change {
             }
         }
     }
+}
+
+/// Some of three named ports (one of them UDP), on ports that vary with `n`.
+fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
+    [
+        ("http", Protocol::Tcp),
+        ("grpc", Protocol::Tcp),
+        ("dns", Protocol::Udp),
+    ]
+    .into_iter()
+    .filter(|_| rng.random_bool(0.4))
+    .map(|(name, protocol)| {
+        let port = 9000 + u16::from(n);
+        (name.to_owned(), NamedPort { port, protocol })
+    })
+    .collect()
 }
 
 /// Records updated change by change (batches of up to 8, some of which fail) pack
@@ -67,10 +86,14 @@ async fn updated_records_pack_as_built_from_scratch() {
         }
         let updated = view.load();
         let fresh = Zone::from_snapshot(&handle.snapshot());
-        let (updated, fresh) = (&updated.namespaces[0], &fresh.namespaces[0]);
+        let (updated, fresh) = (
+            &updated.namespace("internal").unwrap(),
+            &fresh.namespace("internal").unwrap(),
+        );
         assert_eq!(updated.services.len(), fresh.services.len());
         for (name, records) in &fresh.services {
             let kept = &updated.services[name];
+            assert_eq!(kept.named, records.named, "{name}");
             assert_eq!(kept.packed, records.packed, "{name}");
             let ids = |r: &super::ServiceRecords| {
                 r.instances

@@ -10,6 +10,12 @@ use hickory_proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
 };
 
+/// Bytes of the DNS header.
+pub const HEADER_LEN: usize = 12;
+/// Bytes of an OPT record without options.
+pub const OPT_LEN: usize = 11;
+/// The smallest UDP payload every client accepts (RFC 1035), and what non-EDNS clients get.
+pub const MIN_UDP_PAYLOAD: u16 = 512;
 /// The compression pointer to the question name, which always starts at offset 12.
 pub const QUESTION_POINTER: u16 = 0xC00C;
 /// The largest offset a compression pointer can hold (14 bits).

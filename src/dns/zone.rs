@@ -1,6 +1,6 @@
 //! The DNS view of a registry snapshot: records built once per change, read per query.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
+use super::qname::{MAX_LABELS, QueryName};
 pub use super::service_records::{ServedInstance, ServiceRecords};
 use super::transfer::{Delta, delta};
 use super::wire::{Rr, wire_name};
@@ -16,11 +17,20 @@ use crate::registry::{
 };
 
 /// Every namespace's records at one registry revision.
+///
+/// Namespaces are kept in persistent maps, so a change copies the zone in O(1) and
+/// replaces one namespace in O(log n), and a query finds its namespace with one hash
+/// lookup per origin depth in use ([`Zone::namespace_of`]), however many there are.
 #[derive(Clone, Debug, Default)]
 pub struct Zone {
     /// False until every source has synced; answers are SERVFAIL until then.
     pub synced: bool,
-    pub namespaces: Vec<Arc<NamespaceZone>>,
+    /// Namespaces by the lowercase wire form of their origin (no root label).
+    by_origin: imbl::HashMap<Box<[u8]>, Arc<NamespaceZone>>,
+    /// The origin key of each namespace, by its registry name.
+    origins: imbl::HashMap<String, Box<[u8]>>,
+    /// How many origins have each number of labels: a lookup tries only those depths.
+    depths: Depths,
 }
 
 /// One namespace: apex records and one record set per service.
@@ -29,8 +39,11 @@ pub struct NamespaceZone {
     /// The registry's name for it (`internal`).
     pub name: String,
     pub origin: LowerName,
-    /// The origin's labels, lowercase, left to right (`[b"sub", b"example"]`).
-    origin_labels: Vec<Box<[u8]>>,
+    /// The origin in lowercase wire form without the root label (`\x03sub\x07example`):
+    /// its key in the [`Zone`].
+    origin_key: Box<[u8]>,
+    /// Labels of the origin.
+    origin_depth: usize,
     /// The origin in wire form, as configured, for the owners of records.
     origin_wire: Arc<[u8]>,
     pub soa: Rr,
@@ -47,30 +60,56 @@ pub struct NamespaceZone {
     journal_records: usize,
 }
 
+/// Origins per depth (labels), and the smallest and largest depth in use.
+#[derive(Clone, Debug)]
+struct Depths {
+    count: [u32; MAX_LABELS + 1],
+    min: usize,
+    max: usize,
+}
+
+impl Default for Depths {
+    fn default() -> Self {
+        Self {
+            count: [0; MAX_LABELS + 1],
+            min: usize::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl Depths {
+    fn add(&mut self, depth: usize, delta: i32) {
+        let count = &mut self.count[depth];
+        *count = count.saturating_add_signed(delta);
+        let used = || self.count.iter().enumerate().filter(|(_, n)| **n > 0);
+        self.min = used().map(|(d, _)| d).next().unwrap_or(usize::MAX);
+        self.max = used().map(|(d, _)| d).next_back().unwrap_or(0);
+    }
+}
+
 impl Zone {
     /// Builds every namespace from scratch.
     pub fn from_snapshot(snapshot: &Snapshot) -> Self {
-        let namespaces = snapshot
-            .namespaces
-            .values()
-            .filter(|namespace| namespace.in_dns())
-            .map(|namespace| Arc::new(NamespaceZone::build(namespace, snapshot.revision)))
-            .collect();
-        Self {
+        let mut zone = Self {
             synced: snapshot.is_synced(),
-            namespaces,
+            ..Self::default()
+        };
+        for namespace in snapshot.namespaces.values().filter(|n| n.in_dns()) {
+            zone.insert(NamespaceZone::build(namespace, snapshot.revision));
         }
+        zone
     }
 
-    /// The zone after `touched` changed in `snapshot`; untouched services are shared.
+    /// The zone after `touched` changed in `snapshot`; untouched namespaces and services
+    /// are shared.
     pub fn updated(&self, snapshot: &Snapshot, touched: &Touched) -> Self {
         let mut zone = self.clone();
         zone.synced = snapshot.is_synced();
         for name in &touched.namespaces {
-            zone.namespaces.retain(|z| z.name != *name);
+            zone.remove(name);
             if let Some(namespace) = snapshot.namespace(name).filter(|n| n.in_dns()) {
-                zone.namespaces
-                    .push(Arc::new(NamespaceZone::build(namespace, snapshot.revision)));
+                zone.insert(NamespaceZone::build(namespace, snapshot.revision));
             }
         }
         let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -83,14 +122,9 @@ impl Zone {
             let Some(namespace) = snapshot.namespace(namespace_name) else {
                 continue;
             };
-            let Some(slot) = zone
-                .namespaces
-                .iter_mut()
-                .find(|z| z.name == namespace_name)
-            else {
+            let Some(namespace_zone) = zone.namespace_mut(namespace_name) else {
                 continue;
             };
-            let namespace_zone = Arc::make_mut(slot);
             for service in services {
                 namespace_zone.set_service(service, namespace.services.get(service));
             }
@@ -99,30 +133,78 @@ impl Zone {
         zone
     }
 
-    /// Appends to each namespace's journal what changed since `previous`, keeping at most
-    /// `limit` records per journal (the oldest changes go first).
+    /// Adds (or replaces) a namespace.
+    fn insert(&mut self, namespace: NamespaceZone) {
+        self.remove(&namespace.name);
+        let key: Box<[u8]> = namespace.origin_key.clone();
+        if let Some(shadowed) = self.by_origin.get(&key).map(|z| z.name.clone()) {
+            // Registry names are unique and lowercase, so this is only reachable with
+            // names that differ in escapes; the newer one wins, as before.
+            self.remove(&shadowed);
+        }
+        self.depths.add(namespace.origin_depth(), 1);
+        self.origins.insert(namespace.name.clone(), key.clone());
+        self.by_origin.insert(key, Arc::new(namespace));
+    }
+
+    /// Removes the namespace with the registry name `name`, if it is there.
+    fn remove(&mut self, name: &str) {
+        if let Some(key) = self.origins.remove(name)
+            && let Some(gone) = self.by_origin.remove(&key)
+        {
+            self.depths.add(gone.origin_depth(), -1);
+        }
+    }
+
+    /// The namespace with the registry name `name`, to change (copied if shared).
+    fn namespace_mut(&mut self, name: &str) -> Option<&mut NamespaceZone> {
+        let key = self.origins.get(name)?;
+        self.by_origin.get_mut(key).map(Arc::make_mut)
+    }
+
+    /// The namespace with the registry name `name`.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceZone> {
+        let key = self.origins.get(name)?;
+        self.by_origin.get(key).map(|z| &**z)
+    }
+
+    /// Every namespace, in no particular order.
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceZone> {
+        self.by_origin.values().map(|z| &**z)
+    }
+
+    /// Appends to the journal of each namespace `touched` names what changed since
+    /// `previous`, keeping at most `limit` records per journal (the oldest changes go
+    /// first). Untouched namespaces are not visited.
     fn record_deltas(&mut self, previous: &Zone, touched: &Touched, limit: usize) {
-        for slot in &mut self.namespaces {
-            let Some(old) = previous.namespaces.iter().find(|z| z.name == slot.name) else {
+        let mut services: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (namespace, service) in &touched.services {
+            services.entry(namespace).or_default().push(service);
+        }
+        let names = touched
+            .namespaces
+            .iter()
+            .map(String::as_str)
+            .chain(services.keys().copied())
+            .collect::<BTreeSet<&str>>();
+        for name in names {
+            let (Some(old), Some(new)) = (previous.namespace(name), self.namespace(name)) else {
                 continue;
             };
-            let services: Vec<&str> = touched
-                .services
-                .iter()
-                .filter(|(namespace, _)| *namespace == slot.name)
-                .map(|(_, service)| service.as_str())
-                .collect();
-            let rebuilt = touched.namespaces.contains(&slot.name);
-            let Some(change) = delta(old, slot, (!rebuilt).then_some(&services[..])) else {
+            let rebuilt = touched.namespaces.contains(name);
+            let touched_services = services.get(name).map_or(&[][..], Vec::as_slice);
+            let Some(change) = delta(old, new, (!rebuilt).then_some(touched_services)) else {
                 continue;
             };
-            let zone = Arc::make_mut(slot);
-            let continues = old
-                .journal
+            let (journal, journal_records) = (old.journal.clone(), old.journal_records);
+            let Some(zone) = self.namespace_mut(name) else {
+                continue;
+            };
+            let continues = journal
                 .last()
                 .is_none_or(|last| last.serial_after() == change.serial_before());
             (zone.journal, zone.journal_records) = if continues {
-                (old.journal.clone(), old.journal_records)
+                (journal, journal_records)
             } else {
                 (imbl::Vector::new(), 0)
             };
@@ -137,17 +219,14 @@ impl Zone {
         }
     }
 
-    /// The namespace `name` is in, if any (the longest match wins).
-    pub fn namespace_of(&self, name: &LowerName) -> Option<&NamespaceZone> {
-        self.namespace_of_labels(&name.iter().collect::<Vec<_>>())
-    }
-
-    /// The namespace of the name made of `labels` (lowercase, left to right), if any.
-    pub fn namespace_of_labels(&self, labels: &[&[u8]]) -> Option<&NamespaceZone> {
-        self.namespaces
-            .iter()
-            .filter(|z| z.contains(labels))
-            .max_by_key(|z| z.origin_labels.len())
+    /// The namespace `name` is in, if any (the deepest origin wins): one lookup per
+    /// depth of origin in use, deepest first, no allocation.
+    pub fn namespace_of(&self, name: &QueryName) -> Option<&NamespaceZone> {
+        let deepest = self.depths.max.min(name.label_count());
+        (self.depths.min..=deepest)
+            .rev()
+            .filter(|&depth| self.depths.count[depth] > 0)
+            .find_map(|depth| self.by_origin.get(name.suffix(depth)))
             .map(|z| &**z)
     }
 }
@@ -186,9 +265,11 @@ impl NamespaceZone {
         let soa = Record::from_rdata(origin.clone(), settings.negative_ttl, RData::SOA(soa));
         let origin_wire = wire_name(&origin).expect("an origin is fully qualified");
         let origin = LowerName::new(&origin);
+        let origin_key = QueryName::from_labels(origin.iter()).unwrap_or_default();
         Self {
             name: settings.name.clone(),
-            origin_labels: origin.iter().map(Box::from).collect(),
+            origin_key: Box::from(origin_key.wire()),
+            origin_depth: origin_key.label_count(),
             origin_wire: origin_wire.into(),
             origin,
             soa: encoded(&soa),
@@ -201,18 +282,9 @@ impl NamespaceZone {
         }
     }
 
-    /// Whether the name made of `labels` is at or below the origin.
-    fn contains(&self, labels: &[&[u8]]) -> bool {
-        labels.len() >= self.origin_labels.len()
-            && labels[labels.len() - self.origin_labels.len()..]
-                .iter()
-                .zip(&self.origin_labels)
-                .all(|(label, origin)| *label == &**origin)
-    }
-
     /// Labels of the origin.
     pub fn origin_depth(&self) -> usize {
-        self.origin_labels.len()
+        self.origin_depth
     }
 
     /// Replaces (or with `None` removes) one service's records.
@@ -335,3 +407,7 @@ impl ZoneView {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "zone_tests.rs"]
+mod tests;

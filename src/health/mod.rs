@@ -1,21 +1,35 @@
-//! Health: the timers that turn instances unhealthy and healthy again, without ever
-//! adding or removing one.
+//! Health: the timers and checks that turn instances unhealthy and healthy again, without
+//! ever adding or removing one.
 //!
 //! - **Watches:** registry snapshots, through a publish hook that names the services a
-//!   change touched, for instances with a heartbeat TTL; heartbeats from the REST API
-//!   ([`Health::heartbeat`]).
+//!   change touched, for instances with a heartbeat TTL or an active check; heartbeats
+//!   from the REST API ([`Health::heartbeat`]).
 //! - **Emits:** `Change::HeartbeatExpired` when an instance's deadline passes without a
-//!   heartbeat, `Change::Heartbeat` when one arrives after that. Neither is logged: after
-//!   a restart every heartbeat instance gets one full TTL of grace.
+//!   heartbeat, `Change::Heartbeat` when one arrives after that, `Change::CheckResult`
+//!   when a check crosses a threshold (or its target is denied and it is not run). None
+//!   is logged: after a restart every heartbeat instance gets one full TTL of grace.
+//! - **Config:** `[health]` ([`CheckLimits`]): which networks checks may target, the
+//!   shortest interval.
 //! - **Readiness:** nothing to wait for; timers start from the replayed registry.
 //! - **Metrics:** `muster_health_heartbeat_expired_total`,
-//!   `muster_health_expiry_lateness_seconds` (deadline to the registry's answer).
+//!   `muster_health_expiry_lateness_seconds` (deadline to the registry's answer),
+//!   `muster_health_checks_total{result}` (`pass`, `fail`, `inconclusive`: the check
+//!   could not run for a local reason and changed nothing),
+//!   `muster_health_transitions_total{result}`.
 //!
 //! One scheduler (a `DelayQueue` of per-instance deadlines) serves every timer, so a
 //! renewal costs a queue reset, not a registry change: the revision and the DNS zone move
-//! only when health does.
+//! only when health does. The task ([`HealthTask`]) runs under the process's supervisor
+//! (`crate::task`), which restarts it after a panic; its command channel outlives a run.
 
+mod handle;
+mod metrics;
 mod probe;
 mod scheduler;
+mod targets;
+#[cfg(test)]
+mod tests;
 
-pub use scheduler::{Health, HealthMetrics, HeartbeatError};
+pub use handle::{Health, HealthTask, HeartbeatError};
+pub use metrics::HealthMetrics;
+pub use targets::{CheckLimits, check_target};

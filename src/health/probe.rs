@@ -1,31 +1,37 @@
-//! One HTTP or TCP check of one instance.
+//! One HTTP or TCP check of one instance, and what its result says about the instance.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::registry::CheckSpec;
 
-/// Where a check goes: the instance's address (IPv4 first) and the check's or the
-/// instance's port.
-pub fn target(ip: IpAddr, port: Option<u16>, check: &CheckSpec) -> Option<SocketAddr> {
-    Some(SocketAddr::new(ip, check.port.or(port)?))
+/// What one check says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// The instance failed the check; the text says how.
+    Fail(String),
+    /// The check could not run for a reason of muster's own (no file descriptor, no
+    /// buffer, no local port, the probe's task failed): it says nothing about the
+    /// instance, so it counts neither as a pass nor as a failure.
+    Inconclusive(String),
 }
 
-/// Runs `check` against `address`; `Err` says what failed.
+/// Runs `check` against `address`, giving up after `timeout`.
 pub async fn probe(
     client: &reqwest::Client,
     address: SocketAddr,
     check: &CheckSpec,
-) -> Result<(), String> {
-    let timeout = check.timeout();
+    timeout: Duration,
+) -> Verdict {
     match &check.http {
         Some(path) => http(client, address, path, check, timeout).await,
         None => match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(format!("TCP {address}: {error}")),
-            Err(_) => Err(format!("TCP {address}: no connection within {timeout:?}")),
+            Ok(Ok(_)) => Verdict::Pass,
+            Ok(Err(error)) => failed(&error, format!("TCP {address}: {error}")),
+            Err(_) => Verdict::Fail(format!("TCP {address}: no connection within {timeout:?}")),
         },
     }
 }
@@ -36,21 +42,53 @@ async fn http(
     path: &str,
     check: &CheckSpec,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Verdict {
     let url = format!("http://{address}{path}");
     let mut request = client.get(&url).timeout(timeout);
     if let Some(host) = &check.host {
         request = request.header(reqwest::header::HOST, host);
     }
     match request.send().await {
-        Ok(response) if check.statuses().contains(&response.status().as_u16()) => Ok(()),
-        Ok(response) => Err(format!("HTTP {} from {url}", response.status().as_u16())),
-        Err(error) if error.is_timeout() => Err(format!("{url}: no answer within {timeout:?}")),
-        Err(error) if error.is_connect() => {
-            Err(format!("{url}: cannot connect ({})", root_cause(&error)))
+        Ok(response) if check.statuses().contains(&response.status().as_u16()) => Verdict::Pass,
+        Ok(response) => Verdict::Fail(format!("HTTP {} from {url}", response.status().as_u16())),
+        Err(error) if error.is_timeout() => {
+            Verdict::Fail(format!("{url}: no answer within {timeout:?}"))
         }
-        Err(error) => Err(format!("{url}: {}", root_cause(&error))),
+        Err(error) if error.is_connect() => failed(
+            &error,
+            format!("{url}: cannot connect ({})", root_cause(&error)),
+        ),
+        Err(error) => failed(&error, format!("{url}: {}", root_cause(&error))),
     }
+}
+
+/// A failed probe: the instance's failure, unless an error in the chain of `error` is a
+/// local shortage.
+fn failed(error: &(dyn std::error::Error + 'static), text: String) -> Verdict {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        cause = error.source();
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if is_local(io) {
+                return Verdict::Inconclusive(text);
+            }
+            // An io::Error wrapping another error hides it from `source()`.
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
+            }
+        }
+    }
+    Verdict::Fail(text)
+}
+
+/// Errors that say muster could not make the attempt, not that the instance refused it:
+/// out of file descriptors (the process's or the system's), socket buffers, memory, or
+/// local ports.
+fn is_local(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
@@ -59,4 +97,21 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_shortages_are_inconclusive() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let wrapped = std::io::Error::other(emfile);
+        assert!(matches!(
+            failed(&wrapped, "x".into()),
+            Verdict::Inconclusive(_)
+        ));
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(failed(&refused, "x".into()), Verdict::Fail("x".into()));
+    }
 }

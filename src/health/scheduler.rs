@@ -1,46 +1,26 @@
-//! The health task: every heartbeat deadline and every check in one queue.
+//! One run of the health task: every heartbeat deadline and every check in one queue.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use rand::Rng;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use super::probe;
+use super::handle::{Command, HeartbeatError, Parts};
+use super::metrics::{HealthMetrics, ResultLabels};
+use super::probe::{self, Verdict};
+use super::targets::{CheckLimits, check_target};
+use crate::registry::check::heartbeat_period;
 use crate::registry::{
-    Change, CheckSpec, Instance, InstanceKey, PublishHook, RegistryHandle, Service, Snapshot,
+    Change, CheckSpec, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
 };
 
-/// Checks running at once at most; more wait for a slot (the next tick skips a check
-/// still running).
-const CONCURRENT_CHECKS: usize = 512;
-
-/// Why a heartbeat was refused.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HeartbeatError {
-    #[error("instance {0} does not exist")]
-    NotFound(InstanceKey),
-    #[error("instance {0} was registered without a heartbeat_ttl")]
-    NoTtl(InstanceKey),
-    #[error("the health task has stopped")]
-    Stopped,
-}
-
-enum Command {
-    /// Services whose instances may have changed, in the snapshot that changed them
-    /// (registry readers may see it only once every publish hook has run).
-    Touched(Arc<Snapshot>, BTreeSet<(String, String)>),
-    Heartbeat(InstanceKey, oneshot::Sender<Result<(), HeartbeatError>>),
-}
+/// Inconclusive checks are logged at most this often, with their count.
+const INCONCLUSIVE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a queue entry is due for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,64 +33,7 @@ enum Due {
 struct Outcome {
     key: InstanceKey,
     generation: u64,
-    result: Result<(), String>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
-}
-
-/// `muster_health_*` metrics.
-#[derive(Clone)]
-pub struct HealthMetrics {
-    expired: Counter,
-    lateness: Histogram,
-    checks: Family<ResultLabels, Counter>,
-    transitions: Family<ResultLabels, Counter>,
-}
-
-impl Default for HealthMetrics {
-    fn default() -> Self {
-        Self {
-            expired: Counter::default(),
-            lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 14)),
-            checks: Family::default(),
-            transitions: Family::default(),
-        }
-    }
-}
-
-impl HealthMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        let health = registry.sub_registry_with_prefix("muster_health");
-        health.register(
-            "heartbeat_expired",
-            "Instances marked unhealthy by a missed heartbeat",
-            self.expired.clone(),
-        );
-        health.register(
-            "expiry_lateness_seconds",
-            "From a heartbeat deadline to the registry applying the expiry",
-            self.lateness.clone(),
-        );
-        health.register(
-            "checks",
-            "Active checks run, by result (pass, fail)",
-            self.checks.clone(),
-        );
-        health.register(
-            "transitions",
-            "Instances a check turned healthy or unhealthy, by result",
-            self.transitions.clone(),
-        );
-    }
-}
-
-/// A handle to the health task.
-#[derive(Clone)]
-pub struct Health {
-    commands: mpsc::UnboundedSender<Command>,
+    verdict: Verdict,
 }
 
 /// One instance's heartbeat deadline.
@@ -127,7 +50,8 @@ struct HeartbeatTimer {
 struct CheckTimer {
     spec: Arc<CheckSpec>,
     target: SocketAddr,
-    entry: delay_queue::Key,
+    /// `None` when `[health]` denies the target: the check is never run.
+    entry: Option<delay_queue::Key>,
     /// Bumped when the check is replaced, so a late result of the old one is ignored.
     generation: u64,
     running: bool,
@@ -136,76 +60,28 @@ struct CheckTimer {
     failures: u32,
 }
 
-impl Health {
-    /// The health task (to spawn) and its handle; `registry` is where it sends changes and
-    /// reads instances.
-    pub fn new(
-        registry: RegistryHandle,
-        metrics: HealthMetrics,
-        shutdown: CancellationToken,
-    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let (outcomes, results) = mpsc::unbounded_channel();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A fresh connection per check, as kubelet's and Consul's HTTP probes do: over
-            // a kept-alive connection a check passes after the listener has closed.
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("an HTTP client without TLS builds");
-        let task = Scheduler {
-            registry,
-            metrics,
-            heartbeats: BTreeMap::new(),
-            checks: BTreeMap::new(),
-            queue: DelayQueue::new(),
-            client,
-            slots: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
-            outcomes,
-            generations: 0,
-        };
-        (Self { commands }, task.run(receiver, results, shutdown))
-    }
-
-    /// The hook that tells the task which services a registry change touched.
-    ///
-    /// Until some instance has a heartbeat TTL or a check, the task holds no timers and
-    /// a change gives it nothing to do, so nothing is sent: a registry without health
-    /// checks pays no wake-up of the task per change. Once one has, every change is sent.
-    pub fn publish_hook(&self) -> PublishHook {
-        let commands = self.commands.clone();
-        let (mut armed, mut first) = (false, true);
-        Box::new(move |snapshot, touched| {
-            armed = armed
-                || match std::mem::replace(&mut first, false) {
-                    // The snapshot the hook is attached with: the task starts from it.
-                    true => snapshot
-                        .namespaces
-                        .values()
-                        .flat_map(|namespace| namespace.services.values())
-                        .any(|service| has_timers(service)),
-                    false => touched
-                        .services
-                        .iter()
-                        .filter_map(|(ns, svc)| snapshot.service(ns, svc))
-                        .any(|service| has_timers(service)),
-                };
-            if armed && !touched.services.is_empty() {
-                let services = touched.services.clone();
-                let _ = commands.send(Command::Touched(snapshot.clone(), services));
-            }
-        })
-    }
-
-    /// Renews an instance's heartbeat: its deadline moves to now + TTL, and if it had
-    /// expired it is healthy again before this returns.
-    pub async fn heartbeat(&self, key: InstanceKey) -> Result<(), HeartbeatError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Heartbeat(key, reply))
-            .map_err(|_| HeartbeatError::Stopped)?;
-        answer.await.map_err(|_| HeartbeatError::Stopped)?
-    }
+/// One run of the health task (see [`HealthTask::run`](super::HealthTask::run)).
+pub(super) async fn run(
+    parts: Parts,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    shutdown: CancellationToken,
+) {
+    let (outcomes, results) = mpsc::unbounded_channel();
+    let scheduler = Scheduler {
+        registry: parts.registry,
+        metrics: parts.metrics,
+        limits: parts.limits,
+        heartbeats: BTreeMap::new(),
+        checks: BTreeMap::new(),
+        queue: DelayQueue::new(),
+        client: parts.client,
+        slots: parts.slots,
+        outcomes,
+        generations: 0,
+        notes: Vec::new(),
+        inconclusive: Inconclusive::default(),
+    };
+    scheduler.run(commands, results, shutdown).await
 }
 
 struct Scheduler {
@@ -219,12 +95,44 @@ struct Scheduler {
     slots: Arc<Semaphore>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     generations: u64,
+    limits: Arc<CheckLimits>,
+    /// Check reasons to record for targets `[health]` denies (not run, health unchanged).
+    notes: Vec<Change>,
+    inconclusive: Inconclusive,
+}
+
+/// Inconclusive checks since the last warning about them.
+#[derive(Default)]
+struct Inconclusive {
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Inconclusive {
+    /// Counts one; warns if none was logged in the last [`INCONCLUSIVE_LOG_EVERY`].
+    fn note(&mut self, key: &InstanceKey, why: &str) {
+        self.unlogged += 1;
+        if self
+            .logged
+            .is_some_and(|at| at.elapsed() < INCONCLUSIVE_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            checks = self.unlogged,
+            last = %key,
+            reason = why,
+            "checks could not run for a local reason; health unchanged"
+        );
+        self.logged = Some(Instant::now());
+        self.unlogged = 0;
+    }
 }
 
 impl Scheduler {
     async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
         mut results: mpsc::UnboundedReceiver<Outcome>,
         shutdown: CancellationToken,
     ) {
@@ -241,6 +149,9 @@ impl Scheduler {
             .collect();
         self.follow(&snapshot, &everything);
         loop {
+            for note in std::mem::take(&mut self.notes) {
+                let _ = self.registry.apply(note).await;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 command = commands.recv() => match command {
@@ -250,6 +161,8 @@ impl Scheduler {
                         let result = self.renew(key).await;
                         let _ = reply.send(result);
                     }
+                    #[cfg(test)]
+                    Some(Command::Crash) => panic!("the health task was told to crash"),
                 },
                 Some(outcome) = results.recv() => self.judge(outcome).await,
                 Some(due) = std::future::poll_fn(|cx| self.queue.poll_expired(cx)) => match due.into_inner() {
@@ -289,8 +202,8 @@ impl Scheduler {
                 })
             });
             for key in gone {
-                if let Some(timer) = self.checks.remove(&key) {
-                    self.queue.remove(&timer.entry);
+                if let Some(entry) = self.checks.remove(&key).and_then(|t| t.entry) {
+                    self.queue.remove(&entry);
                 }
             }
             let Some(service) = service else {
@@ -309,7 +222,7 @@ impl Scheduler {
                 if let Some(ttl) = instance.spec.heartbeat_ttl
                     && !self.heartbeats.contains_key(&key)
                 {
-                    let deadline = Instant::now() + ttl;
+                    let deadline = Instant::now() + heartbeat_period(ttl);
                     let timer = HeartbeatTimer {
                         ttl,
                         registered: instance.updated,
@@ -324,13 +237,28 @@ impl Scheduler {
                 if let Some((spec, target)) = check
                     && !self.checks.contains_key(&key)
                 {
-                    // A random first delay spreads thousands of checks over the interval.
-                    let first = spec.interval.mul_f64(rand::rng().random::<f64>());
+                    let entry = match self.limits.permits(target.ip()) {
+                        Ok(()) => {
+                            // A random first delay spreads thousands of checks over the
+                            // interval.
+                            let period = self.limits.period(spec);
+                            let first = period.mul_f64(rand::rng().random::<f64>());
+                            Some(self.queue.insert(Due::Check(key.clone()), first))
+                        }
+                        Err(why) => {
+                            self.notes.push(Change::CheckResult {
+                                key: key.clone(),
+                                healthy: instance.check_ok,
+                                reason: format!("not checked: {why}"),
+                            });
+                            None
+                        }
+                    };
                     self.generations += 1;
                     let timer = CheckTimer {
                         spec: Arc::new(spec.clone()),
                         target,
-                        entry: self.queue.insert(Due::Check(key.clone()), first),
+                        entry,
                         generation: self.generations,
                         running: false,
                         healthy: instance.check_ok,
@@ -348,9 +276,8 @@ impl Scheduler {
         let Some(timer) = self.checks.get_mut(&key) else {
             return;
         };
-        timer.entry = self
-            .queue
-            .insert(Due::Check(key.clone()), timer.spec.interval);
+        let period = self.limits.period(&timer.spec);
+        timer.entry = Some(self.queue.insert(Due::Check(key.clone()), period));
         if timer.running {
             return;
         }
@@ -361,13 +288,20 @@ impl Scheduler {
             self.outcomes.clone(),
         );
         let (spec, target, generation) = (timer.spec.clone(), timer.target, timer.generation);
+        let timeout = spec.timeout().min(period);
         tokio::spawn(async move {
             let _slot = slots.acquire().await;
-            let result = probe::probe(&client, target, &spec).await;
+            // In a task of its own, so a probe that panics is a check that could not run,
+            // not a check that never ends.
+            let probe =
+                tokio::spawn(async move { probe::probe(&client, target, &spec, timeout).await });
+            let verdict = probe.await.unwrap_or_else(|error| {
+                Verdict::Inconclusive(format!("the check's task failed: {error}"))
+            });
             let _ = outcomes.send(Outcome {
                 key,
                 generation,
-                result,
+                verdict,
             });
         });
     }
@@ -382,24 +316,22 @@ impl Scheduler {
             return;
         };
         timer.running = false;
-        let label = if outcome.result.is_ok() {
-            "pass"
-        } else {
-            "fail"
-        };
-        self.metrics
-            .checks
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
-        let verdict = match outcome.result {
-            Ok(()) => {
-                timer.passes += 1;
+        let verdict = match outcome.verdict {
+            Verdict::Inconclusive(why) => {
+                self.metrics.checked("inconclusive");
+                self.inconclusive.note(&outcome.key, &why);
+                return;
+            }
+            Verdict::Pass => {
+                self.metrics.checked("pass");
+                timer.passes = timer.passes.saturating_add(1);
                 timer.failures = 0;
                 (!timer.healthy && timer.passes >= timer.spec.healthy_threshold)
                     .then(|| (true, format!("{} consecutive checks passed", timer.passes)))
             }
-            Err(failure) => {
-                timer.failures += 1;
+            Verdict::Fail(failure) => {
+                self.metrics.checked("fail");
+                timer.failures = timer.failures.saturating_add(1);
                 timer.passes = 0;
                 (timer.healthy && timer.failures >= timer.spec.unhealthy_threshold).then(|| {
                     (
@@ -444,7 +376,7 @@ impl Scheduler {
                 &BTreeSet::from([(key.namespace.clone(), key.service.clone())]),
             );
         }
-        let deadline = Instant::now() + ttl;
+        let deadline = Instant::now() + heartbeat_period(ttl);
         if let Some(timer) = self.heartbeats.get_mut(&key) {
             match &timer.entry {
                 Some(entry) => self.queue.reset_at(entry, deadline.into()),
@@ -488,7 +420,7 @@ impl Scheduler {
 
 /// Whether some instance of `service` has a timer to keep: a heartbeat TTL, or a check
 /// with an address to probe (what [`Scheduler::follow`] starts timers for).
-fn has_timers(service: &Service) -> bool {
+pub(super) fn has_timers(service: &Service) -> bool {
     service
         .instances
         .values()
@@ -510,16 +442,10 @@ fn stale<T>(
         .collect()
 }
 
-/// The check an instance gets and where it goes, if it has one and an address to probe.
+/// The check an instance of `service` gets and where it goes (see [`check_target`]).
 fn check_of<'a>(
     service: &'a Service,
     instance: &'a Instance,
 ) -> Option<(&'a CheckSpec, SocketAddr)> {
-    let spec = instance.check(&service.policy)?;
-    let ip = instance
-        .spec
-        .ipv4
-        .map(Into::into)
-        .or(instance.spec.ipv6.map(Into::into))?;
-    Some((spec, probe::target(ip, instance.spec.port, spec)?))
+    check_target(&instance.spec, &service.policy)
 }

@@ -80,6 +80,13 @@ pub enum Change {
         source: SourceId,
         instances: Vec<(InstanceKey, InstanceSpec)>,
     },
+    /// Register (`Some(spec)`) and deregister (`None`) instances of one `source` all
+    /// together or not at all, in order (a DNS UPDATE, RFC 2136 3.4): if the owner rule
+    /// or an admission ceiling refuses any of them, nothing changes. One revision.
+    Batch {
+        source: SourceId,
+        changes: Vec<(InstanceKey, Option<InstanceSpec>)>,
+    },
     /// Renew an instance's heartbeat (it is healthy again if it had expired).
     Heartbeat {
         key: InstanceKey,
@@ -164,6 +171,11 @@ pub enum ChangeError {
     InUse(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{message} ({limit})")]
+    LimitExceeded {
+        limit: super::admission::Limit,
+        message: String,
+    },
     #[error("the registry is shutting down")]
     ShuttingDown,
     #[error("the write-ahead log failed: {0}")]

@@ -5,6 +5,33 @@ use std::time::SystemTime;
 use super::change::{Change, InstanceKey, NamespaceDef, ServiceDef, Tagged};
 use super::model::{Origin, SourceId};
 use super::snapshot::Snapshot;
+use super::state::{State, Touched};
+use crate::store::Recovered;
+
+/// `initial` with the logged changes of `recovered` applied, at a revision above every
+/// one published before. Changes that no longer apply (a namespace removed from the
+/// config file) are skipped, as they would have been rejected live.
+pub fn replay(initial: Snapshot, recovered: Recovered<Change>) -> Snapshot {
+    let mut model = State::new(initial);
+    let mut touched = Touched::default();
+    let mut skipped = 0usize;
+    for (time, change) in recovered.changes {
+        match model.apply(change, time, &mut touched, None) {
+            Ok(true) => model.snapshot.revision += 1,
+            Ok(false) => {}
+            Err(error) => {
+                skipped += 1;
+                tracing::debug!(%error, "a logged change no longer applies");
+            }
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(skipped, "logged changes that no longer apply were skipped");
+    }
+    let revision = &mut model.snapshot.revision;
+    *revision = (*revision).max(recovered.next_revision);
+    model.snapshot
+}
 
 /// The API-owned state of `snapshot`: namespaces and services created through the API,
 /// service attributes and tags, instances the API registered (with their health).
@@ -26,10 +53,11 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
             };
             changes.push((meta.created, Change::CreateNamespace(def)));
         } else {
+            // A configured namespace's TTLs come from the file at every start.
             let update = Change::UpdateNamespace {
                 name: name.clone(),
                 description: meta.description.clone(),
-                negative_ttl: Some(namespace.settings.negative_ttl),
+                negative_ttl: None,
             };
             changes.push((meta.created, update));
             let tags = Change::Tag {

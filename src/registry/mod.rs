@@ -6,28 +6,45 @@
 //! the model, and nothing here knows about DNS or HTTP: frontends that need a derived view
 //! (the DNS zone) register a publish hook and rebuild only what a change touched.
 
-mod apply;
+mod admission;
+mod catalog;
 mod change;
-mod check;
+pub mod check;
 mod durable;
+mod instances;
+mod metrics;
 mod model;
 mod policy;
+mod records;
+#[cfg(feature = "etcd")]
+mod replicated;
+#[cfg(feature = "etcd")]
+mod round;
 mod snapshot;
+mod state;
 pub mod validate;
 mod writer;
 
-pub use apply::Touched;
+pub use admission::{Admission, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
-pub use check::CheckSpec;
-pub use durable::durable_state;
+pub use check::{CheckSpec, health_bounds};
+pub use durable::{durable_state, replay};
+pub use metrics::RegistryMetrics;
 pub use model::{
-    Instance, InstanceSpec, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta, SourceId,
-    fnv1a64, stable_id,
+    Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
+    SourceId, fnv1a64, stable_id,
 };
 pub use policy::{
     AnswerPolicy, DnsConfig, NamespaceSettings, Protocol, RecordTtls, Routing, ServicePolicyRule,
     WhenAllUnhealthy,
 };
+pub use records::{
+    InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped, from_records,
+    record, records,
+};
+#[cfg(feature = "etcd")]
+pub use replicated::{STORE_SOURCE, Shared};
 pub use snapshot::{Namespace, Snapshot};
+pub use state::Touched;
 pub use validate::FieldError;
-pub use writer::{PublishHook, Registry, RegistryHandle};
+pub use writer::{PublishHook, Registry, RegistryHandle, StatusFn};

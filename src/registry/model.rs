@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::check::CheckSpec;
-use super::policy::{AnswerPolicy, DnsConfig};
+use super::policy::{AnswerPolicy, DnsConfig, Protocol};
 
 /// Who owns an instance: `api`, `file:/etc/muster/static.toml`, `ecs:prod`.
 ///
@@ -55,6 +55,11 @@ pub struct InstanceSpec {
     /// Target of the service's CNAME record (Cloud Map's `AWS_INSTANCE_CNAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cname: Option<String>,
+    /// Named ports (ECS port mapping names): each answers SRV at
+    /// `_<name>._<protocol>.<svc>.<ns>`, while `port` stays the service's own SRV port.
+    /// Absent in logs written before named ports existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, NamedPort>,
     pub attributes: BTreeMap<String, String>,
     /// Health as the owning source reports it.
     pub healthy: bool,
@@ -71,6 +76,53 @@ pub struct InstanceSpec {
     /// The client's idempotency token (Cloud Map's `CreatorRequestId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator_request_id: Option<String>,
+}
+
+/// One named port of an instance. Written `9090` (TCP) or `{"port": 53, "protocol":
+/// "udp"}`; stored in the second form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "NamedPortInput")]
+pub struct NamedPort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// The two ways a named port is written.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a port number, or {\"port\": 1-65535, \"protocol\": \"tcp\" or \"udp\"}"
+)]
+enum NamedPortInput {
+    Port(u16),
+    Full(FullNamedPort),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullNamedPort {
+    port: u16,
+    #[serde(default = "tcp")]
+    protocol: Protocol,
+}
+
+fn tcp() -> Protocol {
+    Protocol::Tcp
+}
+
+impl TryFrom<NamedPortInput> for NamedPort {
+    type Error = &'static str;
+
+    fn try_from(input: NamedPortInput) -> Result<Self, Self::Error> {
+        let (port, protocol) = match input {
+            NamedPortInput::Port(port) => (port, Protocol::Tcp),
+            NamedPortInput::Full(full) => (full.port, full.protocol),
+        };
+        if port == 0 {
+            return Err("a named port must be 1-65535");
+        }
+        Ok(Self { port, protocol })
+    }
 }
 
 /// One registered instance, as published in a snapshot.

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::model::NamedPort;
+
 /// A rejected field and why; the API turns it into a 4xx naming `field`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -21,7 +23,6 @@ impl FieldError {
 }
 
 const MAX_ATTRIBUTES: usize = 30;
-const MAX_ATTRIBUTE_CHARS: usize = 5000;
 const MAX_ATTRIBUTE_KEY: usize = 255;
 const MAX_ATTRIBUTE_VALUE: usize = 1024;
 const MAX_INSTANCE_ID: usize = 64;
@@ -63,20 +64,15 @@ pub fn instance_id(id: &str) -> Result<(), FieldError> {
     }
 }
 
-/// Cloud Map's attribute limits: 30 attributes, keys and values of printable ASCII,
-/// 5,000 characters of keys plus values in all.
+/// Cloud Map's attribute limits: 30 attributes, keys of 1-255 and values of 0-1,024
+/// printable ASCII characters. Their total size is an API limit the registry's writer
+/// checks (`[limits] attribute_bytes`, Cloud Map's 5,000 by default).
 pub fn attributes(attributes: &BTreeMap<String, String>) -> Result<(), FieldError> {
     let fail = |message: String| Err(FieldError::new("attributes", message));
     if attributes.len() > MAX_ATTRIBUTES {
         return fail(format!(
             "{} attributes; at most {MAX_ATTRIBUTES}",
             attributes.len()
-        ));
-    }
-    let total: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if total > MAX_ATTRIBUTE_CHARS {
-        return fail(format!(
-            "{total} characters of keys and values; at most {MAX_ATTRIBUTE_CHARS}"
         ));
     }
     for (key, value) in attributes {
@@ -101,6 +97,35 @@ pub fn attributes(attributes: &BTreeMap<String, String>) -> Result<(), FieldErro
         }
     }
     Ok(())
+}
+
+/// Named ports an instance may have: each is one more SRV record per instance and one
+/// more name per service.
+pub const MAX_NAMED_PORTS: usize = 16;
+
+/// A port name: the label `_<name>` in `_<name>._tcp.<svc>.<ns>`, so 1-62 of `[a-z0-9_-]`,
+/// not starting or ending with `-` (ECS port mapping names allow 64 characters; longer
+/// ones cannot be DNS names). Lowercase only, as ECS requires: DNS matching ignores case.
+pub fn port_name(name: &str) -> Result<(), FieldError> {
+    if name.len() < 63 && is_label(name) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "ports",
+            format!("{name:?} is not a port name (1-62 of a-z, 0-9, '_', inner '-')"),
+        ))
+    }
+}
+
+/// At most [`MAX_NAMED_PORTS`] ports, each with a valid name (ports are 1-65535 by type).
+pub fn ports(ports: &BTreeMap<String, NamedPort>) -> Result<(), FieldError> {
+    if ports.len() > MAX_NAMED_PORTS {
+        return Err(FieldError::new(
+            "ports",
+            format!("{} named ports; at most {MAX_NAMED_PORTS}", ports.len()),
+        ));
+    }
+    ports.keys().try_for_each(|name| port_name(name))
 }
 
 /// A port for SRV records and health checks.
@@ -145,14 +170,77 @@ mod tests {
     }
 
     #[test]
+    fn port_names_and_counts() {
+        for good in ["http", "grpc-web", "a", "_x", &"p".repeat(62)] {
+            assert!(port_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Http", "-x", "x-", "a.b", "a b", &"p".repeat(63)] {
+            assert!(port_name(bad).is_err(), "{bad:?}");
+        }
+        let named = |n: usize| -> BTreeMap<String, NamedPort> {
+            (0..n)
+                .map(|i| {
+                    let port = NamedPort {
+                        port: 8000 + i as u16,
+                        protocol: crate::registry::Protocol::Tcp,
+                    };
+                    (format!("p{i}"), port)
+                })
+                .collect()
+        };
+        assert!(ports(&named(MAX_NAMED_PORTS)).is_ok());
+        assert_eq!(
+            ports(&named(MAX_NAMED_PORTS + 1)).unwrap_err().field,
+            "ports"
+        );
+    }
+
+    #[test]
+    fn named_ports_read_as_a_number_or_a_table_and_never_zero() {
+        let read = |json: &str| serde_json::from_str::<NamedPort>(json);
+        let tcp = crate::registry::Protocol::Tcp;
+        let udp = crate::registry::Protocol::Udp;
+        assert_eq!(
+            read("9090").unwrap(),
+            NamedPort {
+                port: 9090,
+                protocol: tcp
+            }
+        );
+        let full = read(r#"{"port": 53, "protocol": "udp"}"#).unwrap();
+        assert_eq!(
+            full,
+            NamedPort {
+                port: 53,
+                protocol: udp
+            }
+        );
+        assert_eq!(read(r#"{"port": 80}"#).unwrap().protocol, tcp);
+        // Stored as the table, which reads back.
+        let stored = serde_json::to_string(&full).unwrap();
+        assert_eq!(stored, r#"{"port":53,"protocol":"udp"}"#);
+        assert_eq!(read(&stored).unwrap(), full);
+        for bad in [
+            "0",
+            "70000",
+            r#"{"port": 0}"#,
+            r#"{"port": 1, "protocol": "sctp"}"#,
+            r#"{"port": 1, "x": 1}"#,
+            r#""80""#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let message = read(r#""80""#).unwrap_err().to_string();
+        assert!(message.contains("a port number, or"), "{message}");
+    }
+
+    #[test]
     fn attribute_limits() {
         let many: BTreeMap<_, _> = (0..31)
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
         assert!(attributes(&many).is_err());
-        let long: BTreeMap<_, _> = (0..5)
-            .map(|i| (format!("k{i}"), "v".repeat(1001)))
-            .collect();
+        let long: BTreeMap<_, _> = [("k".to_string(), "v".repeat(1025))].into();
         assert!(attributes(&long).is_err());
         let ok: BTreeMap<_, _> = [("zone".to_string(), "us east 1a".to_string())].into();
         assert!(attributes(&ok).is_ok());

@@ -1,18 +1,22 @@
 //! The single writer task and the handle everyone else uses to reach it.
 
 use std::io;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{Model, Touched};
+use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
-use super::durable::durable_state;
+use super::durable::{durable_state, replay};
 use super::snapshot::Snapshot;
+use super::state::{State, Touched};
 use crate::store::{Recovered, Wal};
+
+/// The log of the registry's changes.
+pub type ChangeLog = Wal<Change>;
 
 /// Called by the writer with each new snapshot, before registry readers see it and
 /// before the writers of that batch are answered, so a derived view (the DNS zone) is
@@ -25,21 +29,27 @@ const QUEUE_DEPTH: usize = 4096;
 /// Changes applied per published snapshot at most, so one flood cannot starve readers.
 const MAX_BATCH: usize = 1024;
 
-struct Request {
-    change: Change,
+pub(super) struct Request {
+    pub change: Change,
     /// Log it before acknowledging (changes from the APIs).
-    durable: bool,
-    reply: oneshot::Sender<Result<Applied, ChangeError>>,
+    pub durable: bool,
+    pub reply: oneshot::Sender<Result<Applied, ChangeError>>,
 }
 
 /// The registry before its writer starts: where frontends attach their publish hooks.
 pub struct Registry {
-    model: Model,
-    current: Arc<ArcSwap<Snapshot>>,
-    hooks: Vec<PublishHook>,
-    receiver: mpsc::Receiver<Request>,
+    pub(super) model: State,
+    pub(super) current: Arc<ArcSwap<Snapshot>>,
+    pub(super) hooks: Vec<PublishHook>,
+    pub(super) receiver: mpsc::Receiver<Request>,
     handle: RegistryHandle,
-    wal: Option<Wal>,
+    wal: Option<ChangeLog>,
+    /// The ceilings API changes are checked against (with the log: API changes are the
+    /// logged ones).
+    pub(super) admission: Option<Admission>,
+    /// With `[etcd]`: the shared store instead of the log.
+    #[cfg(feature = "etcd")]
+    pub(super) shared: Option<super::replicated::Shared>,
 }
 
 /// A cheap, cloneable way to submit changes and read the latest snapshot.
@@ -47,7 +57,14 @@ pub struct Registry {
 pub struct RegistryHandle {
     sender: mpsc::Sender<Request>,
     current: Arc<ArcSwap<Snapshot>>,
+    /// Why API writes are refused, while the log cannot be written.
+    read_only: Arc<ArcSwapOption<String>>,
+    /// How the store is doing, for `/healthz?verbose` (set with etcd).
+    status: Arc<OnceLock<StatusFn>>,
 }
+
+/// Says how the store is doing, in one line.
+pub type StatusFn = Box<dyn Fn() -> String + Send + Sync>;
 
 impl Registry {
     /// A registry that keeps nothing on disk.
@@ -55,42 +72,56 @@ impl Registry {
         let current = Arc::new(ArcSwap::from_pointee(initial.clone()));
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         Self {
-            model: Model::new(initial),
+            model: State::new(initial),
             current: current.clone(),
             hooks: Vec::new(),
             receiver,
-            handle: RegistryHandle { sender, current },
+            handle: RegistryHandle {
+                sender,
+                current,
+                read_only: Arc::default(),
+                status: Arc::default(),
+            },
             wal: None,
+            admission: None,
+            #[cfg(feature = "etcd")]
+            shared: None,
         }
     }
 
-    /// A registry that replays `recovered` onto `initial` and logs durable changes to
-    /// `wal`. Changes that no longer apply (a namespace removed from the config file) are
-    /// skipped, as they would have been rejected live.
-    pub fn durable(initial: Snapshot, wal: Wal, recovered: Recovered) -> Self {
+    /// A registry whose API-owned state is etcd's, shared with every replica on the same
+    /// prefix: it serves `initial` (the configuration's namespaces) until the first load.
+    #[cfg(feature = "etcd")]
+    pub fn replicated(
+        initial: Snapshot,
+        shared: super::replicated::Shared,
+        admission: Admission,
+    ) -> Self {
         let mut registry = Self::new(initial);
-        let mut touched = Touched::default();
-        let mut skipped = 0usize;
-        let recovered_revision = recovered.next_revision;
-        for (time, change) in recovered.changes {
-            match registry.model.apply(change, time, &mut touched) {
-                Ok(true) => registry.model.snapshot.revision += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    skipped += 1;
-                    tracing::debug!(%error, "a logged change no longer applies");
-                }
-            }
-        }
-        if skipped > 0 {
-            tracing::warn!(skipped, "logged changes that no longer apply were skipped");
-        }
-        let revision = &mut registry.model.snapshot.revision;
-        *revision = (*revision).max(recovered_revision);
+        let metrics = shared.metrics.clone();
+        let _ = registry
+            .handle
+            .status
+            .set(Box::new(move || metrics.status()));
+        registry.shared = Some(shared);
+        registry.admission = Some(admission);
         registry
-            .current
-            .store(Arc::new(registry.model.snapshot.clone()));
+    }
+
+    /// A registry that replays `recovered` onto `initial`, logs durable changes to
+    /// `wal` and holds them to `admission`. Changes that no longer apply (a namespace removed from the config file) are
+    /// skipped, as they would have been rejected live.
+    pub fn durable(
+        initial: Snapshot,
+        wal: ChangeLog,
+        recovered: Recovered<Change>,
+        admission: Admission,
+    ) -> Self {
+        let mut registry = Self::new(replay(initial, recovered));
+        let reason = wal.read_only().map(ToOwned::to_owned);
+        registry.handle.read_only.store(reason.map(Arc::new));
         registry.wal = Some(wal);
+        registry.admission = Some(admission);
         registry
     }
 
@@ -105,31 +136,64 @@ impl Registry {
     }
 
     /// Applies changes until `shutdown` fires and the queue is drained. It blocks on
-    /// fsync, so run it on a thread of its own ([`Registry::spawn`]). An error means
-    /// the log could not be written: the batch was not published or acknowledged, and
-    /// muster must stop (a restart recovers what was durable).
-    pub async fn run(mut self, shutdown: CancellationToken) -> io::Result<()> {
+    /// fsync, so run it on a thread of its own ([`Registry::spawn`]). A log that cannot
+    /// be written does not stop it: API writes are refused until the log recovers.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        #[cfg(feature = "etcd")]
+        if let Some(shared) = self.shared.take() {
+            let Registry {
+                model,
+                current,
+                hooks,
+                receiver,
+                admission,
+                ..
+            } = self;
+            let parts = super::replicated::Parts {
+                model,
+                current,
+                hooks,
+                receiver,
+                admission,
+            };
+            return super::replicated::run(parts, shared, shutdown).await;
+        }
+        let read_only = self.handle.read_only.clone();
         drop(self.handle);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let received = tokio::select! {
-                n = self.receiver.recv_many(&mut batch, MAX_BATCH) => n,
+            let retry = self.wal.as_ref().and_then(|wal| wal.retry_at());
+            tokio::select! {
+                received = self.receiver.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
                 _ = shutdown.cancelled() => {
                     self.receiver.close();
-                    self.receiver.recv_many(&mut batch, MAX_BATCH).await
+                    if self.receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                        return;
+                    }
                 }
-            };
-            if received == 0 {
-                return Ok(());
+                // A read-only log is tried again even when no write comes.
+                _ = sleep_until(retry), if retry.is_some() => {}
             }
             let mut writer = Writer {
                 model: &mut self.model,
                 current: &self.current,
                 hooks: &mut self.hooks,
                 wal: self.wal.as_mut(),
+                admission: self.admission.as_ref(),
+                read_only: &read_only,
             };
-            writer.apply_batch(&mut batch)?;
+            writer.apply_batch(&mut batch);
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
     }
 }
 
@@ -140,68 +204,149 @@ impl Registry {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(self.run(shutdown))
+                .block_on(self.run(shutdown));
+            Ok(())
         })
     }
 }
 
 /// One batch's view of the registry's parts.
 struct Writer<'a> {
-    model: &'a mut Model,
+    model: &'a mut State,
     current: &'a ArcSwap<Snapshot>,
     hooks: &'a mut [PublishHook],
-    wal: Option<&'a mut Wal>,
+    wal: Option<&'a mut ChangeLog>,
+    admission: Option<&'a Admission>,
+    read_only: &'a ArcSwapOption<String>,
 }
+
+type Reply = (
+    oneshot::Sender<Result<Applied, ChangeError>>,
+    Result<Applied, ChangeError>,
+);
 
 impl Writer<'_> {
     /// Applies, logs (one fsync), publishes, runs the hooks, then answers the writers.
-    fn apply_batch(&mut self, batch: &mut Vec<Request>) -> io::Result<()> {
+    ///
+    /// Changes that need no log (sources, health) are applied first and stand whatever
+    /// the disk does; then the API's changes, which are logged. When the log cannot be
+    /// written, the API's changes are undone and refused (503), and while the log stays
+    /// read-only they are refused without being applied. The senders of one batch are
+    /// concurrent (each waits for its answer before sending more), so applying the
+    /// unlogged ones first is an order they could have arrived in.
+    fn apply_batch(&mut self, batch: &mut Vec<Request>) {
         let now = SystemTime::now();
         let mut touched = Touched::default();
-        let mut results = Vec::with_capacity(batch.len());
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut changed = false;
-        for request in batch.drain(..) {
-            let logged = (request.durable && self.wal.is_some()).then(|| request.change.clone());
-            let result = self.model.apply(request.change, now, &mut touched);
-            if let Ok(true) = result {
-                self.model.snapshot.revision += 1;
-                changed = true;
-                if let (Some(change), Some(wal)) = (logged, self.wal.as_deref_mut()) {
-                    wal.stage(now, self.model.snapshot.revision, change);
-                }
-            }
-            let revision = self.model.snapshot.revision;
-            results.push((request.reply, result.map(|_| Applied { revision })));
+        let logging = self.wal.is_some();
+        if let Some(wal) = self.wal.as_deref_mut() {
+            wal.retry(now, self.model.snapshot.revision);
         }
+        let (logged, unlogged): (Vec<Request>, Vec<Request>) =
+            batch.drain(..).partition(|r| r.durable && logging);
+        for request in unlogged {
+            let result = self.model.apply(request.change, now, &mut touched, None);
+            changed |= matches!(result, Ok(true));
+            replies.push((request.reply, self.applied(result)));
+        }
+        let unlogged_changed = changed;
+        let before = (!logged.is_empty()).then(|| (self.model.snapshot.clone(), touched.clone()));
+        let mut staged = Vec::new();
+        for request in logged {
+            let result = self.apply_logged(request.change, now, &mut touched);
+            if matches!(result, Ok(true)) {
+                staged.push(replies.len());
+            }
+            replies.push((request.reply, self.applied(result)));
+        }
+        changed |= !staged.is_empty();
         if let Some(wal) = self.wal.as_deref_mut() {
             wal.stage_revision(now, self.model.snapshot.revision);
-        }
-        if let Some(wal) = self.wal.as_deref_mut()
-            && let Err(error) = wal.commit()
-        {
-            tracing::error!(%error, "cannot write the write-ahead log; stopping");
-            for (reply, _) in results {
-                let _ = reply.send(Err(ChangeError::Storage(error.to_string())));
+            if let Err(error) = wal.commit()
+                && let Some((snapshot, kept)) = before
+                && !staged.is_empty()
+            {
+                // Undo and refuse what this batch logged; the rest stands.
+                *self.model = State::new(snapshot);
+                touched = kept;
+                let refused = ChangeError::Storage(error.to_string());
+                for index in staged {
+                    replies[index].1 = Err(refused.clone());
+                }
+                changed = unlogged_changed;
             }
-            return Err(error);
         }
         if changed {
-            let snapshot = Arc::new(self.model.snapshot.clone());
-            // Derived views first: a reader that sees this snapshot (`/readyz` saying
-            // every source synced) then finds the DNS zone built from it too.
-            for hook in self.hooks.iter_mut() {
-                hook(&snapshot, &touched);
-            }
-            self.current.store(snapshot.clone());
-            if let Some(wal) = self.wal.as_deref_mut() {
-                wal.maybe_compact(snapshot.revision, move || durable_state(&snapshot))?;
-            }
+            self.publish(&touched);
         }
-        for (reply, result) in results {
+        let reason = self.wal.as_deref().and_then(|w| w.read_only());
+        if reason != self.read_only.load().as_deref().map(String::as_str) {
+            self.read_only.store(reason.map(|r| Arc::new(r.to_owned())));
+        }
+        for (reply, result) in replies {
             let _ = reply.send(result);
         }
-        Ok(())
     }
+
+    /// Applies an API change that must be logged: refused at once while the log is
+    /// read-only or when it is too large to log, staged when it changed something.
+    fn apply_logged(
+        &mut self,
+        change: Change,
+        now: SystemTime,
+        touched: &mut Touched,
+    ) -> Result<bool, ChangeError> {
+        let wal = self.wal.as_deref_mut().expect("logged changes have a log");
+        if let Some(reason) = wal.read_only() {
+            return Err(ChangeError::Storage(reason.to_owned()));
+        }
+        let encoded = wal
+            .encode(&change)
+            .map_err(|e| ChangeError::Invalid(format!("the change is too large: {e}")))?;
+        let result = self.model.apply(change, now, touched, self.admission);
+        if let Ok(true) = result {
+            // The revision this change makes (`applied` counts it next).
+            let revision = self.model.snapshot.revision + 1;
+            wal.stage(now, revision, encoded);
+        }
+        result
+    }
+
+    /// Counts an applied change in the revision and says which revision holds it.
+    fn applied(&mut self, result: Result<bool, ChangeError>) -> Result<Applied, ChangeError> {
+        if let Ok(true) = result {
+            self.model.snapshot.revision += 1;
+        }
+        result.map(|_| Applied {
+            revision: self.model.snapshot.revision,
+        })
+    }
+
+    /// Runs the hooks on the new snapshot, makes it current, and compacts the log when due.
+    fn publish(&mut self, touched: &Touched) {
+        let snapshot = publish(self.model, &mut *self.hooks, self.current, touched);
+        if let Some(wal) = self.wal.as_deref_mut() {
+            wal.maybe_compact(snapshot.revision, move || durable_state(&snapshot));
+        }
+    }
+}
+
+/// Runs the hooks on the model's snapshot, then makes it current; returns it.
+pub(super) fn publish(
+    model: &State,
+    hooks: &mut [PublishHook],
+    current: &ArcSwap<Snapshot>,
+    touched: &Touched,
+) -> Arc<Snapshot> {
+    let snapshot = Arc::new(model.snapshot.clone());
+    // Derived views first: a reader that sees this snapshot (`/readyz` saying every
+    // source synced) then finds the DNS zone built from it too.
+    for hook in hooks.iter_mut() {
+        hook(&snapshot, touched);
+    }
+    current.store(snapshot.clone());
+    snapshot
 }
 
 impl RegistryHandle {
@@ -232,5 +377,15 @@ impl RegistryHandle {
     /// The latest published snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Why API writes are refused, while the log cannot be written (a full disk).
+    pub fn read_only(&self) -> Option<Arc<String>> {
+        self.read_only.load_full()
+    }
+
+    /// How the shared store is doing (etcd reachable, how far behind), when there is one.
+    pub fn store_status(&self) -> Option<String> {
+        self.status.get().map(|status| status())
     }
 }

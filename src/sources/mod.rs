@@ -10,14 +10,18 @@
 
 pub mod ecs;
 pub mod file;
+pub mod update;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::RegistryHandle;
+use crate::reload::ConfigUpdates;
 
 /// What every source is given to run.
 #[derive(Clone)]
 pub struct SourceContext {
     pub registry: RegistryHandle,
     pub shutdown: CancellationToken,
+    /// Reloaded configurations (SIGHUP): a source that can follow one does.
+    pub reload: ConfigUpdates,
 }

@@ -5,54 +5,79 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
-use crate::registry::Change;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 const MAGIC: &[u8; 8] = b"MUSTER01";
+/// Bytes of a record's frame: length and checksum.
 const FRAME: usize = 8;
-/// Larger records are corruption (a registry change is a few KiB at most).
+/// The largest record the reader accepts; larger is corruption.
 const MAX_RECORD: usize = 64 << 20;
+/// The largest item muster writes: a registry change is a few KiB at most (its inputs
+/// are bounded), so this leaves room and stays far below [`MAX_RECORD`], and the store
+/// never writes a record its reader would refuse.
+pub const MAX_ITEM: usize = 1 << 20;
 
-/// One logged change, when it was applied (replay uses the same time), and the registry
-/// revision after it. A record without a change only marks how far the revision got.
-#[derive(Serialize, Deserialize)]
-pub struct Entry {
+/// One logged item, when it was applied (replay uses the same time), and the revision
+/// after it. A record without an item only marks how far the revision got.
+#[derive(serde::Deserialize)]
+pub struct Entry<T> {
     pub time: u64,
     pub revision: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change: Option<Change>,
+    #[serde(default = "Option::default")]
+    pub change: Option<T>,
 }
 
-impl Entry {
-    pub fn new(time: SystemTime, revision: u64, change: Option<Change>) -> Self {
-        let time = time
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        Self {
-            time,
-            revision,
-            change,
-        }
-    }
-
+impl<T> Entry<T> {
     pub fn time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.time)
     }
 }
 
-/// Appends one framed record for `entry` to `buffer`.
-pub fn frame(entry: &Entry, buffer: &mut Vec<u8>) {
-    let payload = serde_json::to_vec(entry).expect("changes serialize to JSON");
+/// An item's JSON, encoded before it is applied so that one too large to log is refused
+/// while refusing still changes nothing.
+pub struct Encoded(Vec<u8>);
+
+/// Why an item cannot be logged.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} bytes; the log takes at most {MAX_ITEM} bytes per change")]
+pub struct TooLarge(pub usize);
+
+impl Encoded {
+    pub fn new<T: Serialize>(item: &T) -> Result<Self, TooLarge> {
+        let json = serde_json::to_vec(item).expect("logged items serialize to JSON");
+        if json.len() > MAX_ITEM {
+            return Err(TooLarge(json.len()));
+        }
+        Ok(Self(json))
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// Appends one framed record to `buffer`: `{"time": ..., "revision": ..., "change": ...}`,
+/// the change left out for a revision marker.
+pub fn frame(time: SystemTime, revision: u64, item: Option<&Encoded>, buffer: &mut Vec<u8>) {
+    let mut payload = format!("{{\"time\":{},\"revision\":{revision}", millis(time)).into_bytes();
+    if let Some(Encoded(json)) = item {
+        payload.extend_from_slice(b",\"change\":");
+        payload.extend_from_slice(json);
+    }
+    payload.push(b'}');
     buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buffer.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     buffer.extend_from_slice(&payload);
 }
 
 /// What reading a file found.
-pub struct Contents {
-    pub entries: Vec<Entry>,
+pub struct Contents<T> {
+    pub entries: Vec<Entry<T>>,
     /// Bytes of whole, valid records (including the magic): where a torn tail starts.
     pub valid_len: u64,
     /// Why reading stopped before the end of the file, if it did.
@@ -60,20 +85,20 @@ pub struct Contents {
 }
 
 /// Reads every valid record of the file at `path`, stopping at the first bad one.
-pub fn read(path: &Path) -> io::Result<Contents> {
+pub fn read<T: DeserializeOwned>(path: &Path) -> io::Result<Contents<T>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(parse(&bytes, &path.display().to_string()))
+}
+
+/// Reads the records in `bytes` (a whole file named `name`), stopping at the first bad one.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], name: &str) -> Contents<T> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        let corruption = Some(format!(
-            "{} does not start with {:?}",
-            path.display(),
-            "MUSTER01"
-        ));
-        return Ok(Contents {
+        return Contents {
             entries: Vec::new(),
             valid_len: 0,
-            corruption,
-        });
+            corruption: Some(format!("{name} does not start with {:?}", "MUSTER01")),
+        };
     }
     let mut entries = Vec::new();
     let mut offset = MAGIC.len();
@@ -87,7 +112,7 @@ pub fn read(path: &Path) -> io::Result<Contents> {
         }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || rest.len() < FRAME + len {
+        if len > MAX_RECORD || rest.len() - FRAME < len {
             break Some(format!("record at byte {offset} cut short"));
         }
         let payload = &rest[FRAME..FRAME + len];
@@ -100,11 +125,11 @@ pub fn read(path: &Path) -> io::Result<Contents> {
         }
         offset += FRAME + len;
     };
-    Ok(Contents {
+    Contents {
         entries,
         valid_len: offset as u64,
         corruption,
-    })
+    }
 }
 
 /// Creates `path` holding only the magic, durably (the file and its directory).
@@ -113,20 +138,62 @@ pub fn create(path: &Path) -> io::Result<File> {
         .create_new(true)
         .append(true)
         .open(path)?;
-    file.write_all(MAGIC)?;
-    file.sync_all()?;
-    sync_dir(path)?;
+    let written = file.write_all(MAGIC).and_then(|()| file.sync_all());
+    if let Err(error) = written.and_then(|()| sync_dir(path)) {
+        // A file without its magic would read as corrupt: never leave one behind.
+        let _ = fs::remove_file(path);
+        return Err(error);
+    }
     Ok(file)
 }
 
-/// Writes `entries` to `path` atomically: a `.tmp` file, fsync, rename, fsync the folder.
-pub fn write_atomically(path: &Path, entries: impl Iterator<Item = Entry>) -> io::Result<()> {
+/// Bytes of an empty file: the magic.
+pub fn empty_len() -> u64 {
+    MAGIC.len() as u64
+}
+
+/// Writes the records `(time, revision, item)` of `records` to `path` atomically: a
+/// `.tmp` file, fsync, read back and checked to hold every record (so a snapshot that
+/// would not load never replaces what it summarizes), rename, fsync the folder. A
+/// failure leaves no `.tmp`.
+pub fn write_atomically<T: DeserializeOwned>(
+    path: &Path,
+    records: impl Iterator<Item = Result<(SystemTime, u64, Option<Encoded>), TooLarge>>,
+) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     let _ = fs::remove_file(&temporary);
-    let mut file = create(&temporary)?;
+    let written = write_records(&temporary, records)
+        .and_then(|count| {
+            let contents = read::<T>(&temporary)?;
+            match contents.corruption {
+                None if contents.entries.len() == count => Ok(()),
+                corruption => Err(io::Error::other(format!(
+                    "the snapshot does not read back: {} of {count} records{}",
+                    contents.entries.len(),
+                    corruption.map(|c| format!(", {c}")).unwrap_or_default()
+                ))),
+            }
+        })
+        .and_then(|()| fs::rename(&temporary, path));
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
+    sync_dir(path)
+}
+
+/// Creates `path` with `records`, fsynced; returns how many it holds.
+fn write_records(
+    path: &Path,
+    records: impl Iterator<Item = Result<(SystemTime, u64, Option<Encoded>), TooLarge>>,
+) -> io::Result<usize> {
+    let mut file = create(path)?;
     let mut buffer = Vec::with_capacity(1 << 20);
-    for entry in entries {
-        frame(&entry, &mut buffer);
+    let mut count = 0;
+    for record in records {
+        let (time, revision, item) = record.map_err(io::Error::other)?;
+        frame(time, revision, item.as_ref(), &mut buffer);
+        count += 1;
         if buffer.len() >= 1 << 20 {
             file.write_all(&buffer)?;
             buffer.clear();
@@ -134,8 +201,7 @@ pub fn write_atomically(path: &Path, entries: impl Iterator<Item = Entry>) -> io
     }
     file.write_all(&buffer)?;
     file.sync_all()?;
-    fs::rename(&temporary, path)?;
-    sync_dir(path)
+    Ok(count)
 }
 
 /// Makes a file's creation, rename or removal durable.

@@ -2,6 +2,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::registry::{Change, InstanceKey, InstanceSpec, SourceId};
+use crate::store::MAX_ITEM;
 
 fn change(id: u32) -> Change {
     Change::Upsert {
@@ -19,7 +20,9 @@ fn change(id: u32) -> Change {
     }
 }
 
-fn ids(recovered: &Recovered) -> Vec<String> {
+type Log = Wal<Change>;
+
+fn ids(recovered: &Recovered<Change>) -> Vec<String> {
     recovered
         .changes
         .iter()
@@ -30,15 +33,16 @@ fn ids(recovered: &Recovered) -> Vec<String> {
         .collect()
 }
 
-fn open(dir: &Path) -> (Wal, Recovered) {
+fn open(dir: &Path) -> (Log, Recovered<Change>) {
     Wal::open(dir, &mut Registry::default()).unwrap()
 }
 
 /// Writes `count` changes from `first`, one commit each.
-fn write(wal: &mut Wal, first: u32, count: u32) {
+fn write(wal: &mut Log, first: u32, count: u32) {
     for id in first..first + count {
         let time = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::from(id));
-        wal.stage(time, u64::from(id), change(id));
+        let encoded = wal.encode(&change(id)).unwrap();
+        wal.stage(time, u64::from(id), encoded);
         wal.commit().unwrap();
     }
 }
@@ -124,7 +128,7 @@ fn corruption_before_the_tail_refuses_to_start() {
     let mut bytes = fs::read(&damaged).unwrap();
     bytes[12] ^= 0xff;
     fs::write(&damaged, bytes).unwrap();
-    let error = Wal::open(dir.path(), &mut Registry::default())
+    let error = Log::open(dir.path(), &mut Registry::default())
         .err()
         .unwrap();
     assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
@@ -134,7 +138,7 @@ fn corruption_before_the_tail_refuses_to_start() {
 fn a_second_muster_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_wal, _) = open(dir.path());
-    let error = Wal::open(dir.path(), &mut Registry::default())
+    let error = Log::open(dir.path(), &mut Registry::default())
         .err()
         .unwrap();
     assert!(matches!(error, StoreError::Locked(_)), "{error}");
@@ -144,14 +148,14 @@ fn a_second_muster_on_the_same_directory_is_refused() {
 fn compaction_replaces_old_segments_with_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path());
-    wal.segment_limit = 1;
+    wal.set_segment_limit(1);
     write(&mut wal, 0, 2);
     let state = vec![
         (SystemTime::UNIX_EPOCH, change(100)),
         (SystemTime::UNIX_EPOCH, change(101)),
     ];
-    wal.maybe_compact(200, move || state).unwrap();
-    wal.compaction.take().unwrap().join().unwrap().unwrap();
+    wal.maybe_compact(200, move || state);
+    wal.finish_compaction();
     write(&mut wal, 2, 1);
     drop(wal);
     let snapshots = files::numbered(dir.path(), "snapshot").unwrap();
@@ -190,4 +194,45 @@ fn an_interrupted_snapshot_is_removed_at_start() {
     let (_wal, recovered) = open(dir.path());
     assert!(recovered.changes.is_empty());
     assert!(!leftover.exists());
+}
+
+fn huge_change() -> Change {
+    Change::Tag {
+        target: crate::registry::Tagged::Namespace("internal".into()),
+        set: [("k".to_owned(), "v".repeat(MAX_ITEM))].into(),
+        remove: Vec::new(),
+    }
+}
+
+#[test]
+fn an_item_the_reader_would_refuse_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path());
+    let error = wal.encode(&huge_change()).err().unwrap();
+    assert!(error.0 > MAX_ITEM, "{error}");
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_written_keeps_the_segments_it_would_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    wal.set_segment_limit(1);
+    write(&mut wal, 0, 2);
+    wal.maybe_compact(200, || vec![(SystemTime::UNIX_EPOCH, huge_change())]);
+    wal.finish_compaction();
+    write(&mut wal, 2, 1);
+    drop(wal);
+    assert!(files::numbered(dir.path(), "snapshot").unwrap().is_empty());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "no .tmp left behind");
+    assert_eq!(ids(&open(dir.path()).1), ["i-0", "i-1", "i-2"]);
 }

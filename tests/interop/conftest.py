@@ -7,6 +7,8 @@ parsing, shared assertions) is in harness.py.
 ``module_muster``  the same factory, module-scoped, for expensive shared set-ups.
 ``moto_server``    a moto_server (module-scoped) as the ECS, SQS and EventBridge endpoint.
 ``aws``            a ``moto_ecs.Ecs`` on it, reset, with muster's AWS environment set.
+``etcd_cluster``   a 3-member etcd cluster on loopback (etcd_cluster.EtcdCluster), stopped
+                   afterwards.
 
 When a test fails, the tail of each of its servers' logs is printed with the report.
 """
@@ -15,6 +17,7 @@ import shutil
 
 import pytest
 
+from etcd_cluster import EtcdCluster
 from harness import Muster, MusterStartError, muster_bin
 from moto_ecs import CREDENTIALS, Ecs, MotoServer
 
@@ -80,6 +83,17 @@ def aws(moto_server, monkeypatch):
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     return Ecs(moto_server.url)
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path, request):
+    cluster = EtcdCluster(tmp_path / "etcd").start()
+    yield cluster
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for i in range(len(cluster.names)):
+            print(f"--- etcd {cluster.names[i]} ---\n{cluster.log_tail(i)}")
+    cluster.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -176,12 +176,16 @@ class Muster:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra_toml = extra_toml
+        # More keys of the [dns] table (e.g. 'nsid = "a"\n'); set before write_config().
+        self.dns_settings = ""
         self.dns_port = dns_port or _free_dns_port()
         self.http_port = http_port or _free_tcp_port(exclude={self.dns_port})
         self.data_dir = self.dir / "data"
         self.config_path = self.dir / "muster.toml"
         self.log_path = self.dir / "muster.log"
         self.proc = None
+        # Runs in the child before muster starts (e.g. to set resource limits).
+        self.preexec_fn = None
         self.http = requests.Session()
         self.write_config()
 
@@ -192,7 +196,8 @@ class Muster:
             f"data_dir = {toml_value(str(self.data_dir))}\n\n"
             "[dns]\n"
             f'listen = ["127.0.0.1:{self.dns_port}"]\n'
-            "max_udp_payload = 1232\n\n"
+            "max_udp_payload = 1232\n"
+            f"{self.dns_settings}\n"
             "[http]\n"
             f'listen = "127.0.0.1:{self.http_port}"\n\n'
         )
@@ -219,6 +224,7 @@ class Muster:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
                 env={**os.environ, "NO_COLOR": "1"},  # plain text in muster.log
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -341,6 +347,7 @@ class Muster:
         payload=1232,
         edns_version=0,
         options=None,
+        ednsflags=0,
         opcode=None,
         rd=True,
         timeout=2.0,
@@ -356,6 +363,7 @@ class Muster:
             use_edns=edns_version if edns else False,
             payload=payload if edns else None,
             options=options if edns else None,
+            ednsflags=ednsflags if edns else 0,
             flags=dns.flags.RD if rd else 0,
         )
         if opcode is not None:

@@ -10,15 +10,28 @@ moto quirks handled here (see shared/reference/testing-with-moto.md):
 - tasks move one lifecycle step per DescribeTasks (RUNNING -> DEACTIVATING -> ... STOPPED)
   unless told otherwise: :meth:`MotoServer.reset` pins them at RUNNING;
 - task ``version`` and ``healthStatus`` are null; StopTask jumps to STOPPED.
+
+EC2 launch type in moto 5.2.5 (bridge and host networking):
+- RegisterContainerInstance takes an ``instanceIdentityDocument`` naming an instance that
+  moto's EC2 runs (RunInstances); DescribeContainerInstances answers its
+  ``ec2InstanceId`` and, for an unknown one, a ``MISSING`` failure with a shortened ARN.
+- RunTask/StartTask with launch type EC2 set ``containerInstanceArn``, but moto's tasks
+  never report ``networkBindings`` (nor more than the first container), so dynamic host
+  ports exist only in the events these tests publish; a fixed ``hostPort`` is reserved
+  per container instance (and a mapping with ``hostPort: 0`` reserves "0": leave
+  ``hostPort`` out for a dynamic port).
+- moto's instances have a private IPv4 and no IPv6.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,6 +113,53 @@ class MotoServer:
             terminate(self.proc)
 
 
+class SlowProxy:
+    """An HTTP proxy in front of moto that holds back every call of one AWS operation
+    (``X-Amz-Target`` or query ``Action``) for ``delay`` seconds, so tests can show what
+    a slow API does to the rest. Use as a context manager; ``url`` is the endpoint."""
+
+    HOP = {"connection", "content-length", "content-encoding", "transfer-encoding", "keep-alive"}
+
+    def __init__(self, upstream, operation, delay):
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                target = self.headers.get("X-Amz-Target", "")
+                if target.endswith("." + operation) or f"Action={operation}".encode() in body:
+                    time.sleep(delay)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.HOP | {"host"}}
+                r = requests.request(self.command, upstream + self.path, headers=headers, data=body, timeout=60)
+                self.send_response(r.status_code)
+                for key, value in r.headers.items():
+                    if key.lower() not in proxy.HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def iso(t=None):
     t = datetime.now(timezone.utc) if t is None else t
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -156,6 +216,51 @@ class Ecs:
             **extra,
         )
         return answer["taskDefinition"]["taskDefinitionArn"]
+
+    def register_ec2(self, family, mappings, mode="bridge"):
+        """An EC2 task definition in ``mode`` (bridge or host) whose one container has
+        ``mappings``: ``(container port, host port or None for a dynamic one, name or
+        None)`` triples."""
+        port_mappings = []
+        for container_port, host_port, name in mappings:
+            mapping = {"containerPort": container_port, "protocol": "tcp"}
+            if host_port is not None:
+                mapping["hostPort"] = host_port
+            if name is not None:
+                mapping["name"] = name
+            port_mappings.append(mapping)
+        definition = {
+            "name": "app",
+            "image": "public.ecr.aws/nginx/nginx:latest",
+            "cpu": 64,
+            "memory": 128,
+            "essential": True,
+            "portMappings": port_mappings,
+        }
+        answer = self.ecs.register_task_definition(
+            family=family, networkMode=mode, requiresCompatibilities=["EC2"], containerDefinitions=[definition]
+        )
+        return answer["taskDefinition"]["taskDefinitionArn"]
+
+    def container_instance(self, cluster):
+        """Runs an EC2 instance and registers it in ``cluster``; returns
+        ``(container instance ARN, EC2 instance id, its private IPv4)``."""
+        image = self.ec2.describe_images()["Images"][0]["ImageId"]
+        instance = self.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large")
+        instance = instance["Instances"][0]
+        document = json.dumps({"instanceId": instance["InstanceId"], "region": REGION})
+        registered = self.ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document)
+        arn = registered["containerInstance"]["containerInstanceArn"]
+        return arn, instance["InstanceId"], instance["PrivateIpAddress"]
+
+    def start(self, cluster, family, service, container_instance):
+        """Starts one task of ``family`` as ECS service ``service`` on
+        ``container_instance`` (EC2 launch type); returns it as StartTask describes it."""
+        answer = self.ecs.start_task(
+            cluster=cluster, taskDefinition=family, group=f"service:{service}", containerInstances=[container_instance]
+        )
+        assert not answer["failures"], answer["failures"]
+        return answer["tasks"][0]
 
     def network(self):
         if self._network is None:
@@ -234,6 +339,48 @@ class Ecs:
         }
         if health is not None:
             detail["healthStatus"] = health
+        if desired == "STOPPED":
+            detail["stoppingAt"] = now
+            detail["stopCode"] = "ServiceSchedulerInitiated"
+        return detail
+
+    def ec2_detail(self, task, bindings=(), last="RUNNING", desired="RUNNING", version=1):
+        """The ``detail`` of an "ECS Task State Change" event for an EC2 launch type task:
+        no ENI, its ``containerInstanceArn``, and the container's ``networkBindings``
+        (``(container port, host port)`` pairs, reported for IPv4 and IPv6 as the agent
+        does), shaped like tests/fixtures/ecs/ecs-task-state-change.bridge.json."""
+        now = iso()
+        network_bindings = [
+            {"bindIP": ip, "containerPort": container_port, "hostPort": host_port, "protocol": "tcp"}
+            for container_port, host_port in bindings
+            for ip in ("0.0.0.0", "::")
+        ]
+        detail = {
+            "attachments": [],
+            "availabilityZone": f"{REGION}a",
+            "clusterArn": task["clusterArn"],
+            "containerInstanceArn": task["containerInstanceArn"],
+            "containers": [
+                {
+                    "containerArn": c.get("containerArn", ""),
+                    "lastStatus": last,
+                    "name": c["name"],
+                    "taskArn": task["taskArn"],
+                    "networkBindings": network_bindings,
+                    "networkInterfaces": [],
+                }
+                for c in task.get("containers", [])
+            ],
+            "createdAt": now,
+            "launchType": "EC2",
+            "desiredStatus": desired,
+            "group": task["group"],
+            "lastStatus": last,
+            "taskArn": task["taskArn"],
+            "taskDefinitionArn": task["taskDefinitionArn"],
+            "updatedAt": now,
+            "version": version,
+        }
         if desired == "STOPPED":
             detail["stoppingAt"] = now
             detail["stopCode"] = "ServiceSchedulerInitiated"

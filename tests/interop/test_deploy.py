@@ -135,14 +135,28 @@ def test_resolver_replicas_differ_only_in_their_queue():
 
 # What src/sources/ecs/aws.rs calls, as IAM actions (DeleteMessageBatch is authorized as
 # sqs:DeleteMessage). GetQueueAttributes is granted in resolver mode for operators' tools.
-ECS_ACTIONS = {"ecs:ListTasks", "ecs:DescribeTasks", "ecs:DescribeTaskDefinition"}
+ECS_ACTIONS = {
+    "ecs:ListTasks",
+    "ecs:DescribeTasks",
+    "ecs:DescribeContainerInstances",
+    "ecs:DescribeTaskDefinition",
+    "ec2:DescribeInstances",
+}
 SQS_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage"}
 
 
 def test_the_ecs_source_calls_what_the_task_roles_allow():
     source = (REPO / "src" / "sources" / "ecs" / "aws.rs").read_text()
     called = set(re.findall(r'counted\("(\w+)"', source))
-    assert called == {"ListTasks", "DescribeTasks", "DescribeTaskDefinition", "ReceiveMessage", "DeleteMessageBatch"}
+    assert called == {
+        "ListTasks",
+        "DescribeTasks",
+        "DescribeContainerInstances",
+        "DescribeTaskDefinition",
+        "DescribeInstances",
+        "ReceiveMessage",
+        "DeleteMessageBatch",
+    }
 
 
 @pytest.mark.parametrize(

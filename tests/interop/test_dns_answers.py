@@ -353,8 +353,9 @@ def test_non_query_opcode_is_notimp(muster, opcode):
     assert answer_rdata(m.dns_query("web.internal", "A"), "A") == ["10.0.0.5"]
 
 
-def test_update_is_notimp(muster):
-    """Dynamic UPDATE (RFC 2136) is not how muster learns instances: NOTIMP, nothing changes."""
+def test_unsigned_update_is_refused(muster):
+    """Dynamic UPDATE (RFC 2136) must be signed by an [[update.keys]] key (test_dns_update.py):
+    unsigned, it is REFUSED and nothing changes."""
     m = muster()
     web_i1(m)
     serial = m.soa_serial()
@@ -363,7 +364,7 @@ def test_update_is_notimp(muster):
     raw = m.exchange(u.to_wire())
     assert raw is not None, "no reply to UPDATE"
     r = dns.message.from_wire(raw)
-    assert r.opcode() == dns.opcode.UPDATE and r.rcode() == dns.rcode.NOTIMP, r
+    assert r.opcode() == dns.opcode.UPDATE and r.rcode() == dns.rcode.REFUSED, r
     # BIND's nsupdate, the client people actually use.
     p = subprocess.run(
         ["nsupdate"],
@@ -372,7 +373,7 @@ def test_update_is_notimp(muster):
         text=True,
         timeout=30,
     )
-    assert p.returncode != 0 and "NOTIMP" in p.stdout + p.stderr, (p.returncode, p.stdout, p.stderr)
+    assert p.returncode != 0 and "REFUSED" in p.stdout + p.stderr, (p.returncode, p.stdout, p.stderr)
     assert answer_rdata(m.dns_query("web.internal", "A"), "A") == ["10.0.0.5"]
     assert m.soa_serial() == serial
 

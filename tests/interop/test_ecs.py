@@ -11,7 +11,7 @@ import dns.rcode
 import pytest
 
 from harness import answer_rdata, namespace_toml, wait_until
-from moto_ecs import CREDENTIALS, Ecs, MotoServer, ecs_toml
+from moto_ecs import CREDENTIALS, Ecs, MotoServer, SlowProxy, ecs_toml
 
 # Every address in every answer, so sets of tasks can be compared.
 NS = namespace_toml(services=[{"match": "*", "max_answers": 0}])
@@ -236,3 +236,170 @@ def test_a_thousand_tasks_in_fifty_services_across_two_clusters(muster, aws):
     # each task definition once.
     assert metric(m, "muster_ecs_api_calls_total", operation="DescribeTasks") == 10
     assert metric(m, "muster_ecs_api_calls_total", operation="DescribeTaskDefinition") == 50
+
+
+# --------------------------------------------------------------------------------------
+# Issue 18: bridge and host networking (EC2 launch type), named ports
+
+
+def srv_set(m, name):
+    return sorted(answer_rdata(m.dns_query(name, "SRV", tcp=True), "SRV"))
+
+
+def task_id(task):
+    return task["taskArn"].rsplit("/", 1)[1]
+
+
+def lookups(m):
+    return (
+        metric(m, "muster_ecs_api_calls_total", operation="DescribeContainerInstances"),
+        metric(m, "muster_ecs_api_calls_total", operation="DescribeInstances"),
+    )
+
+
+def test_bridge_tasks_are_reached_at_their_container_instance_on_their_host_ports(muster, aws):
+    aws.create_cluster("prod")
+    ci, ec2_id, address = aws.container_instance("prod")
+    aws.register_ec2("web", [(8080, None, "http"), (9090, None, "grpc")])
+    m = start(muster, aws)
+    assert lookups(m) == (0, 0)
+    web = aws.start("prod", "web", "web", ci)
+    # Docker picked the host ports; only the event says which.
+    aws.publish(aws.ec2_detail(web, [(8080, 32768), (9090, 32769)]))
+    wait_until(lambda: a_set(m, "web.internal") == [address], timeout=5, message="bridge task in DNS")
+    first = task_id(web)
+    assert srv_set(m, "web.internal") == [f"1 1 32768 {first}.web.internal."]
+    assert srv_set(m, "_http._tcp.web.internal") == [f"1 1 32768 {first}.web.internal."]
+    assert srv_set(m, "_grpc._tcp.web.internal") == [f"1 1 32769 {first}.web.internal."]
+    dig = m.dig("+noall", "+answer", "+additional", "_grpc._tcp.web.internal", "SRV")
+    assert [f"{first}.web.internal.", "5", "IN", "A", address] in [line.split() for line in dig.splitlines()], dig
+    instance = m.service("internal", "web")["instances"][0]
+    assert instance["attributes"]["EC2_INSTANCE_ID"] == ec2_id
+    assert instance["ports"] == {"grpc": {"port": 32769, "protocol": "tcp"}, "http": {"port": 32768, "protocol": "tcp"}}
+    assert lookups(m) == (1, 1)
+
+    # A second task on the same container instance: its address is cached.
+    second = aws.start("prod", "web", "web", ci)
+    aws.publish(aws.ec2_detail(second, [(8080, 32770), (9090, 32771)]))
+    wait_until(lambda: len(srv_set(m, "web.internal")) == 2, timeout=5, message="second task in DNS")
+    assert srv_set(m, "_grpc._tcp.web.internal") == sorted(
+        [f"1 1 32769 {first}.web.internal.", f"1 1 32771 {task_id(second)}.web.internal."]
+    )
+    assert lookups(m) == (1, 1), "no new ECS or EC2 call for a cached container instance"
+    assert metric(m, "muster_ecs_container_instances") == 1
+
+    # The stop intent removes it at once, as for awsvpc tasks.
+    aws.publish(aws.ec2_detail(web, [(8080, 32768), (9090, 32769)], desired="STOPPED", version=2))
+    wait_until(
+        lambda: srv_set(m, "web.internal") == [f"1 1 32770 {task_id(second)}.web.internal."],
+        timeout=3,
+        message="stop intent removes the bridge task",
+    )
+    wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="every message deleted, waiting ones too")
+    assert metric(m, "muster_ecs_tasks_skipped_total", reason="no_address") == 0
+
+
+def test_host_and_bridge_tasks_on_the_reconcile_path(muster, aws):
+    """moto's tasks carry no network bindings, so the reconcile path shows fixed ports:
+    host networking (container port = host port) and a bridge task's fixed hostPort."""
+    aws.create_cluster("prod")
+    ci_a, _, address_a = aws.container_instance("prod")
+    ci_b, _, address_b = aws.container_instance("prod")
+    aws.register_ec2("hostnet", [(7000, None, "admin"), (7001, None, "data")], mode="host")
+    aws.register_ec2("fixed", [(80, 31000, None)])
+    on_b = aws.start("prod", "hostnet", "hostnet", ci_b)
+    aws.start("prod", "fixed", "fixed", ci_a)
+    m = start(muster, aws, interval="1s")
+    assert a_set(m, "hostnet.internal") == [address_b]
+    assert srv_set(m, "hostnet.internal") == [f"1 1 7000 {task_id(on_b)}.hostnet.internal."]
+    assert srv_set(m, "_admin._tcp.hostnet.internal") == [f"1 1 7000 {task_id(on_b)}.hostnet.internal."]
+    assert srv_set(m, "_data._tcp.hostnet.internal") == [f"1 1 7001 {task_id(on_b)}.hostnet.internal."]
+    assert a_set(m, "fixed.internal") == [address_a]
+    assert [r.split()[2] for r in srv_set(m, "fixed.internal")] == ["31000"]
+    # Both container instances in one batch of each call, then served from the cache.
+    assert lookups(m) == (1, 1)
+    count = metric(m, "muster_ecs_reconcile_duration_seconds_count", cluster="prod")
+    wait_until(
+        lambda: metric(m, "muster_ecs_reconcile_duration_seconds_count", cluster="prod") >= count + 2,
+        timeout=10,
+        message="two more reconciles",
+    )
+    assert lookups(m) == (1, 1)
+    assert metric(m, "muster_ecs_container_instances") == 2
+    # The task on B stops: B's address is dropped from the cache.
+    aws.ecs.stop_task(cluster="prod", task=on_b["taskArn"], reason="test")
+    wait_until(lambda: a_set(m, "hostnet.internal") == "NXDOMAIN", timeout=5, message="stopped task gone")
+    wait_until(lambda: metric(m, "muster_ecs_container_instances") == 1, timeout=5, message="cache trimmed")
+
+
+def test_named_ports_of_awsvpc_tasks(muster, aws):
+    aws.create_cluster("prod")
+    arn = aws.ecs.register_task_definition(
+        family="api",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[
+            {
+                "name": "app",
+                "image": "public.ecr.aws/nginx/nginx:latest",
+                "cpu": 256,
+                "memory": 512,
+                "essential": True,
+                "portMappings": [
+                    {"containerPort": 8080, "name": "http"},
+                    {"containerPort": 9090, "name": "grpc"},
+                ],
+            }
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    assert arn
+    task = aws.run("prod", "api", "api")[0]
+    m = start(muster, aws)
+    name = f"{task_id(task)}.api.internal."
+    assert srv_set(m, "api.internal") == [f"1 1 8080 {name}"]
+    assert srv_set(m, "_http._tcp.api.internal") == [f"1 1 8080 {name}"]
+    assert srv_set(m, "_grpc._tcp.api.internal") == [f"1 1 9090 {name}"]
+    assert m.dns_query("_grpc._udp.api.internal", "SRV").rcode() == dns.rcode.NXDOMAIN
+    assert m.dns_query("_tcp.api.internal", "SRV").rcode() == dns.rcode.NOERROR
+    assert lookups(m) == (0, 0), "awsvpc tasks need no container instance"
+
+
+def test_a_container_instance_ecs_does_not_know_keeps_the_task_out(muster, aws):
+    aws.create_cluster("prod")
+    ci, _, _ = aws.container_instance("prod")
+    aws.register_ec2("web", [(8080, None, None)])
+    m = start(muster, aws)
+    web = aws.start("prod", "web", "web", ci)
+    event = aws.ec2_detail(web, [(8080, 32768)])
+    event["containerInstanceArn"] = ci.rsplit("/", 1)[0] + "/0000deadbeef"
+    aws.publish(event)
+    wait_until(
+        lambda: metric(m, "muster_ecs_tasks_skipped_total", reason="no_address") == 1,
+        timeout=5,
+        message="counted as no_address",
+    )
+    assert a_set(m, "web.internal") == "NXDOMAIN"
+    wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="the message is deleted")
+    assert lookups(m) == (1, 0), "no EC2 call for a container instance ECS does not know"
+
+
+def test_a_slow_container_instance_lookup_holds_up_no_other_event(muster, aws):
+    aws.create_cluster("prod")
+    ci, _, address = aws.container_instance("prod")
+    aws.register_ec2("web", [(8080, None, None)])
+    aws.register("api")
+    queue = aws.create_queue()
+    with SlowProxy(aws.url, "DescribeContainerInstances", delay=3) as proxy:
+        m = muster(NS + ecs_toml(["prod"], proxy.url, queue))
+        wait_until(lambda: m.get("/readyz").status_code == 200, timeout=20, message="ready")
+        web = aws.start("prod", "web", "web", ci)
+        api = aws.run("prod", "api", "api")[0]
+        started = time.monotonic()
+        aws.publish(aws.ec2_detail(web, [(8080, 32768)]), aws.detail(api))
+        wait_until(lambda: a_set(m) == [aws.ipv4(api)], timeout=2, message="the awsvpc task is not held up")
+        assert a_set(m, "web.internal") == "NXDOMAIN", "the bridge task still waits for its lookup"
+        wait_until(lambda: a_set(m, "web.internal") == [address], timeout=8, message="bridge task after its lookup")
+        assert time.monotonic() - started >= 2.5
+        wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="both messages deleted")

@@ -7,7 +7,8 @@ failed, and recovery must bring it back only after ``healthy_threshold`` passes.
 
 Every check here runs every 100 ms with thresholds of 2 (timeout: the default 80 ms).
 Each target listens on its own loopback address (127.0.0.x), so an A record names one
-instance; every service also holds a check-less ``anchor`` so that fail-open does not put
+instance; loopback is denied to checks by default, so every server here allows it
+(``[health] allow``, see test_health_bounds.py for the denial); every service also holds a check-less ``anchor`` so that fail-open does not put
 a failed instance back in the answer (except where fail-open is the point). Timings are
 not asserted beyond "within a few seconds": bench/health_detection.py measures them.
 """
@@ -27,6 +28,7 @@ CHECK = {"interval": "100ms", "healthy_threshold": 2, "unhealthy_threshold": 2}
 HTTP_CHECK = {"http": "/healthz", **CHECK}
 TCP_CHECK = {"tcp": True, **CHECK}
 DETECT = 3.0  # seconds: generous, for a loaded 2-core machine; the bench has the figures
+LOOPBACK = '\n[health]\nallow = ["127.0.0.0/8"]\n'  # the targets' addresses may be checked
 
 _addresses = itertools.count(10)
 
@@ -147,7 +149,7 @@ FAILURES = {
 def test_failure_is_detected_and_recovered(muster, servers, kind):
     make, reason = FAILURES[kind]
     target, check, fail, recover = make(servers)
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "i-1", target, check)
     time.sleep(0.5)  # several passing checks: nothing changes
@@ -173,7 +175,7 @@ def test_failure_is_detected_and_recovered(muster, servers, kind):
 
 def test_http_check_notices_a_closed_listener(muster, servers):
     target = servers.http()
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "i-1", target, HTTP_CHECK)
     wait_until(lambda: len(target.requests) >= 2, timeout=2)
@@ -188,7 +190,7 @@ def test_http_check_notices_a_closed_listener(muster, servers):
 @pytest.mark.parametrize("healthy_threshold", [2, 3])
 def test_recovery_waits_for_the_healthy_threshold(muster, servers, healthy_threshold):
     target = servers.http()
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "i-1", target, {**HTTP_CHECK, "healthy_threshold": healthy_threshold})
     target.mode = 500
@@ -210,7 +212,7 @@ def test_recovery_waits_for_the_healthy_threshold(muster, servers, healthy_thres
 
 def test_one_slow_answer_does_not_flap(muster, servers):
     target = servers.http()
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "i-1", target, HTTP_CHECK)
     time.sleep(0.3)
@@ -228,7 +230,7 @@ def test_one_slow_answer_does_not_flap(muster, servers):
 
 def test_start_unhealthy_keeps_a_new_instance_out_until_it_passes(muster, servers):
     starting, default = servers.http(mode=503), servers.http(mode=503)
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "new", starting, {**HTTP_CHECK, "start_unhealthy": True})
     register(m, "web", "old-style", default, HTTP_CHECK)
@@ -245,7 +247,7 @@ def test_start_unhealthy_keeps_a_new_instance_out_until_it_passes(muster, server
 
 def test_address_change_restarts_the_check(muster, servers):
     good, bad = servers.http(), servers.http(mode=500)
-    m = muster()
+    m = muster(LOOPBACK)
     with_anchor(m, "web")
     register(m, "web", "i-1", good, HTTP_CHECK)
     wait_until(lambda: len(good.requests) >= 2, timeout=2, message="checks of the first address")
@@ -287,7 +289,7 @@ RULES = namespace_toml(
 
 
 def test_config_rule_checks_and_when_all_unhealthy(muster, servers):
-    m = muster(RULES)
+    m = muster(RULES + LOOPBACK)
     targets = {svc: [servers.http(), servers.http()] for svc in ("open", "closed")}
     for svc, pair in targets.items():
         for n, target in enumerate(pair):
@@ -315,7 +317,7 @@ def test_config_rule_checks_and_when_all_unhealthy(muster, servers):
 
 
 def test_body_check_wins_over_the_rule(muster, servers):
-    m = muster(RULES)
+    m = muster(RULES + LOOPBACK)
     target = servers.http()
     register(m, "open", "own", target, {**HTTP_CHECK, "http": "/own"})
     wait_until(lambda: len(target.requests) >= 2, timeout=2)
@@ -330,7 +332,7 @@ def test_file_source_instances_are_checked_by_the_rule(muster, servers, tmp_path
         lines += ["[[instances]]", 'namespace = "internal"', 'service = "open"', f'id = "{iid}"']
         lines += [f'ipv4 = "{t.ip}"', f"port = {t.port}", ""]
     path.write_text("\n".join(lines))
-    m = muster(RULES + f'\n[[sources.file]]\npath = "{path}"\n')
+    m = muster(RULES + LOOPBACK + f'\n[[sources.file]]\npath = "{path}"\n')
     wait_until(lambda: len(target.requests) >= 2, timeout=3, message="the file's instance is checked")
     target.mode = 500
     wait_dns(m, "open", [anchor.ip], "the file's instance left DNS")
@@ -360,7 +362,7 @@ BAD_CHECKS = [
 
 @pytest.fixture(scope="module")
 def shared_muster(module_muster):
-    return module_muster()
+    return module_muster(LOOPBACK)
 
 
 @pytest.mark.parametrize("check", BAD_CHECKS, ids=lambda c: str(c))
@@ -368,14 +370,15 @@ def test_bad_check_bodies_get_400_naming_check(shared_muster, check):
     m = shared_muster
     r = m.put_instance("internal", "bad", "b-1", {"ipv4": "127.0.0.1", "port": 8080, "check": check}, check=False)
     assert r.status_code == 400, r.text
-    assert r.json()["field"] == "check", r.text
+    field = r.json()["field"]
+    assert field == "check" or field.startswith("check."), r.text
     assert m.get("/v1/namespaces/internal/services/bad").status_code == 404, "nothing half-applied"
 
 
 def test_a_check_needs_a_port_and_its_own_wins(muster, servers):
-    m = muster()
+    m = muster(LOOPBACK)
     r = m.put_instance("internal", "bad", "b-1", {"ipv4": "127.0.0.1", "check": {"tcp": True}}, check=False)
-    assert r.status_code == 400 and r.json()["field"] == "check", r.text
+    assert r.status_code == 400 and r.json()["field"] == "check.port", r.text
     # The check's own port will do, and goes before the instance's.
     target = servers.http()
     m.put_instance("internal", "ok", "o-1", {"ipv4": target.ip, "check": {**HTTP_CHECK, "port": target.port}})
@@ -387,7 +390,7 @@ def test_a_check_needs_a_port_and_its_own_wins(muster, servers):
 
 def test_checks_stop_when_the_instance_is_deregistered(muster, servers):
     rest, ruled = servers.http(), servers.http()
-    m = muster(RULES)
+    m = muster(RULES + LOOPBACK)
     register(m, "web", "i-1", rest, HTTP_CHECK)
     register(m, "open", "i-1", ruled)
     wait_until(lambda: len(rest.requests) >= 3 and len(ruled.requests) >= 3, timeout=2)

@@ -5,6 +5,8 @@ field and change nothing, listings, metrics and probes. DESIGN.md "Interfaces" /
 import json
 import re
 
+import boto3
+import botocore.config
 import dns.rcode
 import pytest
 
@@ -227,6 +229,14 @@ BAD_BODIES = [
     ),
     ("attribute value not a string", {"ipv4": "10.0.0.1", "attributes": {"k": 1}}, "attributes"),
     ("unknown field", {"ipv4": "10.0.0.1", "colour": "red"}, "colour"),
+    ("named port 0", {"ipv4": "10.0.0.1", "ports": {"grpc": 0}}, "ports"),
+    ("named port 70000", {"ipv4": "10.0.0.1", "ports": {"grpc": 70000}}, "ports"),
+    ("named port a string", {"ipv4": "10.0.0.1", "ports": {"grpc": "9090"}}, "ports"),
+    ("named port sctp", {"ipv4": "10.0.0.1", "ports": {"grpc": {"port": 1, "protocol": "sctp"}}}, "ports"),
+    ("port name upper case", {"ipv4": "10.0.0.1", "ports": {"GRPC": 9090}}, "ports"),
+    ("port name with a dot", {"ipv4": "10.0.0.1", "ports": {"a.b": 9090}}, "ports"),
+    ("port name of 63", {"ipv4": "10.0.0.1", "ports": {"p" * 63: 9090}}, "ports"),
+    ("17 named ports", {"ipv4": "10.0.0.1", "ports": {f"p{i}": 9000 + i for i in range(17)}}, "ports"),
 ]
 
 
@@ -291,6 +301,55 @@ def test_boundaries_accepted(muster):
         "1 1 1 p1.web.internal.",
         "1 1 65535 p65535.web.internal.",
     ]
+
+
+def test_named_ports_answer_their_own_srv_names(muster):
+    """Issue 18: each named port answers `_<name>._tcp.<svc>.<ns>` (or `_udp`), while
+    `<svc>.<ns>` SRV stays on `port`; GET shows them, Cloud Map shows them as attributes."""
+    m = muster()
+    ports = {"grpc": 9090, "metrics": {"port": 9100}, "dns": {"port": 53, "protocol": "udp"}}
+    m.put_instance(NS, "api", "a-1", {"ipv4": "10.0.0.1", "port": 8080, "ports": ports})
+    m.put_instance(NS, "api", "a-2", {"ipv4": "10.0.0.2", "port": 8080, "ports": {"grpc": 9091}})
+    srv = lambda name, tcp=False: sorted(answer_rdata(m.dns_query(name, "SRV", tcp=tcp), "SRV"))
+    assert srv("_grpc._tcp.api.internal") == ["1 1 9090 a-1.api.internal.", "1 1 9091 a-2.api.internal."]
+    assert srv("_grpc._tcp.api.internal", tcp=True) == srv("_grpc._tcp.api.internal")
+    assert srv("_metrics._tcp.api.internal") == ["1 1 9100 a-1.api.internal."]
+    assert srv("_dns._udp.api.internal") == ["1 1 53 a-1.api.internal."]
+    assert srv("api.internal") == ["1 1 8080 a-1.api.internal.", "1 1 8080 a-2.api.internal."]
+    # dig: the glue is the targets' addresses.
+    glue = m.dig("+noall", "+additional", "_grpc._tcp.api.internal", "SRV")
+    assert sorted(line.split() for line in glue.splitlines() if line.strip()) == [
+        ["a-1.api.internal.", "5", "IN", "A", "10.0.0.1"],
+        ["a-2.api.internal.", "5", "IN", "A", "10.0.0.2"],
+    ], glue
+    assert m.dns_query("_dns._tcp.api.internal", "SRV").rcode() == dns.rcode.NXDOMAIN
+    assert m.dns_query("_grpc._tcp.api.internal", "A").rcode() == dns.rcode.NOERROR
+    instances = {i["id"]: i for i in m.service(NS, "api")["instances"]}
+    assert instances["a-1"]["ports"] == {
+        "dns": {"port": 53, "protocol": "udp"},
+        "grpc": {"port": 9090, "protocol": "tcp"},
+        "metrics": {"port": 9100, "protocol": "tcp"},
+    }
+    # Cloud Map has no named ports: DiscoverInstances shows them as attributes.
+    cloudmap = boto3.client(
+        "servicediscovery",
+        endpoint_url=m.url(""),
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
+    )
+    found = cloudmap.discover_instances(NamespaceName=NS, ServiceName="api")["Instances"]
+    attributes = {i["InstanceId"]: i["Attributes"] for i in found}["a-1"]
+    assert {k: v for k, v in attributes.items() if k.startswith("MUSTER_PORT_")} == {
+        "MUSTER_PORT_dns": "53/udp",
+        "MUSTER_PORT_grpc": "9090",
+        "MUSTER_PORT_metrics": "9100",
+    }
+    # A re-registration without them removes them.
+    m.put_instance(NS, "api", "a-1", {"ipv4": "10.0.0.1", "port": 8080})
+    assert srv("_grpc._tcp.api.internal") == ["1 1 9091 a-2.api.internal."]
+    assert m.dns_query("_dns._udp.api.internal", "SRV").rcode() == dns.rcode.NXDOMAIN
 
 
 def test_unknown_namespace_is_404(web):

@@ -8,6 +8,9 @@
 //! `hostPrefix`), even with a custom `endpoint_url`, and this SDK release has no setting to
 //! turn that off: `http://data-127.0.0.1:PORT` cannot be reached. [`NoHostPrefix`] is the
 //! interceptor a user adds to take the prefix off before the request is signed.
+//!
+//! With access keys configured, the SDK's SigV4 signatures are checked: good credentials
+//! work, a wrong secret, an unknown key and a key without the action get AWS's errors.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,10 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_servicediscovery::Client;
+use aws_sdk_servicediscovery::config::http::HttpResponse;
 use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_servicediscovery::config::retry::RetryConfig;
 use aws_sdk_servicediscovery::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
 };
+use aws_sdk_servicediscovery::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_servicediscovery::types::{
     CustomHealthStatus, DnsConfig, DnsRecord, HealthCheckCustomConfig, HealthStatusFilter,
     OperationStatus, PrivateDnsNamespaceProperties, PrivateDnsPropertiesMutable, RecordType,
@@ -61,12 +67,18 @@ impl Intercept for NoHostPrefix {
 }
 
 fn client(http: SocketAddr, removed: Arc<AtomicUsize>) -> Client {
+    signing_client(http, removed, "test", "test")
+}
+
+/// A client signing with `key` and `secret`, no retries.
+fn signing_client(http: SocketAddr, removed: Arc<AtomicUsize>, key: &str, secret: &str) -> Client {
     let config = aws_sdk_servicediscovery::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "static"))
         .endpoint_url(format!("http://{http}"))
         .interceptor(NoHostPrefix { removed })
+        .retry_config(RetryConfig::disabled())
         .build();
     Client::from_conf(config)
 }
@@ -411,4 +423,103 @@ async fn the_cloud_map_story_with_the_rust_sdk() {
     // The prefix was there, and taken off, on each of the 10 DiscoverInstances calls and
     // the one DiscoverInstancesRevision; no other operation has one.
     assert_eq!(removed.load(Ordering::Relaxed), 11);
+}
+
+/// The code and HTTP status of a failed call.
+fn failure<E>(error: SdkError<E, HttpResponse>) -> (String, u16)
+where
+    SdkError<E, HttpResponse>: ProvideErrorMetadata,
+{
+    let status = error.raw_response().map_or(0, |r| r.status().as_u16());
+    (error.code().unwrap_or_default().to_owned(), status)
+}
+
+/// With `[[auth.access_keys]]` configured, the SDK's SigV4 signatures are checked:
+/// good credentials work, a wrong secret, an unknown key and a key without the action
+/// get AWS's errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rust_sdk_with_good_and_wrong_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[[namespaces]]
+name = "internal"
+[[auth.access_keys]]
+id = "AKIDRUSTSDK"
+secret = "rust/sdk+secret"
+[[auth.access_keys.allow]]
+actions = ["servicediscovery:*"]
+[[auth.access_keys]]
+id = "AKIDDISCOVER"
+secret = "discover"
+[[auth.access_keys.allow]]
+actions = ["servicediscovery:DiscoverInstances"]
+"#;
+    let muster = support::start(config, &dir.path().join("data")).await;
+    let removed = Arc::new(AtomicUsize::new(0));
+    let good = signing_client(
+        muster.http,
+        removed.clone(),
+        "AKIDRUSTSDK",
+        "rust/sdk+secret",
+    );
+    let namespaces = good.list_namespaces().send().await.expect("ListNamespaces");
+    let namespace_id = namespaces.namespaces()[0].id().unwrap().to_owned();
+    let record = DnsRecord::builder()
+        .r#type(RecordType::A)
+        .ttl(7)
+        .build()
+        .unwrap();
+    let dns_config = DnsConfig::builder().dns_records(record).build().unwrap();
+    let service = good
+        .create_service()
+        .name("api")
+        .namespace_id(&namespace_id)
+        .dns_config(dns_config)
+        .send()
+        .await
+        .expect("CreateService");
+    let service_id = service.service().unwrap().id().unwrap().to_owned();
+    let register = |client: &Client| {
+        client
+            .register_instance()
+            .service_id(&service_id)
+            .instance_id("i-1")
+            .attributes("AWS_INSTANCE_IPV4", "10.9.1.1")
+            .send()
+    };
+    register(&good).await.expect("RegisterInstance");
+    let discoverer = signing_client(muster.http, removed.clone(), "AKIDDISCOVER", "discover");
+    let found = discoverer
+        .discover_instances()
+        .namespace_name("internal")
+        .service_name("api")
+        .send()
+        .await
+        .expect("DiscoverInstances with a key allowed only that");
+    assert_eq!(found.instances().len(), 1);
+
+    let denied = register(&discoverer)
+        .await
+        .expect_err("not allowed to register");
+    assert_eq!(failure(denied), ("AccessDeniedException".into(), 400));
+    let wrong = signing_client(muster.http, removed.clone(), "AKIDRUSTSDK", "not-it");
+    let refused = wrong
+        .list_namespaces()
+        .send()
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(failure(refused), ("InvalidSignatureException".into(), 400));
+    let unknown = signing_client(muster.http, removed, "AKIDNOBODY", "x");
+    let refused = register(&unknown).await.expect_err("unknown key");
+    assert_eq!(
+        failure(refused),
+        ("UnrecognizedClientException".into(), 400)
+    );
+    let listed = good
+        .list_instances()
+        .service_id(&service_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.instances().len(), 1, "nothing refused was applied");
 }

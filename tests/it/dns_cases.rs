@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use muster::dns::{Zone, answer};
+use muster::dns::{QueryName, Zone, answer};
 
 use super::support::{self, ask_tcp, ask_udp, query};
 
@@ -167,6 +167,7 @@ async fn the_answer_function() {
     let zone: &Zone = &view.load();
     for case in cases() {
         let name = LowerName::new(&Name::from_str(&case.name).unwrap());
+        let name = QueryName::from_labels(name.iter()).unwrap();
         let qtype = RecordType::from_str(&case.qtype).unwrap();
         let found = answer(zone, &name, qtype, &mut rand::rng());
         let seen = Seen {

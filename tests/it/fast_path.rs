@@ -4,6 +4,7 @@
 //! the full path's: same header flags and rcode, the question bytes as sent, the same
 //! OPT, the same authority records, and the same answer and glue records (as sets; where
 //! the policy picks a random subset, the same count of records from the same set).
+//! Over UDP and over TCP (where the limit is a whole message and nothing is truncated).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_server::net::xfer::Protocol;
 use muster::config::{ForwardConfig, TransferConfig};
 use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
 use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
@@ -24,6 +26,8 @@ const INSTANCES: &str = include_str!("../fixtures/instances.toml");
 /// Sub.Example's `big` answers every instance: large responses, near every size limit.
 const BIG_RULE: &str = "\n[[namespaces.services]]\nmatch = \"big\"\nmax_answers = 0\n";
 const QUERIES: usize = 20_000;
+/// The server identifier NSID queries get (`[dns] nsid`).
+const NSID: &[u8] = b"muster-test-1";
 /// What the server advertises and caps responses at.
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
@@ -70,7 +74,7 @@ fn names(zone: &Zone) -> Vec<String> {
         ".".to_owned(),
         "internal.com.".to_owned(),
     ];
-    for namespace in &zone.namespaces {
+    for namespace in zone.namespaces() {
         let origin = namespace.origin.to_string();
         names.push(origin.clone());
         for label in ["nope", "_tcp", "_udp", "a.b.c", "_nope._tcp", "x.y"] {
@@ -96,7 +100,28 @@ struct Ask {
     qtype: u16,
     class: u16,
     edns: Option<(u16, bool)>,
+    /// EDNS options (code, data), sent when `edns` is set.
+    options: Vec<(u16, Vec<u8>)>,
     flags: [u8; 2],
+}
+
+/// The options resolvers send, and malformed ones: NSID, Client Subnet, COOKIE,
+/// keepalive, padding, an unknown code.
+fn option_pool() -> Vec<(u16, Vec<u8>)> {
+    vec![
+        (3, vec![]),
+        (3, b"x".to_vec()),
+        (8, vec![0, 1, 24, 0, 192, 0, 2]),
+        (8, vec![0, 2, 48, 0, 0x20, 1, 0xd, 0xb8, 0, 1]),
+        (8, vec![0, 1, 0, 0]),
+        (8, vec![0, 1, 24, 8, 192, 0, 2]),
+        (10, vec![1; 8]),
+        (10, vec![1; 24]),
+        (10, vec![1; 5]),
+        (11, vec![]),
+        (12, vec![0; 37]),
+        (65001, b"whatever".to_vec()),
+    ]
 }
 
 impl Ask {
@@ -122,6 +147,9 @@ impl Ask {
             edns: rng
                 .random_bool(0.6)
                 .then(|| (*payloads.choose(rng).unwrap(), rng.random_bool(0.3))),
+            options: (0..rng.random_range(0..=3))
+                .map(|_| option_pool().choose(rng).unwrap().clone())
+                .collect(),
             // RD and CD at random; now and then other bits a client should not set.
             flags: [
                 u8::from(rng.random_bool(0.5)) | if rng.random_bool(0.02) { 0x20 } else { 0 },
@@ -145,7 +173,14 @@ impl Ask {
         if let Some((payload, dnssec_ok)) = self.edns {
             p.extend_from_slice(&[0, 0, 41]);
             p.extend_from_slice(&payload.to_be_bytes());
-            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+            let rdlength: usize = self.options.iter().map(|(_, data)| 4 + data.len()).sum();
+            p.extend_from_slice(&(rdlength as u16).to_be_bytes());
+            for (code, data) in &self.options {
+                p.extend_from_slice(&code.to_be_bytes());
+                p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                p.extend_from_slice(data);
+            }
         }
         p
     }
@@ -160,7 +195,7 @@ fn universe(zone: &Zone) -> HashMap<(String, RecordType), BTreeSet<String>> {
             .or_default()
             .insert(text(record));
     };
-    for namespace in &zone.namespaces {
+    for namespace in zone.namespaces() {
         add(&namespace.soa.record());
         add(&namespace.ns.record());
         for records in namespace.services.values() {
@@ -260,7 +295,7 @@ fn compare(
 async fn differ(
     view: &ZoneView,
     handler: &Handler,
-    settings: Settings,
+    settings: Settings<'_>,
     queries: usize,
     hand_offs: bool,
 ) -> HashMap<String, usize> {
@@ -280,21 +315,29 @@ async fn differ(
             *outcomes.entry("handed off".to_owned()).or_default() += 1;
             continue;
         }
-        let full = full_path(handler, packet.clone(), src)
+        let protocol = match settings.over_tcp {
+            true => Protocol::Tcp,
+            false => Protocol::Udp,
+        };
+        let full = full_path(handler, packet.clone(), src, protocol)
             .await
             .expect("the full path answers every query");
         let label = match &outcome {
             Outcome::Answered { rcode, .. } => format!("answered {rcode}"),
             Outcome::HandOff => {
-                let rcode = Message::from_vec(&full).unwrap().metadata.response_code;
-                format!("handed off, full path {rcode}")
+                let metadata = Message::from_vec(&full).unwrap().metadata;
+                let tc = if metadata.truncation { " TC" } else { "" };
+                format!("handed off, full path {}{tc}", metadata.response_code)
             }
         };
         *outcomes.entry(label).or_default() += 1;
         if let Outcome::Answered { rcode, qtype } = outcome {
             assert_eq!(qtype, RecordType::from(ask.qtype));
             if let Err(why) = compare(&packet, &out, &full, &universe) {
-                panic!("{} {} {:?} ({rcode}): {why}", ask.name, ask.qtype, ask.edns);
+                panic!(
+                    "{} {} {:?} {:?} ({rcode}): {why}",
+                    ask.name, ask.qtype, ask.edns, ask.options
+                );
             }
         }
     }
@@ -318,10 +361,13 @@ fn transfers() -> Transfers {
 async fn fast_and_full_paths_answer_alike() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let handler =
+        Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers()).with_nsid(NSID);
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: false,
+        over_tcp: false,
+        nsid: NSID,
     };
     let outcomes = differ(&view, &handler, settings, QUERIES, true).await;
     assert!(
@@ -331,10 +377,47 @@ async fn fast_and_full_paths_answer_alike() {
     for rcode in [ResponseCode::NoError, ResponseCode::NXDomain] {
         assert!(outcomes.contains_key(&format!("answered {rcode}")));
     }
-    // The full path still refuses what is not ours, and truncates what does not fit.
-    for rcode in [ResponseCode::Refused, ResponseCode::NotImp] {
+    // The full path still refuses what is not ours, and truncates what does not fit; a
+    // malformed COOKIE is FORMERR.
+    for rcode in [
+        ResponseCode::Refused,
+        ResponseCode::NotImp,
+        ResponseCode::FormErr,
+    ] {
         assert!(outcomes.contains_key(&format!("handed off, full path {rcode}")));
     }
+}
+
+/// Over TCP both paths answer in full whatever the client's payload size: the fast path
+/// answers what does not fit a UDP payload, exactly as the full path does over TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_and_full_paths_answer_alike_over_tcp() {
+    let view = zone().await;
+    let metrics = Arc::new(DnsMetrics::default());
+    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let udp = Settings {
+        max_udp_payload: MAX_UDP_PAYLOAD,
+        recursion_available: false,
+        over_tcp: false,
+        nsid: b"",
+    };
+    let tcp = Settings {
+        over_tcp: true,
+        ..udp
+    };
+    let over_udp = differ(&view, &handler, udp, QUERIES / 2, false).await;
+    let over_tcp = differ(&view, &handler, tcp, QUERIES / 2, true).await;
+    assert!(
+        answered(&over_tcp) > answered(&over_udp),
+        "over TCP the fast path answers what UDP payloads cannot hold"
+    );
+    let truncated = |outcomes: &HashMap<String, usize>| outcomes.keys().any(|k| k.ends_with("TC"));
+    let full_over_udp = differ(&view, &handler, udp, QUERIES / 2, true).await;
+    assert!(
+        truncated(&full_over_udp),
+        "the queries have answers too large for UDP"
+    );
+    assert!(!truncated(&over_tcp), "nothing is truncated over TCP");
 }
 
 /// As a sidecar that forwards, the full path sets RA; so must the fast path. (Handed-off
@@ -359,6 +442,8 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: true,
+        over_tcp: false,
+        nsid: b"",
     };
     let outcomes = differ(&view, &handler, settings, QUERIES / 4, false).await;
     assert!(answered(&outcomes) > QUERIES / 8);

@@ -50,7 +50,12 @@ async fn start() -> (RegistryHandle, ZoneView) {
 
 /// The served instances of `big`, by id, and whether each has a label entry.
 fn served(zone: &Zone) -> Vec<(String, usize)> {
-    let records = zone.namespaces[0].services.get("big").unwrap();
+    let records = zone
+        .namespace("internal")
+        .unwrap()
+        .services
+        .get("big")
+        .unwrap();
     assert_eq!(records.by_label.len(), records.instances.len());
     records
         .instances
@@ -74,7 +79,12 @@ async fn one_instance_changes_one_instances_records() {
     assert_eq!(changed.len(), 1, "only i-050 is rebuilt");
     assert_eq!(changed[0].1.0, "i-050");
     let zone = view.load();
-    let records = zone.namespaces[0].services.get("big").unwrap();
+    let records = zone
+        .namespace("internal")
+        .unwrap()
+        .services
+        .get("big")
+        .unwrap();
     assert_eq!(
         records.by_label["i-050"]
             .a
@@ -119,7 +129,8 @@ async fn one_instance_changes_one_instances_records() {
     assert!(!removed.iter().any(|(id, _)| id == "i-003"));
     let zone = view.load();
     assert!(
-        zone.namespaces[0]
+        zone.namespace("internal")
+            .unwrap()
             .services
             .get("big")
             .unwrap()

@@ -2,12 +2,13 @@
 //! status the API model gives each error.
 
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::registry::ChangeError;
+use crate::registry::{ChangeError, Limit};
 
 /// An error answer; nothing was changed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CloudMapError {
     pub kind: &'static str,
     pub message: String,
@@ -29,7 +30,12 @@ impl CloudMapError {
         Self::new("UnknownOperationException", message)
     }
 
-    /// The status Cloud Map uses for this error (Smithy `httpError`).
+    /// The status Cloud Map uses for this error (Smithy `httpError`). Authentication
+    /// and authorization errors (`UnrecognizedClientException`, `InvalidSignatureException`,
+    /// `IncompleteSignatureException`, `MissingAuthenticationTokenException`,
+    /// `AccessDeniedException`) are 400, as AWS's JSON 1.1 services answer them;
+    /// `ThrottlingException` is 429, which the SDKs retry (by its code, and by the status
+    /// in botocore's legacy mode).
     pub fn status(&self) -> StatusCode {
         match self.kind {
             "NamespaceNotFound"
@@ -40,7 +46,7 @@ impl CloudMapError {
             | "ResourceNotFoundException"
             | "UnknownOperationException" => StatusCode::NOT_FOUND,
             "DuplicateRequest" | "ResourceInUse" => StatusCode::CONFLICT,
-            "RequestLimitExceeded" => StatusCode::TOO_MANY_REQUESTS,
+            "RequestLimitExceeded" | "ThrottlingException" => StatusCode::TOO_MANY_REQUESTS,
             "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -48,6 +54,12 @@ impl CloudMapError {
 
     pub fn body(&self) -> Value {
         json!({"__type": self.kind, "Message": self.message})
+    }
+
+    /// This error as an answer with `status` (its own, [`Self::status`], or the one of
+    /// the HTTP failure it stands for).
+    pub fn response(&self, status: StatusCode) -> Response {
+        super::json_response(status, &self.body())
     }
 }
 
@@ -61,6 +73,15 @@ impl From<ChangeError> for CloudMapError {
             ChangeError::InstanceNotFound(_) => "InstanceNotFound",
             ChangeError::OwnedByOther { .. } | ChangeError::InUse(_) => "ResourceInUse",
             ChangeError::Invalid(_) => "InvalidInput",
+            ChangeError::LimitExceeded { limit, .. } => match limit {
+                Limit::Tags => "TooManyTagsException",
+                Limit::ServiceAttributes => "ServiceAttributesLimitExceededException",
+                Limit::AttributeBytes => "InvalidInput",
+                Limit::Namespaces
+                | Limit::ServicesPerNamespace
+                | Limit::InstancesPerService
+                | Limit::Instances => "ResourceLimitExceeded",
+            },
             ChangeError::ShuttingDown | ChangeError::Storage(_) => "ServiceUnavailable",
         };
         Self::new(kind, error.to_string())

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::error::CloudMapError;
+use crate::registry::MAX_TAGS;
 
 /// A request body: a JSON object (clients send `{}` for empty input).
 pub struct Input(Map<String, Value>);
@@ -127,23 +128,40 @@ impl Input {
         }
     }
 
-    /// `Tags: [{Key, Value}]`, at most 50 of them.
+    /// `Tags: [{Key, Value}]`: at most 50, keys of 1-128 characters not starting with
+    /// `aws:` (reserved for AWS), values of 0-256 characters (Cloud Map's rules).
     pub fn tags(&self, name: &str) -> Result<BTreeMap<String, String>, CloudMapError> {
         let tags = self.objects(name)?;
-        if tags.len() > 50 {
+        if tags.len() > MAX_TAGS {
             return Err(CloudMapError::new(
                 "TooManyTagsException",
-                "a resource can have at most 50 tags",
+                format!("a resource can have at most {MAX_TAGS} tags"),
             ));
         }
         tags.iter()
             .map(|tag| {
-                Ok((
-                    tag.string("Key")?.to_owned(),
-                    tag.string("Value")?.to_owned(),
-                ))
+                let key = tag_key(tag.string("Key")?)?;
+                let value = tag.string("Value")?;
+                if value.chars().count() > 256 {
+                    return Err(CloudMapError::invalid(format!(
+                        "{name}: the value of tag {key:?} is longer than 256 characters"
+                    )));
+                }
+                Ok((key.to_owned(), value.to_owned()))
             })
             .collect()
+    }
+
+    /// `TagKeys`: at most 200 keys (Cloud Map's limit), each a valid tag key.
+    pub fn tag_keys(&self, name: &str) -> Result<Vec<String>, CloudMapError> {
+        let keys = self.string_list(name)?;
+        if keys.len() > 200 {
+            return Err(CloudMapError::invalid(format!("{name}: at most 200 keys")));
+        }
+        for key in &keys {
+            tag_key(key)?;
+        }
+        Ok(keys)
     }
 
     /// `MaxResults` (default `default`, at most `max`) and the start offset from `NextToken`.
@@ -178,6 +196,23 @@ fn string_map(
             "{name} must be a map of strings"
         ))),
     }
+}
+
+/// A tag key: 1-128 characters, not in the `aws:` namespace.
+fn tag_key(key: &str) -> Result<&str, CloudMapError> {
+    let length = key.chars().count();
+    if !(1..=128).contains(&length) {
+        return Err(CloudMapError::invalid(format!(
+            "tag key {:?} must be 1-128 characters",
+            key.chars().take(40).collect::<String>()
+        )));
+    }
+    if key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+        return Err(CloudMapError::invalid(format!(
+            "tag key {key:?}: the aws: prefix is reserved for AWS"
+        )));
+    }
+    Ok(key)
 }
 
 /// One page of `items` and the `NextToken` for the rest.

@@ -23,7 +23,6 @@ const CNAME: &str = "AWS_INSTANCE_CNAME";
 const INIT_HEALTH: &str = "AWS_INIT_HEALTH_STATUS";
 /// Reserved attributes muster cannot honour: Route 53 alias targets and EC2 lookups.
 const UNSUPPORTED: [&str; 2] = ["AWS_ALIAS_DNS_NAME", "AWS_EC2_INSTANCE_ID"];
-const MAX_ATTRIBUTE_CHARS: usize = 5000;
 
 fn key(namespace: &Namespace, service: &Service, id: &str) -> InstanceKey {
     InstanceKey {
@@ -57,7 +56,8 @@ pub async fn register(state: &ApiState, input: Input) -> Result<Value, CloudMapE
         ("INSTANCE", id.as_str()),
         ("SERVICE", service.meta.id.as_str()),
     ];
-    operations::apply(state, upsert, "REGISTER_INSTANCE", &targets).await
+    let namespace = &namespace.settings.name;
+    operations::apply(state, upsert, "REGISTER_INSTANCE", namespace, &targets).await
 }
 
 /// Checks the attributes against the service's record types (Cloud Map's rules) and
@@ -82,12 +82,7 @@ fn instance_spec(
         .collect();
     validate::attributes(&custom)
         .map_err(|e| CloudMapError::invalid(format!("Attributes: {}", e.message)))?;
-    let total: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if total > MAX_ATTRIBUTE_CHARS {
-        return Err(CloudMapError::invalid(format!(
-            "Attributes: {total} characters; at most {MAX_ATTRIBUTE_CHARS}"
-        )));
-    }
+    // Their total size is checked by the registry's writer ([limits] attribute_bytes).
     let parse = |key: &str| attributes.get(key).map(String::as_str);
     let ipv4 = parse(IPV4)
         .map(|v| {
@@ -159,6 +154,7 @@ fn instance_spec(
         ipv6,
         port,
         cname,
+        ports: BTreeMap::new(),
         attributes,
         healthy,
         heartbeat_ttl: None,
@@ -179,7 +175,8 @@ pub async fn deregister(state: &ApiState, input: Input) -> Result<Value, CloudMa
         ("INSTANCE", id.as_str()),
         ("SERVICE", service.meta.id.as_str()),
     ];
-    operations::apply(state, remove, "DEREGISTER_INSTANCE", &targets).await
+    let namespace = &namespace.settings.name;
+    operations::apply(state, remove, "DEREGISTER_INSTANCE", namespace, &targets).await
 }
 
 fn find<'s>(service: &'s Service, id: &str) -> Result<&'s Instance, CloudMapError> {

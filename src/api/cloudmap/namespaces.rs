@@ -8,6 +8,7 @@ use super::input::{Input, paginate};
 use super::operations;
 use super::shapes::{self, kind_name, random_id};
 use crate::api::ApiState;
+use crate::api::auth::Principal;
 use crate::registry::validate::is_label;
 use crate::registry::{Change, Namespace, NamespaceDef, NamespaceKind};
 
@@ -37,15 +38,16 @@ pub async fn create(
                 format!("namespace {name:?} already exists"),
             ));
         }
-        let id = state
-            .cloudmap
-            .operations
-            .record("CREATE_NAMESPACE", &[("NAMESPACE", &existing.meta.id)]);
+        let id = state.cloudmap.operations.record(
+            "CREATE_NAMESPACE",
+            &name,
+            &[("NAMESPACE", &existing.meta.id)],
+        );
         return Ok(json!({"OperationId": id}));
     }
     let id = random_id("ns-");
     let def = NamespaceDef {
-        name,
+        name: name.clone(),
         id: id.clone(),
         kind,
         description,
@@ -54,7 +56,14 @@ pub async fn create(
         tags,
     };
     let create = Change::CreateNamespace(def);
-    operations::apply(state, create, "CREATE_NAMESPACE", &[("NAMESPACE", &id)]).await
+    operations::apply(
+        state,
+        create,
+        "CREATE_NAMESPACE",
+        &name,
+        &[("NAMESPACE", &id)],
+    )
+    .await
 }
 
 /// Validates a namespace name: a DNS name for DNS namespaces, printable ASCII for HTTP
@@ -110,7 +119,8 @@ pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     Ok(json!({"Namespace": shapes::namespace(&state.cloudmap.config, namespace)}))
 }
 
-pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+/// The namespaces `principal` may call ListNamespaces on.
+pub fn list(state: &ApiState, input: Input, principal: &Principal) -> Result<Value, CloudMapError> {
     let (limit, start) = input.page(100, 100)?;
     let mut filters = Vec::new();
     for filter in input.objects("Filters")? {
@@ -136,6 +146,7 @@ pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let matching: Vec<Value> = snapshot
         .namespaces
         .values()
+        .filter(|namespace| principal.may_call("ListNamespaces", Some(&namespace.settings.name)))
         .filter(|namespace| {
             filters.iter().all(|(name, condition, values)| {
                 let value = match name.as_str() {
@@ -181,6 +192,7 @@ pub async fn update(state: &ApiState, input: Input) -> Result<Value, CloudMapErr
         state,
         update,
         "UPDATE_NAMESPACE",
+        &namespace.settings.name,
         &[("NAMESPACE", &namespace.meta.id)],
     )
     .await
@@ -190,11 +202,12 @@ pub async fn delete(state: &ApiState, input: Input) -> Result<Value, CloudMapErr
     let snapshot = state.registry.snapshot();
     let namespace = by_id(&snapshot, input.string("Id")?)?;
     let name = namespace.settings.name.clone();
-    let delete = Change::DeleteNamespace { name };
+    let delete = Change::DeleteNamespace { name: name.clone() };
     operations::apply(
         state,
         delete,
         "DELETE_NAMESPACE",
+        &name,
         &[("NAMESPACE", &namespace.meta.id)],
     )
     .await

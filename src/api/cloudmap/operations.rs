@@ -12,6 +12,7 @@ use super::error::CloudMapError;
 use super::input::{Input, paginate};
 use super::shapes::{random_chars, timestamp};
 use crate::api::ApiState;
+use crate::api::auth::Principal;
 use crate::registry::Change;
 
 /// Operations remembered at most.
@@ -21,6 +22,9 @@ const KEPT: usize = 10_000;
 struct Operation {
     id: String,
     kind: &'static str,
+    /// The namespace it acted on, so `GetOperation` can be authorized after the
+    /// namespace or service is gone.
+    namespace: String,
     time: SystemTime,
     /// `NAMESPACE` / `SERVICE` / `INSTANCE` → id.
     targets: BTreeMap<&'static str, String>,
@@ -31,13 +35,19 @@ struct Operation {
 pub struct Operations(Mutex<VecDeque<Operation>>);
 
 impl Operations {
-    /// Records a completed operation and returns its id.
-    pub fn record(&self, kind: &'static str, targets: &[(&'static str, &str)]) -> String {
+    /// Records a completed operation on `namespace` and returns its id.
+    pub fn record(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        targets: &[(&'static str, &str)],
+    ) -> String {
         // Cloud Map's form: 32 and 8 characters, e.g. `4yejorelbukcjzpnr6tlmrghsjwpngf4-k95yg2u7`.
         let id = format!("{}-{}", random_chars(32), random_chars(8));
         let operation = Operation {
             id: id.clone(),
             kind,
+            namespace: namespace.to_owned(),
             time: SystemTime::now(),
             targets: targets.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         };
@@ -48,18 +58,29 @@ impl Operations {
         operations.push_back(operation);
         id
     }
+
+    /// The namespace operation `id` acted on.
+    pub fn namespace_of(&self, id: &str) -> Option<String> {
+        let operations = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        operations
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| o.namespace.clone())
+    }
 }
 
-/// Applies `change` durably, records it as a completed operation of `kind` on `targets`,
-/// and answers `{"OperationId": ...}`: the tail of every asynchronous Cloud Map call.
+/// Applies `change` durably, records it as a completed operation of `kind` on `targets`
+/// in `namespace`, and answers `{"OperationId": ...}`: the tail of every asynchronous
+/// Cloud Map call.
 pub async fn apply(
     state: &ApiState,
     change: Change,
     kind: &'static str,
+    namespace: &str,
     targets: &[(&'static str, &str)],
 ) -> Result<Value, CloudMapError> {
     state.registry.apply_durable(change).await?;
-    let operation = state.cloudmap.operations.record(kind, targets);
+    let operation = state.cloudmap.operations.record(kind, namespace, targets);
     Ok(json!({"OperationId": operation}))
 }
 
@@ -90,7 +111,8 @@ pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     Ok(json!({"Operation": shape(operation, &state.cloudmap.config.account)}))
 }
 
-pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+/// The recent operations on namespaces `principal` may call ListOperations on.
+pub fn list(state: &ApiState, input: Input, principal: &Principal) -> Result<Value, CloudMapError> {
     let (limit, start) = input.page(100, 100)?;
     let filters = input
         .objects("Filters")?
@@ -106,6 +128,7 @@ pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let matching: Vec<Value> = operations
         .iter()
         .rev()
+        .filter(|o| principal.may_call("ListOperations", Some(&o.namespace)))
         .filter(|o| filters.iter().all(|f| f.matches(o)))
         .map(|o| json!({"Id": o.id, "Status": "SUCCESS"}))
         .collect();

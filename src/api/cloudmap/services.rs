@@ -10,13 +10,11 @@ use super::input::{Input, paginate};
 use super::shapes::{self, random_id};
 use super::{namespaces, operations};
 use crate::api::ApiState;
+use crate::api::auth::Principal;
 use crate::registry::validate::service_name;
 use crate::registry::{
     Change, DnsConfig, Namespace, RecordTtls, Routing, Service, ServiceDef, Snapshot,
 };
-
-/// Service-level attributes a service may have.
-const MAX_SERVICE_ATTRIBUTES: usize = 30;
 
 /// The service with id `id` (or its ARN), and its namespace.
 pub fn by_id<'s>(
@@ -156,7 +154,8 @@ pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     Ok(json!({"Service": shapes::service(&state.cloudmap.config, namespace, service)}))
 }
 
-pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
+/// The services of namespaces `principal` may call ListServices on.
+pub fn list(state: &ApiState, input: Input, principal: &Principal) -> Result<Value, CloudMapError> {
     let (limit, start) = input.page(100, 100)?;
     let mut namespace_ids: Option<Vec<String>> = None;
     for filter in input.objects("Filters")? {
@@ -175,6 +174,7 @@ pub fn list(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let services: Vec<Value> = snapshot
         .namespaces
         .values()
+        .filter(|ns| principal.may_call("ListServices", Some(&ns.settings.name)))
         .filter(|ns| {
             namespace_ids
                 .as_ref()
@@ -225,6 +225,7 @@ pub async fn update(state: &ApiState, input: Input) -> Result<Value, CloudMapErr
         state,
         update,
         "UPDATE_SERVICE",
+        &namespace.settings.name,
         &[("SERVICE", &service.meta.id)],
     )
     .await
@@ -259,16 +260,9 @@ pub async fn update_attributes(state: &ApiState, input: Input) -> Result<Value, 
             "Attributes needs at least one entry",
         ));
     }
+    // The count and size after the change are checked by the registry's writer.
     crate::registry::validate::attributes(&set)
         .map_err(|e| CloudMapError::invalid(e.to_string()))?;
-    let mut merged = service.meta.attributes.clone();
-    merged.extend(set.clone());
-    if merged.len() > MAX_SERVICE_ATTRIBUTES {
-        return Err(CloudMapError::new(
-            "ServiceAttributesLimitExceededException",
-            format!("a service can have at most {MAX_SERVICE_ATTRIBUTES} attributes"),
-        ));
-    }
     edit_attributes(state, namespace, service, set, Vec::new()).await
 }
 
@@ -276,6 +270,12 @@ pub async fn delete_attributes(state: &ApiState, input: Input) -> Result<Value, 
     let snapshot = state.registry.snapshot();
     let (namespace, service) = by_id(&snapshot, input.string("ServiceId")?)?;
     let remove = input.string_list("Attributes")?;
+    if remove.len() > crate::registry::MAX_SERVICE_ATTRIBUTES {
+        return Err(CloudMapError::invalid(format!(
+            "Attributes: at most {} keys",
+            crate::registry::MAX_SERVICE_ATTRIBUTES
+        )));
+    }
     if remove.is_empty() {
         return Err(CloudMapError::invalid("Attributes needs at least one key"));
     }

@@ -7,7 +7,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::config::CloudMapConfig;
-use crate::registry::{Instance, Namespace, NamespaceKind, RecordTtls, Routing, Service};
+use crate::registry::{Instance, Namespace, NamespaceKind, Protocol, RecordTtls, Routing, Service};
 
 /// `prefix` and 16 random characters of `[a-z0-9]`, like Cloud Map's `ns-…`/`srv-…` ids.
 pub fn random_id(prefix: &str) -> String {
@@ -144,8 +144,19 @@ pub fn attributes(instance: &Instance) -> BTreeMap<String, String> {
     reserved("AWS_INSTANCE_IPV6", spec.ipv6.map(|ip| ip.to_string()));
     reserved("AWS_INSTANCE_PORT", spec.port.map(|port| port.to_string()));
     reserved("AWS_INSTANCE_CNAME", spec.cname.clone());
+    // Cloud Map has no named ports: they show as attributes, `9090` or `53/udp`.
+    for (name, named) in &spec.ports {
+        let value = match named.protocol {
+            Protocol::Tcp => named.port.to_string(),
+            Protocol::Udp => format!("{}/udp", named.port),
+        };
+        reserved(&format!("{NAMED_PORT_PREFIX}{name}"), Some(value));
+    }
     attributes
 }
+
+/// The attribute key prefix under which Cloud Map shapes show an instance's named ports.
+const NAMED_PORT_PREFIX: &str = "MUSTER_PORT_";
 
 pub fn health(instance: &Instance) -> &'static str {
     if instance.is_healthy() {

@@ -7,10 +7,8 @@ use super::input::Input;
 use crate::api::ApiState;
 use crate::registry::{Change, Snapshot, Tagged};
 
-const MAX_TAGS: usize = 50;
-
 /// The resource an ARN names, and its current tags.
-fn resource(
+pub(super) fn resource(
     snapshot: &Snapshot,
     arn: &str,
 ) -> Result<(Tagged, std::collections::BTreeMap<String, String>), CloudMapError> {
@@ -43,14 +41,9 @@ fn resource(
 pub async fn tag(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let arn = input.string("ResourceARN")?;
     let set = input.tags("Tags")?;
-    let (target, mut tags) = resource(&state.registry.snapshot(), arn)?;
-    tags.extend(set.clone());
-    if tags.len() > MAX_TAGS {
-        return Err(CloudMapError::new(
-            "TooManyTagsException",
-            format!("{arn} would have more than {MAX_TAGS} tags"),
-        ));
-    }
+    // The count after the change is checked by the registry's writer, against the tags
+    // the resource has then (concurrent calls cannot pass the limit together).
+    let (target, _) = resource(&state.registry.snapshot(), arn)?;
     let change = Change::Tag {
         target,
         set,
@@ -62,7 +55,7 @@ pub async fn tag(state: &ApiState, input: Input) -> Result<Value, CloudMapError>
 
 pub async fn untag(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let arn = input.string("ResourceARN")?;
-    let remove = input.string_list("TagKeys")?;
+    let remove = input.tag_keys("TagKeys")?;
     let (target, _) = resource(&state.registry.snapshot(), arn)?;
     let change = Change::Tag {
         target,

@@ -1,5 +1,6 @@
-//! The UDP fast path: answers the common queries from pre-encoded records on one thread
-//! per core, and hands everything else to the full (hickory) path unchanged.
+//! The fast path: answers the common queries from pre-encoded records (over UDP on one
+//! thread per core, over TCP from the connection's task), and hands everything else to
+//! the full (hickory) path unchanged.
 //!
 //! Owns: the UDP sockets and their threads ([`udp`]), batched datagram I/O
 //! ([`batch`]), reading a query just far enough to
@@ -18,5 +19,7 @@ mod respond;
 mod udp;
 
 pub use handoff::full_path;
+pub(crate) use handoff::{encode, handle};
+pub(crate) use query::cookie_length_ok;
 pub use respond::{Outcome, Scratch, Settings, respond};
 pub use udp::{bind, serve, threads};

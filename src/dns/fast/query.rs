@@ -1,20 +1,27 @@
 //! Reading a query packet just far enough to know the fast path may answer it.
 //!
-//! Accepts only the common shape: a standard query (QR 0, opcode QUERY, TC 0), one
+//! Accepts the shapes resolvers send: a standard query (QR 0, opcode QUERY, TC 0), one
 //! question of class IN whose name is plain labels, no answer or authority records, and
-//! at most an OPT record of version 0 with no options and no flag but DO. Everything else
-//! (and anything malformed) is `None`: the full path decides what it gets.
+//! at most an OPT record of version 0 with no flag but DO, carrying any options that are
+//! well formed: NSID (empty, as queries carry it), Client Subnet, COOKIE, padding, TCP
+//! keepalive (empty) and unknown codes. Everything else (and anything malformed) is
+//! `None`: the full path decides what it gets.
+//!
+//! muster answers every option as a server that does not implement it, except NSID
+//! (docs/dns.md, "EDNS"): Client Subnet, because no answer depends on the client's
+//! subnet; COOKIE, as Knot does without its cookies module; padding, which hides nothing
+//! on a clear-text transport; keepalive, which a server may omit.
 
-/// Bytes of the DNS header.
-const HEADER_LEN: usize = 12;
-/// Labels the fast path resolves; deeper names go to the full path.
-pub const MAX_LABELS: usize = 32;
-/// The longest name on the wire (RFC 1035).
-const MAX_NAME_LEN: usize = 255;
-/// Bytes of an OPT record without options.
-pub const OPT_LEN: usize = 11;
+use crate::dns::qname::QueryName;
+use crate::dns::wire::{HEADER_LEN, OPT_LEN};
+
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
+/// EDNS option codes the fast path looks into (RFC 5001, 7871, 7873, 7828).
+pub const OPTION_NSID: u16 = 3;
+const OPTION_CLIENT_SUBNET: u16 = 8;
+pub const OPTION_COOKIE: u16 = 10;
+const OPTION_TCP_KEEPALIVE: u16 = 11;
 
 /// What the fast path needs from a query it may answer.
 #[derive(Debug)]
@@ -22,35 +29,19 @@ pub struct Query {
     /// Where the question (name, type, class) ends; it starts at [`HEADER_LEN`].
     pub question_end: usize,
     pub qtype: u16,
-    /// The client's UDP payload size, if it sent an OPT record.
-    pub edns_payload: Option<u16>,
+    /// The client's OPT record, if it sent one.
+    pub edns: Option<Edns>,
 }
 
-/// The question name lowercased, with where each label is: filled by [`parse`].
-pub struct QueryName {
-    bytes: [u8; MAX_NAME_LEN],
-    labels: [(u8, u8); MAX_LABELS],
-    count: usize,
-}
-
-impl Default for QueryName {
-    fn default() -> Self {
-        Self {
-            bytes: [0; MAX_NAME_LEN],
-            labels: [(0, 0); MAX_LABELS],
-            count: 0,
-        }
-    }
-}
-
-impl QueryName {
-    /// The labels, lowercase, left to right, into `out`'s first slots.
-    pub fn labels<'a>(&'a self, out: &mut [&'a [u8]; MAX_LABELS]) -> usize {
-        for (slot, &(start, len)) in out.iter_mut().zip(&self.labels[..self.count]) {
-            *slot = &self.bytes[usize::from(start)..usize::from(start) + usize::from(len)];
-        }
-        self.count
-    }
+/// What an answer takes from the client's OPT record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    /// The client's UDP payload size.
+    pub payload: u16,
+    /// DO, which the response copies (RFC 3225 §3).
+    pub dnssec_ok: bool,
+    /// Whether the client asked for the server's identifier (RFC 5001).
+    pub nsid: bool,
 }
 
 /// Parses `packet` into `name` if the fast path may answer it.
@@ -63,8 +54,7 @@ pub fn parse(packet: &[u8], name: &mut QueryName) -> Option<Query> {
         return None;
     }
     let mut at = HEADER_LEN;
-    name.count = 0;
-    let mut written = 0;
+    name.clear();
     loop {
         let len = usize::from(*packet.get(at)?);
         at += 1;
@@ -72,16 +62,9 @@ pub fn parse(packet: &[u8], name: &mut QueryName) -> Option<Query> {
             break;
         }
         // Compression pointers and extended label types are for the full path.
-        if len > 63 || name.count == MAX_LABELS || written + len + 1 > MAX_NAME_LEN {
+        if len > 63 || !name.push(packet.get(at..at + len)?) {
             return None;
         }
-        let label = packet.get(at..at + len)?;
-        for (to, from) in name.bytes[written..written + len].iter_mut().zip(label) {
-            *to = from.to_ascii_lowercase();
-        }
-        name.labels[name.count] = (written as u8, len as u8);
-        name.count += 1;
-        written += len + 1;
         at += len;
     }
     let qtype = read_u16(packet, at)?;
@@ -89,32 +72,75 @@ pub fn parse(packet: &[u8], name: &mut QueryName) -> Option<Query> {
         return None;
     }
     let question_end = at + 4;
-    let edns_payload = if counts[3] == 1 {
-        Some(read_opt(packet, question_end)?)
-    } else {
-        None
+    let edns = match counts[3] {
+        0 if question_end == packet.len() => None,
+        1 => Some(read_opt(packet.get(question_end..)?)?),
+        _ => return None,
     };
-    let end = question_end + if edns_payload.is_some() { OPT_LEN } else { 0 };
-    (end == packet.len()).then_some(Query {
+    Some(Query {
         question_end,
         qtype,
-        edns_payload,
+        edns,
     })
 }
 
-/// The payload size of a plain OPT record at `at`: root owner, extended RCODE 0,
-/// version 0, no flag but DO, no options.
-fn read_opt(packet: &[u8], at: usize) -> Option<u16> {
-    let opt = packet.get(at..at + OPT_LEN)?;
-    let plain = opt[0] == 0
-        && u16::from_be_bytes([opt[1], opt[2]]) == TYPE_OPT
-        && opt[5] == 0
-        && opt[6] == 0
-        && opt[7] & 0x7F == 0
-        && opt[8] == 0
-        && opt[9] == 0
-        && opt[10] == 0;
-    plain.then(|| u16::from_be_bytes([opt[3], opt[4]]))
+/// Reads `opt`, which must hold exactly one OPT record: root owner, extended RCODE 0,
+/// version 0, no flag but DO, and options that are well formed.
+fn read_opt(opt: &[u8]) -> Option<Edns> {
+    let fixed = opt.get(..OPT_LEN)?;
+    let plain = fixed[0] == 0
+        && u16::from_be_bytes([fixed[1], fixed[2]]) == TYPE_OPT
+        && fixed[5] == 0
+        && fixed[6] == 0
+        && fixed[7] & 0x7F == 0
+        && fixed[8] == 0;
+    let rdlength = usize::from(u16::from_be_bytes([fixed[9], fixed[10]]));
+    if !plain || opt.len() != OPT_LEN + rdlength {
+        return None;
+    }
+    Some(Edns {
+        payload: u16::from_be_bytes([fixed[3], fixed[4]]),
+        dnssec_ok: fixed[7] & 0x80 != 0,
+        nsid: read_options(&opt[OPT_LEN..])?,
+    })
+}
+
+/// Walks the options; `None` if one is malformed, else whether NSID was asked for.
+fn read_options(mut options: &[u8]) -> Option<bool> {
+    let mut nsid = false;
+    while !options.is_empty() {
+        let code = read_u16(options, 0)?;
+        let len = usize::from(read_u16(options, 2)?);
+        let data = options.get(4..4 + len)?;
+        let well_formed = match code {
+            OPTION_NSID | OPTION_TCP_KEEPALIVE => data.is_empty(),
+            OPTION_CLIENT_SUBNET => plain_client_subnet(data),
+            OPTION_COOKIE => cookie_length_ok(len),
+            _ => true,
+        };
+        if !well_formed {
+            return None;
+        }
+        nsid |= code == OPTION_NSID;
+        options = &options[4 + len..];
+    }
+    Some(nsid)
+}
+
+/// A client cookie of 8 bytes, alone or followed by a server cookie of 8 to 32 bytes
+/// (RFC 7873 §4); any other length is FORMERR (§5.2.2), which the full path answers.
+pub fn cookie_length_ok(len: usize) -> bool {
+    len == 8 || (16..=40).contains(&len)
+}
+
+/// A Client Subnet option as a query carries it (RFC 7871 §6): family IPv4 or IPv6, a
+/// source prefix within it, scope 0, and exactly the address bytes the prefix covers.
+fn plain_client_subnet(data: &[u8]) -> bool {
+    let [0, family @ (1 | 2), source, 0, address @ ..] = data else {
+        return false;
+    };
+    let bits = if *family == 1 { 32 } else { 128 };
+    *source <= bits && address.len() == usize::from(source.div_ceil(8))
 }
 
 fn read_u16(packet: &[u8], at: usize) -> Option<u16> {
@@ -154,13 +180,97 @@ mod tests {
     fn reads_a_plain_query_lowercasing_the_name() {
         let mut name = QueryName::default();
         let query = parse(&packet(WEB, 1, None), &mut name).unwrap();
-        assert_eq!((query.qtype, query.edns_payload), (1, None));
+        assert_eq!((query.qtype, query.edns), (1, None));
         assert_eq!(query.question_end, HEADER_LEN + WEB.len() + 4);
-        let mut labels = [&[][..]; MAX_LABELS];
-        let count = name.labels(&mut labels);
-        assert_eq!(&labels[..count], [&b"web"[..], b"internal"]);
+        assert_eq!(name.wire(), b"\x03web\x08internal");
         let query = parse(&packet(WEB, 33, Some(OPT)), &mut name).unwrap();
-        assert_eq!(query.edns_payload, Some(1232));
+        let edns = Edns {
+            payload: 1232,
+            dnssec_ok: true,
+            nsid: false,
+        };
+        assert_eq!(query.edns, Some(edns));
+    }
+
+    /// `packet` with an OPT record carrying `options` (code, data).
+    fn with_options(options: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut p = packet(WEB, 1, Some(OPT));
+        let mut rdlength = 0;
+        for (code, data) in options {
+            p.extend_from_slice(&code.to_be_bytes());
+            p.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            p.extend_from_slice(data);
+            rdlength += 4 + data.len();
+        }
+        let at = p.len() - rdlength - 2;
+        p[at..at + 2].copy_from_slice(&(rdlength as u16).to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn reads_the_options_resolvers_send() {
+        let mut name = QueryName::default();
+        let cookie: &[u8] = &[7; 8];
+        let with_server_cookie: &[u8] = &[7; 24];
+        let subnet_v4: &[u8] = &[0, 1, 24, 0, 192, 0, 2];
+        let subnet_v6: &[u8] = &[0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0];
+        let anywhere: &[u8] = &[0, 1, 0, 0];
+        let padding: &[u8] = &[0; 100];
+        let unknown: &[u8] = b"anything";
+        let shapes: [&[(u16, &[u8])]; 9] = [
+            &[(OPTION_COOKIE, cookie)],
+            &[(OPTION_COOKIE, with_server_cookie)],
+            &[(OPTION_CLIENT_SUBNET, subnet_v4)],
+            &[(OPTION_CLIENT_SUBNET, subnet_v6)],
+            &[(OPTION_CLIENT_SUBNET, anywhere)],
+            &[(12, padding)],
+            &[(OPTION_TCP_KEEPALIVE, &[])],
+            &[(65001, unknown)],
+            &[
+                (OPTION_COOKIE, cookie),
+                (OPTION_CLIENT_SUBNET, subnet_v4),
+                (12, &[]),
+            ],
+        ];
+        for options in shapes {
+            let query = parse(&with_options(options), &mut name);
+            let edns = query.and_then(|q| q.edns);
+            assert!(edns.is_some_and(|e| !e.nsid), "{options:?}");
+        }
+        let nsid = parse(
+            &with_options(&[(OPTION_NSID, &[]), (OPTION_COOKIE, cookie)]),
+            &mut name,
+        );
+        assert!(nsid.unwrap().edns.unwrap().nsid);
+    }
+
+    #[test]
+    fn leaves_malformed_options_to_the_full_path() {
+        let mut name = QueryName::default();
+        let shapes: [&[(u16, &[u8])]; 9] = [
+            &[(OPTION_COOKIE, &[7; 7])],
+            &[(OPTION_COOKIE, &[7; 12])],
+            &[(OPTION_COOKIE, &[7; 41])],
+            &[(OPTION_NSID, b"x")],
+            &[(OPTION_TCP_KEEPALIVE, &[0, 10])],
+            &[(OPTION_CLIENT_SUBNET, &[0, 3, 0, 0])],
+            &[(OPTION_CLIENT_SUBNET, &[0, 1, 33, 0, 1, 2, 3, 4, 5])],
+            &[(OPTION_CLIENT_SUBNET, &[0, 1, 24, 8, 192, 0, 2])],
+            &[(OPTION_CLIENT_SUBNET, &[0, 1, 24, 0, 192, 0, 2, 0])],
+        ];
+        for options in shapes {
+            assert!(
+                parse(&with_options(options), &mut name).is_none(),
+                "{options:?}"
+            );
+        }
+        // An option running past the OPT record's data, and data after the last option.
+        let mut short = with_options(&[(OPTION_COOKIE, &[7; 8])]);
+        short.truncate(short.len() - 1);
+        assert!(parse(&short, &mut name).is_none());
+        let mut long = with_options(&[(OPTION_COOKIE, &[7; 8])]);
+        long.push(0);
+        assert!(parse(&long, &mut name).is_none());
     }
 
     #[test]
@@ -183,11 +293,6 @@ mod tests {
         let mut version1 = OPT;
         version1[6] = 1;
         cases.push(packet(WEB, 1, Some(version1)));
-        let mut option = packet(WEB, 1, Some(OPT));
-        let rdlen = option.len() - 1;
-        option[rdlen] = 4;
-        option.extend_from_slice(&[0, 10, 0, 0]); // an (empty) cookie option
-        cases.push(option);
         cases.push(packet(b"\x03web\xC0\x0C", 1, None)); // a compressed question
         let mut trailing = packet(WEB, 1, None);
         trailing.push(0);

@@ -5,20 +5,20 @@
 //! then records copied from the zone: answer owners are the pointer `C0 0C` to the
 //! question, glue owners point at their SRV target, the SOA of negative answers is
 //! written in full. An OPT record follows when the query had one, advertising the
-//! configured payload size, as the full path does.
+//! configured payload size with DO copied and NSID when asked for, as the full path does.
 //!
 //! Sizes follow the full path's rule: a response is answered here only if its
-//! uncompressed size bound fits the client's payload; one that might not goes to the full
-//! path, which truncates exactly as before.
+//! uncompressed size bound fits the client's payload (over TCP, a whole message); one that
+//! might not goes to the full path, which truncates exactly as before.
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::rngs::SmallRng;
 
-use super::query::{MAX_LABELS, OPT_LEN, QueryName, parse};
+use super::query::{Edns, OPTION_NSID, parse};
 use crate::dns::answer::{Pick, Plan, plan, sample};
-use crate::dns::handler::MIN_UDP_PAYLOAD;
-use crate::dns::wire::{MAX_POINTER_OFFSET, QUESTION_POINTER};
+use crate::dns::qname::QueryName;
+use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
 use crate::dns::zone::Zone;
 
 const FLAG_QR: u8 = 0x80;
@@ -29,11 +29,23 @@ const FLAG_CD: u8 = 0x10;
 
 /// How the full path answers, which the fast path must match.
 #[derive(Clone, Copy, Debug)]
-pub struct Settings {
+pub struct Settings<'a> {
     /// The largest UDP response (at least 512), and the payload size our OPT advertises.
     pub max_udp_payload: u16,
     /// Whether responses set RA (muster forwards names outside its namespaces).
     pub recursion_available: bool,
+    /// Over TCP: a response may take a whole message (65,535 bytes), whatever the
+    /// client's payload size, as the full path sends it untruncated over TCP.
+    pub over_tcp: bool,
+    /// What NSID queries are answered with (`[dns] nsid`); empty: NSID is ignored.
+    pub nsid: &'a [u8],
+}
+
+impl Settings<'_> {
+    /// The NSID option's data answering `edns`, if it gets one.
+    fn nsid(&self, edns: Edns) -> Option<&[u8]> {
+        (edns.nsid && !self.nsid.is_empty()).then_some(self.nsid)
+    }
 }
 
 /// What the fast path did with a packet.
@@ -73,7 +85,7 @@ impl Scratch {
 pub fn respond(
     zone: &Zone,
     packet: &[u8],
-    settings: Settings,
+    settings: Settings<'_>,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Outcome {
@@ -81,16 +93,17 @@ pub fn respond(
         return Outcome::HandOff;
     };
     let qtype = RecordType::from(query.qtype);
-    let mut labels = [&[][..]; MAX_LABELS];
-    let count = scratch.name.labels(&mut labels);
-    let plan = plan(zone, &labels[..count], qtype);
+    let plan = plan(zone, &scratch.name, qtype);
     let max_payload = settings.max_udp_payload;
-    let limit = usize::from(match query.edns_payload {
-        Some(payload) => payload.clamp(MIN_UDP_PAYLOAD, max_payload),
+    let limit = usize::from(match query.edns {
+        _ if settings.over_tcp => u16::MAX,
+        Some(edns) => edns.payload.clamp(MIN_UDP_PAYLOAD, max_payload),
         None => MIN_UDP_PAYLOAD,
     });
-    // The full path's bound: header, question, an OPT record, records uncompressed.
-    let budget = limit.saturating_sub(query.question_end + OPT_LEN);
+    let nsid = query.edns.and_then(|edns| settings.nsid(edns));
+    let nsid_option_len = nsid.map_or(0, |id| 4 + id.len());
+    // The full path's bound: header, question, our OPT record, records uncompressed.
+    let budget = limit.saturating_sub(query.question_end + OPT_LEN + nsid_option_len);
 
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
@@ -116,11 +129,19 @@ pub fn respond(
         },
     };
     let mut additionals = counts[2];
-    if query.edns_payload.is_some() {
-        // Root owner, type OPT, our payload size, extended RCODE/version/flags 0, no data.
+    if let Some(edns) = query.edns {
+        // Root owner, type OPT, our payload size, extended RCODE and version 0, DO as the
+        // query's, then the options' length and NSID if it is answered. `[dns] nsid` is at
+        // most 128 bytes.
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&max_payload.to_be_bytes());
-        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
+        out.extend_from_slice(&(nsid_option_len as u16).to_be_bytes());
+        if let Some(id) = nsid {
+            out.extend_from_slice(&OPTION_NSID.to_be_bytes());
+            out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            out.extend_from_slice(id);
+        }
         additionals += 1;
     }
     out[2] = FLAG_QR | FLAG_AA | (packet[2] & FLAG_RD);

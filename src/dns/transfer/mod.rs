@@ -17,17 +17,17 @@ mod tsig;
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::rdata::TSIG;
-use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_proto::rr::{RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::TransferConfig;
+use crate::dns::handler::record_len_bound;
 use crate::dns::wire::Rr;
 use crate::dns::zone::NamespaceZone;
 
 pub use notify::run as notify_secondaries;
 pub(crate) use records::{Delta, delta};
-pub use tsig::{Signer, TsigKey};
+pub use tsig::{Rejection, Signer, TsigKey};
 
 /// Records kept per namespace journal: enough for thousands of small changes; a
 /// secondary further behind gets the whole zone.
@@ -75,7 +75,7 @@ impl Transfers {
             keys: config
                 .tsig_keys
                 .iter()
-                .map(TsigKey::from_config)
+                .map(|key| TsigKey::from_config(key, config.tsig_fudge))
                 .collect::<Result<_, _>>()?,
             notify: config.notify.clone(),
         })
@@ -92,12 +92,12 @@ impl Transfers {
     }
 
     /// The signer for the answer to a request signed with a known key, `None` for an
-    /// unsigned request, or the TSIG error (NOTAUTH) when the signature does not verify.
+    /// unsigned request, or how to answer a request whose TSIG does not verify.
     pub fn signature(
         &self,
         raw: &[u8],
         additionals: &[Record],
-    ) -> Result<Option<Signer>, TsigError> {
+    ) -> Result<Option<Signer>, Rejection> {
         match request_tsig(additionals) {
             Some(tsig) => tsig::verify(raw, &tsig, &self.keys).map(Some),
             None => Ok(None),
@@ -124,41 +124,79 @@ fn request_tsig(additionals: &[Record]) -> Option<Record<TSIG>> {
     })
 }
 
-/// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, and
-/// which kind of answer that is.
-pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Vec<Record>) {
-    let soa = zone.soa.record();
-    let current = records::serial(&soa);
+/// A record of a transfer's answer as the zone holds it, decoded only when the message
+/// that carries it is built: a transfer holds one message of decoded records at a time,
+/// however large the zone.
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'z> {
+    /// A record of the zone, in wire form.
+    Wire(&'z Rr),
+    /// A record of the journal.
+    Record(&'z Record),
+}
+
+impl Part<'_> {
+    /// The record, decoded.
+    pub fn record(self) -> Record {
+        match self {
+            Part::Wire(rr) => rr.record(),
+            Part::Record(record) => record.clone(),
+        }
+    }
+
+    /// Bytes of the record uncompressed (a bound of them for a journal record).
+    pub fn len_bound(self) -> usize {
+        match self {
+            Part::Wire(rr) => rr.len(),
+            Part::Record(record) => record_len_bound(record),
+        }
+    }
+}
+
+/// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, read from
+/// the zone as they are taken; and which kind of answer that is.
+pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Parts<'_>) {
+    let soa = Part::Wire(&zone.soa);
+    let current = records::serial(&zone.soa.record());
     let Some(client) = client_serial else {
-        return (Kind::Axfr, full(zone, soa));
+        return (Kind::Axfr, full(zone));
     };
     if client == current {
-        return (Kind::IxfrCurrent, vec![soa]);
+        return (Kind::IxfrCurrent, current_soa(zone));
     }
     let Some(start) = zone
         .journal
         .iter()
         .position(|d| d.serial_before() == client)
     else {
-        return (Kind::IxfrFull, full(zone, soa));
+        return (Kind::IxfrFull, full(zone));
     };
-    let mut answer = vec![soa.clone()];
-    for delta in zone.journal.iter().skip(start) {
-        answer.push(delta.from.clone());
-        answer.extend(delta.removed.iter().cloned());
-        answer.push(delta.to.clone());
-        answer.extend(delta.added.iter().cloned());
-    }
-    answer.push(soa);
-    (Kind::Ixfr, answer)
+    let deltas = zone.journal.iter().skip(start).flat_map(|delta| {
+        std::iter::once(&delta.from)
+            .chain(&delta.removed)
+            .chain(std::iter::once(&delta.to))
+            .chain(&delta.added)
+            .map(Part::Record)
+    });
+    let answer = std::iter::once(soa)
+        .chain(deltas)
+        .chain(std::iter::once(soa));
+    (Kind::Ixfr, Box::new(answer))
+}
+
+/// The records of a transfer, in order.
+pub type Parts<'z> = Box<dyn Iterator<Item = Part<'z>> + Send + 'z>;
+
+/// The answer to an IXFR from a client that is current: the zone's SOA alone.
+pub fn current_soa(zone: &NamespaceZone) -> Parts<'_> {
+    Box::new(std::iter::once(Part::Wire(&zone.soa)))
 }
 
 /// SOA, every record, SOA.
-fn full(zone: &NamespaceZone, soa: Record) -> Vec<Record> {
-    let mut answer = vec![soa.clone()];
-    answer.extend(records::zone_records(zone).into_iter().map(Rr::record));
-    answer.push(soa);
-    answer
+fn full(zone: &NamespaceZone) -> Parts<'_> {
+    let soa = std::iter::once(Part::Wire(&zone.soa));
+    let records = records::zone_records(zone).map(Part::Wire);
+    Box::new(soa.clone().chain(records).chain(soa))
 }
 
 /// The serial an IXFR client has: the SOA in its authority section (RFC 1995 3).
@@ -169,28 +207,23 @@ pub fn client_serial(authorities: &[Record]) -> Option<u32> {
     })
 }
 
-/// Splits `records` into messages of at most [`MESSAGE_BUDGET`] bytes (one record per
-/// message at least), using `len_bound` as each record's size.
-pub fn split<'r>(
-    records: &[&'r Record],
-    len_bound: impl Fn(&Record) -> usize,
-) -> Vec<Vec<&'r Record>> {
-    let mut messages = Vec::new();
-    let mut message = Vec::new();
-    let mut size = 0;
-    for record in records {
-        let len = len_bound(record);
-        if !message.is_empty() && size + len > MESSAGE_BUDGET {
-            messages.push(std::mem::take(&mut message));
-            size = 0;
+/// Groups `records` into messages of at most [`MESSAGE_BUDGET`] bytes (one record per
+/// message at least), using `len_bound` as each record's size; a message is taken from
+/// `records` only when the one before it has been used.
+pub fn split<T>(
+    records: impl IntoIterator<Item = T>,
+    len_bound: impl Fn(&T) -> usize,
+) -> impl Iterator<Item = Vec<T>> {
+    let mut records = records.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let mut message = vec![records.next()?];
+        let mut size = len_bound(&message[0]);
+        while let Some(record) = records.next_if(|r| size + len_bound(r) <= MESSAGE_BUDGET) {
+            size += len_bound(&record);
+            message.push(record);
         }
-        size += len;
-        message.push(*record);
-    }
-    if !message.is_empty() {
-        messages.push(message);
-    }
-    messages
+        Some(message)
+    })
 }
 
 /// Whether `qtype` asks for a transfer.

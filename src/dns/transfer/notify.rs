@@ -42,7 +42,7 @@ pub async fn run(
     let mut in_flight: HashMap<(String, SocketAddr), JoinHandle<()>> = HashMap::new();
     loop {
         let current = zone.load_full();
-        for namespace in &current.namespaces {
+        for namespace in current.namespaces() {
             let serial = serial(&namespace.soa.record());
             if notified.insert(namespace.name.clone(), serial) == Some(serial) {
                 continue;

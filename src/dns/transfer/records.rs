@@ -42,13 +42,14 @@ pub fn serial(soa: &Record) -> u32 {
     }
 }
 
-/// Every record of the namespace except the SOA: the apex NS, then each service's.
-pub fn zone_records(zone: &NamespaceZone) -> Vec<&Rr> {
-    let mut records = vec![&zone.ns];
-    for service in zone.services.values() {
-        records.extend(service_records(service));
-    }
-    records
+/// Every record of the namespace except the SOA: the apex NS, then each service's, one
+/// service at a time.
+pub fn zone_records(zone: &NamespaceZone) -> impl Iterator<Item = &Rr> + Send {
+    std::iter::once(&zone.ns).chain(
+        zone.services
+            .values()
+            .flat_map(|service| service_records(service)),
+    )
 }
 
 /// A service's records for a secondary: all of them, not a `max_answers` subset, and
@@ -94,7 +95,7 @@ pub fn delta(
         return None;
     }
     let (before, after) = match services {
-        None => (zone_records(old), zone_records(new)),
+        None => (zone_records(old).collect(), zone_records(new).collect()),
         Some(names) => (services_records(old, names), services_records(new, names)),
     };
     let before_set: HashSet<&[u8]> = before.iter().map(|r| r.wire()).collect();

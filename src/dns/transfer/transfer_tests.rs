@@ -47,13 +47,13 @@ impl Fixture {
     }
 
     fn serial(&self) -> u32 {
-        records::serial(&self.view.load().namespaces[0].soa.record())
+        records::serial(&self.view.load().namespace("internal").unwrap().soa.record())
     }
 
     fn answer(&self, client: Option<u32>) -> (Kind, Vec<String>) {
         let zone = self.view.load_full();
-        let (kind, records) = answer_records(&zone.namespaces[0], client);
-        (kind, records.iter().map(text).collect())
+        let (kind, records) = answer_records(zone.namespace("internal").unwrap(), client);
+        (kind, records.map(|part| text(&part.record())).collect())
     }
 }
 
@@ -137,10 +137,58 @@ fn split_keeps_messages_within_the_budget_and_in_order() {
         RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::LOCALHOST)),
     );
     let records: Vec<&Record> = std::iter::repeat_n(&soa, 1000).collect();
-    let messages = split(&records, |_| 100);
+    let messages: Vec<_> = split(&records, |_| 100).collect();
     assert_eq!(messages.len(), 1000usize.div_ceil(MESSAGE_BUDGET / 100));
     assert!(messages.iter().all(|m| m.len() * 100 <= MESSAGE_BUDGET));
     assert_eq!(messages.concat().len(), 1000);
-    let huge = split(&records[..2], |_| MESSAGE_BUDGET * 2);
+    let huge: Vec<_> = split(&records[..2], |_| MESSAGE_BUDGET * 2).collect();
     assert_eq!(huge.len(), 2, "a record larger than the budget goes alone");
+}
+
+/// Named ports' SRV records are part of the zone: AXFR carries them and IXFR lists a
+/// change of one.
+#[tokio::test]
+async fn transfers_carry_named_ports() {
+    let fixture = Fixture::new(1000);
+    let upsert = |grpc: u16| Change::Upsert {
+        key: InstanceKey {
+            namespace: "internal".into(),
+            service: "web".into(),
+            id: "a".into(),
+        },
+        spec: InstanceSpec {
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            port: Some(80),
+            ports: [(
+                "grpc".to_owned(),
+                crate::registry::NamedPort {
+                    port: grpc,
+                    protocol: crate::registry::Protocol::Tcp,
+                },
+            )]
+            .into(),
+            healthy: true,
+            ..InstanceSpec::default()
+        },
+        source: SourceId::api(),
+    };
+    fixture.registry.handle.apply(upsert(9090)).await.unwrap();
+    let start = fixture.serial();
+    let (kind, records) = fixture.answer(None);
+    assert_eq!(kind, Kind::Axfr);
+    let grpc = |port: u16| format!("_grpc._tcp.web.internal. SRV 1 1 {port} a.web.internal.");
+    assert!(records.contains(&grpc(9090)), "{records:#?}");
+    assert!(records.contains(&"web.internal. SRV 1 1 80 a.web.internal.".to_owned()));
+
+    fixture.registry.handle.apply(upsert(9091)).await.unwrap();
+    let (kind, records) = fixture.answer(Some(start));
+    assert_eq!(kind, Kind::Ixfr);
+    let at = |text: String| records.iter().position(|r| *r == text);
+    let (removed, added) = (at(grpc(9090)).unwrap(), at(grpc(9091)).unwrap());
+    assert!(removed < added, "{records:#?}");
+    assert_eq!(
+        records.len(),
+        6,
+        "SOA, SOA, the old SRV, SOA, the new SRV, SOA: {records:#?}"
+    );
 }

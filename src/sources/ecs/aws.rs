@@ -1,6 +1,7 @@
 //! The AWS calls the ECS source makes, each counted in `muster_ecs_api_calls_total`,
 //! and the task definition cache: a task definition revision never changes, so each is
 //! described once and kept for the life of the process (a few hundred bytes each).
+//! Container instances' addresses are cached by `hosts.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -8,16 +9,20 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_ecs::types::{DesiredStatus, TaskDefinitionField};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message};
 use tokio::task::JoinSet;
 
 use super::config::EcsSourceConfig;
 use super::metrics::EcsMetrics;
-use super::parse::{self, TaskDefinition, TaskFacts};
+use super::parse::{self, Host, TaskDefinition, TaskFacts};
 
-/// `DescribeTasks` takes at most this many tasks per call; `ListTasks` pages as many.
-const PAGE: usize = 100;
+/// `DescribeTasks` and `DescribeContainerInstances` take at most this many per call;
+/// `ListTasks` pages as many, and a `DescribeInstances` filter is given as many ids.
+pub const PAGE: usize = 100;
+/// `DescribeInstances` page size (its maximum).
+const INSTANCES_PAGE: i32 = 1000;
 /// Task definitions described at once when a reconcile meets many new ones (a cold start
 /// of a cluster with 50 services), without bursting into ECS's rate limits.
 const LOOKUPS_IN_FLIGHT: usize = 8;
@@ -34,9 +39,10 @@ pub struct AwsError {
     pub message: String,
 }
 
-/// The ECS and SQS clients of one source, and its task definition cache.
+/// The ECS, EC2 and SQS clients of one source, and its task definition cache.
 pub struct Aws {
     ecs: aws_sdk_ecs::Client,
+    ec2: aws_sdk_ec2::Client,
     sqs: aws_sdk_sqs::Client,
     /// The region the clients use, for the `REGION` attribute.
     pub region: Option<String>,
@@ -64,6 +70,7 @@ impl Aws {
         let shared = loader.load().await;
         Self {
             ecs: aws_sdk_ecs::Client::new(&shared),
+            ec2: aws_sdk_ec2::Client::new(&shared),
             sqs: aws_sdk_sqs::Client::new(&shared),
             region: shared.region().map(ToString::to_string),
             metrics,
@@ -164,6 +171,61 @@ impl Aws {
             .expect("cache lock")
             .get(arn)
             .cloned()
+    }
+
+    /// The EC2 instance id of each of `arns` (at most [`PAGE`] container instances of
+    /// `cluster`), by container instance id (the ARN's last segment: ECS answers
+    /// failures with a shortened ARN). Container instances ECS does not know are left
+    /// out.
+    pub async fn container_instances(
+        &self,
+        cluster: &str,
+        arns: &[String],
+    ) -> Result<HashMap<String, String>, AwsError> {
+        let request = self.ecs.describe_container_instances().cluster(cluster);
+        let result = request
+            .set_container_instances(Some(arns.to_vec()))
+            .send()
+            .await;
+        let answer = self.counted("DescribeContainerInstances", result)?;
+        Ok(answer
+            .container_instances()
+            .iter()
+            .filter_map(|c| {
+                let arn = c.container_instance_arn()?;
+                let id = arn.rsplit('/').next().unwrap_or(arn);
+                Some((id.to_owned(), c.ec2_instance_id()?.to_owned()))
+            })
+            .collect())
+    }
+
+    /// The EC2 instances among `ids` (at most [`PAGE`]), with their addresses. Asked by
+    /// filter, so an instance that is gone is left out instead of failing the call (as
+    /// `InstanceIds` would, for all of them).
+    pub async fn instances(&self, ids: &[String]) -> Result<Vec<Host>, AwsError> {
+        let filter = Filter::builder()
+            .name("instance-id")
+            .set_values(Some(ids.to_vec()))
+            .build();
+        let mut hosts = Vec::with_capacity(ids.len());
+        let mut token = None;
+        // At most one instance per id: a server that pages on past that is not believed.
+        for _ in 0..=ids.len() {
+            let request = self.ec2.describe_instances().filters(filter.clone());
+            let result = request
+                .max_results(INSTANCES_PAGE)
+                .set_next_token(token)
+                .send()
+                .await;
+            let page = self.counted("DescribeInstances", result)?;
+            let instances = page.reservations().iter().flat_map(|r| r.instances());
+            hosts.extend(instances.filter_map(parse::host_from_api));
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(hosts)
     }
 
     /// One long poll of `queue`.

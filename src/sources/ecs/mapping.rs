@@ -1,19 +1,20 @@
-//! Whether a task belongs in DNS and, if so, as which instance of which service.
-//! Pure: the lifecycle rules and the `[[sources.ecs.services]]` mapping.
+//! Whether a task belongs in DNS and, if so, as which instance of which service, with
+//! which address and ports. Pure: the lifecycle rules, the `[[sources.ecs.services]]`
+//! mapping, and the network modes (the caller looks up container instances).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::config::{EcsSourceConfig, ServiceRule};
-use super::parse::{TaskDefinition, TaskFacts};
-use crate::registry::validate;
-use crate::registry::{InstanceKey, InstanceSpec};
+use super::parse::{Host, NetworkMode, PortMapping, TaskDefinition, TaskFacts};
+use crate::registry::validate::{self, MAX_NAMED_PORTS};
+use crate::registry::{InstanceKey, InstanceSpec, NamedPort};
 
 /// Where a task stands with DNS.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Placement {
-    /// Serve it as this instance.
-    In(InstanceKey, InstanceSpec),
+    /// Serve it as this instance (the spec boxed: it is large beside an `Out`).
+    In(InstanceKey, Box<InstanceSpec>),
     /// Keep it out of DNS, for this reason.
     Out(Out),
 }
@@ -34,7 +35,8 @@ pub enum Out {
     Hidden,
     /// Its service name or task id is not usable in DNS (see the module docs).
     BadName,
-    /// Neither an ENI address nor a specific host binding address.
+    /// No ENI address, no specific host binding address, and no container instance
+    /// address (not looked up, or not found).
     NoAddress,
 }
 
@@ -63,15 +65,33 @@ pub fn lifecycle(facts: &TaskFacts) -> Option<Out> {
     }
 }
 
-/// Decides where `facts` stands, given its task definition and the source's config.
+/// The container instance to look up when `placement`, made without it, left the task
+/// out for want of an address: bridge and host networking tasks of the EC2 launch type
+/// that would otherwise enter DNS.
+pub fn host_needed<'f>(
+    facts: &'f TaskFacts,
+    definition: &TaskDefinition,
+    placement: &Placement,
+) -> Option<&'f str> {
+    let on_host = matches!(
+        definition.network_mode,
+        NetworkMode::Bridge | NetworkMode::Host
+    );
+    let wanted = on_host && *placement == Placement::Out(Out::NoAddress);
+    facts.container_instance_arn.as_deref().filter(|_| wanted)
+}
+
+/// Decides where `facts` stands, given its task definition, the source's config and,
+/// for tasks on a container instance's network, that instance's [`Host`].
 pub fn place(
     facts: &TaskFacts,
     definition: &TaskDefinition,
     config: &EcsSourceConfig,
     region: Option<&str>,
+    host: Option<&Host>,
 ) -> Placement {
-    match try_place(facts, definition, config, region) {
-        Ok((key, spec)) => Placement::In(key, spec),
+    match try_place(facts, definition, config, region, host) {
+        Ok((key, spec)) => Placement::In(key, Box::new(spec)),
         Err(out) => Placement::Out(out),
     }
 }
@@ -81,6 +101,7 @@ fn try_place(
     definition: &TaskDefinition,
     config: &EcsSourceConfig,
     region: Option<&str>,
+    host: Option<&Host>,
 ) -> Result<(InstanceKey, InstanceSpec), Out> {
     if let Some(out) = lifecycle(facts) {
         return Err(out);
@@ -116,30 +137,23 @@ fn try_place(
             let essential = definition.containers.iter().find(|c| c.essential);
             essential.map(|c| c.name.as_str())
         });
-    let container_port = definition
+    let mode = definition.network_mode;
+    let first = definition
         .containers
         .iter()
         .find(|c| Some(c.name.as_str()) == container)
-        .and_then(|c| c.first_port);
+        .and_then(|c| c.ports.first());
     let binding = facts
         .bindings
         .iter()
         .filter(|b| Some(b.container.as_str()) == container)
-        .find(|b| container_port.is_none_or(|p| p == b.container_port));
+        .find(|b| first.is_none_or(|p| p.container_port == b.container_port));
     let port = rule
         .and_then(|r| r.port)
         .or(binding.map(|b| b.host_port))
-        .or(container_port)
-        .filter(|p| *p > 0);
-    let bound = binding.and_then(|b| b.bind_ip);
-    let ipv4 = facts.ipv4.or(match bound {
-        Some(IpAddr::V4(ip)) => Some(ip),
-        _ => None,
-    });
-    let ipv6 = facts.ipv6.or(match bound {
-        Some(IpAddr::V6(ip)) => Some(ip),
-        _ => None,
-    });
+        .or_else(|| first.and_then(|m| fixed_port(mode, m)));
+    let host = host.filter(|_| matches!(mode, NetworkMode::Bridge | NetworkMode::Host));
+    let (ipv4, ipv6) = address(facts, binding.and_then(|b| b.bind_ip), host);
     if ipv4.is_none() && ipv6.is_none() {
         return Err(Out::NoAddress);
     }
@@ -161,6 +175,7 @@ fn try_place(
     set("AWS_INSTANCE_IPV4", ipv4.map(|a| a.to_string()));
     set("AWS_INSTANCE_IPV6", ipv6.map(|a| a.to_string()));
     set("AWS_INSTANCE_PORT", port.map(|p| p.to_string()));
+    set("EC2_INSTANCE_ID", host.map(|h| h.ec2_instance_id.clone()));
     validate::attributes(&attributes).map_err(|_| Out::BadName)?;
 
     let key = InstanceKey {
@@ -172,11 +187,71 @@ fn try_place(
         ipv4,
         ipv6,
         port,
+        ports: named_ports(facts, definition),
         attributes,
         healthy: true,
         ..InstanceSpec::default()
     };
     Ok((key, spec))
+}
+
+/// The task's own (ENI) addresses; else a specific address its binding is bound to;
+/// else its container instance's.
+fn address(
+    facts: &TaskFacts,
+    bound: Option<IpAddr>,
+    host: Option<&Host>,
+) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    match (bound, host) {
+        _ if facts.ipv4.is_some() || facts.ipv6.is_some() => (facts.ipv4, facts.ipv6),
+        (Some(IpAddr::V4(ip)), _) => (Some(ip), None),
+        (Some(IpAddr::V6(ip)), _) => (None, Some(ip)),
+        (None, Some(host)) => (host.ipv4, host.ipv6),
+        (None, None) => (None, None),
+    }
+}
+
+/// The port a mapping is reached on without a reported binding: its container port
+/// where that is the host's (awsvpc, host), its fixed host port in bridge mode (a
+/// dynamic one is only known from the task's bindings).
+fn fixed_port(mode: NetworkMode, mapping: &PortMapping) -> Option<u16> {
+    match mode {
+        NetworkMode::Bridge => mapping.host_port,
+        NetworkMode::Awsvpc | NetworkMode::Host | NetworkMode::None => Some(mapping.container_port),
+    }
+}
+
+/// Every named port mapping of the task definition (ECS keeps names unique in it),
+/// reached as [`fixed_port`] says or on the host port bound for it; the first
+/// [`MAX_NAMED_PORTS`]. A name that is not a DNS label, or a dynamic port not bound
+/// yet, is left out.
+fn named_ports(facts: &TaskFacts, definition: &TaskDefinition) -> BTreeMap<String, NamedPort> {
+    let mut ports = BTreeMap::new();
+    for container in &definition.containers {
+        for mapping in &container.ports {
+            let Some(name) = mapping.name.as_deref() else {
+                continue;
+            };
+            if ports.len() == MAX_NAMED_PORTS || validate::port_name(name).is_err() {
+                continue;
+            }
+            let bound = facts.bindings.iter().find(|b| {
+                b.container == container.name
+                    && b.container_port == mapping.container_port
+                    && b.protocol == mapping.protocol
+            });
+            let port = bound
+                .map(|b| b.host_port)
+                .or_else(|| fixed_port(definition.network_mode, mapping));
+            if let Some(port) = port {
+                let protocol = mapping.protocol;
+                ports
+                    .entry(name.to_owned())
+                    .or_insert(NamedPort { port, protocol });
+            }
+        }
+    }
+    ports
 }
 
 fn matches(rule: &ServiceRule, facts: &TaskFacts, definition: &TaskDefinition) -> bool {
@@ -214,4 +289,4 @@ fn rule_name<'a>(
 
 #[cfg(test)]
 #[path = "mapping_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -47,6 +47,7 @@ pub struct EcsMetrics {
     api_errors: Family<Operation, Counter>,
     tasks: Family<Cluster, Gauge>,
     skipped: Family<Reason, Counter>,
+    container_instances: Gauge,
 }
 
 fn seconds() -> Histogram {
@@ -68,6 +69,7 @@ impl Default for EcsMetrics {
             api_errors: Family::default(),
             tasks: Family::default(),
             skipped: Family::default(),
+            container_instances: Gauge::default(),
         }
     }
 }
@@ -88,7 +90,7 @@ impl EcsMetrics {
         );
         ecs.register(
             "events_ignored",
-            "Events not applied: duplicate, stale, other_cluster, other_event",
+            "Events not applied: duplicate, stale, other_cluster, other_event, deferred (left in the queue: too many wait for container instance lookups)",
             self.ignored.clone(),
         );
         ecs.register(
@@ -126,6 +128,11 @@ impl EcsMetrics {
             "tasks_skipped",
             "Times a running task was kept out of DNS: bad_name, no_address",
             self.skipped.clone(),
+        );
+        ecs.register(
+            "container_instances",
+            "Container instances whose address is cached (bridge and host networking)",
+            self.container_instances.clone(),
         );
     }
 
@@ -180,6 +187,11 @@ impl EcsMetrics {
             self.drift.get_or_create(&labels).inc_by(count);
         }
         self.tasks(&cluster.cluster, tasks);
+    }
+
+    pub fn container_instances(&self, cached: usize) {
+        self.container_instances
+            .set(i64::try_from(cached).unwrap_or(i64::MAX));
     }
 
     pub fn tasks(&self, cluster: &str, tasks: usize) {

@@ -1,6 +1,7 @@
 //! What muster needs to know about a task, read from an EventBridge "ECS Task State
-//! Change" message or from an ECS `DescribeTasks` answer, and about a task definition.
-//! Pure: no I/O, no clock; unknown fields are ignored.
+//! Change" message or from an ECS `DescribeTasks` answer, about a task definition, and
+//! about the EC2 instance behind a container instance. Pure: no I/O, no clock; unknown
+//! fields are ignored.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::config::cluster_name;
+use crate::registry::Protocol;
 
 /// The `detail-type` of the events this source applies.
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
@@ -33,8 +35,11 @@ pub struct TaskFacts {
     pub availability_zone: Option<String>,
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
-    /// Host port bindings (bridge and host networking).
+    /// Host port bindings (bridge networking; ECS reports none for awsvpc and host).
     pub bindings: Vec<Binding>,
+    /// The container instance it runs on (EC2 launch type): whose address bridge and
+    /// host networking tasks have.
+    pub container_instance_arn: Option<String>,
 }
 
 /// One `networkBindings` entry of one container.
@@ -43,6 +48,7 @@ pub struct Binding {
     pub container: String,
     pub container_port: u16,
     pub host_port: u16,
+    pub protocol: Protocol,
     /// The bound host address; None for a wildcard (`0.0.0.0`, `::`).
     pub bind_ip: Option<IpAddr>,
 }
@@ -59,12 +65,41 @@ pub enum Message {
     Other { detail_type: String },
 }
 
-/// What a task definition contributes: its family, ports, health checks and tags.
+/// What a task definition contributes: its family, network mode, ports, health checks
+/// and tags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskDefinition {
     pub family: String,
+    pub network_mode: NetworkMode,
     pub containers: Vec<ContainerDefinition>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// How a task's containers reach the network, which decides where its address and
+/// ports come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Its own ENI: the ENI's address, container ports.
+    Awsvpc,
+    /// Docker's bridge (ECS's default on EC2, and Windows' `default`/NAT): the container
+    /// instance's address, the host ports Docker bound.
+    #[default]
+    Bridge,
+    /// The container instance's network stack: its address, host port = container port.
+    Host,
+    /// No network: never in DNS.
+    None,
+}
+
+impl NetworkMode {
+    fn parse(mode: Option<&str>) -> Self {
+        match mode {
+            Some("awsvpc") => Self::Awsvpc,
+            Some("host") => Self::Host,
+            Some("none") => Self::None,
+            _ => Self::Bridge,
+        }
+    }
 }
 
 /// One container definition of a task definition.
@@ -72,9 +107,30 @@ pub struct TaskDefinition {
 pub struct ContainerDefinition {
     pub name: String,
     pub essential: bool,
-    /// `portMappings[0].containerPort`.
-    pub first_port: Option<u16>,
+    /// Its `portMappings` with a single port (ranges are left out), in order.
+    pub ports: Vec<PortMapping>,
     pub health_check: bool,
+}
+
+/// One `portMappings` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    pub container_port: u16,
+    /// A fixed host port; None when Docker picks one (0 or unset in bridge mode).
+    pub host_port: Option<u16>,
+    pub protocol: Protocol,
+    /// Its name (ECS Service Connect's), as given: checked where it becomes a DNS name.
+    pub name: Option<String>,
+}
+
+/// The EC2 instance behind a container instance, as far as DNS cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub ec2_instance_id: String,
+    /// `PrivateIpAddress`: what Cloud Map registers for bridge and host tasks.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The primary IPv6 address, else the primary interface's first.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl TaskFacts {
@@ -131,6 +187,7 @@ struct Detail {
     version: Option<u64>,
     updated_at: Option<String>,
     availability_zone: Option<String>,
+    container_instance_arn: Option<String>,
     #[serde(default)]
     attachments: Vec<Attachment>,
     #[serde(default)]
@@ -174,6 +231,7 @@ struct NetworkBinding {
     bind_i_p: Option<String>,
     container_port: Option<u16>,
     host_port: Option<u16>,
+    protocol: Option<String>,
 }
 
 /// Reads one SQS message body: an EventBridge envelope with the task in `detail`.
@@ -222,6 +280,7 @@ impl Detail {
                         c.name.as_deref(),
                         b.container_port,
                         b.host_port,
+                        b.protocol.as_deref(),
                         b.bind_i_p.as_deref(),
                     )
                 })
@@ -241,6 +300,7 @@ impl Detail {
             ipv4,
             ipv6,
             bindings,
+            container_instance_arn: self.container_instance_arn,
         }
     }
 }
@@ -254,6 +314,7 @@ fn binding(
     container: Option<&str>,
     container_port: Option<u16>,
     host_port: Option<u16>,
+    protocol: Option<&str>,
     bind_ip: Option<&str>,
 ) -> Option<Binding> {
     let bind_ip = bind_ip
@@ -263,8 +324,17 @@ fn binding(
         container: container?.to_owned(),
         container_port: container_port?,
         host_port: host_port.filter(|p| *p > 0)?,
+        protocol: protocol_of(protocol),
         bind_ip,
     })
+}
+
+/// `udp` is UDP; `tcp`, absent and anything else is TCP (ECS's default).
+fn protocol_of(protocol: Option<&str>) -> Protocol {
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case("udp") => Protocol::Udp,
+        _ => Protocol::Tcp,
+    }
 }
 
 fn timestamp(text: &str) -> Option<SystemTime> {
@@ -304,6 +374,7 @@ pub fn facts_from_api(task: &aws_sdk_ecs::types::Task) -> Option<TaskFacts> {
                     c.name(),
                     port(b.container_port()),
                     port(b.host_port()),
+                    b.protocol().map(|p| p.as_str()),
                     b.bind_ip(),
                 )
             })
@@ -323,6 +394,7 @@ pub fn facts_from_api(task: &aws_sdk_ecs::types::Task) -> Option<TaskFacts> {
         ipv4,
         ipv6,
         bindings,
+        container_instance_arn: task.container_instance_arn().map(str::to_owned),
     })
 }
 
@@ -338,11 +410,7 @@ pub fn task_definition_from_api(
             name: c.name().unwrap_or_default().to_owned(),
             // ECS treats a container without `essential` as essential.
             essential: c.essential().unwrap_or(true),
-            first_port: c
-                .port_mappings()
-                .first()
-                .and_then(|p| p.container_port())
-                .and_then(|p| u16::try_from(p).ok()),
+            ports: c.port_mappings().iter().filter_map(port_mapping).collect(),
             health_check: c.health_check().is_some(),
         })
         .collect();
@@ -357,9 +425,40 @@ pub fn task_definition_from_api(
         .collect();
     TaskDefinition {
         family: definition.family().unwrap_or_default().to_owned(),
+        network_mode: NetworkMode::parse(definition.network_mode().map(|m| m.as_str())),
         containers,
         tags,
     }
+}
+
+/// A port mapping with one container port; None for a port range.
+fn port_mapping(mapping: &aws_sdk_ecs::types::PortMapping) -> Option<PortMapping> {
+    let port = |p: Option<i32>| p.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+    Some(PortMapping {
+        container_port: port(mapping.container_port())?,
+        host_port: port(mapping.host_port()),
+        protocol: protocol_of(mapping.protocol().map(|p| p.as_str())),
+        name: mapping.name().map(str::to_owned),
+    })
+}
+
+/// Reads a `DescribeInstances` instance: its id and private addresses.
+pub fn host_from_api(instance: &aws_sdk_ec2::types::Instance) -> Option<Host> {
+    let primary = instance
+        .network_interfaces()
+        .iter()
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
+    let ipv6 = instance.ipv6_address().or_else(|| {
+        primary?
+            .ipv6_addresses()
+            .iter()
+            .find_map(|a| a.ipv6_address())
+    });
+    Some(Host {
+        ec2_instance_id: instance.instance_id()?.to_owned(),
+        ipv4: instance.private_ip_address().and_then(|a| a.parse().ok()),
+        ipv6: ipv6.and_then(|a| a.parse().ok()),
+    })
 }
 
 #[cfg(test)]

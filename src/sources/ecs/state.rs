@@ -40,6 +40,8 @@ struct Known {
     updated_at: Option<SystemTime>,
     terminal: bool,
     placed: Option<(InstanceKey, InstanceSpec)>,
+    /// The container instance it runs on (EC2 launch type).
+    host: Option<String>,
     /// The generation of the event that last set this state (0: set by a reconcile).
     generation: u64,
     seen: Instant,
@@ -75,6 +77,15 @@ impl Tasks {
             .values()
             .filter(|k| k.cluster == cluster && k.placed.is_some())
             .count()
+    }
+
+    /// The container instances of the tasks that are not stopping: those whose
+    /// addresses are worth keeping.
+    pub fn hosts_in_use(&self) -> impl Iterator<Item = &str> {
+        self.known
+            .values()
+            .filter(|k| !k.terminal)
+            .filter_map(|k| k.host.as_deref())
     }
 
     /// Whether an event about `facts.task_arn` carries news.
@@ -183,6 +194,7 @@ impl Known {
             updated_at: facts.updated_at,
             terminal: facts.is_terminal(),
             placed,
+            host: facts.container_instance_arn.clone(),
             generation,
             seen: now,
         }
@@ -221,7 +233,7 @@ fn order(facts: &TaskFacts, known: &Known) -> Option<std::cmp::Ordering> {
 
 fn placed(placement: Placement) -> Option<(InstanceKey, InstanceSpec)> {
     match placement {
-        Placement::In(key, spec) => Some((key, spec)),
+        Placement::In(key, spec) => Some((key, *spec)),
         Placement::Out(_) => None,
     }
 }

@@ -3,16 +3,18 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::sources::ecs::config::EcsSourceConfig;
 use crate::sources::ecs::mapping::{Out, place};
+use crate::sources::ecs::parse::tests::port;
 use crate::sources::ecs::parse::tests::{RUNNING, STOP_INTENT, STOPPED, facts};
-use crate::sources::ecs::parse::{ContainerDefinition, TaskDefinition};
+use crate::sources::ecs::parse::{ContainerDefinition, NetworkMode, TaskDefinition};
 
 fn definition() -> TaskDefinition {
     TaskDefinition {
         family: "api".into(),
+        network_mode: NetworkMode::Awsvpc,
         containers: vec![ContainerDefinition {
             name: "api".into(),
             essential: true,
-            first_port: Some(8080),
+            ports: vec![port(8080)],
             health_check: true,
         }],
         tags: Default::default(),
@@ -24,6 +26,7 @@ fn placement(facts: &TaskFacts) -> Placement {
         facts,
         &definition(),
         &EcsSourceConfig::new(vec!["prod".into()], "internal"),
+        None,
         None,
     )
 }

@@ -1,22 +1,24 @@
 //! The ECS source's I/O: one reconciler per cluster, one SQS poller, and the loop that
-//! owns the task state and applies both to the registry in the order they arrive.
+//! owns the task state and applies both to the registry in the order they arrive
+//! (the event path itself is `events.rs`).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::aws::{Aws, AwsError};
 use super::backoff::Backoff;
-use super::config::{EcsSourceConfig, Malformed};
+use super::config::EcsSourceConfig;
+use super::events::{self, Disposition, Events, LOOKUPS_IN_FLIGHT};
+use super::hosts::Hosts;
 use super::mapping::{self, Placement};
 use super::metrics::EcsMetrics;
-use super::parse::{Message, TaskFacts, parse_message};
-use super::state::{Freshness, Tasks};
-use crate::registry::ChangeError;
+use super::parse::{TaskDefinition, TaskFacts};
 use crate::sources::SourceContext;
 
 /// First retry delay after an AWS error.
@@ -41,20 +43,18 @@ struct Batch {
     delete: oneshot::Sender<Vec<String>>,
 }
 
-/// What the event loop decided about one message.
-enum Disposition {
-    Delete,
-    /// Leave it in the queue: it comes back after its visibility timeout.
-    Keep,
-}
-
-/// Everything the event loop needs, shared with the reconcilers.
-struct Shared {
-    config: EcsSourceConfig,
-    aws: Arc<Aws>,
-    metrics: Arc<EcsMetrics>,
-    /// The event loop's [`Tasks::generation`], read by reconcilers before they list.
-    generation: AtomicU64,
+/// Everything the event loop needs, shared with the reconcilers and lookups.
+pub struct Shared {
+    pub config: EcsSourceConfig,
+    pub aws: Arc<Aws>,
+    pub metrics: Arc<EcsMetrics>,
+    /// The event loop's [`Tasks::generation`](super::state::Tasks::generation), read by
+    /// reconcilers before they list.
+    pub generation: AtomicU64,
+    /// Container instances' addresses.
+    pub hosts: Hosts,
+    /// Container instance lookups of the event path under way at once.
+    pub lookup_permits: Semaphore,
 }
 
 /// Watches the configured clusters until shutdown.
@@ -65,6 +65,8 @@ pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<E
         aws,
         metrics,
         generation: AtomicU64::new(0),
+        hosts: Hosts::default(),
+        lookup_permits: Semaphore::new(LOOKUPS_IN_FLIGHT),
     });
     let clusters: Vec<String> = shared.config.cluster_names().map(str::to_owned).collect();
     let mut workers = JoinSet::new();
@@ -78,7 +80,7 @@ pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<E
         let task = poll_loop(shared.clone(), queue, batches_tx.clone());
         workers.spawn(until(context.shutdown.clone(), task));
     }
-    let mut tasks = Tasks::default();
+    let mut events = Events::default();
     loop {
         tokio::select! {
             _ = context.shutdown.cancelled() => return,
@@ -86,15 +88,22 @@ pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<E
                 let mut delete = Vec::new();
                 for message in batch.messages {
                     let body = message.body().unwrap_or_default();
-                    let disposition = handle(&shared, &context, &mut tasks, &clusters, body).await;
+                    let handle = message.receipt_handle.clone();
+                    let disposition = events.handle(&shared, &context, &clusters, body, handle).await;
                     if let (Disposition::Delete, Some(handle)) = (disposition, message.receipt_handle) {
                         delete.push(handle);
                     }
                 }
-                shared.generation.store(tasks.generation(), Ordering::SeqCst);
+                shared.generation.store(events.tasks.generation(), Ordering::SeqCst);
                 let _ = batch.delete.send(delete);
             }
-            Some(result) = described.recv() => apply_reconcile(&shared, &context, &mut tasks, result).await,
+            Some(result) = described.recv() => apply_reconcile(&shared, &context, &mut events, result).await,
+            Some(done) = events.lookups.join_next() => match done {
+                Ok(done) => events.resume(&shared, &context, done).await,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => {}
+            },
+            Some(_) = events.deletes.join_next() => {}
         }
     }
 }
@@ -107,91 +116,10 @@ async fn until(shutdown: CancellationToken, task: impl Future<Output = ()>) {
     }
 }
 
-/// Reads, orders and applies one queue message.
-async fn handle(
-    shared: &Shared,
-    context: &SourceContext,
-    tasks: &mut Tasks,
-    clusters: &[String],
-    body: &str,
-) -> Disposition {
-    let metrics = &shared.metrics;
-    metrics.received();
-    let (facts, time) = match parse_message(body) {
-        Ok(Message::Task { facts, time }) => (facts, time),
-        Ok(Message::Other { detail_type }) => {
-            tracing::debug!(%detail_type, "ignoring an event that is not a task state change");
-            metrics.ignored("other_event");
-            return Disposition::Delete;
-        }
-        Err(error) => {
-            tracing::warn!(%error, keep = ?shared.config.malformed, "malformed queue message");
-            metrics.malformed();
-            return match shared.config.malformed {
-                Malformed::Delete => Disposition::Delete,
-                Malformed::Keep => Disposition::Keep,
-            };
-        }
-    };
-    if !clusters.contains(&facts.cluster) {
-        metrics.ignored("other_cluster");
-        return Disposition::Delete;
-    }
-    match tasks.freshness(&facts) {
-        Freshness::Fresh => {}
-        Freshness::Duplicate => {
-            metrics.ignored("duplicate");
-            return Disposition::Delete;
-        }
-        Freshness::Stale => {
-            metrics.ignored("stale");
-            return Disposition::Delete;
-        }
-    }
-    let placement = match mapping::lifecycle(&facts) {
-        Some(out) => Placement::Out(out),
-        None => match shared.aws.task_definition(&facts.task_definition_arn).await {
-            Ok(definition) => {
-                let region = shared.aws.region.as_deref();
-                mapping::place(&facts, &definition, &shared.config, region)
-            }
-            Err(error) => {
-                // Entering DNS needs the task definition; the event comes back later.
-                tracing::warn!(%error, task = %facts.task_arn, "event kept for a retry");
-                return Disposition::Keep;
-            }
-        },
-    };
-    if let Some(reason) = count_problem(metrics, &placement) {
-        tracing::warn!(task = %facts.task_arn, group = ?facts.group, reason, "running task kept out of DNS");
-    }
-    for change in tasks.record(&facts, placement, Instant::now()) {
-        match context.registry.apply(change).await {
-            Ok(_) => {}
-            Err(ChangeError::ShuttingDown) => return Disposition::Keep,
-            Err(error) => tracing::warn!(%error, task = %facts.task_arn, "change not applied"),
-        }
-    }
-    let changed_at = facts.updated_at.or(time);
-    metrics.applied(changed_at.and_then(|t| SystemTime::now().duration_since(t).ok()));
-    metrics.tasks(&facts.cluster, tasks.placed(&facts.cluster));
-    Disposition::Delete
-}
-
-/// Counts a running task kept out of DNS by a problem; returns the problem.
-fn count_problem(metrics: &EcsMetrics, placement: &Placement) -> Option<&'static str> {
-    let Placement::Out(out) = placement else {
-        return None;
-    };
-    let reason = out.problem()?;
-    metrics.skipped(reason);
-    Some(reason)
-}
-
 async fn apply_reconcile(
     shared: &Shared,
     context: &SourceContext,
-    tasks: &mut Tasks,
+    events: &mut Events,
     described: Described,
 ) {
     let Described {
@@ -202,12 +130,16 @@ async fn apply_reconcile(
     } = described;
     let problems = listed
         .iter()
-        .filter_map(|(_, placement)| count_problem(&shared.metrics, placement))
+        .filter_map(|(_, placement)| events::count_problem(&shared.metrics, placement))
         .count();
     if problems > 0 {
         tracing::warn!(%cluster, tasks = problems, "running tasks kept out of DNS (see muster_ecs_tasks_skipped_total)");
     }
-    let (sync, drift) = tasks.reconcile(&cluster, listed, since, Instant::now());
+    let (sync, drift) = events
+        .tasks
+        .reconcile(&cluster, listed, since, Instant::now());
+    shared.hosts.retain(&events.hosts_in_use());
+    shared.metrics.container_instances(shared.hosts.len());
     if let Err(error) = context.registry.apply(sync).await {
         tracing::warn!(%cluster, %error, "reconcile not applied");
         return;
@@ -215,7 +147,7 @@ async fn apply_reconcile(
     if drift.total() > 0 {
         tracing::info!(%cluster, ?drift, "reconcile corrected instances that events had missed");
     }
-    let placed = tasks.placed(&cluster);
+    let placed = events.tasks.placed(&cluster);
     shared
         .metrics
         .reconciled(&cluster, started.elapsed(), drift, placed);
@@ -257,28 +189,60 @@ async fn reconcile_loop(shared: Arc<Shared>, cluster: String, out: mpsc::Sender<
     }
 }
 
-/// Lists and describes `cluster`'s tasks and places each.
+/// Lists and describes `cluster`'s tasks and places each, looking up the container
+/// instances of those that need one's address.
 async fn describe(shared: &Shared, cluster: &str) -> Result<Vec<(TaskFacts, Placement)>, AwsError> {
     let facts = shared.aws.running_tasks(cluster).await?;
     let needed = facts.iter().filter(|t| mapping::lifecycle(t).is_none());
     let needed = needed.map(|t| t.task_definition_arn.as_str()).collect();
     shared.aws.prefetch(needed).await?;
-    let mut placed = Vec::with_capacity(facts.len());
+    let region = shared.aws.region.as_deref();
+    let mut placed: Vec<(TaskFacts, Placement, Option<Arc<TaskDefinition>>)> =
+        Vec::with_capacity(facts.len());
     for task in facts {
-        let placement = match mapping::lifecycle(&task) {
-            Some(out) => Placement::Out(out),
+        let (placement, definition) = match mapping::lifecycle(&task) {
+            Some(out) => (Placement::Out(out), None),
             None => {
                 let definition = shared
                     .aws
                     .task_definition(&task.task_definition_arn)
                     .await?;
-                let region = shared.aws.region.as_deref();
-                mapping::place(&task, &definition, &shared.config, region)
+                let placement = mapping::place(&task, &definition, &shared.config, region, None);
+                (placement, Some(definition))
             }
         };
-        placed.push((task, placement));
+        placed.push((task, placement, definition));
     }
-    Ok(placed)
+    let hosts: HashMap<String, Option<Arc<_>>> = {
+        let wanted: HashSet<&str> = placed
+            .iter()
+            .filter_map(|(task, placement, definition)| {
+                mapping::host_needed(task, definition.as_deref()?, placement)
+            })
+            .collect();
+        if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            shared.hosts.resolve(&shared.aws, cluster, &wanted).await?
+        }
+    };
+    Ok(placed
+        .into_iter()
+        .map(|(task, placement, definition)| {
+            let host = definition.as_deref().and_then(|definition| {
+                let arn = mapping::host_needed(&task, definition, &placement)?;
+                Some((definition, hosts.get(arn)?.as_deref()?))
+            });
+            match host {
+                Some((definition, host)) => {
+                    let placement =
+                        mapping::place(&task, definition, &shared.config, region, Some(host));
+                    (task, placement)
+                }
+                None => (task, placement),
+            }
+        })
+        .collect())
 }
 
 /// Long-polls `queue` and hands each batch to the event loop, then deletes what it

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 
 use crate::registry::validate::{self, FieldError};
-use crate::registry::{InstanceKey, InstanceSpec};
+use crate::registry::{InstanceKey, InstanceSpec, NamedPort};
 
 /// The file's top level: `[[instances]]` tables (TOML) or `{"instances": [...]}` (JSON).
 #[derive(Deserialize)]
@@ -26,6 +26,9 @@ struct Entry {
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
     port: Option<u16>,
+    /// Named ports: `ports = { grpc = 9090, dns = { port = 53, protocol = "udp" } }`.
+    #[serde(default)]
+    ports: BTreeMap<String, NamedPort>,
     #[serde(default = "healthy")]
     healthy: bool,
     #[serde(default)]
@@ -78,6 +81,7 @@ impl Entry {
             return Err(FieldError::new("ipv4", "an instance needs ipv4 or ipv6"));
         }
         let port = self.port.map(validate::port).transpose()?;
+        validate::ports(&self.ports)?;
         let key = InstanceKey {
             namespace: self.namespace.trim_end_matches('.').to_ascii_lowercase(),
             service,
@@ -87,6 +91,7 @@ impl Entry {
             ipv4: self.ipv4,
             ipv6: self.ipv6,
             port,
+            ports: self.ports,
             attributes: self.attributes,
             healthy: self.healthy,
             ..InstanceSpec::default()
@@ -117,6 +122,27 @@ mod tests {
         let json = r#"{"instances": [{"namespace": "internal", "service": "db", "id": "x", "ipv6": "::1", "healthy": false}]}"#;
         let parsed = parse(json, true).unwrap();
         assert!(!parsed[0].1.healthy);
+    }
+
+    #[test]
+    fn reads_named_ports() {
+        let toml = r#"
+            [[instances]]
+            namespace = "internal"
+            service = "api"
+            id = "a-1"
+            ipv4 = "10.0.0.9"
+            port = 8080
+            ports = { grpc = 9090, dns = { port = 53, protocol = "udp" } }
+        "#;
+        let parsed = parse(toml, false).unwrap();
+        let ports = &parsed[0].1.ports;
+        assert_eq!(ports["grpc"].port, 9090);
+        assert_eq!(ports["dns"].protocol, crate::registry::Protocol::Udp);
+        let bad = toml.replace("grpc = 9090", "GRPC = 9090");
+        let error = parse(&bad, false).unwrap_err().to_string();
+        assert!(error.contains("ports") && error.contains("GRPC"), "{error}");
+        assert!(parse(&toml.replace("9090", "0"), false).is_err());
     }
 
     #[test]

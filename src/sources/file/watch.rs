@@ -21,8 +21,9 @@ pub fn source_id(config: &FileSourceConfig) -> SourceId {
     SourceId::new(format!("file:{}", config.path.display()))
 }
 
-/// Watches the file and syncs it into the registry until shutdown.
-pub async fn run(config: FileSourceConfig, context: SourceContext) {
+/// Watches the file and syncs it into the registry until shutdown; a configuration
+/// reload (SIGHUP) rereads and reapplies it.
+pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
     let source = source_id(&config);
     let path = config.path;
     let (events, mut changed) = mpsc::channel::<()>(1);
@@ -35,6 +36,7 @@ pub async fn run(config: FileSourceConfig, context: SourceContext) {
         tokio::select! {
             _ = context.shutdown.cancelled() => return,
             _ = changed.recv() => tokio::time::sleep(SETTLE).await,
+            Ok(()) = context.reload.changed() => last = Seen::Nothing,
             _ = tokio::time::sleep(POLL) => {}
         }
         while changed.try_recv().is_ok() {}

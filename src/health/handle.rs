@@ -1,0 +1,165 @@
+//! The health task's handle (heartbeats, the publish hook, where checks may go) and the
+//! task itself, restartable: its commands outlive a run that panics.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::HealthMetrics;
+use super::scheduler::{self, has_timers};
+use super::targets::CheckLimits;
+use crate::registry::{InstanceKey, PublishHook, RegistryHandle, Snapshot};
+
+/// Checks running at once at most; more wait for a slot (the next tick skips a check
+/// still running).
+const CONCURRENT_CHECKS: usize = 512;
+
+/// Why a heartbeat was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("instance {0} does not exist")]
+    NotFound(InstanceKey),
+    #[error("instance {0} was registered without a heartbeat_ttl")]
+    NoTtl(InstanceKey),
+    #[error("the health task has stopped")]
+    Stopped,
+}
+
+/// What the task is asked to do, in the order asked.
+pub(super) enum Command {
+    /// Services whose instances may have changed, in the snapshot that changed them
+    /// (registry readers may see it only once every publish hook has run).
+    Touched(Arc<Snapshot>, BTreeSet<(String, String)>),
+    Heartbeat(InstanceKey, oneshot::Sender<Result<(), HeartbeatError>>),
+    /// Panic, as a bug would: tests of the restart.
+    #[cfg(test)]
+    Crash,
+}
+
+/// What every run of the task shares.
+#[derive(Clone)]
+pub(super) struct Parts {
+    pub registry: RegistryHandle,
+    pub metrics: HealthMetrics,
+    pub limits: Arc<CheckLimits>,
+    pub client: reqwest::Client,
+    pub slots: Arc<Semaphore>,
+}
+
+/// A handle to the health task.
+#[derive(Clone)]
+pub struct Health {
+    commands: mpsc::UnboundedSender<Command>,
+    limits: Arc<CheckLimits>,
+}
+
+/// The health task, to run under a supervisor: each [`HealthTask::run`] starts from the
+/// registry's state and reads the same commands, so heartbeats and the publish hook keep
+/// working across a restart after a panic.
+pub struct HealthTask {
+    parts: Parts,
+    /// Held by the run in progress; a run that panics drops it for the next.
+    commands: Arc<Mutex<mpsc::UnboundedReceiver<Command>>>,
+    shutdown: CancellationToken,
+}
+
+impl Health {
+    /// The health task (to run) and its handle; `registry` is where it sends changes and
+    /// reads instances, `limits` where checks may go.
+    pub fn new(
+        registry: RegistryHandle,
+        metrics: HealthMetrics,
+        limits: CheckLimits,
+        shutdown: CancellationToken,
+    ) -> (Self, HealthTask) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // A fresh connection per check, as kubelet's and Consul's HTTP probes do: over
+            // a kept-alive connection a check passes after the listener has closed.
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client without TLS builds");
+        let limits = Arc::new(limits);
+        let parts = Parts {
+            registry,
+            metrics,
+            limits: limits.clone(),
+            client,
+            slots: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+        };
+        let task = HealthTask {
+            parts,
+            commands: Arc::new(Mutex::new(receiver)),
+            shutdown,
+        };
+        (Self { commands, limits }, task)
+    }
+
+    /// Where checks may go and how often (`[health]`).
+    pub fn limits(&self) -> &CheckLimits {
+        &self.limits
+    }
+
+    /// The hook that tells the task which services a registry change touched.
+    ///
+    /// Until some instance has a heartbeat TTL or a check, the task holds no timers and
+    /// a change gives it nothing to do, so nothing is sent: a registry without health
+    /// checks pays no wake-up of the task per change. Once one has, every change is sent.
+    pub fn publish_hook(&self) -> PublishHook {
+        let commands = self.commands.clone();
+        let (mut armed, mut first) = (false, true);
+        Box::new(move |snapshot, touched| {
+            armed = armed
+                || match std::mem::replace(&mut first, false) {
+                    // The snapshot the hook is attached with: the task starts from it.
+                    true => snapshot
+                        .namespaces
+                        .values()
+                        .flat_map(|namespace| namespace.services.values())
+                        .any(|service| has_timers(service)),
+                    false => touched
+                        .services
+                        .iter()
+                        .filter_map(|(ns, svc)| snapshot.service(ns, svc))
+                        .any(|service| has_timers(service)),
+                };
+            if armed && !touched.services.is_empty() {
+                let services = touched.services.clone();
+                let _ = commands.send(Command::Touched(snapshot.clone(), services));
+            }
+        })
+    }
+
+    /// Renews an instance's heartbeat: its deadline moves to now + TTL, and if it had
+    /// expired it is healthy again before this returns.
+    pub async fn heartbeat(&self, key: InstanceKey) -> Result<(), HeartbeatError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Heartbeat(key, reply))
+            .map_err(|_| HeartbeatError::Stopped)?;
+        answer.await.map_err(|_| HeartbeatError::Stopped)?
+    }
+
+    /// Makes the task panic.
+    #[cfg(test)]
+    pub(super) fn crash(&self) {
+        let _ = self.commands.send(Command::Crash);
+    }
+}
+
+impl HealthTask {
+    /// One run of the task: timers rebuilt from the registry's current snapshot (every
+    /// heartbeat gets a full TTL of grace, checks start over from the health the
+    /// registry holds), then commands and timers until shutdown.
+    pub fn run(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let (parts, commands) = (self.parts.clone(), self.commands.clone());
+        let shutdown = self.shutdown.clone();
+        async move {
+            let mut commands = commands.lock_owned().await;
+            scheduler::run(parts, &mut commands, shutdown).await
+        }
+    }
+}

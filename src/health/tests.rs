@@ -1,0 +1,199 @@
+//! The health task as muster runs it: under the supervisor, fed by the registry's
+//! publish hook. A spec that skipped validation cannot panic it; a panic restarts it from
+//! the registry's state with its channels intact; a denied target is not probed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CheckLimits, Health, HealthMetrics};
+use crate::config::Config;
+use crate::registry::{
+    Change, ChangeError, CheckSpec, Instance, InstanceKey, InstanceSpec, Registry, RegistryHandle,
+    Snapshot, SourceId,
+};
+use crate::task::{State, Supervisor};
+
+/// A registry (namespace `internal`) and the health task on it, both stopped by `stop`.
+struct Setup {
+    registry: RegistryHandle,
+    health: Health,
+    supervisor: Supervisor,
+    stop: CancellationToken,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let namespaces = Config::default().validate().unwrap();
+        let mut registry = Registry::new(Snapshot::new(namespaces, []));
+        let stop = CancellationToken::new();
+        let (health, task) = Health::new(
+            registry.handle(),
+            HealthMetrics::default(),
+            CheckLimits::default(),
+            stop.clone(),
+        );
+        registry.on_publish(health.publish_hook());
+        let handle = registry.handle();
+        tokio::spawn(registry.run(stop.clone()));
+        let supervisor = Supervisor::new(stop.clone(), &mut Default::default());
+        supervisor.spawn("health", move || task.run());
+        Self {
+            registry: handle,
+            health,
+            supervisor,
+            stop,
+        }
+    }
+
+    /// Registers `id` in `internal/hb` as `source`, unvalidated (as a replayed log is).
+    async fn register(&self, id: &str, spec: InstanceSpec, source: &str) {
+        let change = Change::Upsert {
+            key: key(id),
+            spec,
+            source: SourceId::new(source),
+        };
+        self.registry.apply(change).await.unwrap();
+    }
+
+    fn instance(&self, id: &str) -> Arc<Instance> {
+        let snapshot = self.registry.snapshot();
+        snapshot.service("internal", "hb").unwrap().instances[id].clone()
+    }
+
+    async fn wait_for(&self, id: &str, what: &str, test: impl Fn(&Instance) -> bool) {
+        for _ in 0..300 {
+            if test(&self.instance(id)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id}: {what} within 3 s; it is {:?}", self.instance(id));
+    }
+
+    fn restarts(&self) -> (State, u64) {
+        let (_, status) = self.supervisor.states().list().remove(0);
+        (status.state, status.restarts)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn key(id: &str) -> InstanceKey {
+    InstanceKey {
+        namespace: "internal".into(),
+        service: "hb".into(),
+        id: id.into(),
+    }
+}
+
+fn with_ttl(ttl: Duration) -> InstanceSpec {
+    InstanceSpec {
+        ipv4: Some("10.0.0.1".parse().unwrap()),
+        healthy: true,
+        heartbeat_ttl: Some(ttl),
+        ..InstanceSpec::default()
+    }
+}
+
+fn tcp_check(json: &str) -> Option<Arc<CheckSpec>> {
+    Some(Arc::new(serde_json::from_str(json).unwrap()))
+}
+
+/// The issue's attack, as an old log replays it: a century-long interval and TTL, and an
+/// interval whose 80% overflows. The task used to panic ("invalid deadline"). The
+/// registry's writer now refuses such specs from any sender, a replayed log included (the
+/// arithmetic that would have overflowed saturates too: `check.rs`'s tests), and the task
+/// goes on timing everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn specs_that_skipped_validation_never_reach_the_task() {
+    let setup = Setup::start();
+    let huge = Duration::from_secs(100 * 365 * 86_400);
+    for (id, interval) in [("century", "100y"), ("overflow", "150000000000y")] {
+        let spec = InstanceSpec {
+            port: Some(80),
+            check: tcp_check(&format!(r#"{{"tcp": true, "interval": "{interval}"}}"#)),
+            ..with_ttl(huge)
+        };
+        let change = Change::Upsert {
+            key: key(id),
+            spec,
+            source: SourceId::new("api"),
+        };
+        let refused = setup.registry.apply(change).await;
+        assert!(
+            matches!(refused, Err(ChangeError::Invalid(_))),
+            "{refused:?}"
+        );
+    }
+    setup
+        .register("short", with_ttl(Duration::from_millis(200)), "api")
+        .await;
+    setup
+        .wait_for("short", "heartbeat expired", |i| !i.heartbeat_ok)
+        .await;
+    setup.health.heartbeat(key("short")).await.unwrap();
+    assert!(setup.instance("short").heartbeat_ok);
+    assert_eq!(
+        setup.restarts(),
+        (State::Running, 0),
+        "the task never panicked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_restarts_the_task_with_its_channels() {
+    let setup = Setup::start();
+    setup
+        .register("a", with_ttl(Duration::from_secs(30)), "api")
+        .await;
+    setup.health.heartbeat(key("a")).await.unwrap();
+
+    setup.health.crash();
+    // Sent while the task is down or restarting: answered by the next run.
+    setup.health.heartbeat(key("a")).await.unwrap();
+    assert_eq!(setup.restarts(), (State::Running, 1));
+
+    // The publish hook feeds the new run: a new instance's deadline is kept...
+    setup
+        .register("b", with_ttl(Duration::from_millis(200)), "api")
+        .await;
+    setup
+        .wait_for("b", "heartbeat expired", |i| !i.heartbeat_ok)
+        .await;
+    // ...and its heartbeat brings it back.
+    setup.health.heartbeat(key("b")).await.unwrap();
+    assert!(setup.instance("b").heartbeat_ok);
+}
+
+/// An instance from another source (here a file) whose check target `[health]` denies
+/// is not probed; its check_reason says why and its health is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_target_is_not_checked_and_says_why() {
+    let setup = Setup::start();
+    let spec = InstanceSpec {
+        ipv4: Some("169.254.169.254".parse().unwrap()),
+        port: Some(80),
+        healthy: true,
+        check: tcp_check(r#"{"tcp": true, "interval": "100ms"}"#),
+        ..InstanceSpec::default()
+    };
+    setup.register("imds", spec, "file:/etc/static.toml").await;
+    setup
+        .wait_for("imds", "a reason", |i| i.check_reason.is_some())
+        .await;
+    let instance = setup.instance("imds");
+    let reason = instance.check_reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("not checked: 169.254.169.254 is in [health] deny 169.254.0.0/16"),
+        "{reason}"
+    );
+    // Probed every 100 ms, it would have failed twice (80 ms timeouts) by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(setup.instance("imds").is_healthy(), "health unchanged");
+}

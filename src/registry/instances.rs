@@ -1,0 +1,272 @@
+//! Changes to instances: register, deregister, health, and a source's full sync.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::admission::{Admission, Limit, exceeded};
+use super::catalog::{admit_service, implicit_service};
+use super::change::{Change, ChangeError, InstanceKey};
+use super::model::{Instance, InstanceSpec, SourceId};
+use super::state::{State, Touched};
+
+impl State {
+    /// Refuses an API registration that would pass a ceiling.
+    pub(super) fn admit_instance(
+        &self,
+        key: &InstanceKey,
+        spec: &InstanceSpec,
+        admission: &Admission,
+    ) -> Result<(), ChangeError> {
+        admission.attributes(&spec.attributes)?;
+        let namespace = self.namespace_ref(&key.namespace)?;
+        let Some(service) = namespace.services.get(key.service.as_str()) else {
+            return admit_service(&key.namespace, namespace.services.len(), admission);
+        };
+        if service.instances.contains_key(key.id.as_str()) {
+            return Ok(());
+        }
+        if service.instances.len() >= admission.instances_per_service {
+            return Err(exceeded(
+                Limit::InstancesPerService,
+                format!(
+                    "service {}/{} has {} instances; the limit is {}",
+                    key.namespace,
+                    key.service,
+                    service.instances.len(),
+                    admission.instances_per_service
+                ),
+            ));
+        }
+        if self.api_instances() >= admission.instances {
+            return Err(exceeded(
+                Limit::Instances,
+                format!(
+                    "{} instances are registered through the APIs; the limit is {}",
+                    self.api_instances(),
+                    admission.instances
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Registers or replaces an instance, creating its service implicitly if needed; an
+    /// instance another source owns is refused.
+    pub(super) fn upsert(
+        &mut self,
+        key: InstanceKey,
+        spec: InstanceSpec,
+        source: SourceId,
+        now: SystemTime,
+        touched: &mut Touched,
+    ) -> Result<bool, ChangeError> {
+        let namespace = self.namespace_mut(&key.namespace)?;
+        let settings = namespace.settings.clone();
+        let mut created_service = None;
+        let service = namespace
+            .services
+            .entry(key.service.as_str().into())
+            .or_insert_with(|| {
+                let service = implicit_service(&settings, &key.service, now);
+                created_service = Some(service.meta.id.clone());
+                Arc::new(service)
+            });
+        let old = service.instances.get(key.id.as_str());
+        if let Some(old) = old.filter(|old| old.source != source) {
+            // Nothing was created: the service exists, since the instance does.
+            return Err(ChangeError::OwnedByOther {
+                owner: old.source.clone(),
+                key,
+            });
+        }
+        if old.is_some_and(|old| old.spec == spec && old.heartbeat_ok) {
+            return Ok(false);
+        }
+        let mut instance = Instance {
+            id: key.id.clone(),
+            source: source.clone(),
+            heartbeat_ok: true,
+            check_ok: true,
+            check_reason: None,
+            created: old.map_or(now, |old| old.created),
+            updated: now,
+            spec,
+        };
+        // The check starts over when what it probes changes; otherwise its verdict stays.
+        let check = instance.check(&service.policy).cloned();
+        match old {
+            Some(old)
+                if old.check(&service.policy) == check.as_ref()
+                    && same_target(&old.spec, &instance.spec) =>
+            {
+                instance.check_ok = old.check_ok;
+                instance.check_reason = old.check_reason.clone();
+            }
+            _ if check.as_ref().is_some_and(|c| c.start_unhealthy) => {
+                instance.check_ok = false;
+                instance.check_reason = Some("waiting for the first passing checks".to_owned());
+            }
+            _ => {}
+        }
+        let service = Arc::make_mut(service);
+        service
+            .instances
+            .insert(key.id.as_str().into(), Arc::new(instance));
+        service.instances_revision += 1;
+        if let Some(id) = created_service {
+            self.snapshot
+                .service_ids
+                .insert(id, (key.namespace.clone(), key.service.clone()));
+        }
+        touched
+            .services
+            .insert((key.namespace.clone(), key.service.clone()));
+        self.owned.entry(source).or_default().insert(key);
+        Ok(true)
+    }
+
+    /// Changes an existing instance in place (health, heartbeat) without counting it as a
+    /// new registration; `edit` says whether it changed anything.
+    pub(super) fn update_instance(
+        &mut self,
+        key: &InstanceKey,
+        touched: &mut Touched,
+        edit: impl FnOnce(&mut Instance) -> bool,
+    ) -> Result<bool, ChangeError> {
+        let mut instance = (**self.instance(key)?).clone();
+        if !edit(&mut instance) {
+            return Ok(false);
+        }
+        let namespace = self.namespace_mut(&key.namespace)?;
+        if let Some(service) = namespace.services.get_mut(key.service.as_str()) {
+            Arc::make_mut(service)
+                .instances
+                .insert(key.id.as_str().into(), Arc::new(instance));
+        }
+        touched
+            .services
+            .insert((key.namespace.clone(), key.service.clone()));
+        Ok(true)
+    }
+
+    /// Removes an instance that exists; an implicit service left empty goes with it.
+    pub(super) fn remove(&mut self, key: &InstanceKey, touched: &mut Touched) {
+        let Ok(namespace) = self.namespace_mut(&key.namespace) else {
+            return;
+        };
+        let Some(service) = namespace.services.get_mut(key.service.as_str()) else {
+            return;
+        };
+        let service = Arc::make_mut(service);
+        let Some(old) = service.instances.remove(key.id.as_str()) else {
+            return;
+        };
+        service.instances_revision += 1;
+        if service.instances.is_empty() && !service.meta.declared {
+            let id = service.meta.id.clone();
+            namespace.services.remove(key.service.as_str());
+            self.snapshot.service_ids.remove(&id);
+        }
+        if let Some(keys) = self.owned.get_mut(&old.source) {
+            keys.remove(key);
+        }
+        touched
+            .services
+            .insert((key.namespace.clone(), key.service.clone()));
+    }
+
+    pub(super) fn sync(
+        &mut self,
+        source: SourceId,
+        instances: Vec<(InstanceKey, InstanceSpec)>,
+        now: SystemTime,
+        touched: &mut Touched,
+    ) -> bool {
+        let mut changed = self.snapshot.unsynced.remove(&source).is_some();
+        let wanted: BTreeMap<InstanceKey, InstanceSpec> = instances.into_iter().collect();
+        let stale: Vec<InstanceKey> = self
+            .owned
+            .get(&source)
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| !wanted.contains_key(*k))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in stale {
+            self.remove(&key, touched);
+            changed = true;
+        }
+        for (key, spec) in wanted {
+            match self.upsert(key, spec, source.clone(), now, touched) {
+                Ok(upserted) => changed |= upserted,
+                Err(error) => tracing::warn!(%source, %error, "sync skipped an instance"),
+            }
+        }
+        changed
+    }
+
+    /// Deregisters an instance; only its owner may.
+    pub(super) fn remove_owned(
+        &mut self,
+        key: InstanceKey,
+        source: SourceId,
+        touched: &mut Touched,
+    ) -> Result<bool, ChangeError> {
+        let owner = self.instance(&key)?.source.clone();
+        if owner != source {
+            return Err(ChangeError::OwnedByOther { key, owner });
+        }
+        self.remove(&key, touched);
+        Ok(true)
+    }
+}
+
+impl State {
+    /// Applies a [`Change::Batch`](super::Change::Batch): every part or none. On a
+    /// refusal the snapshot (an O(1) copy) is put back, and the ownership index is
+    /// repaired for the keys the batch reached, the only ones it can have changed.
+    pub(super) fn batch(
+        &mut self,
+        source: SourceId,
+        changes: Vec<(InstanceKey, Option<InstanceSpec>)>,
+        now: SystemTime,
+        touched: &mut Touched,
+        admission: Option<&Admission>,
+    ) -> Result<bool, ChangeError> {
+        let (before, touched_before) = (self.snapshot.clone(), touched.clone());
+        let mut reached = Vec::with_capacity(changes.len());
+        let mut changed = false;
+        for (key, spec) in changes {
+            reached.push(key.clone());
+            let owner = source.clone();
+            let result = match spec {
+                Some(spec) => {
+                    let upsert = Change::Upsert {
+                        key,
+                        spec,
+                        source: owner,
+                    };
+                    self.apply(upsert, now, touched, admission)
+                }
+                None => self.remove_owned(key, owner, touched),
+            };
+            match result {
+                Ok(part) => changed |= part,
+                Err(error) => {
+                    *touched = touched_before;
+                    self.restore(before, &reached);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether an active check would probe the same address and port.
+fn same_target(a: &InstanceSpec, b: &InstanceSpec) -> bool {
+    a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6 && a.port == b.port
+}
