@@ -34,7 +34,7 @@ import dns.rrset
 import pytest
 import requests
 
-from cfn import evaluate, generated_configs, load_template
+from cfn import evaluate, generated_configs, load_template, resources
 from harness import REPO, Muster, answer_rdata, muster_bin, wait_until
 from moto_ecs import REGION
 
@@ -98,39 +98,162 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
     assert p.returncode & 2, f"cfn-lint accepted a listener protocol DNS:\n{p.stdout}"
 
 
+def stack(template, params):
+    """The resources a template creates with these parameters (the rest at their defaults),
+    every intrinsic function evaluated."""
+    text = load_template(DEPLOY / template)
+    defaults = {}
+    for name, spec in text["Parameters"].items():
+        if "Default" in spec:
+            default = spec["Default"]
+            defaults[name] = default.split(",") if spec["Type"] == "CommaDelimitedList" else default
+    return resources(text, {**defaults, **EXAMPLE_PARAMS, **params})
+
+
+def rendered_configs(template, params):
+    """{task definition: the muster config it passes, parsed} with these parameters."""
+    out = {}
+    for name, resource in stack(template, params).items():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            (container,) = resource["Properties"]["ContainerDefinitions"]
+            env = {e["Name"]: e["Value"] for e in container["Environment"]}
+            out[name] = tomllib.loads(env["MUSTER_CONFIG_TOML"])
+    return out
+
+
+# The resolver template's modes, as the parameters that select them; the examples'
+# addresses (deploy/config/ecs-resolver-*.toml).
+NETWORK = {"DnsAddressA": "10.0.0.53", "DnsAddressB": "10.0.16.53", "VpcCidr": "10.0.0.0/16", "ReconcileInterval": "60s"}
+ETCD_MEMBERS = ["10.0.0.10", "10.0.16.10", "10.0.32.10"]
+ETCD_ON_EC2 = {
+    "Registry": "etcd-on-ec2",
+    "EtcdAddressA": ETCD_MEMBERS[0],
+    "EtcdAddressB": ETCD_MEMBERS[1],
+    "EtcdAddressC": ETCD_MEMBERS[2],
+    "EtcdSubnetC": "subnet-0cccccccccccccccc",
+    "EtcdAmi": "ami-0123456789abcdef0",
+}
+ETCD_EXISTING = {"Registry": "etcd", "EtcdEndpoints": [f"http://{a}:2379" for a in ETCD_MEMBERS]}
+TO_REPLICAS = {"ForwardTo": "replicas", "ReplicaAmi": "ami-0fedcba9876543210"}
+RESOLVER_MODES = {
+    "local": {},
+    "local-to-replicas": TO_REPLICAS,
+    "etcd": ETCD_EXISTING,
+    "etcd-on-ec2": ETCD_ON_EC2,
+    "etcd-on-ec2-to-replicas": {**ETCD_ON_EC2, **TO_REPLICAS},
+}
+
+
 @pytest.mark.parametrize(
-    "template, example, params",
+    "mode, example, queue",
     [
-        (
-            "ecs-resolver.yaml",
-            "ecs-resolver.toml",
-            {"ReconcileInterval": "60s", "Queue": "https://sqs.eu-west-1.amazonaws.com/123456789012/muster-a"},
-        ),
-        ("ecs-sidecar.yaml", "ecs-sidecar.toml", {"ReconcileInterval": "15s"}),
+        ("local", "ecs-resolver.toml", "muster-a"),
+        ("etcd", "ecs-resolver-etcd.toml", "muster-events"),
+        ("etcd-on-ec2", "ecs-resolver-etcd.toml", "muster-events"),
+        ("etcd-on-ec2-to-replicas", "ecs-resolver-replicas.toml", "muster-events"),
     ],
 )
-def test_template_generates_the_example_config(template, example, params):
-    configs = generated_configs(load_template(DEPLOY / template))
-    assert configs, f"{template}: no MUSTER_CONFIG_TOML"
+def test_resolver_template_generates_the_example_config(mode, example, queue):
+    url = f"https://sqs.{EXAMPLE_REGION}.amazonaws.com/123456789012/{queue}"
+    params = {**NETWORK, **RESOLVER_MODES[mode], "QueueA": url, "QueueB": url}
+    configs = rendered_configs("ecs-resolver.yaml", params)
     want = tomllib.loads((DEPLOY / "config" / example).read_text())
-    for name, value in configs.items():
-        # Each replica's queue is its own resource; give it the example's URL.
-        scope = {**EXAMPLE_PARAMS, **params, "QueueA": params.get("Queue"), "QueueB": params.get("Queue")}
-        have = tomllib.loads(evaluate(value, scope))
-        assert have == want, f"{template} {name} generates\n{have}\nnot deploy/config/{example}\n{want}"
+    assert configs["TaskDefinitionA"] == want, f"replica A generates\n{configs['TaskDefinitionA']}\nnot {example}"
+    if mode.endswith("to-replicas"):
+        # Replica B answers on its own address.
+        assert want["dns"]["listen"] == [f"{NETWORK['DnsAddressA']}:53"]
+        want["dns"]["listen"] = [f"{NETWORK['DnsAddressB']}:53"]
+    assert configs["TaskDefinitionB"] == want
 
 
-def test_resolver_replicas_differ_only_in_their_queue():
-    configs = generated_configs(load_template(DEPLOY / "ecs-resolver.yaml"))
+def test_sidecar_template_generates_the_example_config():
+    configs = generated_configs(load_template(DEPLOY / "ecs-sidecar.yaml"))
+    assert sorted(configs) == ["TaskDefinition"]
+    have = tomllib.loads(evaluate(configs["TaskDefinition"], {**EXAMPLE_PARAMS, "ReconcileInterval": "15s"}))
+    assert have == tomllib.loads((DEPLOY / "config" / "ecs-sidecar.toml").read_text())
+
+
+@pytest.mark.parametrize("mode", RESOLVER_MODES)
+def test_resolver_replicas_differ_only_in_their_queue_and_address(mode):
+    configs = rendered_configs("ecs-resolver.yaml", {**NETWORK, **RESOLVER_MODES[mode]})
     assert sorted(configs) == ["TaskDefinitionA", "TaskDefinitionB"]
-    rendered = {}
-    for name, value in configs.items():
-        scope = {**EXAMPLE_PARAMS, "ReconcileInterval": "60s", "QueueA": "queue-a", "QueueB": "queue-b"}
-        rendered[name] = tomllib.loads(evaluate(value, scope))
-    a, b = rendered["TaskDefinitionA"], rendered["TaskDefinitionB"]
-    assert (a["sources"]["ecs"][0]["queue_url"], b["sources"]["ecs"][0]["queue_url"]) == ("queue-a", "queue-b")
-    a["sources"]["ecs"][0]["queue_url"] = b["sources"]["ecs"][0]["queue_url"] = None
+    a, b = configs["TaskDefinitionA"], configs["TaskDefinitionB"]
+    queues = (a["sources"]["ecs"][0].pop("queue_url"), b["sources"]["ecs"][0].pop("queue_url"))
+    # One queue per replica without etcd; with etcd one for the deployment.
+    assert queues == (("{QueueA}", "{QueueB}") if mode.startswith("local") else ("{QueueA}", "{QueueA}"))
+    listen = (a["dns"].pop("listen"), b["dns"].pop("listen"))
+    if mode.endswith("to-replicas"):
+        assert listen == (["10.0.0.53:53"], ["10.0.16.53:53"])
+    else:
+        assert listen == (["0.0.0.0:53"], ["0.0.0.0:53"])
     assert a == b
+    assert ("etcd" in a) == (mode != "local" and not mode.startswith("local-"))
+
+
+def by_type(resources_, kind):
+    return {name: r["Properties"] for name, r in resources_.items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("mode", RESOLVER_MODES)
+def test_resolver_mode_feeds_every_queue_and_lets_the_replicas_read_it(mode):
+    res = stack("ecs-resolver.yaml", {**NETWORK, **RESOLVER_MODES[mode]})
+    queues = {f"{{{name}.Arn}}" for name in by_type(res, "AWS::SQS::Queue")} - {"{DeadLetterQueue.Arn}"}
+    assert queues == ({"{QueueA.Arn}", "{QueueB.Arn}"} if mode.startswith("local") else {"{QueueA.Arn}"})
+    (rule,) = by_type(res, "AWS::Events::Rule").values()
+    assert {target["Arn"] for target in rule["Targets"]} == queues
+    (policy,) = by_type(res, "AWS::SQS::QueuePolicy").values()
+    (send,) = policy["PolicyDocument"]["Statement"]
+    assert set(send["Resource"]) == queues | {"{DeadLetterQueue.Arn}"}
+    role = res["TaskRole"]["Properties"]
+    (read,) = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Sid"] == "OwnQueues"]
+    assert set(read["Resource"]) == queues
+
+
+@pytest.mark.parametrize("mode", RESOLVER_MODES)
+def test_resolver_rule_targets_what_answers_dns(mode):
+    res = stack("ecs-resolver.yaml", {**NETWORK, **RESOLVER_MODES[mode]})
+    (rule,) = by_type(res, "AWS::Route53Resolver::ResolverRule").values()
+    targets = sorted(t["Ip"] for t in rule["TargetIps"])
+    assert targets == ["10.0.0.53", "10.0.16.53"]
+    services = by_type(res, "AWS::ECS::Service")
+    if mode.endswith("to-replicas"):
+        assert not by_type(res, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+        interfaces = by_type(res, "AWS::EC2::NetworkInterface")
+        assert sorted(i["PrivateIpAddress"] for i in interfaces.values()) == targets
+        # Each interface is an instance's own, and each replica's service is placed on the
+        # instance that holds its address (the user data sets the attribute).
+        instances = by_type(res, "AWS::EC2::Instance")
+        held = sorted(i["NetworkInterfaces"][0]["NetworkInterfaceId"] for i in instances.values() if "Replica" in str(i))
+        assert held == ["{ReplicaInterfaceA}", "{ReplicaInterfaceB}"]
+        (template,) = [lt for name, lt in by_type(res, "AWS::EC2::LaunchTemplate").items() if name.startswith("Replica")]
+        assert '"muster-address": "$address"' in template["LaunchTemplateData"]["UserData"]
+        placed = sorted(s["PlacementConstraints"][0]["Expression"] for s in services.values())
+        assert placed == [f"attribute:muster-address == {ip}" for ip in targets]
+        assert {s["LaunchType"] for s in services.values()} == {"EC2"}
+    else:
+        (lb,) = by_type(res, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+        assert sorted(m["PrivateIPv4Address"] for m in lb["SubnetMappings"]) == targets
+        assert {s["LaunchType"] for s in services.values()} == {"FARGATE"}
+
+
+@pytest.mark.parametrize("mode", ["etcd-on-ec2", "etcd-on-ec2-to-replicas"])
+def test_etcd_on_ec2_is_three_members_in_three_subnets_with_a_volume_each(mode):
+    res = stack("ecs-resolver.yaml", {**NETWORK, **RESOLVER_MODES[mode]})
+    members = {n: i for n, i in by_type(res, "AWS::EC2::Instance").items() if n.startswith("Etcd")}
+    placed = sorted((i["NetworkInterfaces"][0]["SubnetId"], i["NetworkInterfaces"][0]["PrivateIpAddress"]) for i in members.values())
+    assert placed == sorted(zip(["{SubnetA}", "{SubnetB}", "subnet-0cccccccccccccccc"], ETCD_MEMBERS))
+    attachments = by_type(res, "AWS::EC2::VolumeAttachment").values()
+    assert sorted((a["InstanceId"], a["VolumeId"]) for a in attachments) == [
+        (f"{{EtcdInstance{x}}}", f"{{EtcdVolume{x}}}") for x in "ABC"
+    ]
+    for x in "ABC":
+        assert res[f"EtcdVolume{x}"]["DeletionPolicy"] == "Snapshot"
+
+
+def test_no_etcd_resources_without_etcd_on_ec2():
+    for mode in ("local", "etcd", "local-to-replicas"):
+        names = stack("ecs-resolver.yaml", {**NETWORK, **RESOLVER_MODES[mode]})
+        assert not [n for n in names if n.startswith("Etcd")], mode
 
 
 # What src/sources/ecs/aws.rs calls, as IAM actions (DeleteMessageBatch is authorized as
