@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import socket
@@ -35,6 +36,7 @@ import pytest
 import requests
 
 from cfn import evaluate, generated_configs, load_template, resources
+from etcd_cluster import EtcdCluster
 from harness import REPO, Muster, answer_rdata, muster_bin, wait_until
 from moto_ecs import REGION
 
@@ -402,6 +404,73 @@ def test_ecs_resolver_example_follows_tasks_and_events(start_example, aws):
     # The stop intent arrives through EventBridge and the queue, long before a reconcile.
     aws.publish(aws.detail(tasks[0], desired="STOPPED", version=2))
     wait_until(lambda: addresses(m) == [aws.ipv4(tasks[1])], timeout=5, message="stopped task out of DNS")
+
+
+class UserDataCluster(EtcdCluster):
+    """Three etcd members started as the resolver template's user data starts them on
+    EC2: Debian's etcd with the settings it writes to /etc/default/etcd, here as the
+    environment, each member on its own loopback address (the data dir moved)."""
+
+    def __init__(self, workdir, settings, addresses):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.names = ["etcd-a", "etcd-b", "etcd-c"]
+        self.addresses = addresses
+        self.procs = [None] * 3
+        self.logs = [None] * 3
+        self.settings = settings
+
+    @property
+    def endpoints(self):
+        return [f"http://{a}:2379" for a in self.addresses]
+
+    def command(self, i):
+        text = self.settings.replace("$member", self.names[i]).replace("$address", self.addresses[i])
+        env = dict(line.split("=", 1) for line in text.splitlines())
+        assert env.pop("ETCD_DATA_DIR") == "/var/lib/etcd/data"
+        env["ETCD_DATA_DIR"] = str(self.dir / self.names[i])
+        return ["env", *(f"{k}={v}" for k, v in env.items()), tool("etcd")]
+
+
+def test_etcd_members_user_data_bootstraps_the_cluster_the_etcd_examples_use(tmp_path, start_example, aws):
+    """Registry=etcd-on-ec2 end to end, but EC2: the members' settings from the rendered
+    user data form one cluster, and two replicas started with the two etcd examples (their
+    endpoints moved to it) share the registry in it."""
+    base = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    members = [f"{base}.{i}" for i in (2, 3, 4)]
+    params = {**NETWORK, **ETCD_ON_EC2, "EtcdAddressA": members[0], "EtcdAddressB": members[1]}
+    params |= {"EtcdAddressC": members[2], "AWS::StackName": "muster-deploy-test"}
+    template = stack("ecs-resolver.yaml", params)["EtcdLaunchTemplate"]
+    script = template["Properties"]["LaunchTemplateData"]["UserData"]
+    assert not re.search(r"\{[A-Z][\w:]*\}", script), f"a CloudFormation variable is left:\n{script}"
+    p = run("bash", "-n", input=script)
+    assert p.returncode == 0, p.stderr
+    settings = re.search(r"(?s)cat >/etc/default/etcd <<CONFIG\n(.*?)\nCONFIG\n", script).group(1)
+    cluster = UserDataCluster(tmp_path / "etcd", settings, members)
+    try:
+        cluster.start()
+        aws.create_cluster("prod")
+        aws.register("api", port=8080)
+        tasks = aws.run("prod", "api", "api", count=2)
+        queue = aws.create_queue()
+
+        def rewrite(text):
+            for example, member in zip(ETCD_MEMBERS, members):
+                assert f"http://{example}:2379" in text
+                text = text.replace(f"http://{example}:2379", f"http://{member}:2379")
+            return to_moto(aws, queue)(text)
+
+        replicas = [start_example(name, rewrite) for name in ("ecs-resolver-etcd.toml", "ecs-resolver-replicas.toml")]
+        for m in replicas:
+            wait_until(lambda m=m: m.get("/readyz").status_code == 200, timeout=20, message="/readyz")
+            assert addresses(m) == sorted(aws.ipv4(t) for t in tasks)
+        replicas[0].put_instance("internal", "web", "i-1", {"ipv4": "10.0.0.5", "port": 8080})
+        wait_until(lambda: addresses(replicas[1], "web.internal") == ["10.0.0.5"], timeout=5, message="web on B")
+        assert "/muster/ns/internal/web/i-1" in cluster.keys("/muster/")
+        serials = [m.dns_query("internal", "SOA").answer[0][0].serial for m in replicas]
+        assert serials[0] == serials[1], serials
+    finally:
+        cluster.stop()
 
 
 class Upstream:
