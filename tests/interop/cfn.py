@@ -116,6 +116,36 @@ def evaluate(value, params, conds=None):
     return {k: v for k, v in out.items() if v is not NO_VALUE}
 
 
+def broken_rules(template, params):
+    """The AssertDescriptions of the template's Rules that these parameters break (the
+    checks CloudFormation makes before it creates anything)."""
+
+    def value(node):
+        if isinstance(node, dict) and len(node) == 1:
+            ((fn, args),) = node.items()
+            if fn == "Ref":
+                return params[args]
+            if fn == "Fn::Equals":
+                return value(args[0]) == value(args[1])
+            if fn == "Fn::Not":
+                return not value(args[0])
+            if fn == "Fn::And":
+                return all(value(a) for a in args)
+            if fn == "Fn::Or":
+                return any(value(a) for a in args)
+            if fn == "Fn::Contains":
+                return value(args[1]) in value(args[0])
+            raise AssertionError(f"rule function not handled here: {fn}")
+        return node
+
+    broken = []
+    for rule in template.get("Rules", {}).values():
+        if "RuleCondition" in rule and not value(rule["RuleCondition"]):
+            continue
+        broken += [a["AssertDescription"] for a in rule["Assertions"] if not value(a["Assert"])]
+    return broken
+
+
 def resources(template, params):
     """{logical id: resource with every intrinsic function evaluated} of the resources
     the template creates with the given parameters (their Condition true)."""

@@ -1,7 +1,10 @@
 """deploy/ (issue 8): what a deployer takes from the repository works as shipped.
 
 - The CloudFormation templates pass cfn-lint, and the muster config each one generates is
-  the example in deploy/config/ (so checking and starting the examples checks the stacks).
+  the example in deploy/config/ (so checking and starting the examples checks the stacks);
+  in each mode of the resolver template (Registry, ForwardTo) the resources it creates fit
+  together (queues, forwarding targets, etcd members), its Rules require what the mode
+  uses, and the etcd members' user data bootstraps a cluster the etcd examples share.
 - Every deploy/config/*.toml passes `muster check-config`, and muster started with it
   (addresses and data_dir moved by the MUSTER_* overrides, AWS pointed at moto) answers
   /healthz and DNS as its mode promises.
@@ -35,7 +38,7 @@ import dns.rrset
 import pytest
 import requests
 
-from cfn import evaluate, generated_configs, load_template, resources
+from cfn import broken_rules, evaluate, generated_configs, load_template, resources
 from etcd_cluster import EtcdCluster
 from harness import REPO, Muster, answer_rdata, muster_bin, wait_until
 from moto_ecs import REGION
@@ -100,16 +103,21 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
     assert p.returncode & 2, f"cfn-lint accepted a listener protocol DNS:\n{p.stdout}"
 
 
-def stack(template, params):
-    """The resources a template creates with these parameters (the rest at their defaults),
-    every intrinsic function evaluated."""
-    text = load_template(DEPLOY / template)
+def with_defaults(text, params):
+    """params, with every parameter they leave out at its default."""
     defaults = {}
     for name, spec in text["Parameters"].items():
         if "Default" in spec:
             default = spec["Default"]
             defaults[name] = default.split(",") if spec["Type"] == "CommaDelimitedList" else default
-    return resources(text, {**defaults, **EXAMPLE_PARAMS, **params})
+    return {**defaults, **EXAMPLE_PARAMS, **params}
+
+
+def stack(template, params):
+    """The resources a template creates with these parameters (the rest at their defaults),
+    every intrinsic function evaluated."""
+    text = load_template(DEPLOY / template)
+    return resources(text, with_defaults(text, params))
 
 
 def rendered_configs(template, params):
@@ -250,6 +258,19 @@ def test_etcd_on_ec2_is_three_members_in_three_subnets_with_a_volume_each(mode):
     ]
     for x in "ABC":
         assert res[f"EtcdVolume{x}"]["DeletionPolicy"] == "Snapshot"
+
+
+@pytest.mark.parametrize("mode", RESOLVER_MODES)
+def test_resolver_rules_require_what_each_mode_uses(mode):
+    """The parameters that may be empty (a mode that does not use them) are required by
+    the template's Rules in the modes that do: each mode's parameters pass, and leaving
+    out any one of those it adds to the defaults breaks a rule."""
+    text = load_template(DEPLOY / "ecs-resolver.yaml")
+    params = {**NETWORK, **RESOLVER_MODES[mode]}
+    assert broken_rules(text, with_defaults(text, params)) == []
+    for name in set(RESOLVER_MODES[mode]) - {"Registry", "ForwardTo"}:
+        without = with_defaults(text, {k: v for k, v in params.items() if k != name})
+        assert broken_rules(text, without), f"{mode} without {name}"
 
 
 def test_no_etcd_resources_without_etcd_on_ec2():
