@@ -12,9 +12,9 @@ use rand::Rng;
 
 use super::named_ports;
 use super::qname::QueryName;
-use super::service_records::Candidate;
+use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords};
 use super::wire::Rr;
-use super::zone::{NamespaceZone, ServedInstance, ServiceRecords, Zone};
+use super::zone::{NamespaceZone, Zone};
 use crate::registry::Routing;
 
 /// The sections of a response, as hickory records decoded from the zone's wire forms
@@ -76,20 +76,6 @@ pub struct Pick<'z> {
     pub kind: PickKind,
     /// How many to answer with.
     pub wanted: usize,
-}
-
-/// Which record of each picked instance is answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PickKind {
-    A,
-    Aaaa,
-    /// SRV at `svc.ns`, with the targets' addresses as glue.
-    Srv,
-    /// SRV at `_svc._proto.ns`, with the same glue.
-    SrvAlias,
-    /// SRV at `_<name>._<proto>.svc.ns` for the service's `named[n]` port, with the
-    /// same glue.
-    Named(usize),
 }
 
 impl<'z> Pick<'z> {

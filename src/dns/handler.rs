@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -19,7 +19,7 @@ use super::metrics::DnsMetrics;
 use super::qname::QueryName;
 use super::rrl::Rrl;
 use super::transfer::{self, Rejection, Signer, Transfers};
-use super::wire::{HEADER_LEN, MIN_UDP_PAYLOAD, OPT_LEN};
+use super::wire::{HEADER_LEN, MIN_UDP_PAYLOAD, OPT_LEN, record_len_bound};
 use super::zone::{NamespaceZone, ZoneView};
 use crate::logging::Throttle;
 use crate::sources::update::Updates;
@@ -513,20 +513,6 @@ fn encoded<'a>(
         .destructive_emit(&mut BinEncoder::new(&mut bytes))
         .ok()?;
     Some(bytes)
-}
-
-/// An upper bound of a record's wire size, without compression.
-pub(super) fn record_len_bound(record: &Record) -> usize {
-    let name_len = |n: &hickory_proto::rr::Name| n.len() + 1;
-    let rdata = match &record.data {
-        RData::A(_) => 4,
-        RData::AAAA(_) => 16,
-        RData::SRV(srv) => 6 + name_len(&srv.target),
-        RData::NS(ns) => name_len(&ns.0),
-        RData::SOA(soa) => 20 + name_len(&soa.mname) + name_len(&soa.rname),
-        _ => usize::from(u16::MAX),
-    };
-    name_len(&record.name) + 10 + rdata
 }
 
 /// Sends the response `build` makes, with a TSIG when there is a `signer`: the MAC covers

@@ -9,6 +9,11 @@
 //!
 //! UDP responses are rate limited per source prefix ([`rrl`]) when `[dns.rrl]` says so.
 //!
+//! Layers, each using only those above it: `wire` (encoded records, shared constants);
+//! the zone data, `zone` with each service's records (`service_records`, `named_ports`)
+//! and the IXFR journal (`journal`); what reads it, [`answer`] and `transfer`; what
+//! serves requests, the `handler` (full path) and [`fast`] (which hands over to it).
+//!
 //! Metrics (see [`DnsMetrics`]): `muster_dns_queries_total{qtype,rcode}`,
 //! `muster_dns_truncated_total`, `muster_dns_rrl_dropped_total{class}`,
 //! `muster_dns_rrl_slipped_total{class}`, `muster_dns_handoff_dropped_total`,
@@ -20,6 +25,7 @@ mod answer;
 pub mod fast;
 mod forward;
 mod handler;
+mod journal;
 mod metrics;
 mod named_ports;
 mod names;
@@ -37,11 +43,12 @@ mod zone;
 pub use answer::{Answer, answer};
 pub use forward::Forwarder;
 pub use handler::Handler;
+pub use journal::JOURNAL_RECORDS;
 pub use metrics::DnsMetrics;
 pub use names::instance_label;
 pub use qname::QueryName;
 pub use rrl::Rrl;
 pub use server::{Listeners, bind, serve};
 pub use tcp::TcpMetrics;
-pub use transfer::{JOURNAL_RECORDS, Transfers, notify_secondaries};
+pub use transfer::{Transfers, notify_secondaries};
 pub use zone::{Zone, ZoneView};

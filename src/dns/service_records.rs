@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RecordType};
 
-use super::answer::PickKind;
 use super::named_ports::{self, NamedName, NamedSrv};
 use super::names::instance_label;
 use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
@@ -66,6 +65,20 @@ impl Candidate {
     pub fn bound(&self) -> usize {
         usize::from(self.bound)
     }
+}
+
+/// Which record of each picked instance is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PickKind {
+    A,
+    Aaaa,
+    /// SRV at `svc.ns`, with the targets' addresses as glue.
+    Srv,
+    /// SRV at `_svc._proto.ns`, with the same glue.
+    SrvAlias,
+    /// SRV at `_<name>._<proto>.svc.ns` for the service's `named[n]` port, with the
+    /// same glue.
+    Named(usize),
 }
 
 /// The record of an instance a kind of pick answers with.

@@ -5,7 +5,7 @@
 //! compression) and writing it into a response with its owner name either in full or as
 //! a compression pointer. Must not: know about queries, answer policy or sockets.
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
 };
@@ -169,11 +169,24 @@ fn name_len(wire: &[u8]) -> Option<usize> {
     }
 }
 
+/// An upper bound of a record's wire size, without compression.
+pub fn record_len_bound(record: &Record) -> usize {
+    let name_len = |n: &hickory_proto::rr::Name| n.len() + 1;
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + name_len(&srv.target),
+        RData::NS(ns) => name_len(&ns.0),
+        RData::SOA(soa) => 20 + name_len(&soa.mname) + name_len(&soa.rname),
+        _ => usize::from(u16::MAX),
+    };
+    name_len(&record.name) + 10 + rdata
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
 
-    use hickory_proto::rr::RData;
     use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 
     use super::*;

@@ -8,9 +8,9 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 
+use super::journal::{Delta, delta};
 use super::qname::{MAX_LABELS, QueryName};
-pub use super::service_records::{ServedInstance, ServiceRecords};
-use super::transfer::{Delta, delta};
+use super::service_records::ServiceRecords;
 use super::wire::{Rr, wire_name};
 use crate::registry::{
     Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,

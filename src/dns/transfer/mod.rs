@@ -11,7 +11,6 @@
 //! Metrics: `muster_dns_transfers_total{kind}`, `muster_dns_notify_total{result}`.
 
 mod notify;
-mod records;
 mod tsig;
 
 use std::net::{IpAddr, SocketAddr};
@@ -21,17 +20,12 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::config::TransferConfig;
-use crate::dns::handler::record_len_bound;
-use crate::dns::wire::Rr;
+use crate::dns::journal;
+use crate::dns::wire::{Rr, record_len_bound};
 use crate::dns::zone::NamespaceZone;
 
 pub use notify::run as notify_secondaries;
-pub(crate) use records::{Delta, delta};
 pub use tsig::{Rejection, Signer, TsigKey};
-
-/// Records kept per namespace journal: enough for thousands of small changes; a
-/// secondary further behind gets the whole zone.
-pub const JOURNAL_RECORDS: usize = 100_000;
 
 /// Bytes of records (before name compression) per message of a transfer.
 const MESSAGE_BUDGET: usize = 16 * 1024;
@@ -157,7 +151,7 @@ impl Part<'_> {
 /// the zone as they are taken; and which kind of answer that is.
 pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Parts<'_>) {
     let soa = Part::Wire(&zone.soa);
-    let current = records::serial(&zone.soa.record());
+    let current = journal::serial(&zone.soa.record());
     let Some(client) = client_serial else {
         return (Kind::Axfr, full(zone));
     };
@@ -195,7 +189,7 @@ pub fn current_soa(zone: &NamespaceZone) -> Parts<'_> {
 /// SOA, every record, SOA.
 fn full(zone: &NamespaceZone) -> Parts<'_> {
     let soa = std::iter::once(Part::Wire(&zone.soa));
-    let records = records::zone_records(zone).map(Part::Wire);
+    let records = journal::zone_records(zone).map(Part::Wire);
     Box::new(soa.clone().chain(records).chain(soa))
 }
 

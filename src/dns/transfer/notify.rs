@@ -17,8 +17,8 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::records::serial;
 use super::tsig::{Signer, TsigKey};
+use crate::dns::journal::serial;
 use crate::dns::metrics::DnsMetrics;
 use crate::dns::zone::ZoneView;
 

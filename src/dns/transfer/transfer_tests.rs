@@ -47,7 +47,7 @@ impl Fixture {
     }
 
     fn serial(&self) -> u32 {
-        records::serial(&self.view.load().namespace("internal").unwrap().soa.record())
+        crate::dns::journal::serial(&self.view.load().namespace("internal").unwrap().soa.record())
     }
 
     fn answer(&self, client: Option<u32>) -> (Kind, Vec<String>) {

@@ -1,13 +1,19 @@
 //! A namespace as a secondary sees it: every record muster serves, once, and the
-//! differences between two versions that IXFR sends.
+//! differences between two versions that IXFR sends, which each [`NamespaceZone`] keeps
+//! as its journal. Zone data, below the transfer protocol that reads it (`transfer`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Record, RecordType};
 
-use crate::dns::wire::Rr;
-use crate::dns::zone::{NamespaceZone, ServiceRecords};
+use super::service_records::ServiceRecords;
+use super::wire::Rr;
+use super::zone::NamespaceZone;
+
+/// Records kept per namespace journal: enough for thousands of small changes; a
+/// secondary further behind gets the whole zone.
+pub const JOURNAL_RECORDS: usize = 100_000;
 
 /// The changes from one serial to the next, as IXFR (RFC 1995) sends them.
 #[derive(Debug)]
