@@ -54,7 +54,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub health: HealthConfig,
-    /// The namespaces muster is authoritative for.
+    /// The namespaces muster is authoritative for. A file without `[[namespaces]]` has
+    /// none (a pure Cloud Map user creates them through the API); only the embedded
+    /// default, with no file at all, serves `internal`.
+    #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
     pub sources: SourcesConfig,
     pub cloudmap: CloudMapConfig,
@@ -188,9 +191,6 @@ impl Config {
         problems.extend(self.limits.problems());
         problems.extend(self.health.problems());
         problems.extend(self.cloudmap.problems());
-        if self.namespaces.is_empty() {
-            problems.push("namespaces: at least one namespace is needed".to_owned());
-        }
         let mut settings = Vec::new();
         let mut names = Vec::new();
         for (i, namespace) in self.namespaces.iter().enumerate() {

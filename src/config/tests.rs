@@ -216,3 +216,14 @@ namespaces = ["prod*"]
     };
     assert!(problems.join("\n").contains("auth.access_keys[0].secret"));
 }
+
+#[test]
+fn a_file_without_namespaces_serves_none() {
+    // A pure Cloud Map user creates namespaces through the API; only the embedded default
+    // (no file) serves `internal`.
+    let config = Config::parse("[dns]\nlisten = [\"127.0.0.1:8053\"]\n").unwrap();
+    assert!(config.namespaces.is_empty());
+    assert!(config.validate().unwrap().is_empty());
+    assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+    assert_eq!(Config::default().namespaces[0].name, "internal");
+}

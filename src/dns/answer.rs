@@ -88,6 +88,7 @@ impl<'z> Pick<'z> {
             PickKind::Srv => instance.srv.as_ref(),
             PickKind::SrvAlias => instance.srv_alias.as_ref(),
             PickKind::Named(n) => named_ports::find(&instance.named, &self.records.named[n]),
+            PickKind::Cname => instance.cname.as_ref(),
         }
     }
 
@@ -129,7 +130,7 @@ pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z>
             _ => nodata,
         },
         1 => match service(namespace, name.label(0)) {
-            Some(records) => service_plan(namespace, records, qtype),
+            Some(records) if records.has_names() => service_plan(namespace, records, qtype),
             None if namespace.protocol_in_use(name.label(0)) => nodata,
             None => nxdomain,
         },
@@ -153,7 +154,7 @@ pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z>
             let alias = first
                 .strip_prefix(b"_")
                 .and_then(|svc| service(namespace, svc))
-                .filter(|r| r.policy.protocol.label().as_bytes() == second);
+                .filter(|r| r.has_names() && r.policy.protocol.label().as_bytes() == second);
             match alias {
                 Some(records) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
                     pick(namespace, records, PickKind::SrvAlias)
@@ -192,6 +193,11 @@ fn service_plan<'z>(
     records: &'z ServiceRecords,
     qtype: RecordType,
 ) -> Plan<'z> {
+    // A CNAME service has nothing else at its name: every type gets the CNAME, and the
+    // resolver follows it (targets are not chased, even inside the namespace).
+    if !records.candidates(PickKind::Cname).is_empty() {
+        return pick(namespace, records, PickKind::Cname);
+    }
     let kind = match qtype {
         RecordType::ANY => [PickKind::A, PickKind::Aaaa, PickKind::Srv]
             .into_iter()
@@ -211,6 +217,8 @@ fn pick<'z>(namespace: &'z NamespaceZone, records: &'z ServiceRecords, kind: Pic
     let candidates = records.candidates(kind);
     let available = candidates.len();
     let wanted = match (records.policy.routing, records.policy.max_answers) {
+        // Several CNAMEs at one name are not a valid RRset, whatever the routing.
+        _ if kind == PickKind::Cname => 1,
         (Routing::Weighted, _) => 1,
         (Routing::Multivalue, 0) => available,
         (Routing::Multivalue, max) => max,

@@ -34,8 +34,8 @@ pub struct ServiceRecords {
     owners: Arc<Owners>,
 }
 
-/// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, then each named port,
-/// in that order) and their records packed for the fast path: for each candidate, its answer record with
+/// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, CNAME, then each named
+/// port, in that order) and their records packed for the fast path: for each candidate, its answer record with
 /// the owner `C0 0C` and, for SRV, its glue records, whose first two bytes (the owner)
 /// the fast path overwrites with a pointer to the SRV target. Contiguous, so a query
 /// touches a few cache lines rather than one allocation per record.
@@ -79,6 +79,9 @@ pub enum PickKind {
     /// SRV at `_<name>._<proto>.svc.ns` for the service's `named[n]` port, with the
     /// same glue.
     Named(usize),
+    /// The CNAME at `svc.ns` of a Cloud Map CNAME service, whatever type was asked
+    /// (RFC 1034 3.6.2, as Route 53 answers), one per answer.
+    Cname,
 }
 
 /// The record of an instance a kind of pick answers with.
@@ -86,11 +89,12 @@ type AnswerOf = fn(&ServedInstance) -> Option<&Rr>;
 
 /// The pick kinds every service has, first in `Packed` order, with the record each
 /// answers with; named ports follow.
-const KINDS: [(PickKind, AnswerOf); 4] = [
+const KINDS: [(PickKind, AnswerOf); 5] = [
     (PickKind::A, |i| i.a.as_ref()),
     (PickKind::Aaaa, |i| i.aaaa.as_ref()),
     (PickKind::Srv, |i| i.srv.as_ref()),
     (PickKind::SrvAlias, |i| i.srv_alias.as_ref()),
+    (PickKind::Cname, |i| i.cname.as_ref()),
 ];
 
 /// One kind of pick as `Packed::build` sees it: the record each instance answers with,
@@ -349,6 +353,12 @@ impl ServiceRecords {
             named,
             owners,
         }
+    }
+
+    /// Whether `svc.ns` exists in DNS: some served instance has a record at it or below
+    /// it. A service with none is absent, as Route 53 has no record there (NXDOMAIN).
+    pub fn has_names(&self) -> bool {
+        !self.packed.candidates.is_empty() || !self.by_label.is_empty()
     }
 
     /// The instances a pick of `kind` chooses from.

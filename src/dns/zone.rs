@@ -49,8 +49,8 @@ pub struct NamespaceZone {
     pub soa: Rr,
     pub ns: Rr,
     pub services: imbl::HashMap<Arc<str>, Arc<ServiceRecords>>,
-    /// How many services use each transport label; a label in use is an empty
-    /// non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
+    /// How many services with names in DNS use each transport label; a label in use is
+    /// an empty non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
     tcp_services: usize,
     udp_services: usize,
     /// The changes that led to this version, oldest first, for IXFR; kept only when
@@ -289,26 +289,35 @@ impl NamespaceZone {
 
     /// Replaces (or with `None` removes) one service's records.
     fn set_service(&mut self, name: &str, service: Option<&Arc<Service>>) {
+        if let Some(gone) = self.services.get(name).cloned() {
+            self.count_names(&gone, -1);
+        }
         let Some(service) = service.filter(|s| s.in_dns()) else {
-            if let Some(gone) = self.services.remove(name) {
-                self.count_protocol(gone.policy.protocol, -1);
-            }
+            self.services.remove(name);
             return;
         };
         // Replaced in its slot: one path copy of the map, and no new key.
-        match self.services.get_mut(name) {
+        let records = match self.services.get_mut(name) {
             Some(slot) => {
                 let records = ServiceRecords::build(&self.origin_wire, service, Some(slot));
-                let before = slot.policy.protocol;
                 *slot = Arc::new(records);
-                self.count_protocol(before, -1);
+                slot.clone()
             }
             None => {
-                let records = ServiceRecords::build(&self.origin_wire, service, None);
-                self.services.insert(name.into(), Arc::new(records));
+                let records = Arc::new(ServiceRecords::build(&self.origin_wire, service, None));
+                self.services.insert(name.into(), records.clone());
+                records
             }
+        };
+        self.count_names(&records, 1);
+    }
+
+    /// Counts (or with -1 uncounts) `records` in the transport label it lives under, if
+    /// it has names in DNS (an empty service makes no empty non-terminal).
+    fn count_names(&mut self, records: &ServiceRecords, delta: isize) {
+        if records.has_names() {
+            self.count_protocol(records.policy.protocol, delta);
         }
-        self.count_protocol(service.policy.protocol, 1);
     }
 
     fn count_protocol(&mut self, protocol: Protocol, delta: isize) {

@@ -33,7 +33,9 @@ pub struct Namespace {
 
 impl Snapshot {
     /// An empty registry serving the config file's `namespaces`, waiting for `sources`
-    /// to sync.
+    /// to sync. Config namespaces are created now, as the Cloud Map API shows them: the
+    /// file is read at each start, so their `CreateDate` is this process's start (the
+    /// same on every replica only up to their start times; docs/cloudmap.md).
     pub fn new(
         namespaces: impl IntoIterator<Item = NamespaceSettings>,
         sources: impl IntoIterator<Item = SourceId>,
@@ -45,6 +47,7 @@ impl Snapshot {
             service_ids: imbl::HashMap::new(),
             unsynced: sources.into_iter().collect(),
         };
+        let started = SystemTime::now();
         for settings in namespaces {
             let meta = NamespaceMeta {
                 id: stable_id("ns-", &settings.name),
@@ -53,7 +56,7 @@ impl Snapshot {
                 description: None,
                 creator_request_id: None,
                 tags: Default::default(),
-                created: SystemTime::UNIX_EPOCH,
+                created: started,
             };
             snapshot.insert_namespace(Namespace {
                 settings: Arc::new(settings),

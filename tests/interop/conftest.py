@@ -2,7 +2,8 @@
 parsing, shared assertions) is in harness.py.
 
 ``muster``         factory: ``muster(extra_toml="")`` starts a fresh server with its own ports
-                   and data_dir under the test's tmp dir and returns a ``harness.Muster``;
+                   and data_dir under the test's tmp dir and returns a ``harness.Muster``
+                   (``default_namespace=False``: no ``internal`` namespace is added);
                    every server it started is stopped (SIGTERM, then SIGKILL) afterwards.
 ``module_muster``  the same factory, module-scoped, for expensive shared set-ups.
 ``moto_server``    a moto_server (module-scoped) as the ECS, SQS and EventBridge endpoint.
@@ -27,12 +28,12 @@ class Factory:
         self._make_dir = make_dir
         self.servers = []
 
-    def __call__(self, extra_toml="", start=True):
+    def __call__(self, extra_toml="", start=True, default_namespace=True):
         """Start (or, with start=False, only configure) a muster with ``extra_toml``."""
         muster_bin()
         last = None
         for _ in range(3):
-            m = Muster(self._make_dir(), extra_toml)
+            m = Muster(self._make_dir(), extra_toml, default_namespace=default_namespace)
             self.servers.append(m)
             if not start:
                 return m

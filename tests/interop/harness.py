@@ -5,7 +5,9 @@ did not write (dnspython, dig, kdig, requests). Fixtures that use it are in conf
 Its config is generated: ``data_dir``, ``[dns]`` and ``[http]`` on free loopback ports,
 then the test's ``extra_toml``. When ``extra_toml`` holds no ``[[namespaces]]`` table,
 the namespace ``internal`` with ``ttl = 5`` and ``negative_ttl = 1`` is added in front of
-it; tests that need answer policies write the whole namespace with :func:`namespace_toml`.
+it (unless ``default_namespace=False``: a config without namespaces, as a pure Cloud Map
+user writes); tests that need answer policies write the whole namespace with
+:func:`namespace_toml`.
 
 The binary is ``$MUSTER_BIN`` (default ``target/release/muster``); ``scripts/test`` builds it.
 """
@@ -171,8 +173,10 @@ class MusterStartError(Exception):
 class Muster:
     """One muster process with its config, ports, data_dir and log file."""
 
-    def __init__(self, workdir: Path, extra_toml: str = "", dns_port=None, http_port=None):
+    def __init__(self, workdir: Path, extra_toml: str = "", dns_port=None, http_port=None,
+                 default_namespace=True):
         self.bin = muster_bin()
+        self.default_namespace = default_namespace
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.extra_toml = extra_toml
@@ -202,7 +206,7 @@ class Muster:
             f'listen = "127.0.0.1:{self.http_port}"\n\n'
         )
         extra = self.extra_toml
-        if "[[namespaces]]" not in extra:
+        if self.default_namespace and "[[namespaces]]" not in extra:
             extra = namespace_toml() + "\n" + extra
         return head + extra
 

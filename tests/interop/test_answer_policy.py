@@ -88,15 +88,17 @@ def test_all_unhealthy_default_serves_all(muster):
     assert out.status == "NOERROR" and sorted(out.rdata("ANSWER", "A")) == sorted(addrs), out.text
 
 
-def test_all_unhealthy_empty_policy_is_nodata(muster):
+def test_all_unhealthy_empty_policy_is_nxdomain(muster):
+    # With no instance served the service has no records at all, as a Route 53 name with
+    # none: NXDOMAIN (docs/dns.md, "Empty services").
     m = muster(POLICIES)
     addrs = register(m, "strict-db", 3)
     for i in range(3):
         m.set_health("internal", "strict-db", f"i-{i}", False)
     for rdtype in ("A", "SRV"):
-        assert_negative(m.dns_query("strict-db.internal", rdtype), dns.rcode.NOERROR)
+        assert_negative(m.dns_query("strict-db.internal", rdtype), dns.rcode.NXDOMAIN)
     out = parse_dig(m.kdig("strict-db.internal", "A"))
-    assert out.status == "NOERROR" and out.counts.get("ANSWER") == 0, out.text
+    assert out.status == "NXDOMAIN" and out.counts.get("ANSWER") == 0, out.text
     # One comes back: answered again.
     m.set_health("internal", "strict-db", "i-1", True)
     assert a_records(m, "strict-db.internal") == [addrs[1]]

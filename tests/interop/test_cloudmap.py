@@ -83,9 +83,10 @@ def test_story_with_the_aws_cli(muster):
               "--dns-config", "RoutingPolicy=MULTIVALUE,DnsRecords=[{Type=A,TTL=7},{Type=SRV,TTL=7}]",
               "--health-check-custom-config", "FailureThreshold=1")["Service"]
     assert svc["Id"].startswith("srv-") and svc["DnsConfig"]["DnsRecords"] == [{"Type": "A", "TTL": 7}, {"Type": "SRV", "TTL": 7}]
-    # A new service with no instances: NODATA with the namespace's SOA TTL (3) for caching.
+    # A new service with no instances has no records, as in Route 53: NXDOMAIN with the
+    # namespace's SOA TTL (3) for caching.
     empty = m.dns_query("web.story.example", "A")
-    assert rcode_text(empty) == "NOERROR" and not empty.answer and empty.authority[0].ttl == 3
+    assert rcode_text(empty) == "NXDOMAIN" and not empty.answer and empty.authority[0].ttl == 3
 
     for i, stage in ((1, "prod"), (2, "prod"), (3, "canary")):
         cli(m, "register-instance", "--service-id", svc["Id"], "--instance-id", f"i-{i}",

@@ -254,11 +254,12 @@ async fn the_cloud_map_story_with_the_rust_sdk() {
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.ttl() == 7));
     let empty = ask(muster.dns, NAME, DnsType::A).await;
-    assert_eq!(empty.metadata.response_code, ResponseCode::NoError);
-    assert!(
-        empty.answers.is_empty(),
-        "a service without instances: NODATA"
+    assert_eq!(
+        empty.metadata.response_code,
+        ResponseCode::NXDomain,
+        "a service without instances has no records, as in Route 53"
     );
+    assert!(empty.answers.is_empty());
     assert_eq!(
         empty.authorities[0].ttl, 3,
         "negative answers use the SOA TTL"

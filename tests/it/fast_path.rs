@@ -16,7 +16,9 @@ use hickory_server::net::xfer::Protocol;
 use muster::config::{ForwardConfig, TransferConfig};
 use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
 use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
-use muster::registry::{InstanceKey, InstanceSpec};
+use muster::registry::{
+    Change, DnsConfig, InstanceKey, InstanceSpec, RecordTtls, Routing, ServiceDef,
+};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -32,7 +34,8 @@ const NSID: &[u8] = b"muster-test-1";
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// The fixture zone plus `big` (40 instances with long hashed labels) and `wide`
-/// (30 instances, 8 answered at random) in `internal`.
+/// (30 instances, 8 answered at random) in `internal`, and `cn`, a Cloud Map CNAME
+/// service with three targets (one inside the namespace), one answered at random.
 async fn zone() -> ZoneView {
     let mut instances = muster::sources::file::parse(INSTANCES, false).unwrap();
     for n in 0..40 {
@@ -46,7 +49,39 @@ async fn zone() -> ZoneView {
     for n in 0..30 {
         instances.push(instance("internal", "wide", &format!("w-{n}"), n));
     }
-    super::support::zone(&format!("{CONFIG}{BIG_RULE}"), instances).await
+    for (n, target) in ["example.org", "web.internal", "mixed.example.net."]
+        .into_iter()
+        .enumerate()
+    {
+        let (key, _) = instance("internal", "cn", &format!("c-{n}"), n as u8);
+        let spec = InstanceSpec {
+            cname: Some(target.to_owned()),
+            healthy: true,
+            ..InstanceSpec::default()
+        };
+        instances.push((key, spec));
+    }
+    let cname_service = Change::CreateService {
+        namespace: "internal".to_owned(),
+        name: "cn".to_owned(),
+        def: ServiceDef {
+            id: "srv-cn".to_owned(),
+            description: None,
+            dns: Some(DnsConfig {
+                routing: Routing::Weighted,
+                records: RecordTtls {
+                    cname: Some(30),
+                    ..RecordTtls::default()
+                },
+            }),
+            http_only: false,
+            custom_health: false,
+            creator_request_id: None,
+            tags: Default::default(),
+        },
+    };
+    let config = format!("{CONFIG}{BIG_RULE}");
+    super::support::zone_with(&config, vec![cname_service], instances).await
 }
 
 fn instance(namespace: &str, service: &str, id: &str, n: u8) -> (InstanceKey, InstanceSpec) {
@@ -447,4 +482,75 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
     };
     let outcomes = differ(&view, &handler, settings, QUERIES / 4, false).await;
     assert!(answered(&outcomes) > QUERIES / 8);
+}
+
+/// A CNAME service answers every type at its name with one CNAME, on both paths alike,
+/// and the fast path answers it itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cname_service_answers_one_cname_for_every_type() {
+    let view = zone().await;
+    let zone = view.load();
+    let metrics = Arc::new(DnsMetrics::default());
+    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let mut scratch = Scratch::new(SmallRng::seed_from_u64(3));
+    let mut out = Vec::new();
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let mut targets = BTreeSet::new();
+    for (n, qtype) in [1u16, 28, 5, 255, 33]
+        .into_iter()
+        .cycle()
+        .take(100)
+        .enumerate()
+    {
+        let ask = Ask {
+            name: "Cn.internal".to_owned(),
+            qtype,
+            class: 1,
+            edns: None,
+            options: Vec::new(),
+            flags: [1, 0],
+        };
+        let packet = ask.bytes(n as u16);
+        for over_tcp in [false, true] {
+            let settings = Settings {
+                max_udp_payload: MAX_UDP_PAYLOAD,
+                recursion_available: false,
+                over_tcp,
+                nsid: b"",
+            };
+            let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
+            assert!(
+                matches!(outcome, Outcome::Answered { .. }),
+                "{qtype}: {outcome:?}"
+            );
+            let protocol = if over_tcp {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
+            let full = full_path(&handler, packet.clone(), src, protocol)
+                .await
+                .unwrap();
+            for bytes in [&out, &full] {
+                let message = Message::from_vec(bytes).unwrap();
+                assert_eq!(message.metadata.response_code, ResponseCode::NoError);
+                assert!(message.metadata.authoritative);
+                let [answer] = &message.answers[..] else {
+                    panic!("{qtype}: not one answer: {:?}", message.answers);
+                };
+                assert_eq!(answer.ttl, 30);
+                let RData::CNAME(target) = &answer.data else {
+                    panic!("{qtype}: {answer}");
+                };
+                targets.insert(target.0.to_string());
+                assert!(message.additionals.is_empty() && message.authorities.is_empty());
+            }
+        }
+    }
+    let expected = ["example.org.", "mixed.example.net.", "web.internal."];
+    assert_eq!(
+        targets,
+        BTreeSet::from(expected.map(str::to_owned)),
+        "each target, at random"
+    );
 }

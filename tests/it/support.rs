@@ -67,6 +67,16 @@ async fn ready(http: SocketAddr) -> bool {
 
 /// The DNS zone of `config_text` once `instances` came in from its one (file) source.
 pub async fn zone(config_text: &str, instances: Vec<(InstanceKey, InstanceSpec)>) -> ZoneView {
+    zone_with(config_text, Vec::new(), instances).await
+}
+
+/// The DNS zone of `config_text` after `changes` (services declared through the API, say)
+/// and then `instances` from its one (file) source.
+pub async fn zone_with(
+    config_text: &str,
+    changes: Vec<Change>,
+    instances: Vec<(InstanceKey, InstanceSpec)>,
+) -> ZoneView {
     let namespaces = Config::parse(config_text).unwrap().validate().unwrap();
     let source = SourceId::new("file:fixture");
     let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
@@ -75,6 +85,9 @@ pub async fn zone(config_text: &str, instances: Vec<(InstanceKey, InstanceSpec)>
     registry.on_publish(view.publish_hook());
     let shutdown = CancellationToken::new();
     tokio::spawn(registry.run(shutdown.clone()));
+    for change in changes {
+        handle.apply(change).await.unwrap();
+    }
     handle
         .apply(Change::Sync { source, instances })
         .await

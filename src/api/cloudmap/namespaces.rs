@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::error::CloudMapError;
 use super::input::{Input, paginate};
 use super::operations;
-use super::shapes::{self, kind_name, random_id};
+use super::shapes::{self, NamespaceShape, kind_name, random_id};
 use crate::api::ApiState;
 use crate::api::auth::Principal;
 use crate::registry::validate::is_label;
@@ -116,7 +116,9 @@ pub fn by_id<'s>(
 pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
     let snapshot = state.registry.snapshot();
     let namespace = by_id(&snapshot, input.string("Id")?)?;
-    Ok(json!({"Namespace": shapes::namespace(&state.cloudmap.config, namespace)}))
+    Ok(
+        json!({"Namespace": shapes::namespace(&state.cloudmap.config, namespace, NamespaceShape::Full)}),
+    )
 }
 
 /// The namespaces `principal` may call ListNamespaces on.
@@ -162,7 +164,9 @@ pub fn list(state: &ApiState, input: Input, principal: &Principal) -> Result<Val
                 }
             })
         })
-        .map(|namespace| shapes::namespace(&state.cloudmap.config, namespace))
+        .map(|namespace| {
+            shapes::namespace(&state.cloudmap.config, namespace, NamespaceShape::Summary)
+        })
         .collect();
     let (page, next) = paginate(matching, limit, start);
     let mut output = json!({"Namespaces": page});

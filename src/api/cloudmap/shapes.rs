@@ -51,17 +51,34 @@ pub fn kind_name(kind: NamespaceKind) -> &'static str {
     }
 }
 
-/// The `Namespace` shape (GetNamespace) and `NamespaceSummary` (ListNamespaces).
-pub fn namespace(config: &CloudMapConfig, namespace: &Namespace) -> Value {
+/// Which shape of a namespace an operation answers with; AWS fills an HTTP namespace's
+/// empty `DnsProperties` differently in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceShape {
+    /// `Namespace` (GetNamespace): `"DnsProperties": {}`.
+    Full,
+    /// `NamespaceSummary` (ListNamespaces): `"DnsProperties": {"SOA": {}}`.
+    Summary,
+}
+
+/// The `Namespace` shape (GetNamespace) or `NamespaceSummary` (ListNamespaces). Every
+/// namespace has `DnsProperties`, empty for HTTP namespaces, as AWS answers, so clients
+/// that index it do not break.
+pub fn namespace(config: &CloudMapConfig, namespace: &Namespace, shape: NamespaceShape) -> Value {
     let meta = &namespace.meta;
     let name = &namespace.settings.name;
-    let mut properties = json!({"HttpProperties": {"HttpName": name}});
-    if namespace.in_dns() {
-        properties["DnsProperties"] = json!({
+    let dns_properties = match (namespace.in_dns(), shape) {
+        (true, _) => json!({
             "HostedZoneId": format!("Z{}", meta.id.trim_start_matches("ns-").to_ascii_uppercase()),
             "SOA": {"TTL": namespace.settings.negative_ttl},
-        });
-    }
+        }),
+        (false, NamespaceShape::Full) => json!({}),
+        (false, NamespaceShape::Summary) => json!({"SOA": {}}),
+    };
+    let properties = json!({
+        "DnsProperties": dns_properties,
+        "HttpProperties": {"HttpName": name},
+    });
     let mut shape = json!({
         "Id": meta.id,
         "Arn": namespace_arn(config, &meta.id),
@@ -82,6 +99,7 @@ pub fn namespace(config: &CloudMapConfig, namespace: &Namespace) -> Value {
 }
 
 /// The `Service` shape (CreateService, GetService) and `ServiceSummary` (ListServices).
+/// A service without DNS records has `"DnsConfig": {}`, as AWS answers.
 pub fn service(config: &CloudMapConfig, namespace: &Namespace, service: &Service) -> Value {
     let meta = &service.meta;
     let mut shape = json!({
@@ -105,6 +123,8 @@ pub fn service(config: &CloudMapConfig, namespace: &Namespace, service: &Service
             },
             "DnsRecords": dns_records(&policy.records),
         });
+    } else {
+        shape["DnsConfig"] = json!({});
     }
     if meta.custom_health {
         shape["HealthCheckCustomConfig"] = json!({"FailureThreshold": 1});
