@@ -17,12 +17,11 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::{Principal, ScopeKind};
 use super::error::ApiError;
-use crate::dns::instance_label;
 use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{
     Change, CheckSpec, Instance, InstanceKey, InstanceSpec, NamedPort, Namespace, Service,
-    Snapshot, SourceId, health_bounds,
+    Snapshot, SourceId, health_bounds, instance_label,
 };
 
 pub fn routes() -> Router<ApiState> {

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::named_ports::{self, NamedName, NamedSrv};
-use super::names::instance_label;
 use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
-use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service};
+use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service, instance_label};
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
 /// all under fail-open), so a secondary sees exactly what clients are answered.

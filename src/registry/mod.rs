@@ -14,6 +14,7 @@ mod durable;
 mod instances;
 mod metrics;
 mod model;
+mod names;
 mod policy;
 mod records;
 #[cfg(feature = "etcd")]
@@ -34,6 +35,7 @@ pub use model::{
     Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
     SourceId, fnv1a64, stable_id,
 };
+pub use names::instance_label;
 pub use policy::{
     AnswerPolicy, DnsConfig, NamespaceSettings, Protocol, RecordTtls, Routing, ServicePolicyRule,
     WhenAllUnhealthy,

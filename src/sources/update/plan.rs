@@ -101,7 +101,7 @@ fn rrset(node: &Node<'_>, rtype: RecordType, origin: &Name) -> Vec<Value> {
 
 /// The SRV target naming instance `id` of `service`.
 fn target(id: &str, service: &str, origin: &Name) -> Option<Name> {
-    let label = crate::dns::instance_label(id);
+    let label = crate::registry::instance_label(id);
     Name::from_labels([label.as_bytes(), service.as_bytes()])
         .ok()?
         .append_domain(origin)

@@ -1,6 +1,7 @@
-//! How registry names become DNS labels.
+//! How instances are named in DNS: the registry owns instance ids, so it owns the one
+//! label each id gets, which the DNS zone serves and the REST API and UPDATE report.
 
-use crate::registry::fnv1a64;
+use super::model::fnv1a64;
 
 /// The DNS label of an instance, `<label>.<service>.<namespace>`.
 ///
