@@ -1,0 +1,196 @@
+//! Sending a response: its header and OPT record, the UDP size limit (an answer that does
+//! not fit goes out empty with TC set), and the TSIG of a signed request's answer.
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+
+use super::Handler;
+use crate::dns::transfer::Signer;
+use crate::dns::wire::{HEADER_LEN, MIN_UDP_PAYLOAD, OPT_LEN, record_len_bound};
+
+impl Handler {
+    /// A response to `request`, with an OPT when the request had one.
+    pub(super) fn builder<'q>(&'q self, request: &'q Request) -> MessageResponseBuilder<'q> {
+        MessageResponseBuilder::new(
+            &request.queries,
+            request.edns.as_ref().map(|e| self.response_edns(e)),
+        )
+    }
+
+    /// The OPT record answering a query's `edns`.
+    fn response_edns(&self, edns: &Edns) -> &Edns {
+        let nsid = !self.nsid.is_empty() && edns.option(EdnsCode::NSID).is_some();
+        &self.response_edns[usize::from(edns.flags().dnssec_ok) | usize::from(nsid) << 1]
+    }
+
+    /// Bytes of the OPT record answering `request` (an OPT's size when it has none, as
+    /// the size bound has always counted one).
+    fn response_opt_len(&self, request: &Request) -> usize {
+        let options = request.edns.as_ref().map_or(0, |edns| {
+            let options = &self.response_edns(edns).options().options;
+            options.iter().map(|(_, o)| 4 + usize::from(o.len())).sum()
+        });
+        OPT_LEN + options
+    }
+
+    /// The response header, with RA as [`Handler::recursion_available`] says.
+    pub(super) fn metadata(&self, request: &Request) -> Metadata {
+        let mut metadata = response_metadata(&request.metadata);
+        metadata.recursion_available = self.recursion_available();
+        metadata
+    }
+
+    /// Sends one response; over UDP, one that does not fit the client's payload size goes
+    /// out empty with TC set.
+    pub(super) async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        mut metadata: Metadata,
+        [answers, authorities, additionals]: [&Vec<&Record>; 3],
+        mut signer: Option<Signer>,
+    ) -> ResponseInfo {
+        let build = |metadata| {
+            self.builder(request).build(
+                metadata,
+                answers.iter().copied(),
+                authorities.iter().copied(),
+                [],
+                additionals.iter().copied(),
+            )
+        };
+        if request.protocol() == Protocol::Udp {
+            let limit = match &request.edns {
+                Some(edns) => edns
+                    .max_payload()
+                    .clamp(MIN_UDP_PAYLOAD, self.max_udp_payload),
+                None => MIN_UDP_PAYLOAD,
+            };
+            let limit = usize::from(limit);
+            let records = answers.iter().chain(authorities).chain(additionals);
+            if size_bound(records, request) + self.response_opt_len(request) > limit
+                && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
+            {
+                // Clients retry over TCP; an empty truncated message keeps its OPT, which a
+                // partly filled one could lose.
+                self.metrics.truncated.inc();
+                metadata.truncation = true;
+                let truncated = || self.builder(request).build_no_records(metadata);
+                return send_signed(&mut response_handle, truncated, signer.as_mut(), request)
+                    .await;
+            }
+        }
+        let response = || build(metadata);
+        send_signed(&mut response_handle, response, signer.as_mut(), request).await
+    }
+}
+
+/// The header of a response to `request`: its ID, opcode, RD and CD, but CD only for a
+/// QUERY (RFC 4035 3.2.2 defines it for queries alone).
+pub(in crate::dns) fn response_metadata(request: &Metadata) -> Metadata {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.checking_disabled &= request.op_code == OpCode::Query;
+    metadata
+}
+
+pub(super) fn refs(records: &[Record]) -> Vec<&Record> {
+    records.iter().collect()
+}
+
+/// A cheap upper bound of the response's size without name compression, but for its OPT
+/// record.
+fn size_bound<'r>(records: impl Iterator<Item = &'r &'r Record>, request: &Request) -> usize {
+    HEADER_LEN
+        + request.queries.as_bytes().len()
+        + records.map(|r| record_len_bound(r)).sum::<usize>()
+}
+
+/// The four OPT records [`Handler::response_edns`] picks from: without and with DO,
+/// without and with an NSID option holding `nsid` (when it is not empty).
+pub(super) fn response_opts(max_payload: u16, nsid: &[u8]) -> [Edns; 4] {
+    std::array::from_fn(|n| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(max_payload);
+        edns.set_dnssec_ok(n & 1 == 1);
+        if n & 2 == 2 && !nsid.is_empty() {
+            let payload = NSIDPayload::new(nsid).expect("[dns] nsid is at most 128 bytes");
+            edns.options_mut().insert(EdnsOption::NSID(payload));
+        }
+        edns
+    })
+}
+
+/// A response as encoded for the wire, without a size cap (the exact size, compression
+/// included, or the bytes a TSIG signs); `None` when hickory cannot encode it.
+fn encoded<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(4096);
+    response
+        .destructive_emit(&mut BinEncoder::new(&mut bytes))
+        .ok()?;
+    Some(bytes)
+}
+
+/// Sends the response `build` makes, with a TSIG when there is a `signer`: the MAC covers
+/// the message as encoded without it, so it is built twice.
+pub(super) async fn send_signed<'q, 'a, R, A, B, C, D>(
+    response_handle: &mut R,
+    build: impl Fn() -> MessageResponse<'q, 'a, A, B, C, D>,
+    signer: Option<&mut Signer>,
+    request: &Request,
+) -> ResponseInfo
+where
+    R: ResponseHandler,
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    B: Iterator<Item = &'a Record> + Send + 'a,
+    C: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut response = build();
+    if let Some(signer) = signer {
+        // Encoding fails only past 64 KiB, which answers and transfer messages stay under.
+        let unsigned = encoded(build()).unwrap_or_default();
+        response.set_signature(signer.sign(&unsigned, request.metadata.id));
+    }
+    send(response_handle, response, &request.metadata).await
+}
+
+pub(super) async fn send<'a, R: ResponseHandler>(
+    response_handle: &mut R,
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Metadata,
+) -> ResponseInfo {
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "could not send a DNS response");
+            let mut metadata = Metadata::response_from_request(request);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }
+            .into()
+        }
+    }
+}
