@@ -129,8 +129,8 @@ pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z>
             RecordType::NS => Plan::Single(&namespace.ns),
             _ => nodata,
         },
-        1 => match service(namespace, name.label(0)) {
-            Some(records) if records.has_names() => service_plan(namespace, records, qtype),
+        1 => match service(namespace, name.label(0)).filter(|r| r.has_names()) {
+            Some(records) => service_plan(namespace, records, qtype),
             None if namespace.protocol_in_use(name.label(0)) => nodata,
             None => nxdomain,
         },
