@@ -42,9 +42,7 @@ impl Election {
                     view.ok().and_then(|view| view.lease)
                 }
             };
-            let Some(lease) = lease else {
-                return None;
-            };
+            let lease = lease?;
             let Some(etcd) = self.members.connection.get().cloned() else {
                 continue;
             };
