@@ -103,15 +103,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut metrics = prometheus_client::registry::Registry::default();
     let file_sources = config.sources.file.clone();
     let ecs_sources = config.sources.ecs.clone();
+    // With etcd, the ECS source's instances are etcd's, synced with the store.
+    let ecs_unsynced = ecs_sources.iter().filter(|_| config.etcd.is_none());
     let source_ids: Vec<registry::SourceId> = file_sources
         .iter()
         .map(sources::file::source_id)
-        .chain(ecs_sources.iter().flat_map(sources::ecs::source_ids))
+        .chain(ecs_unsynced.flat_map(sources::ecs::source_ids))
         .collect();
     let admission = config.admission(&namespaces);
     let (mut registry, replayed) =
         open_registry(&config, namespaces, source_ids, admission, &mut metrics)?;
     let handle = registry.handle();
+    #[cfg(feature = "etcd")]
+    let etcd_metrics = registry.etcd_metrics();
     let invalid = |problem: String| Error::Config(ConfigError::Invalid(vec![problem]));
     let transfers = dns::Transfers::from_config(&config.transfer).map_err(invalid)?;
     let forwarder = dns::Forwarder::new(&config.forward).map_err(invalid)?;
@@ -128,6 +132,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|problems| Error::Config(ConfigError::Invalid(problems)))?;
     let (health, health_task) =
         health::Health::new(handle.clone(), health_metrics, limits, sources_stop.clone());
+    #[cfg(feature = "etcd")]
+    let (members, health_task) = match replicas(&config, etcd_metrics, &tasks, &sources_stop) {
+        Some(members) => {
+            let share = health::Share {
+                id: members.id.clone(),
+                members: members.view.clone(),
+                local: Arc::new(file_sources.iter().map(sources::file::source_id).collect()),
+            };
+            (Some(members), health_task.shared(share))
+        }
+        None => (None, health_task),
+    };
     registry.on_publish(health.publish_hook());
     tasks.spawn("health", move || health_task.run());
 
@@ -215,7 +231,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     for ecs in ecs_sources {
         let (context, metrics) = (context.clone(), ecs_metrics.clone());
-        let name = format!("ecs:{}", ecs.cluster_names().collect::<Vec<_>>().join(","));
+        let clusters = ecs.cluster_names().collect::<Vec<_>>().join(",");
+        let name = format!("ecs:{clusters}");
+        #[cfg(feature = "etcd")]
+        if let Some(members) = &members {
+            let election = store::etcd::Election::new(members.clone(), &format!("ecs/{clusters}"));
+            tasks.spawn(name, move || {
+                let (ecs, context) = (ecs.clone(), context.clone());
+                sources::ecs::run_elected(ecs, context, metrics.clone(), election.clone())
+            });
+            continue;
+        }
         tasks.spawn(name, move || {
             sources::ecs::run(ecs.clone(), context.clone(), metrics.clone())
         });
@@ -282,6 +308,25 @@ fn outcome(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Strin
         Ok(Err(error)) => error.to_string(),
         Err(error) => error.to_string(),
     }
+}
+
+/// With `[etcd]`: keeps this replica a member (lease, key, member set) until shutdown,
+/// and returns the membership the elected sources campaign with.
+#[cfg(feature = "etcd")]
+fn replicas(
+    config: &Config,
+    metrics: Option<Arc<store::etcd::EtcdMetrics>>,
+    tasks: &Supervisor,
+    stop: &CancellationToken,
+) -> Option<store::etcd::Members> {
+    let (etcd, metrics) = (config.etcd.clone()?, metrics?);
+    let (members, view) = store::etcd::Members::new(etcd.replica_id());
+    let (joined, stop) = (members.clone(), stop.clone());
+    tasks.spawn("etcd members", move || {
+        let (etcd, joined, view) = (etcd.clone(), joined.clone(), view.clone());
+        store::etcd::keep_membership(etcd, joined, view, metrics.clone(), stop.clone())
+    });
+    Some(members)
 }
 
 /// The registry on its store: the local log (replayed), or etcd with `[etcd]`. Returns

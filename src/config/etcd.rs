@@ -38,6 +38,14 @@ pub struct EtcdConfig {
     /// before it is answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// TTL of this replica's member lease: how long after it dies (or loses etcd) its
+    /// ECS leadership and its health checks move to another replica. Whole seconds.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// This replica's name among the members (its key `{prefix}members/{id}`); by
+    /// default the hostname and a random suffix, new at each start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
 impl Default for EtcdConfig {
@@ -52,6 +60,8 @@ impl Default for EtcdConfig {
             key_file: None,
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(3),
+            replica_id: None,
         }
     }
 }
@@ -61,6 +71,11 @@ impl Default for EtcdConfig {
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// The longest timeout accepted: a write held longer than this is held by nothing useful.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Member lease TTLs accepted: etcd leases count whole seconds, and a replica that died
+/// should not hold its ECS leadership or its checks for more than a minute.
+const LEASE_TTL: std::ops::RangeInclusive<u64> = 1..=60;
+/// The longest replica id: it is part of a key and of log lines.
+const MAX_REPLICA_ID: usize = 128;
 
 impl EtcdConfig {
     pub(super) fn problems(&self) -> Vec<String> {
@@ -126,7 +141,39 @@ impl EtcdConfig {
                 ));
             }
         }
+        let ttl = self.lease_ttl;
+        if ttl.subsec_nanos() != 0 || !LEASE_TTL.contains(&ttl.as_secs()) {
+            problems.push(format!(
+                "etcd.lease_ttl: {} is not a whole number of seconds from 1s to 60s",
+                humantime::format_duration(ttl)
+            ));
+        }
+        if let Some(id) = &self.replica_id
+            && !valid_replica_id(id)
+        {
+            problems.push(format!(
+                "etcd.replica_id: {id:?} must be 1-{MAX_REPLICA_ID} printable characters without '/'"
+            ));
+        }
         problems
+    }
+
+    /// This replica's id: the configured one, else the hostname and a random suffix
+    /// (so that a replica restarted on the same host is a new member at once rather
+    /// than waiting for its old lease to expire).
+    pub fn replica_id(&self) -> String {
+        if let Some(id) = &self.replica_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '/')
+            .take(MAX_REPLICA_ID - 9)
+            .collect();
+        let host = if host.is_empty() { "muster" } else { &host };
+        format!("{host}-{:08x}", rand::random::<u32>())
     }
 
     /// The password: from `password_file`, else `MUSTER_ETCD_PASSWORD` (read by `var`).
@@ -142,6 +189,11 @@ impl EtcdConfig {
             None => Ok(var("MUSTER_ETCD_PASSWORD")),
         }
     }
+}
+
+fn valid_replica_id(id: &str) -> bool {
+    (1..=MAX_REPLICA_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
 #[cfg(test)]
@@ -163,6 +215,8 @@ mod tests {
             cert_file: Some("/c".into()),
             dial_timeout: Duration::from_millis(1),
             request_timeout: Duration::from_secs(600),
+            lease_ttl: Duration::from_millis(1500),
+            replica_id: Some("a/b".into()),
             ..EtcdConfig::default()
         };
         let problems = config.problems().join("\n");
@@ -174,8 +228,23 @@ mod tests {
             "etcd.prefix",
             "etcd.dial_timeout",
             "etcd.request_timeout",
+            "etcd.lease_ttl",
+            "etcd.replica_id",
         ] {
             assert!(problems.contains(key), "{key} missing from {problems}");
         }
+    }
+
+    #[test]
+    fn the_default_replica_id_is_valid_and_new_each_time() {
+        let config = EtcdConfig::default();
+        let (a, b) = (config.replica_id(), config.replica_id());
+        assert!(valid_replica_id(&a), "{a}");
+        assert_ne!(a, b);
+        let named = EtcdConfig {
+            replica_id: Some("r1".into()),
+            ..EtcdConfig::default()
+        };
+        assert_eq!(named.replica_id(), "r1");
     }
 }

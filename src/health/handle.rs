@@ -1,16 +1,17 @@
 //! The health task's handle (heartbeats, the publish hook, where checks may go) and the
 //! task itself, restartable: its commands outlive a run that panics.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::HealthMetrics;
 use super::scheduler::{self, has_timers};
 use super::targets::CheckLimits;
-use crate::registry::{InstanceKey, PublishHook, RegistryHandle, Snapshot};
+use crate::registry::{InstanceKey, PublishHook, RegistryHandle, Snapshot, SourceId};
+use crate::store::members::View;
 
 /// Checks running at once at most; more wait for a slot (the next tick skips a check
 /// still running).
@@ -46,6 +47,20 @@ pub(super) struct Parts {
     pub limits: Arc<CheckLimits>,
     pub client: reqwest::Client,
     pub slots: Arc<Semaphore>,
+    pub share: Option<Share>,
+}
+
+/// With `[etcd]`: the active checks of the instances every replica serves are spread
+/// over the live members (rendezvous hashing of the instance key), each run by one,
+/// which writes its verdicts to etcd; so check traffic does not grow with replicas.
+#[derive(Clone)]
+pub struct Share {
+    /// This replica's member id.
+    pub id: String,
+    /// The live members, as the membership publishes them.
+    pub members: watch::Receiver<View>,
+    /// Sources whose instances are this replica's own (files): it checks them itself.
+    pub local: Arc<HashSet<SourceId>>,
 }
 
 /// A handle to the health task.
@@ -89,6 +104,7 @@ impl Health {
             limits: limits.clone(),
             client,
             slots: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            share: None,
         };
         let task = HealthTask {
             parts,
@@ -151,6 +167,12 @@ impl Health {
 }
 
 impl HealthTask {
+    /// Runs only the checks `share` gives this replica (with `[etcd]`).
+    pub fn shared(mut self, share: Share) -> Self {
+        self.parts.share = Some(share);
+        self
+    }
+
     /// One run of the task: timers rebuilt from the registry's current snapshot (every
     /// heartbeat gets a full TTL of grace, checks start over from the health the
     /// registry holds), then commands and timers until shutdown.

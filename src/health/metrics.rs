@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,7 @@ pub struct HealthMetrics {
     pub(super) lateness: Histogram,
     pub(super) checks: Family<ResultLabels, Counter>,
     pub(super) transitions: Family<ResultLabels, Counter>,
+    pub(super) owned: Gauge,
 }
 
 impl Default for HealthMetrics {
@@ -28,6 +30,7 @@ impl Default for HealthMetrics {
             lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 14)),
             checks: Family::default(),
             transitions: Family::default(),
+            owned: Gauge::default(),
         }
     }
 }
@@ -54,6 +57,11 @@ impl HealthMetrics {
             "transitions",
             "Instances a check turned healthy or unhealthy, by result",
             self.transitions.clone(),
+        );
+        health.register(
+            "checks_owned",
+            "Active checks this replica runs (with [etcd]: its share of the instances etcd holds, and its own)",
+            self.owned.clone(),
         );
     }
 

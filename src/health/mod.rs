@@ -15,7 +15,14 @@
 //!   `muster_health_expiry_lateness_seconds` (deadline to the registry's answer),
 //!   `muster_health_checks_total{result}` (`pass`, `fail`, `inconclusive`: the check
 //!   could not run for a local reason and changed nothing),
-//!   `muster_health_transitions_total{result}`.
+//!   `muster_health_transitions_total{result}`, `muster_health_checks_owned` (checks
+//!   this replica runs: with `[etcd]`, its share of them).
+//! - **Replicas:** with `[etcd]` ([`Share`]), an instance that etcd holds is checked by
+//!   one live member, chosen by rendezvous hashing of its key over the members; that
+//!   member writes the verdicts into the instance's record (through the registry's
+//!   writer), and every replica serves them. When a member's lease expires its checks
+//!   move with the member set. Instances of per-replica sources (files) are checked by
+//!   every replica, as without etcd.
 //!
 //! One scheduler (a `DelayQueue` of per-instance deadlines) serves every timer, so a
 //! renewal costs a queue reset, not a registry change: the revision and the DNS zone move
@@ -30,6 +37,6 @@ mod targets;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{Health, HealthTask, HeartbeatError};
+pub use handle::{Health, HealthTask, HeartbeatError, Share};
 pub use metrics::HealthMetrics;
 pub use targets::{CheckLimits, check_target};

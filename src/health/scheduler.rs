@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use super::handle::{Command, HeartbeatError, Parts};
+use super::handle::{Command, HeartbeatError, Parts, Share};
 use super::metrics::{HealthMetrics, ResultLabels};
 use super::probe::{self, Verdict};
 use super::targets::{CheckLimits, check_target};
@@ -18,6 +18,7 @@ use crate::registry::check::heartbeat_period;
 use crate::registry::{
     Change, CheckSpec, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
 };
+use crate::store::members::{View, owner};
 
 /// Inconclusive checks are logged at most this often, with their count.
 const INCONCLUSIVE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -80,6 +81,8 @@ pub(super) async fn run(
         generations: 0,
         notes: Vec::new(),
         inconclusive: Inconclusive::default(),
+        members: Vec::new(),
+        share: parts.share,
     };
     scheduler.run(commands, results, shutdown).await
 }
@@ -99,6 +102,9 @@ struct Scheduler {
     /// Check reasons to record for targets `[health]` denies (not run, health unchanged).
     notes: Vec<Change>,
     inconclusive: Inconclusive,
+    /// With `[etcd]`: which checks are this replica's, and the members as last seen.
+    share: Option<Share>,
+    members: Vec<String>,
 }
 
 /// Inconclusive checks since the last warning about them.
@@ -136,24 +142,22 @@ impl Scheduler {
         mut results: mpsc::UnboundedReceiver<Outcome>,
         shutdown: CancellationToken,
     ) {
-        let snapshot = self.registry.snapshot();
-        let everything: BTreeSet<_> = snapshot
-            .namespaces
-            .iter()
-            .flat_map(|(ns, namespace)| {
-                namespace
-                    .services
-                    .keys()
-                    .map(move |svc| (ns.clone(), svc.to_string()))
-            })
-            .collect();
-        self.follow(&snapshot, &everything);
+        let mut view = self.share.as_ref().map(|share| share.members.clone());
+        if let Some(view) = &mut view {
+            self.members = view.borrow_and_update().members.clone();
+        }
+        self.follow_everything();
         loop {
             for note in std::mem::take(&mut self.notes) {
-                let _ = self.registry.apply(note).await;
+                let _ = self.registry.apply_shared(note).await;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                Some(members) = members_changed(&mut view) => {
+                    // Checks move to and from this replica with the member set.
+                    self.members = members;
+                    self.follow_everything();
+                }
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Touched(snapshot, services)) => self.follow(&snapshot, &services),
@@ -171,6 +175,31 @@ impl Scheduler {
                 },
             }
         }
+    }
+
+    /// Follows every service of the registry's current snapshot.
+    fn follow_everything(&mut self) {
+        let snapshot = self.registry.snapshot();
+        let everything: BTreeSet<_> = snapshot
+            .namespaces
+            .iter()
+            .flat_map(|(ns, namespace)| {
+                namespace
+                    .services
+                    .keys()
+                    .map(move |svc| (ns.clone(), svc.to_string()))
+            })
+            .collect();
+        self.follow(&snapshot, &everything);
+    }
+
+    /// Whether this replica runs the check of `instance` (always, without `[etcd]`).
+    fn owns(&self, key: &InstanceKey, instance: &Instance) -> bool {
+        let Some(share) = &self.share else {
+            return true;
+        };
+        share.local.contains(&instance.source)
+            || owner(&self.members, &key.to_string()) == Some(share.id.as_str())
     }
 
     /// Starts, restarts or stops the timers of the instances of `services`.
@@ -198,7 +227,7 @@ impl Scheduler {
             let gone = stale(&self.checks, &first, |key, timer| {
                 instance(key).is_some_and(|i| {
                     let service = service.expect("the instance is in it");
-                    check_of(service, i) == Some((&*timer.spec, timer.target))
+                    check_of(service, i) == Some((&*timer.spec, timer.target)) && self.owns(key, i)
                 })
             });
             for key in gone {
@@ -236,6 +265,7 @@ impl Scheduler {
                 }
                 if let Some((spec, target)) = check
                     && !self.checks.contains_key(&key)
+                    && self.owns(&key, instance)
                 {
                     let entry = match self.limits.permits(target.ip()) {
                         Ok(()) => {
@@ -269,6 +299,8 @@ impl Scheduler {
                 }
             }
         }
+        let owned = i64::try_from(self.checks.len()).unwrap_or(i64::MAX);
+        self.metrics.owned.set(owned);
     }
 
     /// Runs a due check in its own task and schedules the next one.
@@ -352,11 +384,17 @@ impl Scheduler {
             .inc();
         tracing::info!(instance = %outcome.key, healthy, %reason, "check changed health");
         let change = Change::CheckResult {
-            key: outcome.key,
+            key: outcome.key.clone(),
             healthy,
             reason,
         };
-        let _ = self.registry.apply(change).await;
+        // With `[etcd]`, into the instance's record, which every replica applies; when
+        // etcd does not take it, the next result tries again.
+        if self.registry.apply_shared(change).await.is_err()
+            && let Some(timer) = self.checks.get_mut(&outcome.key)
+        {
+            timer.healthy = !healthy;
+        }
     }
 
     async fn renew(&mut self, key: InstanceKey) -> Result<(), HeartbeatError> {
@@ -416,6 +454,18 @@ impl Scheduler {
             tracing::info!(instance = %key, revision = applied.revision, "heartbeat missed: unhealthy");
         }
     }
+}
+
+/// The member set when it changes; never, without `[etcd]` or once it is gone.
+async fn members_changed(view: &mut Option<watch::Receiver<View>>) -> Option<Vec<String>> {
+    let Some(receiver) = view else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        *view = None;
+        return std::future::pending().await;
+    }
+    Some(receiver.borrow_and_update().members.clone())
 }
 
 /// Whether some instance of `service` has a timer to keep: a heartbeat TTL, or a check

@@ -41,8 +41,8 @@ pub use policy::{
     WhenAllUnhealthy,
 };
 pub use records::{
-    InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped, from_records,
-    record, records,
+    CheckVerdict, InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped,
+    from_records, record, records,
 };
 #[cfg(feature = "etcd")]
 pub use replicated::{STORE_SOURCE, Shared};

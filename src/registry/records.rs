@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::api_settings;
 use super::change::InstanceKey;
 use super::model::{
-    InstanceSpec, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta, SourceId,
+    Instance, InstanceSpec, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta, SourceId,
 };
 use super::policy::DnsConfig;
 use super::snapshot::{Namespace, Snapshot};
@@ -90,13 +90,26 @@ pub struct ServiceRecord {
     pub created: u64,
 }
 
-/// An instance, its owner and its reported health (in `spec.healthy`).
+/// An instance, its owner, its reported health (in `spec.healthy`) and its active
+/// check's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     pub owner: SourceId,
     pub spec: InstanceSpec,
     pub created: u64,
     pub updated: u64,
+    /// What the replica that runs its check (one, with `[etcd]`) last found; absent
+    /// while nothing was found (healthy, no reason): every replica serves the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckVerdict>,
+}
+
+/// An active check's verdict: whether the check passes, and why it says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckVerdict {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One record; its kind always matches its key's.
@@ -132,6 +145,16 @@ pub(super) fn millis(time: SystemTime) -> u64 {
 
 fn time(millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis)
+}
+
+/// Sets an instance's check verdict to the record's.
+fn set_check(instance: &mut Instance, check: Option<CheckVerdict>) {
+    let check = check.unwrap_or(CheckVerdict {
+        ok: true,
+        reason: None,
+    });
+    instance.check_ok = check.ok;
+    instance.check_reason = check.reason;
 }
 
 /// The record `key` has in `snapshot`, if the thing exists and has one.
@@ -186,6 +209,12 @@ pub fn record(snapshot: &Snapshot, key: &RecordKey) -> Option<Record> {
                 spec: instance.spec.clone(),
                 created: millis(instance.created),
                 updated: millis(instance.updated),
+                check: (!instance.check_ok || instance.check_reason.is_some()).then(|| {
+                    CheckVerdict {
+                        ok: instance.check_ok,
+                        reason: instance.check_reason.clone(),
+                    }
+                }),
             }))
         }
     }
@@ -382,13 +411,15 @@ impl State {
             let mut reported = old.spec.clone();
             reported.healthy = record.spec.healthy;
             if old.source == record.owner && reported == record.spec {
-                // Only the reported health moved: heartbeat and check verdicts stay.
+                // Only the reported health or the check's verdict moved: the heartbeat
+                // deadline stays.
                 let healthy = record.spec.healthy;
                 let updated = time(record.updated);
                 return Ok(self
                     .update_instance(key, touched, |i| {
                         i.spec.healthy = healthy;
                         i.updated = updated;
+                        set_check(i, record.check);
                         true
                     })
                     .unwrap_or(false));
@@ -403,6 +434,7 @@ impl State {
         if upserted.is_ok() {
             let _ = self.update_instance(key, touched, |i| {
                 i.created = created;
+                set_check(i, record.check);
                 true
             });
         }

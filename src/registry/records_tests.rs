@@ -128,6 +128,7 @@ fn putting_the_same_record_twice_changes_nothing() {
         spec: spec(1),
         created: 1,
         updated: 2,
+        check: None,
     });
     let mut touched = Touched::default();
     assert_eq!(
@@ -151,6 +152,7 @@ fn a_reported_health_change_keeps_the_heartbeat_verdict() {
         spec: spec(1),
         created: 1,
         updated: 1,
+        check: None,
     };
     let mut touched = Touched::default();
     model
@@ -189,6 +191,7 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
         spec: spec(4),
         created: 1,
         updated: 1,
+        check: None,
     });
     model
         .put_record(&RecordKey::Instance(f1.clone()), record, &mut touched)
@@ -205,6 +208,7 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
                 spec: spec(5),
                 created: 1,
                 updated: 1,
+                check: None,
             }),
             &mut touched,
         )
@@ -248,6 +252,7 @@ fn records_for_what_this_replica_lacks_are_skipped() {
         spec: spec(1),
         created: 1,
         updated: 1,
+        check: None,
     });
     assert_eq!(
         model.put_record(&orphan, record, &mut touched),
@@ -285,6 +290,7 @@ fn an_instance_record_with_health_settings_out_of_bounds_is_skipped() {
         spec,
         created: 1,
         updated: 1,
+        check: None,
     });
     let skipped = model.put_record(&key, record, &mut touched);
     assert!(

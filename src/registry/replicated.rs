@@ -26,7 +26,7 @@ use super::model::SourceId;
 use super::round::{Index, Planned, Txn};
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
-use super::writer::{PublishHook, Request, publish};
+use super::writer::{Kind, PublishHook, Request, publish};
 use crate::config::EtcdConfig;
 use crate::store::etcd::{
     Committed, Connection, EtcdError, EtcdMetrics, Loaded, Stored, Update, follow,
@@ -63,6 +63,8 @@ type Reply = oneshot::Sender<Result<Applied, ChangeError>>;
 /// An API change waiting for etcd.
 struct Pending {
     change: Change,
+    /// Held to the API's ceilings (an API change, not a shared source's).
+    admit: bool,
     reply: Reply,
     deadline: Instant,
     attempts: u32,
@@ -190,9 +192,10 @@ impl Replica {
         let mut changed = false;
         let mut answers = Vec::new();
         for request in batch.drain(..) {
-            if request.durable {
+            if request.kind != Kind::Local {
                 self.queue.push_back(Pending {
                     change: request.change,
+                    admit: request.kind == Kind::Api,
                     reply: request.reply,
                     deadline,
                     attempts: 0,
@@ -251,7 +254,7 @@ impl Replica {
         let mut txn = Txn::new(model);
         let (mut staged, mut deferred, mut local) = (Vec::new(), VecDeque::new(), Vec::new());
         while let Some(pending) = self.queue.pop_front() {
-            let admission = self.parts.admission.as_ref();
+            let admission = self.parts.admission.as_ref().filter(|_| pending.admit);
             match txn.plan(model, &self.index, admission, &pending.change, now) {
                 Planned::Now(Ok(true)) => local.push(pending),
                 Planned::Now(result) => {
@@ -297,7 +300,7 @@ impl Replica {
         let mut touched = Touched::default();
         let mut answers = Vec::new();
         for pending in local {
-            let admission = self.parts.admission.as_ref();
+            let admission = self.parts.admission.as_ref().filter(|_| pending.admit);
             let result = self
                 .parts
                 .model

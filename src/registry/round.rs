@@ -247,11 +247,17 @@ fn footprint(model: &State, change: &Change) -> Footprint {
             footprint.namespaces.push(key.namespace.clone());
             footprint.source = Some(source.clone());
         }
-        Change::SetHealth { key, .. } => {
+        // The check's verdict is in the instance's record: the replica that runs the
+        // check writes it (an instance of a per-replica source stays this replica's).
+        Change::SetHealth { key, .. } | Change::CheckResult { key, .. } => {
             footprint.writes.push(RecordKey::Instance(key.clone()));
         }
         Change::Sync { source, .. } | Change::Batch { source, .. } => {
-            let keys = model.instance_keys(change);
+            // A sync names the source's instances and the listed ones: the same key twice
+            // is one write (etcd refuses a transaction with a key twice).
+            let mut keys = model.instance_keys(change);
+            keys.sort();
+            keys.dedup();
             let mut services: Vec<RecordKey> = keys.iter().map(RecordKey::service_of).collect();
             services.sort();
             services.dedup();
@@ -306,9 +312,8 @@ fn footprint(model: &State, change: &Change) -> Footprint {
             target: Tagged::Namespace(name),
             ..
         } => footprint.writes.push(RecordKey::Namespace(name.clone())),
-        // Heartbeats and checks are this replica's own (until they move to etcd too).
-        Change::Heartbeat { .. } | Change::HeartbeatExpired { .. } | Change::CheckResult { .. } => {
-        }
+        // Heartbeat deadlines are this replica's own.
+        Change::Heartbeat { .. } | Change::HeartbeatExpired { .. } => {}
     }
     footprint
 }

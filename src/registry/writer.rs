@@ -29,10 +29,23 @@ const QUEUE_DEPTH: usize = 4096;
 /// Changes applied per published snapshot at most, so one flood cannot starve readers.
 const MAX_BATCH: usize = 1024;
 
+/// Where a change is kept, which decides how the writer applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// This replica's alone (per-replica sources, health): applied at once.
+    Local,
+    /// An API change: logged before it is acknowledged (in etcd with `[etcd]`), and held
+    /// to the API's ceilings.
+    Api,
+    /// A source's change that every replica serves: with `[etcd]`, committed to etcd
+    /// like an API change but not held to the API's ceilings (the elected ECS source);
+    /// with the local log, applied at once like [`Kind::Local`] (sources are not logged).
+    Shared,
+}
+
 pub(super) struct Request {
     pub change: Change,
-    /// Log it before acknowledging (changes from the APIs).
-    pub durable: bool,
+    pub kind: Kind,
     pub reply: oneshot::Sender<Result<Applied, ChangeError>>,
 }
 
@@ -106,6 +119,12 @@ impl Registry {
         registry.shared = Some(shared);
         registry.admission = Some(admission);
         registry
+    }
+
+    /// The etcd metrics of a replicated registry (shared with the membership).
+    #[cfg(feature = "etcd")]
+    pub fn etcd_metrics(&self) -> Option<Arc<crate::store::etcd::EtcdMetrics>> {
+        self.shared.as_ref().map(|shared| shared.metrics.clone())
     }
 
     /// A registry that replays `recovered` onto `initial`, logs durable changes to
@@ -243,8 +262,9 @@ impl Writer<'_> {
         if let Some(wal) = self.wal.as_deref_mut() {
             wal.retry(now, self.model.snapshot.revision);
         }
-        let (logged, unlogged): (Vec<Request>, Vec<Request>) =
-            batch.drain(..).partition(|r| r.durable && logging);
+        let (logged, unlogged): (Vec<Request>, Vec<Request>) = batch
+            .drain(..)
+            .partition(|r| r.kind == Kind::Api && logging);
         for request in unlogged {
             let result = self.model.apply(request.change, now, &mut touched, None);
             changed |= matches!(result, Ok(true));
@@ -352,19 +372,26 @@ pub(super) fn publish(
 impl RegistryHandle {
     /// Applies `change` and returns once it is visible to every reader.
     pub async fn apply(&self, change: Change) -> Result<Applied, ChangeError> {
-        self.submit(change, false).await
+        self.submit(change, Kind::Local).await
     }
 
     /// Applies `change` and returns once it is on disk and visible to every reader.
     pub async fn apply_durable(&self, change: Change) -> Result<Applied, ChangeError> {
-        self.submit(change, true).await
+        self.submit(change, Kind::Api).await
     }
 
-    async fn submit(&self, change: Change, durable: bool) -> Result<Applied, ChangeError> {
+    /// Applies a source's change that every replica should serve: with `[etcd]`, once
+    /// etcd committed it and this replica applied it (the elected ECS source runs on one
+    /// replica for all); with the local log, as [`RegistryHandle::apply`].
+    pub async fn apply_shared(&self, change: Change) -> Result<Applied, ChangeError> {
+        self.submit(change, Kind::Shared).await
+    }
+
+    async fn submit(&self, change: Change, kind: Kind) -> Result<Applied, ChangeError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             change,
-            durable,
+            kind,
             reply,
         };
         self.sender

@@ -58,6 +58,7 @@
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod files;
+pub mod members;
 mod metrics;
 mod recover;
 mod wal;

@@ -182,9 +182,13 @@ impl Events {
             tracing::warn!(task = %facts.task_arn, group = ?facts.group, reason, "running task kept out of DNS");
         }
         for change in self.tasks.record(facts, placement, Instant::now()) {
-            match context.registry.apply(change).await {
+            match context.registry.apply_shared(change).await {
                 Ok(_) => {}
-                Err(ChangeError::ShuttingDown) => return Disposition::Keep,
+                // etcd did not take it (with `[etcd]`): keep the message; the next reconcile
+                // corrects the instance either way.
+                Err(ChangeError::ShuttingDown | ChangeError::Storage(_)) => {
+                    return Disposition::Keep;
+                }
                 Err(error) => tracing::warn!(%error, task = %facts.task_arn, "change not applied"),
             }
         }

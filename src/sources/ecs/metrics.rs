@@ -48,6 +48,8 @@ pub struct EcsMetrics {
     tasks: Family<Cluster, Gauge>,
     skipped: Family<Reason, Counter>,
     container_instances: Gauge,
+    leader: Gauge,
+    transitions: Counter,
 }
 
 fn seconds() -> Histogram {
@@ -70,6 +72,8 @@ impl Default for EcsMetrics {
             tasks: Family::default(),
             skipped: Family::default(),
             container_instances: Gauge::default(),
+            leader: Gauge::default(),
+            transitions: Counter::default(),
         }
     }
 }
@@ -134,6 +138,22 @@ impl EcsMetrics {
             "Container instances whose address is cached (bridge and host networking)",
             self.container_instances.clone(),
         );
+        ecs.register(
+            "leader",
+            "With [etcd]: 1 while this replica is the elected one that runs the ECS source (with several [[sources.ecs]], how many it runs)",
+            self.leader.clone(),
+        );
+        ecs.register(
+            "leader_transitions",
+            "With [etcd]: times this replica became or stopped being the ECS source's leader",
+            self.transitions.clone(),
+        );
+    }
+
+    /// This replica starts (`true`) or stops running an elected ECS source.
+    pub fn leading(&self, leads: bool) {
+        self.leader.inc_by(if leads { 1 } else { -1 });
+        self.transitions.inc();
     }
 
     pub fn received(&self) {

@@ -42,15 +42,21 @@
 //!   (`malformed = "keep"`).
 //! - **Config:** [`EcsSourceConfig`] (`[[sources.ecs]]`).
 //! - **Readiness:** each cluster's source is synced by its first successful reconcile.
+//! - **Replicas:** with `[etcd]`, one replica elected among the members runs it and its
+//!   changes go to etcd, which every replica serves (`elected.rs`, docs/etcd.md); its
+//!   readiness is then the etcd store's (the last leader's instances are served).
 //! - **Metrics** (`muster_ecs_*`): `events_received_total`, `events_applied_total`,
 //!   `events_ignored_total{reason}`, `events_malformed_total`, `event_lag_seconds`,
 //!   `reconcile_duration_seconds{cluster}`, `reconcile_drift_total{cluster,kind}`,
 //!   `api_calls_total{operation}`, `api_errors_total{operation}`, `tasks{cluster}`,
-//!   `tasks_skipped_total{reason}`, `container_instances`.
+//!   `tasks_skipped_total{reason}`, `container_instances`, and with `[etcd]` `leader`,
+//!   `leader_transitions_total`.
 
 mod aws;
 mod backoff;
 mod config;
+#[cfg(feature = "etcd")]
+mod elected;
 mod events;
 mod hosts;
 mod mapping;
@@ -63,6 +69,8 @@ mod waiting;
 mod watch;
 
 pub use config::{EcsSourceConfig, Malformed, ServiceRule};
+#[cfg(feature = "etcd")]
+pub use elected::run_elected;
 pub use metrics::EcsMetrics;
 pub use state::source_id;
 pub use watch::{run, source_ids};

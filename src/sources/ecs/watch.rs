@@ -140,7 +140,7 @@ async fn apply_reconcile(
         .reconcile(&cluster, listed, since, Instant::now());
     shared.hosts.retain(&events.hosts_in_use());
     shared.metrics.container_instances(shared.hosts.len());
-    if let Err(error) = context.registry.apply(sync).await {
+    if let Err(error) = context.registry.apply_shared(sync).await {
         tracing::warn!(%cluster, %error, "reconcile not applied");
         return;
     }

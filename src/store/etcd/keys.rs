@@ -44,6 +44,16 @@ impl Layout {
         format!("{}ns/", self.prefix).into_bytes()
     }
 
+    /// Where the replicas' member keys live (outside [`Layout::root`]: not records).
+    pub fn members(&self) -> Vec<u8> {
+        format!("{}members/", self.prefix).into_bytes()
+    }
+
+    /// The name of the election of the replica that runs a source once for all.
+    pub fn election(&self, what: &str) -> Vec<u8> {
+        format!("{}elections/{what}", self.prefix).into_bytes()
+    }
+
     pub fn key(&self, key: &RecordKey) -> Vec<u8> {
         let mut text = format!("{}ns/", self.prefix);
         match key {

@@ -35,6 +35,7 @@ pub struct EtcdMetrics {
     pub(super) reloads: Counter,
     pub(super) load_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub(super) skipped: Counter,
+    members: Gauge,
     seen: AtomicI64,
     applied_at: AtomicI64,
     problem: Mutex<Option<String>>,
@@ -53,6 +54,7 @@ impl Default for EtcdMetrics {
             reloads: Counter::default(),
             load_seconds: Gauge::default(),
             skipped: Counter::default(),
+            members: Gauge::default(),
             seen: AtomicI64::new(0),
             applied_at: AtomicI64::new(0),
             problem: Mutex::new(Some("not connected yet".to_owned())),
@@ -113,6 +115,15 @@ impl EtcdMetrics {
             "Records not applied (undecodable, naming what this replica lacks, health settings out of bounds)",
             self.skipped.clone(),
         );
+        sub.register(
+            "members",
+            "Live replicas on the prefix as this one sees them (0 while it is not a member)",
+            self.members.clone(),
+        );
+    }
+
+    pub(super) fn set_members(&self, count: usize) {
+        self.members.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub(super) fn observe_request(&self, operation: &'static str, took: Duration, ok: bool) {

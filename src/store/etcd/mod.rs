@@ -1,6 +1,7 @@
 //! The registry on etcd: what the APIs own, shared by every replica on one prefix.
 //!
-//! Owns: the connection to etcd, the key layout and value codec ([`keys`]), the
+//! Owns: the connection to etcd, this replica's membership ([`members`]: a lease, a
+//! key on it, the member set) and the elections held on it ([`election`]), the key layout and value codec ([`keys`]), the
 //! load-then-watch loop ([`follow`]), and running transactions ([`Etcd::commit`]). It
 //! knows records ([`crate::registry::Record`]), not the rules that produce them: the
 //! registry's writer validates each API change against the state it has applied, turns
@@ -14,10 +15,12 @@
 //! `muster_etcd_request_errors_total{operation}`, `muster_etcd_conflicts_total`,
 //! `muster_etcd_revision`, `muster_etcd_applied_revision`,
 //! `muster_etcd_watch_lag_revisions`, `muster_etcd_up`, `muster_etcd_reloads_total`,
-//! `muster_etcd_load_seconds`, `muster_etcd_skipped_records_total`.
+//! `muster_etcd_load_seconds`, `muster_etcd_skipped_records_total`, `muster_etcd_members`.
 
 mod client;
+mod election;
 pub mod keys;
+mod members;
 mod metrics;
 mod migrate;
 mod watch;
@@ -25,6 +28,8 @@ mod watch;
 pub use client::{
     Committed, Etcd, EtcdError, Expect, Loaded, MAX_TXN_BYTES, MAX_TXN_OPS, Op, Stored,
 };
+pub use election::Election;
+pub use members::{Members, run as keep_membership};
 pub use metrics::EtcdMetrics;
 pub use migrate::{MigrateError, export, import};
 pub use watch::{Connection, Update, follow};
