@@ -307,8 +307,8 @@ def test_config_rule_checks_and_when_all_unhealthy(muster, servers):
             assert "HTTP 500 from http://" + target.address + "/rule-health" in instance(m, svc, f"i-{n}")["check_reason"]
     # Fail-open (the default): every instance unhealthy, so every instance is answered.
     assert a_records(m, "open") == sorted(t.ip for t in targets["open"])
-    # `empty`: NODATA.
-    assert_negative(m.dns_query("closed.internal", "A"), dns.rcode.NOERROR)
+    # `empty`: nothing served, so the name is gone (NXDOMAIN, as Route 53 has no record).
+    assert_negative(m.dns_query("closed.internal", "A"), dns.rcode.NXDOMAIN)
 
     for pair in targets.values():
         pair[1].mode = "ok"
