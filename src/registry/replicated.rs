@@ -483,7 +483,8 @@ impl Replica {
             );
         }
         self.loaded = true;
-        self.set_revision(loaded.revision);
+        self.delivered = self.delivered.max(loaded.revision);
+        self.set_revision(loaded.serial);
         self.publish(&touched);
     }
 

@@ -120,6 +120,8 @@ def test_glibc_getent_resolves_through_muster_on_port_53(tmp_path):
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\n[dns]\nlisten = ["127.0.0.1:53"]\n[http]\nlisten = "127.0.0.1:8054"\n'
         f'[[sources.file]]\npath = "{static}"\n'
+        # A file without [[namespaces]] serves none (as a fresh Cloud Map account has none).
+        '[[namespaces]]\nname = "internal"\n'
     )
     subprocess.run(["ip", "netns", "add", name], check=True)
     proc = None

@@ -101,6 +101,9 @@ pub struct Stored {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub revision: i64,
+    /// The revision of the last change to the records (the serial to serve): the newest
+    /// `mod_revision` in the range, the serial marker's included.
+    pub serial: i64,
     pub records: Vec<Stored>,
     /// Keys under the prefix that are not muster's layout or do not decode.
     pub undecodable: usize,
@@ -177,8 +180,13 @@ impl Etcd {
                 loaded.revision = response.header().map_or(0, |h| h.revision());
             }
             let mut last = None;
+            let marker = self.layout.serial_marker();
             for kv in response.kvs() {
                 last = Some(kv.key().to_vec());
+                loaded.serial = loaded.serial.max(kv.mod_revision());
+                if kv.key() == marker.as_slice() {
+                    continue;
+                }
                 match self.decode(kv.key(), Some(kv.value())) {
                     Ok((key, record)) => loaded.records.push(Stored {
                         key,
@@ -228,13 +236,16 @@ impl Etcd {
     /// Commits `ops` if every expectation holds, within the request timeout.
     pub async fn commit(&self, expects: &[Expect], ops: &[Op]) -> Result<Committed, EtcdError> {
         let compares: Vec<Compare> = expects.iter().map(|e| self.compare(e)).collect();
-        let writes: Vec<TxnOp> = ops
+        let mut writes: Vec<TxnOp> = ops
             .iter()
             .map(|op| match op {
                 Op::Put(key, value) => TxnOp::put(self.layout.key(key), value.to_vec(), None),
                 Op::Delete(key) => TxnOp::delete(self.layout.key(key), None),
             })
             .collect();
+        if !writes.is_empty() {
+            writes.push(TxnOp::put(self.layout.serial_marker(), Vec::new(), None));
+        }
         let txn = Txn::new().when(compares).and_then(writes);
         let mut kv = self.kv.clone();
         let response = self.timed("txn", kv.txn(txn)).await?;
@@ -248,15 +259,18 @@ impl Etcd {
         }
     }
 
-    /// Keys under the prefix (for import, which needs an empty one).
+    /// Records under the prefix (for import, which needs an empty one); the serial
+    /// marker, the range's first key, is not one.
     pub async fn count(&self) -> Result<i64, EtcdError> {
         let root = self.layout.root();
         let options = GetOptions::new()
             .with_range(keys::prefix_end(&root))
             .with_count_only();
+        let mut first = self.layout.serial_marker();
+        first.push(0);
         let mut kv = self.kv.clone();
         Ok(self
-            .timed("range", kv.get(root, Some(options)))
+            .timed("range", kv.get(first, Some(options)))
             .await?
             .count())
     }

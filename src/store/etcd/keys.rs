@@ -44,6 +44,15 @@ impl Layout {
         format!("{}ns/", self.prefix).into_bytes()
     }
 
+    /// The key every transaction also writes, so that the newest `mod_revision` in
+    /// [`Layout::root`] is the revision of its last change, deletions included: the
+    /// serial a replica that loads the range serves, equal to the one a replica that
+    /// followed every change serves. The cluster's revision would not do: member leases,
+    /// elections and other users of the cluster move it too.
+    pub fn serial_marker(&self) -> Vec<u8> {
+        self.root()
+    }
+
     /// Where the replicas' member keys live (outside [`Layout::root`]: not records).
     pub fn members(&self) -> Vec<u8> {
         format!("{}members/", self.prefix).into_bytes()

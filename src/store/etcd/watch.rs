@@ -170,9 +170,13 @@ async fn watch(
         } else {
             let mut records = Vec::with_capacity(response.events().len());
             let mut revision = from;
+            let marker = etcd.layout.serial_marker();
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 revision = revision.max(kv.mod_revision());
+                if kv.key() == marker.as_slice() {
+                    continue;
+                }
                 let value = (event.event_type() == EventType::Put).then(|| kv.value());
                 match etcd.decode(kv.key(), value) {
                     Ok((key, record)) => records.push(Stored {
