@@ -482,9 +482,12 @@ def test_etcd_members_user_data_bootstraps_the_cluster_the_etcd_examples_use(tmp
             return to_moto(aws, queue)(text)
 
         replicas = [start_example(name, rewrite) for name in ("ecs-resolver-etcd.toml", "ecs-resolver-replicas.toml")]
+        running = sorted(aws.ipv4(t) for t in tasks)
         for m in replicas:
             wait_until(lambda m=m: m.get("/readyz").status_code == 200, timeout=20, message="/readyz")
-            assert addresses(m) == sorted(aws.ipv4(t) for t in tasks)
+            # One replica leads the ECS election and writes the tasks into etcd after its
+            # first reconcile; with [etcd], readiness is the store's, so that may come later.
+            wait_until(lambda m=m: addresses(m) == running, timeout=20, message="the tasks")
         replicas[0].put_instance("internal", "web", "i-1", {"ipv4": "10.0.0.5", "port": 8080})
         wait_until(lambda: addresses(replicas[1], "web.internal") == ["10.0.0.5"], timeout=5, message="web on B")
         assert "/muster/ns/internal/web/i-1" in cluster.keys("/muster/")
