@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 
 use super::MAX_BODY_BYTES;
@@ -126,7 +126,12 @@ impl Guarded {
     /// API's shape.
     pub async fn call(&self, request: Request) -> Response {
         let api = Api::of(request.uri(), request.headers());
-        if let Some(refusal) = self.guard.refusal(api, &request) {
+        if let Some(mut refusal) = self.guard.refusal(api, &request) {
+            // The body was not read, so hyper closes the connection after this answer
+            // (RFC 9112 9.6); saying so keeps the client from sending its next request
+            // on a connection that is about to close.
+            let close = HeaderValue::from_static("close");
+            refusal.headers_mut().insert(header::CONNECTION, close);
             return refusal;
         }
         let method = request.method().clone();
