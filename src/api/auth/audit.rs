@@ -18,10 +18,28 @@
 
 use std::net::SocketAddr;
 
+use tracing::Level;
+
 use super::Principal;
 
 /// The tracing target of audit lines.
 pub const TARGET: &str = "muster::audit";
+
+/// One audit line: the fields every line of `$write` carries, then its own.
+macro_rules! audit {
+    ($level:expr, $write:expr, $($fields:tt)*) => {
+        tracing::event!(
+            target: TARGET,
+            $level,
+            api = $write.api,
+            principal = %$write.principal,
+            source = %$write.source,
+            operation = ?$write.operation,
+            resource = ?$write.resource,
+            $($fields)*
+        )
+    };
+}
 
 /// One write: who asked for what.
 pub struct Write<'a> {
@@ -36,24 +54,10 @@ impl Write<'_> {
     /// The write was answered with `status`; `error` is its kind when refused.
     pub fn record(&self, status: u16, error: Option<&str>) {
         match error {
-            None => tracing::info!(
-                target: TARGET,
-                api = self.api,
-                principal = %self.principal,
-                source = %self.source,
-                operation = ?self.operation,
-                resource = ?self.resource,
-                result = "ok",
-                status,
-                "write"
-            ),
-            Some(error) => tracing::info!(
-                target: TARGET,
-                api = self.api,
-                principal = %self.principal,
-                source = %self.source,
-                operation = ?self.operation,
-                resource = ?self.resource,
+            None => audit!(Level::INFO, self, result = "ok", status, "write"),
+            Some(error) => audit!(
+                Level::INFO,
+                self,
                 result = "refused",
                 status,
                 error,
@@ -64,29 +68,15 @@ impl Write<'_> {
 
     /// An accepted routine write (a heartbeat): DEBUG, not INFO.
     pub fn record_routine(&self, status: u16) {
-        tracing::debug!(
-            target: TARGET,
-            api = self.api,
-            principal = %self.principal,
-            source = %self.source,
-            operation = ?self.operation,
-            resource = ?self.resource,
-            result = "ok",
-            status,
-            "write"
-        );
+        audit!(Level::DEBUG, self, result = "ok", status, "write");
     }
 
     /// `count` writes by this principal were refused by the rate limit since its last
     /// report (this one included).
     pub fn record_throttled(&self, count: u64) {
-        tracing::info!(
-            target: TARGET,
-            api = self.api,
-            principal = %self.principal,
-            source = %self.source,
-            operation = ?self.operation,
-            resource = ?self.resource,
+        audit!(
+            Level::INFO,
+            self,
             result = "throttled",
             status = 429u16,
             count,
