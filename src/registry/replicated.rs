@@ -322,6 +322,11 @@ impl Replica {
         };
         let error = match outcome {
             Ok(Ok(Committed::Done(revision))) => {
+                if !self.metrics.reachable() {
+                    // Committed while the watch is down (quorum just came back): it
+                    // must not wait out its backoff while this write waits for it.
+                    let _ = self.progress.try_send(());
+                }
                 let staged = staged
                     .into_iter()
                     .map(|(p, complete)| (revision, p, complete));

@@ -169,6 +169,11 @@ impl EtcdMetrics {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 
+    /// Whether the watch is connected: a write waiting on it while it is not wakes it.
+    pub fn reachable(&self) -> bool {
+        self.up.get() == 1
+    }
+
     /// One line for `/healthz?verbose`.
     pub fn status(&self) -> String {
         let applied = self.applied_at.load(Ordering::Relaxed);

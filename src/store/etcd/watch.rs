@@ -44,8 +44,9 @@ enum Ended {
 }
 
 /// Follows the prefix until `shutdown`: connects, loads, watches, and reloads or resumes
-/// as needed. A progress request on `progress` asks etcd to confirm how far it has
-/// delivered (the writer's wait after a failed compare).
+/// as needed. A request on `progress` means a write is waiting for the watch: a live
+/// watch asks etcd to confirm how far it has delivered (the writer's wait after a failed
+/// compare); a broken one stops waiting out its backoff and tries again at once.
 pub async fn follow(
     config: EtcdConfig,
     connection: Connection,
@@ -102,13 +103,14 @@ pub async fn follow(
             }
             Err(error) => error.to_string(),
         };
-        if metrics.status().starts_with("etcd: reachable") {
+        if metrics.reachable() {
             tracing::warn!(%problem, "etcd is unreachable; DNS serves the last state, writes get 503");
         }
         metrics.set_reachable(Some(problem));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
+            Some(()) = progress.recv() => {}
         }
         backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
     }
