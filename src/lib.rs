@@ -133,17 +133,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (health, health_task) =
         health::Health::new(handle.clone(), health_metrics, limits, sources_stop.clone());
     #[cfg(feature = "etcd")]
-    let (members, health_task) = match replicas(&config, etcd_metrics, &tasks, &sources_stop) {
-        Some(members) => {
-            let share = health::Share {
-                id: members.id.clone(),
-                members: members.view.clone(),
-                local: Arc::new(file_sources.iter().map(sources::file::source_id).collect()),
-            };
-            (Some(members), health_task.shared(share))
-        }
-        None => (None, health_task),
-    };
+    let (members, health, health_task) =
+        match replicas(&config, etcd_metrics, &tasks, &sources_stop) {
+            Some((members, prefix)) => {
+                let share = health::Share {
+                    id: members.id.clone(),
+                    members: members.view.clone(),
+                    local: Arc::new(file_sources.iter().map(sources::file::source_id).collect()),
+                    leases: store::etcd::HeartbeatLeases::new(members.connection.clone(), &prefix),
+                };
+                let health = health.shared(share.clone(), handle.clone());
+                (Some(members), health, health_task.shared(share))
+            }
+            None => (None, health, health_task),
+        };
     registry.on_publish(health.publish_hook());
     tasks.spawn("health", move || health_task.run());
 
@@ -311,22 +314,23 @@ fn outcome(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Strin
 }
 
 /// With `[etcd]`: keeps this replica a member (lease, key, member set) until shutdown,
-/// and returns the membership the elected sources campaign with.
+/// and returns the membership the elected sources campaign with, and the prefix.
 #[cfg(feature = "etcd")]
 fn replicas(
     config: &Config,
     metrics: Option<Arc<store::etcd::EtcdMetrics>>,
     tasks: &Supervisor,
     stop: &CancellationToken,
-) -> Option<store::etcd::Members> {
+) -> Option<(store::etcd::Members, String)> {
     let (etcd, metrics) = (config.etcd.clone()?, metrics?);
+    let prefix = etcd.prefix.clone();
     let (members, view) = store::etcd::Members::new(etcd.replica_id());
     let (joined, stop) = (members.clone(), stop.clone());
     tasks.spawn("etcd members", move || {
         let (etcd, joined, view) = (etcd.clone(), joined.clone(), view.clone());
         store::etcd::keep_membership(etcd, joined, view, metrics.clone(), stop.clone())
     });
-    Some(members)
+    Some((members, prefix))
 }
 
 /// The registry on its store: the local log (replayed), or etcd with `[etcd]`. Returns

@@ -93,6 +93,7 @@ async fn register(
             .policy_for(&key.service, None),
     };
     state.health.limits().admit(&spec, &policy)?;
+    state.health.admit_heartbeat(&spec)?;
     let change = Change::Upsert {
         key: key.clone(),
         spec,

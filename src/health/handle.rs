@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::HealthMetrics;
 use super::scheduler::{self, has_timers};
 use super::targets::CheckLimits;
-use crate::registry::{InstanceKey, PublishHook, RegistryHandle, Snapshot, SourceId};
+use crate::registry::{
+    FieldError, InstanceKey, InstanceSpec, PublishHook, RegistryHandle, Snapshot, SourceId,
+};
 use crate::store::members::View;
 
 /// Checks running at once at most; more wait for a slot (the next tick skips a check
@@ -26,14 +28,20 @@ pub enum HeartbeatError {
     NoTtl(InstanceKey),
     #[error("the health task has stopped")]
     Stopped,
+    /// With `[etcd]`: the heartbeat could not be shared with the other replicas.
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+/// Where a heartbeat is answered.
+pub(super) type Reply = oneshot::Sender<Result<(), HeartbeatError>>;
 
 /// What the task is asked to do, in the order asked.
 pub(super) enum Command {
     /// Services whose instances may have changed, in the snapshot that changed them
     /// (registry readers may see it only once every publish hook has run).
     Touched(Arc<Snapshot>, BTreeSet<(String, String)>),
-    Heartbeat(InstanceKey, oneshot::Sender<Result<(), HeartbeatError>>),
+    Heartbeat(InstanceKey, Reply),
     /// Panic, as a bug would: tests of the restart.
     #[cfg(test)]
     Crash,
@@ -61,6 +69,24 @@ pub struct Share {
     pub members: watch::Receiver<View>,
     /// Sources whose instances are this replica's own (files): it checks them itself.
     pub local: Arc<HashSet<SourceId>>,
+    /// The leases behind the heartbeats of the instances every replica serves.
+    #[cfg(feature = "etcd")]
+    pub leases: crate::store::etcd::HeartbeatLeases,
+}
+
+impl Share {
+    /// The lease of `instance`'s heartbeat, unless it has none or is this replica's own
+    /// (a file source's: its deadline is kept here, as without etcd).
+    #[cfg(feature = "etcd")]
+    pub(super) fn lease(
+        &self,
+        key: &InstanceKey,
+        instance: &crate::registry::Instance,
+    ) -> Option<crate::store::etcd::Lease> {
+        let ttl = instance.spec.heartbeat_ttl?;
+        (!self.local.contains(&instance.source))
+            .then(|| self.leases.lease(key, instance.created, ttl))
+    }
 }
 
 /// A handle to the health task.
@@ -68,6 +94,9 @@ pub struct Share {
 pub struct Health {
     commands: mpsc::UnboundedSender<Command>,
     limits: Arc<CheckLimits>,
+    /// With `[etcd]`: where heartbeats are shared, and the instances they name.
+    #[cfg(feature = "etcd")]
+    shared: Option<(Share, RegistryHandle)>,
 }
 
 /// The health task, to run under a supervisor: each [`HealthTask::run`] starts from the
@@ -99,6 +128,9 @@ impl Health {
             .expect("an HTTP client without TLS builds");
         let limits = Arc::new(limits);
         let parts = Parts {
+            #[cfg(feature = "etcd")]
+            registry: registry.clone(),
+            #[cfg(not(feature = "etcd"))]
             registry,
             metrics,
             limits: limits.clone(),
@@ -111,7 +143,44 @@ impl Health {
             commands: Arc::new(Mutex::new(receiver)),
             shutdown,
         };
-        (Self { commands, limits }, task)
+        let health = Self {
+            commands,
+            limits,
+            #[cfg(feature = "etcd")]
+            shared: None,
+        };
+        (health, task)
+    }
+
+    /// Shares heartbeats with the other replicas through `share`'s leases (with
+    /// `[etcd]`); the task gets the same `share` ([`HealthTask::shared`]).
+    #[cfg(feature = "etcd")]
+    pub fn shared(mut self, share: Share, registry: RegistryHandle) -> Self {
+        self.shared = Some((share, registry));
+        self
+    }
+
+    /// Refuses a heartbeat TTL below the floor: with `[etcd]`, etcd's lease minimum.
+    pub fn admit_heartbeat(&self, spec: &InstanceSpec) -> Result<(), FieldError> {
+        match (spec.heartbeat_ttl, self.heartbeat_floor()) {
+            (Some(ttl), Some(floor)) if ttl < floor => Err(FieldError::new(
+                "heartbeat_ttl",
+                format!(
+                    "{} is below {}, the shortest with [etcd] (etcd's lease minimum)",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(floor),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn heartbeat_floor(&self) -> Option<std::time::Duration> {
+        #[cfg(feature = "etcd")]
+        if self.shared.is_some() {
+            return Some(crate::store::etcd::MIN_HEARTBEAT_TTL);
+        }
+        None
     }
 
     /// Where checks may go and how often (`[health]`).
@@ -152,6 +221,20 @@ impl Health {
     /// Renews an instance's heartbeat: its deadline moves to now + TTL, and if it had
     /// expired it is healthy again before this returns.
     pub async fn heartbeat(&self, key: InstanceKey) -> Result<(), HeartbeatError> {
+        // With `[etcd]`, the lease first: once this answers, the heartbeat counts on
+        // every replica.
+        #[cfg(feature = "etcd")]
+        if let Some((share, registry)) = &self.shared {
+            let snapshot = registry.snapshot();
+            let instance = snapshot.instance(&key);
+            if let Some(lease) = instance.and_then(|i| share.lease(&key, i)) {
+                share
+                    .leases
+                    .renew(lease)
+                    .await
+                    .map_err(|e| HeartbeatError::Unavailable(e.to_string()))?;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Heartbeat(key, reply))

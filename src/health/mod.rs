@@ -22,7 +22,10 @@
 //!   member writes the verdicts into the instance's record (through the registry's
 //!   writer), and every replica serves them. When a member's lease expires its checks
 //!   move with the member set. Instances of per-replica sources (files) are checked by
-//!   every replica, as without etcd.
+//!   every replica, as without etcd. Heartbeats of the instances etcd holds renew an etcd
+//!   lease per instance, from any replica; the member that owns the instance keeps its
+//!   deadline, asks etcd about the lease when it passes, and writes the expiry into the
+//!   instance's record once etcd expired it (`store::etcd::HeartbeatLeases`).
 //!
 //! One scheduler (a `DelayQueue` of per-instance deadlines) serves every timer, so a
 //! renewal costs a queue reset, not a registry change: the revision and the DNS zone move

@@ -10,16 +10,19 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use super::handle::{Command, HeartbeatError, Parts, Share};
+use super::handle::{Command, HeartbeatError, Parts, Reply, Share};
 use super::metrics::{HealthMetrics, ResultLabels};
 use super::probe::{self, Verdict};
 use super::targets::{CheckLimits, check_target};
 use crate::registry::check::heartbeat_period;
 use crate::registry::{
-    Change, CheckSpec, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
+    Change, ChangeError, CheckSpec, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
 };
 use crate::store::members::{View, owner};
 
+/// How soon a shared heartbeat's lease is asked about again when etcd says it is in its
+/// last second, or cannot say.
+const LEASE_RECHECK: Duration = Duration::from_millis(250);
 /// Inconclusive checks are logged at most this often, with their count.
 const INCONCLUSIVE_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -35,6 +38,15 @@ struct Outcome {
     key: InstanceKey,
     generation: u64,
     verdict: Verdict,
+}
+
+/// With `[etcd]`: what etcd said of a shared heartbeat's lease when its deadline came
+/// (how long it has left, `None` once it is gone), for the registration `registered`.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+struct Lapse {
+    key: InstanceKey,
+    registered: SystemTime,
+    left: Result<Option<Duration>, String>,
 }
 
 /// One instance's heartbeat deadline.
@@ -68,6 +80,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let (outcomes, results) = mpsc::unbounded_channel();
+    let (lapses, lapsed) = mpsc::unbounded_channel();
     let scheduler = Scheduler {
         registry: parts.registry,
         metrics: parts.metrics,
@@ -83,8 +96,9 @@ pub(super) async fn run(
         inconclusive: Inconclusive::default(),
         members: Vec::new(),
         share: parts.share,
+        lapses,
     };
-    scheduler.run(commands, results, shutdown).await
+    scheduler.run(commands, results, lapsed, shutdown).await
 }
 
 struct Scheduler {
@@ -105,6 +119,10 @@ struct Scheduler {
     /// With `[etcd]`: which checks are this replica's, and the members as last seen.
     share: Option<Share>,
     members: Vec<String>,
+    /// Where the lease lookups of shared heartbeats' deadlines answer (one in flight
+    /// per timer at most).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    lapses: mpsc::UnboundedSender<Lapse>,
 }
 
 /// Inconclusive checks since the last warning about them.
@@ -140,6 +158,7 @@ impl Scheduler {
         mut self,
         commands: &mut mpsc::UnboundedReceiver<Command>,
         mut results: mpsc::UnboundedReceiver<Outcome>,
+        mut lapsed: mpsc::UnboundedReceiver<Lapse>,
         shutdown: CancellationToken,
     ) {
         let mut view = self.share.as_ref().map(|share| share.members.clone());
@@ -161,14 +180,12 @@ impl Scheduler {
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Touched(snapshot, services)) => self.follow(&snapshot, &services),
-                    Some(Command::Heartbeat(key, reply)) => {
-                        let result = self.renew(key).await;
-                        let _ = reply.send(result);
-                    }
+                    Some(Command::Heartbeat(key, reply)) => self.renew(key, reply).await,
                     #[cfg(test)]
                     Some(Command::Crash) => panic!("the health task was told to crash"),
                 },
                 Some(outcome) = results.recv() => self.judge(outcome).await,
+                Some(lapse) = lapsed.recv() => self.lapsed(lapse),
                 Some(due) = std::future::poll_fn(|cx| self.queue.poll_expired(cx)) => match due.into_inner() {
                     Due::Heartbeat(key) => self.expire(key).await,
                     Due::Check(key) => self.start_check(key),
@@ -193,7 +210,8 @@ impl Scheduler {
         self.follow(&snapshot, &everything);
     }
 
-    /// Whether this replica runs the check of `instance` (always, without `[etcd]`).
+    /// Whether this replica runs the check of `instance` and keeps its heartbeat
+    /// deadline (always, without `[etcd]`).
     fn owns(&self, key: &InstanceKey, instance: &Instance) -> bool {
         let Some(share) = &self.share else {
             return true;
@@ -216,7 +234,9 @@ impl Scheduler {
             };
             let gone = stale(&self.heartbeats, &first, |key, timer| {
                 instance(key).is_some_and(|i| {
-                    i.spec.heartbeat_ttl == Some(timer.ttl) && i.updated == timer.registered
+                    i.spec.heartbeat_ttl == Some(timer.ttl)
+                        && i.updated == timer.registered
+                        && self.owns(key, i)
                 })
             });
             for key in gone {
@@ -249,19 +269,33 @@ impl Scheduler {
                     id: instance.id.clone(),
                 };
                 if let Some(ttl) = instance.spec.heartbeat_ttl
-                    && !self.heartbeats.contains_key(&key)
+                    && self.owns(&key, instance)
                 {
                     let deadline = Instant::now() + heartbeat_period(ttl);
-                    let timer = HeartbeatTimer {
-                        ttl,
-                        registered: instance.updated,
-                        entry: Some(
-                            self.queue
-                                .insert_at(Due::Heartbeat(key.clone()), deadline.into()),
-                        ),
-                        deadline,
-                    };
-                    self.heartbeats.insert(key.clone(), timer);
+                    match self.heartbeats.get_mut(&key) {
+                        None => {
+                            let entry = self
+                                .queue
+                                .insert_at(Due::Heartbeat(key.clone()), deadline.into());
+                            let timer = HeartbeatTimer {
+                                ttl,
+                                registered: instance.updated,
+                                entry: Some(entry),
+                                deadline,
+                            };
+                            self.heartbeats.insert(key.clone(), timer);
+                        }
+                        // Expired, and made healthy by a heartbeat to another replica
+                        // (with `[etcd]`): its deadline runs again.
+                        Some(timer) if timer.entry.is_none() && instance.heartbeat_ok => {
+                            let entry = self
+                                .queue
+                                .insert_at(Due::Heartbeat(key.clone()), deadline.into());
+                            timer.entry = Some(entry);
+                            timer.deadline = deadline;
+                        }
+                        Some(_) => {}
+                    }
                 }
                 if let Some((spec, target)) = check
                     && !self.checks.contains_key(&key)
@@ -397,18 +431,19 @@ impl Scheduler {
         }
     }
 
-    async fn renew(&mut self, key: InstanceKey) -> Result<(), HeartbeatError> {
+    /// Moves a heartbeat's deadline (if this replica keeps it) and makes an expired
+    /// instance healthy again before `reply` is answered.
+    async fn renew(&mut self, key: InstanceKey, reply: Reply) {
         let snapshot = self.registry.snapshot();
-        let instance = snapshot
-            .service(&key.namespace, &key.service)
-            .and_then(|s| s.instances.get(key.id.as_str()))
-            .cloned()
-            .ok_or_else(|| HeartbeatError::NotFound(key.clone()))?;
-        let ttl = instance
-            .spec
-            .heartbeat_ttl
-            .ok_or_else(|| HeartbeatError::NoTtl(key.clone()))?;
-        if !self.heartbeats.contains_key(&key) {
+        let Some(instance) = snapshot.instance(&key).cloned() else {
+            let _ = reply.send(Err(HeartbeatError::NotFound(key)));
+            return;
+        };
+        let Some(ttl) = instance.spec.heartbeat_ttl else {
+            let _ = reply.send(Err(HeartbeatError::NoTtl(key)));
+            return;
+        };
+        if !self.heartbeats.contains_key(&key) && self.owns(&key, &instance) {
             self.follow(
                 &snapshot,
                 &BTreeSet::from([(key.namespace.clone(), key.service.clone())]),
@@ -427,13 +462,34 @@ impl Scheduler {
             }
             timer.deadline = deadline;
         }
-        if !instance.heartbeat_ok {
-            self.registry
-                .apply(Change::Heartbeat { key: key.clone() })
-                .await
-                .map_err(|_| HeartbeatError::NotFound(key))?;
+        if instance.heartbeat_ok {
+            let _ = reply.send(Ok(()));
+            return;
         }
-        Ok(())
+        let change = Change::Heartbeat { key: key.clone() };
+        if self.shared_heartbeat(&key, &instance) {
+            // Into the instance's record, for every replica: a commit to wait for, off
+            // this task.
+            let registry = self.registry.clone();
+            tokio::spawn(async move {
+                let revived = registry.apply_shared(change).await;
+                let _ = reply.send(revived.map(drop).map_err(unavailable));
+            });
+        } else {
+            let revived = self.registry.apply(change).await;
+            let _ = reply.send(revived.map(drop).map_err(|_| HeartbeatError::NotFound(key)));
+        }
+    }
+
+    /// Whether the heartbeats of `instance` are shared by every replica (with `[etcd]`,
+    /// an instance etcd holds): its deadline is then judged by its lease.
+    fn shared_heartbeat(&self, key: &InstanceKey, instance: &Instance) -> bool {
+        #[cfg(feature = "etcd")]
+        if let Some(share) = &self.share {
+            return share.lease(key, instance).is_some();
+        }
+        let _ = (key, instance);
+        false
     }
 
     async fn expire(&mut self, key: InstanceKey) {
@@ -442,18 +498,88 @@ impl Scheduler {
         };
         timer.entry = None;
         let deadline = timer.deadline;
-        if let Ok(applied) = self
-            .registry
-            .apply(Change::HeartbeatExpired { key: key.clone() })
-            .await
-        {
-            self.metrics.expired.inc();
-            self.metrics
-                .lateness
-                .observe(deadline.elapsed().as_secs_f64());
-            tracing::info!(instance = %key, revision = applied.revision, "heartbeat missed: unhealthy");
+        if self.ask_lease(&key) {
+            return;
+        }
+        let expired = Change::HeartbeatExpired { key: key.clone() };
+        if let Ok(applied) = self.registry.apply(expired).await {
+            expired_metrics(&self.metrics, &key, deadline, applied.revision);
         }
     }
+
+    /// For a shared heartbeat (with `[etcd]`), whose renewals other replicas may have
+    /// taken: asks etcd, off this task, whether its lease lapsed; the answer comes back
+    /// as a [`Lapse`]. False when the deadline is this replica's alone.
+    fn ask_lease(&self, key: &InstanceKey) -> bool {
+        #[cfg(feature = "etcd")]
+        if let (Some(share), Some(timer)) = (&self.share, self.heartbeats.get(key)) {
+            let snapshot = self.registry.snapshot();
+            let instance = snapshot.instance(key);
+            if let Some(lease) = instance.and_then(|i| share.lease(key, i)) {
+                let (leases, lapses) = (share.leases.clone(), self.lapses.clone());
+                let (key, registered) = (key.clone(), timer.registered);
+                tokio::spawn(async move {
+                    let left = leases.remaining(lease).await.map_err(|e| e.to_string());
+                    let _ = lapses.send(Lapse {
+                        key,
+                        registered,
+                        left,
+                    });
+                });
+                return true;
+            }
+        }
+        let _ = key;
+        false
+    }
+
+    /// A shared heartbeat's lease as etcd reported it at the deadline: the deadline
+    /// moves to the lease's end, or the expiry goes into the instance's record.
+    fn lapsed(&mut self, lapse: Lapse) {
+        let Some(timer) = self
+            .heartbeats
+            .get_mut(&lapse.key)
+            .filter(|t| t.entry.is_none() && t.registered == lapse.registered)
+        else {
+            return;
+        };
+        let again = match lapse.left {
+            // Whole seconds, rounded down: a lease in its last second says 0.
+            Ok(Some(left)) => left.max(LEASE_RECHECK),
+            Ok(None) => {
+                let (registry, metrics) = (self.registry.clone(), self.metrics.clone());
+                let (key, deadline) = (lapse.key, timer.deadline);
+                tokio::spawn(async move {
+                    let expired = Change::HeartbeatExpired { key: key.clone() };
+                    if let Ok(applied) = registry.apply_shared(expired).await {
+                        expired_metrics(&metrics, &key, deadline, applied.revision);
+                    }
+                });
+                return;
+            }
+            // etcd cannot say: the instance keeps the health every replica serves.
+            Err(problem) => {
+                tracing::debug!(instance = %lapse.key, %problem, "heartbeat lease unknown");
+                LEASE_RECHECK
+            }
+        };
+        timer.deadline = Instant::now() + again;
+        timer.entry = Some(
+            self.queue
+                .insert_at(Due::Heartbeat(lapse.key), timer.deadline.into()),
+        );
+    }
+}
+
+/// Counts an expiry and how late it was applied.
+fn expired_metrics(metrics: &HealthMetrics, key: &InstanceKey, deadline: Instant, revision: u64) {
+    metrics.expired.inc();
+    metrics.lateness.observe(deadline.elapsed().as_secs_f64());
+    tracing::info!(instance = %key, revision, "heartbeat missed: unhealthy");
+}
+
+fn unavailable(error: ChangeError) -> HeartbeatError {
+    HeartbeatError::Unavailable(error.to_string())
 }
 
 /// The member set when it changes; never, without `[etcd]` or once it is gone.

@@ -102,6 +102,10 @@ pub struct InstanceRecord {
     /// while nothing was found (healthy, no reason): every replica serves the verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckVerdict>,
+    /// Its heartbeats stopped: with `[etcd]`, written by the replica that watches its
+    /// deadline, so every replica serves it unhealthy; absent while they are current.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeat_expired: bool,
 }
 
 /// An active check's verdict: whether the check passes, and why it says so.
@@ -215,6 +219,7 @@ pub fn record(snapshot: &Snapshot, key: &RecordKey) -> Option<Record> {
                         reason: instance.check_reason.clone(),
                     }
                 }),
+                heartbeat_expired: !instance.heartbeat_ok,
             }))
         }
     }
@@ -411,14 +416,15 @@ impl State {
             let mut reported = old.spec.clone();
             reported.healthy = record.spec.healthy;
             if old.source == record.owner && reported == record.spec {
-                // Only the reported health or the check's verdict moved: the heartbeat
-                // deadline stays.
+                // Only the reported health, the check's verdict or the heartbeat's state
+                // moved: the heartbeat deadline stays.
                 let healthy = record.spec.healthy;
                 let updated = time(record.updated);
                 return Ok(self
                     .update_instance(key, touched, |i| {
                         i.spec.healthy = healthy;
                         i.updated = updated;
+                        i.heartbeat_ok = !record.heartbeat_expired;
                         set_check(i, record.check);
                         true
                     })
@@ -434,6 +440,7 @@ impl State {
         if upserted.is_ok() {
             let _ = self.update_instance(key, touched, |i| {
                 i.created = created;
+                i.heartbeat_ok = !record.heartbeat_expired;
                 set_check(i, record.check);
                 true
             });

@@ -5,15 +5,20 @@ use super::*;
 use crate::registry::change::{Change, NamespaceDef, ServiceDef};
 use crate::registry::policy::NamespaceSettings;
 
+/// The configured namespace, created once: replicas compared in a test must share its
+/// creation time (each process dates its config namespaces at its start).
 fn configured() -> Snapshot {
-    let settings = NamespaceSettings {
-        name: "internal".to_owned(),
-        ttl: 5,
-        negative_ttl: 1,
-        nameserver: "ns.internal.".to_owned(),
-        rules: Vec::new(),
-    };
-    Snapshot::new([settings], [])
+    static CONFIGURED: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(|| {
+        let settings = NamespaceSettings {
+            name: "internal".to_owned(),
+            ttl: 5,
+            negative_ttl: 1,
+            nameserver: "ns.internal.".to_owned(),
+            rules: Vec::new(),
+        };
+        Snapshot::new([settings], [])
+    });
+    CONFIGURED.clone()
 }
 
 fn key(namespace: &str, service: &str, id: &str) -> InstanceKey {
@@ -129,6 +134,7 @@ fn putting_the_same_record_twice_changes_nothing() {
         created: 1,
         updated: 2,
         check: None,
+        heartbeat_expired: false,
     });
     let mut touched = Touched::default();
     assert_eq!(
@@ -143,7 +149,7 @@ fn putting_the_same_record_twice_changes_nothing() {
 }
 
 #[test]
-fn a_reported_health_change_keeps_the_heartbeat_verdict() {
+fn the_heartbeat_verdict_travels_in_the_instance_record() {
     let mut model = State::new(configured());
     let instance = key("internal", "web", "w1");
     let record_key = RecordKey::Instance(instance.clone());
@@ -153,17 +159,26 @@ fn a_reported_health_change_keeps_the_heartbeat_verdict() {
         created: 1,
         updated: 1,
         check: None,
+        heartbeat_expired: false,
     };
     let mut touched = Touched::default();
     model
         .put_record(&record_key, Record::Instance(record.clone()), &mut touched)
         .unwrap();
+    assert!(model.instance(&instance).unwrap().heartbeat_ok);
+    // The replica that keeps the deadline writes the expiry into the record.
     let expired = Change::HeartbeatExpired {
         key: instance.clone(),
     };
     model
         .apply(expired, SystemTime::now(), &mut touched, None)
         .unwrap();
+    let Some(Record::Instance(written)) = model.record(&record_key) else {
+        panic!("the instance has a record");
+    };
+    assert!(written.heartbeat_expired);
+    // A reported health change written after it keeps the verdict.
+    record.heartbeat_expired = true;
     record.spec.healthy = false;
     record.updated = 2;
     model
@@ -171,8 +186,8 @@ fn a_reported_health_change_keeps_the_heartbeat_verdict() {
         .unwrap();
     let stored = model.instance(&instance).unwrap();
     assert!(!stored.heartbeat_ok && !stored.spec.healthy);
-    // A new registration (another address) starts the heartbeat over.
-    record.spec = spec(9);
+    // A heartbeat to another replica: the record says they are current again.
+    record.heartbeat_expired = false;
     model
         .put_record(&record_key, Record::Instance(record), &mut touched)
         .unwrap();
@@ -192,6 +207,7 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
         created: 1,
         updated: 1,
         check: None,
+        heartbeat_expired: false,
     });
     model
         .put_record(&RecordKey::Instance(f1.clone()), record, &mut touched)
@@ -209,6 +225,7 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
                 created: 1,
                 updated: 1,
                 check: None,
+                heartbeat_expired: false,
             }),
             &mut touched,
         )
@@ -253,6 +270,7 @@ fn records_for_what_this_replica_lacks_are_skipped() {
         created: 1,
         updated: 1,
         check: None,
+        heartbeat_expired: false,
     });
     assert_eq!(
         model.put_record(&orphan, record, &mut touched),
@@ -291,6 +309,7 @@ fn an_instance_record_with_health_settings_out_of_bounds_is_skipped() {
         created: 1,
         updated: 1,
         check: None,
+        heartbeat_expired: false,
     });
     let skipped = model.put_record(&key, record, &mut touched);
     assert!(

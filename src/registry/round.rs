@@ -247,9 +247,13 @@ fn footprint(model: &State, change: &Change) -> Footprint {
             footprint.namespaces.push(key.namespace.clone());
             footprint.source = Some(source.clone());
         }
-        // The check's verdict is in the instance's record: the replica that runs the
-        // check writes it (an instance of a per-replica source stays this replica's).
-        Change::SetHealth { key, .. } | Change::CheckResult { key, .. } => {
+        // The check's verdict and the heartbeat's state are in the instance's record:
+        // the replica that runs the check or watches the deadline writes them (an
+        // instance of a per-replica source stays this replica's).
+        Change::SetHealth { key, .. }
+        | Change::CheckResult { key, .. }
+        | Change::Heartbeat { key }
+        | Change::HeartbeatExpired { key } => {
             footprint.writes.push(RecordKey::Instance(key.clone()));
         }
         Change::Sync { source, .. } | Change::Batch { source, .. } => {
@@ -312,8 +316,6 @@ fn footprint(model: &State, change: &Change) -> Footprint {
             target: Tagged::Namespace(name),
             ..
         } => footprint.writes.push(RecordKey::Namespace(name.clone())),
-        // Heartbeat deadlines are this replica's own.
-        Change::Heartbeat { .. } | Change::HeartbeatExpired { .. } => {}
     }
     footprint
 }

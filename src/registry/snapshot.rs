@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::model::{NamespaceKind, NamespaceMeta, Origin, Service, SourceId, stable_id};
+use super::change::InstanceKey;
+use super::model::{Instance, NamespaceKind, NamespaceMeta, Origin, Service, SourceId, stable_id};
 use super::policy::NamespaceSettings;
 
 /// Everything the registry knows at one revision.
@@ -86,6 +87,12 @@ impl Snapshot {
 
     pub fn service(&self, namespace: &str, service: &str) -> Option<&Arc<Service>> {
         self.namespace(namespace)?.services.get(service)
+    }
+
+    pub fn instance(&self, key: &InstanceKey) -> Option<&Arc<Instance>> {
+        self.service(&key.namespace, &key.service)?
+            .instances
+            .get(key.id.as_str())
     }
 
     pub fn namespace_by_id(&self, id: &str) -> Option<&Arc<Namespace>> {

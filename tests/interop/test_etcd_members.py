@@ -241,3 +241,58 @@ def test_each_check_runs_on_one_replica_and_moves_when_its_owner_dies(muster, et
             timeout=5,
             message="every instance unhealthy on every survivor",
         )
+
+
+def test_a_heartbeat_to_any_replica_counts_on_every_replica(muster, etcd_cluster):
+    toml = NS + etcd_toml(etcd_cluster.endpoints)
+    replicas = [muster(toml) for _ in range(3)]
+    a, b, c = replicas
+    for m in replicas:
+        ready(m)
+        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 3, timeout=5, message="3 members")
+    # Below etcd's lease minimum: refused, naming the field, and nothing registered.
+    r = a.put_instance("internal", "hb", "short", {"ipv4": "10.2.0.99", "heartbeat_ttl": "1500ms"}, check=False)
+    assert r.status_code == 400 and "heartbeat_ttl" in r.text, r.text
+    anchor = "10.2.0.100"
+    a.put_instance("internal", "hb", "anchor", {"ipv4": anchor})
+    # Six instances: each replica keeps some of their deadlines (rendezvous over three).
+    beating = [f"10.2.0.{i}" for i in range(1, 7)]
+    for i, ip in enumerate(beating):
+        a.put_instance("internal", "hb", f"i{i}", {"ipv4": ip, "heartbeat_ttl": "2s"})
+    everyone = sorted(beating + [anchor])
+    stop = threading.Event()
+
+    def beat():
+        while not stop.is_set():
+            for i in range(len(beating)):
+                assert a.put(a.instance_path("internal", "hb", f"i{i}") + "/heartbeat").status_code == 200
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        # Three TTLs of heartbeats to replica a alone: every replica serves all of them.
+        until = time.monotonic() + 6
+        while time.monotonic() < until:
+            for m in replicas:
+                assert a_set(m, "hb.internal") == everyone, m.http_port
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    # Heartbeats stop: unhealthy on every replica, within the TTL, etcd's second of lease
+    # granularity and its half-second expiry sweep.
+    stopped = time.monotonic()
+    for m in replicas:
+        wait_until(lambda m=m: a_set(m, "hb.internal") == [anchor], timeout=6, message="expired everywhere")
+    took = time.monotonic() - stopped
+    assert took < 4.5, took
+    # One heartbeat to another replica: healthy again there at once, and everywhere.
+    assert b.put(b.instance_path("internal", "hb", "i0") + "/heartbeat").status_code == 200
+    assert a_set(b, "hb.internal") == sorted([anchor, beating[0]])
+    for m in replicas:
+        wait_until(lambda m=m: a_set(m, "hb.internal") == sorted([anchor, beating[0]]), timeout=2)
+    # ...and it expires again on every replica when nothing follows.
+    for m in replicas:
+        wait_until(lambda m=m: a_set(m, "hb.internal") == [anchor], timeout=6, message="expired again")
+    print(f"\nheartbeats stopped -> unhealthy on all 3 replicas: {took:.2f} s (TTL 2 s)")

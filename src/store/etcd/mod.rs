@@ -1,7 +1,8 @@
 //! The registry on etcd: what the APIs own, shared by every replica on one prefix.
 //!
 //! Owns: the connection to etcd, this replica's membership ([`members`]: a lease, a
-//! key on it, the member set) and the elections held on it ([`election`]), the key layout and value codec ([`keys`]), the
+//! key on it, the member set) and the elections held on it ([`election`]), the leases
+//! behind shared heartbeats ([`heartbeats`]), the key layout and value codec ([`keys`]), the
 //! load-then-watch loop ([`follow`]), and running transactions ([`Etcd::commit`]). It
 //! knows records ([`crate::registry::Record`]), not the rules that produce them: the
 //! registry's writer validates each API change against the state it has applied, turns
@@ -19,6 +20,7 @@
 
 mod client;
 mod election;
+mod heartbeats;
 pub mod keys;
 mod members;
 mod metrics;
@@ -29,6 +31,7 @@ pub use client::{
     Committed, Etcd, EtcdError, Expect, Loaded, MAX_TXN_BYTES, MAX_TXN_OPS, Op, Stored,
 };
 pub use election::Election;
+pub use heartbeats::{HeartbeatLeases, Lease, MIN_TTL as MIN_HEARTBEAT_TTL};
 pub use members::{Members, run as keep_membership};
 pub use metrics::EtcdMetrics;
 pub use migrate::{MigrateError, export, import};
