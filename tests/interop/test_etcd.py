@@ -485,3 +485,20 @@ def test_import_and_export_move_the_api_state_between_the_log_and_etcd(muster, e
         ResourceARN=next(n["Arn"] for n in cloudmap(exported).list_namespaces()["Namespaces"] if n["Name"] == "shop")
     )["Tags"]
     assert tags == [{"Key": "team", "Value": "a"}]
+
+
+def test_a_dns_update_to_one_replica_is_served_by_every_replica(muster, etcd_cluster):
+    from test_dns_update import config as update_config, nsupdate
+
+    a, b = replicas(muster, etcd_cluster, 2, extra=update_config())
+    rc, out = nsupdate(a, ["update add u1.web.internal 60 A 10.1.0.61"])
+    assert rc == 0, out
+    # Answered once etcd committed it and this replica serves it; the other follows.
+    assert addresses(a, "u1.web.internal.") == ["10.1.0.61"]
+    wait_until(lambda: addresses(b, "u1.web.internal.") == ["10.1.0.61"], timeout=2)
+    # Owned by the update key on every replica: deleted through the other one.
+    rc, out = nsupdate(b, ["update delete u1.web.internal A"])
+    assert rc == 0, out
+    assert addresses(b, "u1.web.internal.") is None
+    wait_until(lambda: addresses(a, "u1.web.internal.") is None, timeout=2)
+    wait_until(lambda: same_serial(a, b))
