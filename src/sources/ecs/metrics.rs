@@ -151,9 +151,15 @@ impl EcsMetrics {
     }
 
     /// This replica starts (`true`) or stops running an elected ECS source.
+    /// With `[etcd]`: this replica starts or stops running the source. What it tracked
+    /// goes with the term (the next leader reports it), so a follower shows no tasks.
     pub fn leading(&self, leads: bool) {
         self.leader.inc_by(if leads { 1 } else { -1 });
         self.transitions.inc();
+        if !leads {
+            self.tasks.clear();
+            self.container_instances.set(0);
+        }
     }
 
     pub fn received(&self) {
@@ -221,5 +227,29 @@ impl EcsMetrics {
         self.tasks
             .get_or_create(&labels)
             .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_that_stops_leading_reports_no_tasks() {
+        let metrics = EcsMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let text = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        metrics.leading(true);
+        metrics.tasks("prod", 3);
+        assert!(text().contains("muster_ecs_tasks{cluster=\"prod\"} 3"));
+        metrics.leading(false);
+        let after = text();
+        assert!(!after.contains("muster_ecs_tasks{"), "{after}");
+        assert!(after.contains("muster_ecs_leader 0"), "{after}");
     }
 }
