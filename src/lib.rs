@@ -11,7 +11,8 @@
 //!    rate-limits and audits every API call (`api::auth`).
 //!
 //! [`config`] turns the TOML file into validated settings. [`logging`] holds the default
-//! log filter and the throttle for events clients can cause per packet. [`threads`] keeps the
+//! log filter and the throttle for events clients can cause per packet. [`fnv`] is the
+//! hash every replica computes alike (ids, shares of work). [`threads`] keeps the
 //! control plane from preempting the threads that answer queries. [`start`] binds every
 //! listener first (so a taken port fails at once), then runs everything until the
 //! shutdown token fires, a frontend dies or a background task dies ([`task`] restarts
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod dns;
+pub mod fnv;
 #[cfg(test)]
 mod fuzz;
 pub mod health;

@@ -125,7 +125,7 @@ fn run_one(name: &str, target: &mut impl FnMut(&[u8]) -> Verdict, input: &[u8]) 
             })
             .unwrap_or_else(|| "panic".to_owned()),
     };
-    let path = directory(name).join(format!("crash-{:016x}", crate::registry::fnv1a64(input)));
+    let path = directory(name).join(format!("crash-{:016x}", crate::fnv::fnv1a64(input)));
     let saved =
         std::fs::create_dir_all(directory(name)).and_then(|()| std::fs::write(&path, input));
     panic!(

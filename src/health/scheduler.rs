@@ -217,7 +217,7 @@ impl Scheduler {
             return true;
         };
         share.local.contains(&instance.source)
-            || owner(&self.members, &key.to_string()) == Some(share.id.as_str())
+            || owner(&self.members, &key_parts(key)) == Some(share.id.as_str())
     }
 
     /// Starts, restarts or stops the timers of the instances of `services`.
@@ -592,6 +592,11 @@ async fn members_changed(view: &mut Option<watch::Receiver<View>>) -> Option<Vec
         return std::future::pending().await;
     }
     Some(receiver.borrow_and_update().members.clone())
+}
+
+/// An instance key as rendezvous hashing names it: `ns/service/id`, in parts.
+fn key_parts(key: &InstanceKey) -> [&str; 5] {
+    [&key.namespace, "/", &key.service, "/", &key.id]
 }
 
 /// Whether some instance of `service` has a timer to keep: a heartbeat TTL, or a check

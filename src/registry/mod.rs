@@ -33,7 +33,7 @@ pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;
 pub use model::{
     Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
-    SourceId, fnv1a64, stable_id,
+    SourceId, stable_id,
 };
 pub use names::instance_label;
 pub use policy::{

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::CheckSpec;
 use super::policy::{AnswerPolicy, DnsConfig, Protocol};
+use crate::fnv::Fnv1a;
 
 /// Who owns an instance: `api`, `file:/etc/muster/static.toml`, `ecs:prod`.
 ///
@@ -242,20 +243,12 @@ impl Service {
 /// A stable id for something muster names itself (config namespaces, implicit services):
 /// `prefix` then 16 base-36 characters of a hash of `key`, the same on every replica.
 pub fn stable_id(prefix: &str, key: &str) -> String {
-    let mut n = (u128::from(fnv1a64(key.as_bytes())) << 64)
-        | u128::from(fnv1a64(format!("{key}#").as_bytes()));
+    let hash = Fnv1a::default().write(key.as_bytes());
+    let mut n = (u128::from(hash.finish()) << 64) | u128::from(hash.write(b"#").finish());
     let mut id = String::from(prefix);
     for _ in 0..16 {
         id.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
         n /= 36;
     }
     id
-}
-
-/// FNV-1a, 64 bits: a small, fixed hash for ids and labels that must not change between
-/// releases (std's hasher may).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

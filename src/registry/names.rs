@@ -1,7 +1,7 @@
 //! How instances are named in DNS: the registry owns instance ids, so it owns the one
 //! label each id gets, which the DNS zone serves and the REST API and UPDATE report.
 
-use super::model::fnv1a64;
+use crate::fnv::fnv1a64;
 
 /// The DNS label of an instance, `<label>.<service>.<namespace>`.
 ///

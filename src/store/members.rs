@@ -2,6 +2,8 @@
 //! members on the prefix, `store::etcd` keeps the membership), and how duties are
 //! spread over them: rendezvous hashing, the same on every replica.
 
+use crate::fnv::Fnv1a;
+
 /// This replica's view of the members, as of the last change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
@@ -12,23 +14,24 @@ pub struct View {
     pub members: Vec<String>,
 }
 
-/// The member that owns `item` among `members`: rendezvous (highest random weight)
+/// The member that owns an item among `members`: rendezvous (highest random weight)
 /// hashing, so that a member joining or leaving moves only the items it gains or held.
-pub fn owner<'a>(members: &'a [String], item: &str) -> Option<&'a str> {
+/// The item is named by the concatenation of `parts` (no string to build per item).
+pub fn owner<'a>(members: &'a [String], parts: &[&str]) -> Option<&'a str> {
     members
         .iter()
-        .max_by_key(|member| weight(member, item))
+        .max_by_key(|member| weight(member, parts))
         .map(String::as_str)
 }
 
 /// A stable 64-bit hash of (member, item) (FNV-1a, then a mix so that close inputs
-/// spread): the same on every replica and across releases, unlike std's `RandomState`.
-fn weight(member: &str, item: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in member.bytes().chain([0xff]).chain(item.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+/// spread): the same on every replica and across releases.
+fn weight(member: &str, parts: &[&str]) -> u64 {
+    let start = Fnv1a::default().write(member.as_bytes()).write(&[0xff]);
+    let mut hash = parts
+        .iter()
+        .fold(start, |hash, part| hash.write(part.as_bytes()))
+        .finish();
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -48,13 +51,13 @@ mod tests {
         let members = names(3);
         let mut counts = [0usize; 3];
         for i in 0..3000 {
-            let owner = owner(&members, &format!("ns/svc/i-{i}")).unwrap();
+            let owner = owner(&members, &[&format!("ns/svc/i-{i}")]).unwrap();
             counts[members.iter().position(|m| m == owner).unwrap()] += 1;
         }
         for count in counts {
             assert!((800..=1200).contains(&count), "{counts:?}");
         }
-        assert_eq!(owner(&[], "x"), None);
+        assert_eq!(owner(&[], &["x"]), None);
     }
 
     #[test]
@@ -64,8 +67,8 @@ mod tests {
         let mut moved = 0;
         for i in 0..1000 {
             let item = format!("ns/svc/i-{i}");
-            let before = owner(&all, &item).unwrap();
-            let after = owner(&fewer, &item).unwrap();
+            let before = owner(&all, &[&item]).unwrap();
+            let after = owner(&fewer, &[&item]).unwrap();
             if before == "replica-2" {
                 moved += 1;
             } else {

@@ -17,7 +17,8 @@ use etcd_client::LeaseGrantOptions;
 
 use super::client::{Etcd, EtcdError};
 use super::watch::Connection;
-use crate::registry::{InstanceKey, fnv1a64};
+use crate::fnv::Fnv1a;
+use crate::registry::InstanceKey;
 
 /// The shortest heartbeat TTL with `[etcd]`: etcd's minimum lease TTL.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
@@ -56,14 +57,16 @@ impl HeartbeatLeases {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let identity = format!(
-            "{}\0{}\0{}\0{}\0{millis}\0{seconds}",
-            self.prefix, key.namespace, key.service, key.id
-        );
+        let hash = [&self.prefix, &key.namespace, &key.service, &key.id]
+            .iter()
+            .fold(Fnv1a::default(), |hash, part| {
+                hash.write(part.as_bytes()).write(&[0])
+            })
+            .write(&millis.to_le_bytes())
+            .write(&seconds.to_le_bytes())
+            .finish();
         // Positive and non-zero: etcd picks an id itself for 0.
-        let id = i64::try_from(fnv1a64(identity.as_bytes()) >> 1)
-            .unwrap_or(1)
-            .max(1);
+        let id = i64::try_from(hash >> 1).unwrap_or(1).max(1);
         Lease {
             id,
             ttl: i64::try_from(seconds).unwrap_or(i64::MAX),
