@@ -54,9 +54,14 @@ struct HeartbeatTimer {
     ttl: Duration,
     /// The registration it times; a new registration (or a change of TTL) restarts it.
     registered: SystemTime,
-    /// In the queue while the instance is healthy; `None` once it expired.
+    /// In the queue while the instance is healthy; `None` once it expired (or, with
+    /// `[etcd]`, while etcd is asked about its lease).
     entry: Option<delay_queue::Key>,
     deadline: Instant,
+    /// The instance's heartbeat health as last followed: a change from unhealthy to
+    /// healthy that this replica did not make (a heartbeat to another replica, with
+    /// `[etcd]`) starts the deadline again.
+    seen_ok: bool,
 }
 
 /// One instance's active check and its run of results.
@@ -282,19 +287,23 @@ impl Scheduler {
                                 registered: instance.updated,
                                 entry: Some(entry),
                                 deadline,
+                                seen_ok: instance.heartbeat_ok,
                             };
                             self.heartbeats.insert(key.clone(), timer);
                         }
-                        // Expired, and made healthy by a heartbeat to another replica
-                        // (with `[etcd]`): its deadline runs again.
-                        Some(timer) if timer.entry.is_none() && instance.heartbeat_ok => {
-                            let entry = self
-                                .queue
-                                .insert_at(Due::Heartbeat(key.clone()), deadline.into());
-                            timer.entry = Some(entry);
-                            timer.deadline = deadline;
+                        Some(timer) => {
+                            let revived = instance.heartbeat_ok && !timer.seen_ok;
+                            timer.seen_ok = instance.heartbeat_ok;
+                            // Expired, then healthy again by a heartbeat to another
+                            // replica (with `[etcd]`): its deadline runs again.
+                            if revived && timer.entry.is_none() {
+                                let entry = self
+                                    .queue
+                                    .insert_at(Due::Heartbeat(key.clone()), deadline.into());
+                                timer.entry = Some(entry);
+                                timer.deadline = deadline;
+                            }
                         }
-                        Some(_) => {}
                     }
                 }
                 if let Some((spec, target)) = check

@@ -286,7 +286,7 @@ def test_a_heartbeat_to_any_replica_counts_on_every_replica(muster, etcd_cluster
     for m in replicas:
         wait_until(lambda m=m: a_set(m, "hb.internal") == [anchor], timeout=6, message="expired everywhere")
     took = time.monotonic() - stopped
-    assert took < 5, took
+    assert took < 6, took
     # One heartbeat to another replica: healthy again there at once, and everywhere.
     assert b.put(b.instance_path("internal", "hb", "i0") + "/heartbeat").status_code == 200
     assert a_set(b, "hb.internal") == sorted([anchor, beating[0]])
