@@ -93,7 +93,7 @@ pub struct Running {
 
 /// Validates `config`, binds every listener, and starts sources, registry and frontends.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let namespaces = config.validate()?;
+    let settings = config.settings()?;
     let open_files = process::raise_open_files_limit();
     let reloader = Reloader::new(config.clone());
     let dns_listeners = dns::bind(&config.dns.listen).await.map_err(Error::Bind)?;
@@ -112,15 +112,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map(sources::file::source_id)
         .chain(ecs_unsynced.flat_map(sources::ecs::source_ids))
         .collect();
-    let admission = config.admission(&namespaces);
+    let admission = config.admission(&settings);
+    let namespaces = settings.namespaces.clone();
     let (mut registry, replayed) =
         open_registry(&config, namespaces, source_ids, admission, &mut metrics)?;
     let handle = registry.handle();
     #[cfg(feature = "etcd")]
     let etcd_metrics = registry.etcd_metrics();
-    let invalid = |problem: String| Error::Config(ConfigError::Invalid(vec![problem]));
-    let transfers = dns::Transfers::from_config(&config.transfer).map_err(invalid)?;
-    let forwarder = dns::Forwarder::new(&config.forward).map_err(invalid)?;
+    let transfers = dns::Transfers::new(&settings.transfer);
+    let forwarder = dns::Forwarder::new(&config.forward)
+        .map_err(|e| Error::Config(ConfigError::Invalid(vec![e.to_string()])))?;
     let zone = match transfers.enabled() {
         true => dns::ZoneView::with_journal(dns::JOURNAL_RECORDS),
         false => dns::ZoneView::default(),
@@ -130,8 +131,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     health_metrics.register(&mut metrics);
     let sources_stop = CancellationToken::new();
     let tasks = Supervisor::new(sources_stop.clone(), &mut metrics);
-    let limits = health::CheckLimits::new(&config.health)
-        .map_err(|problems| Error::Config(ConfigError::Invalid(problems)))?;
+    let limits = health::CheckLimits::new(&settings.health);
     let (health, health_task) =
         health::Health::new(handle.clone(), health_metrics, limits, sources_stop.clone());
     #[cfg(feature = "etcd")]
@@ -178,7 +178,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             dns::notify_secondaries(zone, targets, key, metrics.clone(), stop.clone())
         });
     }
-    let rrl = dns::Rrl::from_config(&config.dns.rrl).map_err(invalid)?;
+    let rrl = dns::Rrl::new(&config.dns.rrl, settings.rrl_exempt.clone());
     let handler = dns::Handler::new(
         zone,
         config.dns.max_udp_payload,
@@ -188,10 +188,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .with_rrl(rrl)
     .with_nsid(config.dns.nsid.as_bytes())
-    .with_updates(
-        sources::update::Updates::new(&config.update, handle.clone(), update_metrics)
-            .map_err(invalid)?,
-    );
+    .with_updates(sources::update::Updates::new(
+        &config.update,
+        &settings.update_grants,
+        handle.clone(),
+        update_metrics,
+    ));
     let dns_task = tokio::spawn(dns::serve(
         dns_listeners,
         handler,

@@ -55,7 +55,7 @@ impl Guard {
     /// The answer to a request that must not reach the API, if it is one.
     fn refusal(&self, api: Api, request: &Request) -> Option<Response> {
         let headers = request.headers();
-        if let Err(host) = self.check_host(request) {
+        if let Some(host) = self.refused_host(request) {
             self.metrics.request_refused("host");
             let quoted = quote(&host);
             if let Some(count) = self.host_log.hit(Instant::now()) {
@@ -83,29 +83,29 @@ impl Guard {
         None
     }
 
-    /// `Err` with the Host refused, when the rebinding check applies and fails.
-    fn check_host(&self, request: &Request) -> Result<(), String> {
+    /// The Host refused (as logged and answered), when the rebinding check applies and
+    /// fails.
+    fn refused_host(&self, request: &Request) -> Option<String> {
         let config = self.updates.borrow();
         if config.auth.has_credentials() {
-            return Ok(());
+            return None;
         }
         let mut hosts = request.headers().get_all(header::HOST).iter();
         let header = hosts.next();
         if hosts.next().is_some() {
-            return Err("(several Host headers)".to_owned());
+            return Some("(several Host headers)".to_owned());
         }
         let header = match header.map(|h| h.to_str()) {
             Some(Ok(host)) => Some(host),
-            Some(Err(_)) => return Err("(not ASCII)".to_owned()),
+            Some(Err(_)) => return Some("(not ASCII)".to_owned()),
             None => None,
         };
         let authority = request.uri().authority().map(|a| a.as_str());
-        for host in header.into_iter().chain(authority) {
-            if !host_allowed(host, &config.http.hosts) {
-                return Err(host.to_owned());
-            }
-        }
-        Ok(())
+        header
+            .into_iter()
+            .chain(authority)
+            .find(|host| !host_allowed(host, &config.http.hosts))
+            .map(str::to_owned)
     }
 }
 

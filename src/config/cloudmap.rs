@@ -33,8 +33,9 @@ impl Default for CloudMapConfig {
 }
 
 impl CloudMapConfig {
-    pub(super) fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// The patterns of `allowed_namespaces`, with every problem of `[cloudmap]` pushed to
+    /// `problems`.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> Vec<NamePattern> {
         let account = &self.account;
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             problems.push(format!("cloudmap.account: {account:?} is not 12 digits"));
@@ -50,19 +51,15 @@ impl CloudMapConfig {
                 self.region
             ));
         }
+        let mut patterns = Vec::new();
         for (i, pattern) in self.allowed_namespaces.iter().enumerate() {
-            if let Err(problem) = NamePattern::parse(pattern) {
-                problems.push(format!("cloudmap.allowed_namespaces[{i}]: {problem}"));
+            match NamePattern::parse(pattern) {
+                Ok(pattern) => patterns.push(pattern),
+                Err(problem) => {
+                    problems.push(format!("cloudmap.allowed_namespaces[{i}]: {problem}"))
+                }
             }
         }
-        problems
-    }
-
-    /// The allowed namespace patterns, parsed (validated at start).
-    pub fn namespace_patterns(&self) -> Vec<NamePattern> {
-        self.allowed_namespaces
-            .iter()
-            .filter_map(|p| NamePattern::parse(p).ok())
-            .collect()
+        patterns
     }
 }

@@ -1,9 +1,12 @@
 //! `[dns]`, `[forward]` and `[transfer]`: how DNS is served, forwarded and transferred.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use hickory_proto::rr::Name;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::dns_tcp::DnsTcpConfig;
@@ -38,8 +41,8 @@ impl Default for DnsServerConfig {
 }
 
 impl DnsServerConfig {
-    pub(super) fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// The RRL's exempt networks, with every problem of `[dns]` pushed to `problems`.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> Vec<IpNet> {
         if self.listen.is_empty() {
             problems.push("dns.listen: at least one address is needed".to_owned());
         }
@@ -53,8 +56,7 @@ impl DnsServerConfig {
             problems.push("dns.nsid: must be at most 128 printable ASCII characters".to_owned());
         }
         problems.extend(self.tcp.problems());
-        problems.extend(self.rrl.problems());
-        problems
+        self.rrl.validate(problems)
     }
 }
 
@@ -157,16 +159,9 @@ fn default_tsig_algorithm() -> String {
 }
 
 impl TransferConfig {
-    /// The allowed networks, parsed; a bare address is a /32 or /128.
-    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        networks("transfer.allow", &self.allow)
-    }
-
-    pub(super) fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Err(problem) = self.allowed_networks() {
-            problems.push(problem);
-        }
+    /// The typed `[transfer]`, with every problem pushed to `problems`.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> TransferSettings {
+        let allow = networks("transfer.allow", &self.allow, problems);
         let fudge = self.tsig_fudge.as_secs();
         if !(1..=u64::from(u16::MAX)).contains(&fudge) || self.tsig_fudge.subsec_nanos() != 0 {
             problems.push(format!(
@@ -174,11 +169,18 @@ impl TransferConfig {
                 humantime::format_duration(self.tsig_fudge)
             ));
         }
+        let mut keys = Vec::new();
         for (i, key) in self.tsig_keys.iter().enumerate() {
-            if let Err(problem) = key.secret_bytes() {
-                problems.push(format!("transfer.tsig_keys[{i}].{problem}"));
+            let secret = key.secret_bytes();
+            if secret.is_none() {
+                problems.push(format!(
+                    "transfer.tsig_keys[{i}].secret: not base64 of at least one byte"
+                ));
             }
-            if hickory_proto::rr::Name::from_str(&key.name).is_err() || key.name.is_empty() {
+            let name = Name::from_str(&key.name)
+                .ok()
+                .filter(|_| !key.name.is_empty());
+            if name.is_none() {
                 problems.push(format!(
                     "transfer.tsig_keys[{i}].name: {:?} is not a DNS name",
                     key.name
@@ -190,31 +192,74 @@ impl TransferConfig {
                     key.algorithm
                 ));
             }
+            if let (Some(mut name), Some(secret)) = (name, secret) {
+                name.set_fqdn(true);
+                keys.push(TsigSecret { name, secret });
+            }
         }
-        problems
+        TransferSettings {
+            allow,
+            keys,
+            notify: self.notify.clone(),
+            fudge: u16::try_from(fudge).unwrap_or(u16::MAX),
+        }
     }
 }
 
-/// The networks in `list` (CIDR, or bare addresses as /32 or /128), or the first entry
-/// that is neither, named as `key[i]`.
-pub(super) fn networks(key: &str, list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
-    list.iter()
-        .enumerate()
-        .map(|(i, text)| {
-            text.parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("{key}[{i}]: {text:?} is not an address or CIDR network"))
-        })
-        .collect()
+/// `[transfer]`, validated: what `dns::Transfers` is built from, so building it cannot
+/// fail.
+#[derive(Clone, Debug, Default)]
+pub struct TransferSettings {
+    /// The networks allowed to transfer.
+    pub allow: Vec<IpNet>,
+    pub keys: Vec<TsigSecret>,
+    pub notify: Vec<SocketAddr>,
+    /// `tsig_fudge` in whole seconds, as TSIG records carry it.
+    pub fudge: u16,
+}
+
+/// A `[[transfer.tsig_keys]]` key, validated: its name as an absolute DNS name and its
+/// secret decoded.
+#[derive(Clone)]
+pub struct TsigSecret {
+    pub name: Name,
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for TsigSecret {
+    /// The name only: a secret does not belong in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TsigSecret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The networks in `list` (CIDR, or bare addresses as /32 or /128); each entry that is
+/// neither is a problem named `key[i]`.
+pub(super) fn networks(key: &str, list: &[String], problems: &mut Vec<String>) -> Vec<IpNet> {
+    let mut networks = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        match text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(network) => networks.push(network),
+            Err(_) => problems.push(format!(
+                "{key}[{i}]: {text:?} is not an address or CIDR network"
+            )),
+        }
+    }
+    networks
 }
 
 impl TsigKeyConfig {
-    /// The decoded secret.
-    pub fn secret_bytes(&self) -> Result<Vec<u8>, String> {
+    /// The decoded secret, if it is base64 of at least one byte.
+    fn secret_bytes(&self) -> Option<Vec<u8>> {
         use base64::Engine as _;
-        match base64::engine::general_purpose::STANDARD.decode(self.secret.trim()) {
-            Ok(bytes) if !bytes.is_empty() => Ok(bytes),
-            _ => Err("secret: not base64 of at least one byte".to_owned()),
-        }
+        base64::engine::general_purpose::STANDARD
+            .decode(self.secret.trim())
+            .ok()
+            .filter(|bytes| !bytes.is_empty())
     }
 }

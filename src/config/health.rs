@@ -55,43 +55,34 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    /// `allow` and `deny`, parsed; a bare address is a /32 or /128.
-    pub fn networks(&self) -> Result<(Vec<IpNet>, Vec<IpNet>), Vec<String>> {
-        let mut problems = Vec::new();
-        let mut parse = |key: &str, list: &[String]| {
-            let mut networks = Vec::new();
-            for (i, text) in list.iter().enumerate() {
-                match text
-                    .parse::<IpNet>()
-                    .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-                {
-                    Ok(network) => networks.push(network.trunc()),
-                    Err(_) => problems.push(format!(
-                        "health.{key}[{i}]: {text:?} is not an address or CIDR network"
-                    )),
-                }
-            }
-            networks
+    /// The typed `[health]`, with every problem pushed to `problems`.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> HealthSettings {
+        let mut networks = |key: &str, list: &[String]| {
+            let parsed = super::dns::networks(&format!("health.{key}"), list, problems);
+            parsed.into_iter().map(|network| network.trunc()).collect()
         };
-        let allow = parse("allow", &self.allow);
-        let deny = parse("deny", &self.deny);
-        if problems.is_empty() {
-            Ok((allow, deny))
-        } else {
-            Err(problems)
-        }
-    }
-
-    pub(super) fn problems(&self) -> Vec<String> {
-        let mut problems = self.networks().err().unwrap_or_default();
+        let settings = HealthSettings {
+            allow: networks("allow", &self.allow),
+            deny: networks("deny", &self.deny),
+            min_interval: self.min_interval,
+        };
         if !INTERVAL.contains(&self.min_interval) {
             problems.push(format!(
                 "health.min_interval: {} is not from 100ms to 1h",
                 humantime::format_duration(self.min_interval)
             ));
         }
-        problems
+        settings
     }
+}
+
+/// `[health]`, validated: what `health::CheckLimits` is built from.
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    /// `allow`, each network truncated to its prefix (`10.1.2.3/8` is `10.0.0.0/8`).
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub min_interval: Duration,
 }
 
 #[cfg(test)]

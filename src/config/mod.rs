@@ -28,17 +28,19 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AccessKeyConfig, AuthConfig, PermissionConfig, Secret, TokenConfig};
 pub use cloudmap::CloudMapConfig;
-pub use dns::{DnsServerConfig, ForwardConfig, TransferConfig, TsigKeyConfig};
+pub use dns::{
+    DnsServerConfig, ForwardConfig, TransferConfig, TransferSettings, TsigKeyConfig, TsigSecret,
+};
 pub use dns_tcp::DnsTcpConfig;
 pub use etcd::EtcdConfig;
-pub use health::HealthConfig;
+pub use health::{HealthConfig, HealthSettings};
 pub use http::{HttpConfig, OpsConfig};
 pub use limits::LimitsConfig;
 pub use namespaces::{NamespaceConfig, ServiceRuleConfig};
 pub use rrl::RrlConfig;
-pub use update::{UpdateConfig, UpdateKeyConfig, same_name};
+pub use update::{UpdateConfig, UpdateGrant, UpdateKeyConfig, same_name};
 
-use crate::registry::{Admission, NamespaceSettings};
+use crate::registry::{Admission, NamePattern, NamespaceSettings};
 use crate::sources::ecs::EcsSourceConfig;
 use crate::sources::file::FileSourceConfig;
 
@@ -109,8 +111,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
 }
@@ -136,14 +141,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            source,
         })
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    /// Parses TOML text; unknown keys are errors. Does not validate.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// The configuration as TOML that [`Config::parse`] reads back unchanged.
@@ -181,16 +187,44 @@ impl Config {
     }
 
     /// Checks everything that parsing cannot, and derives the registry's namespace
-    /// settings. Reports all problems at once.
+    /// settings. Reports all problems at once. [`Config::settings`] also returns the
+    /// rest of what validation derives.
     pub fn validate(&self) -> Result<Vec<NamespaceSettings>, ConfigError> {
+        self.settings().map(|settings| settings.namespaces)
+    }
+
+    /// Checks everything that parsing cannot, and returns every value that start-up would
+    /// otherwise parse again, typed. Reports all problems at once.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
         let mut problems = Vec::new();
-        problems.extend(self.dns.problems());
+        let rrl_exempt = self.dns.validate(&mut problems);
         problems.extend(self.http.problems());
         problems.extend(self.ops.problems());
         problems.extend(self.auth.problems(self.http.listen));
         problems.extend(self.limits.problems());
-        problems.extend(self.health.problems());
-        problems.extend(self.cloudmap.problems());
+        let health = self.health.validate(&mut problems);
+        let allowed_namespaces = self.cloudmap.validate(&mut problems);
+        let namespaces = self.namespace_settings(&mut problems);
+        self.source_problems(&mut problems);
+        problems.extend(self.forward.problems());
+        let transfer = self.transfer.validate(&mut problems);
+        let update_grants = self.update.validate(&self.transfer, &mut problems);
+        problems.extend(self.etcd.iter().flat_map(EtcdConfig::problems));
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Settings {
+            namespaces,
+            rrl_exempt,
+            health,
+            allowed_namespaces,
+            transfer,
+            update_grants,
+        })
+    }
+
+    /// The settings of `[[namespaces]]`, with their problems pushed to `problems`.
+    fn namespace_settings(&self, problems: &mut Vec<String>) -> Vec<NamespaceSettings> {
         let mut settings = Vec::new();
         let mut names = Vec::new();
         for (i, namespace) in self.namespaces.iter().enumerate() {
@@ -217,6 +251,16 @@ impl Config {
                 }
             }
         }
+        settings
+    }
+
+    /// Pushes the problems of `[sources]` to `problems`.
+    fn source_problems(&self, problems: &mut Vec<String>) {
+        let names: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.normalized_name())
+            .collect();
         let mut paths: Vec<&Path> = Vec::new();
         for (i, file) in self.sources.file.iter().enumerate() {
             if paths.contains(&file.path.as_path()) {
@@ -246,32 +290,38 @@ impl Config {
                 clusters.push(cluster);
             }
         }
-        problems.extend(self.forward.problems());
-        problems.extend(self.transfer.problems());
-        problems.extend(self.update.problems(&self.transfer));
-        problems.extend(self.etcd.iter().flat_map(EtcdConfig::problems));
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
     }
-}
 
-impl Config {
-    /// The ceilings and name rules the registry's writer holds API changes to, with
-    /// `namespaces` (from [`Config::validate`]) as the configured ones.
-    pub fn admission(&self, namespaces: &[NamespaceSettings]) -> Admission {
+    /// The ceilings and name rules the registry's writer holds API changes to, with the
+    /// configured namespaces and name patterns of `settings`.
+    pub fn admission(&self, settings: &Settings) -> Admission {
         Admission {
             namespaces: self.limits.namespaces,
             services_per_namespace: self.limits.services_per_namespace,
             instances_per_service: self.limits.instances_per_service,
             instances: self.limits.instances,
             attribute_bytes: self.limits.attribute_bytes,
-            allowed_namespaces: self.cloudmap.namespace_patterns(),
-            config_namespaces: namespaces.iter().map(|n| n.name.clone()).collect(),
+            allowed_namespaces: settings.allowed_namespaces.clone(),
+            config_namespaces: settings.namespaces.iter().map(|n| n.name.clone()).collect(),
         }
     }
+}
+
+/// What [`Config::settings`] derives from a valid configuration: the values start-up
+/// would otherwise parse again, typed, so building the server cannot fail on
+/// configuration (and no later code has a "can only be a validation bug" error path).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `[[namespaces]]`, for the registry.
+    pub namespaces: Vec<NamespaceSettings>,
+    /// `[dns.rrl] exempt`.
+    pub rrl_exempt: Vec<ipnet::IpNet>,
+    pub health: HealthSettings,
+    /// `[cloudmap] allowed_namespaces`.
+    pub allowed_namespaces: Vec<NamePattern>,
+    pub transfer: TransferSettings,
+    /// `[[update.keys]]`.
+    pub update_grants: Vec<UpdateGrant>,
 }
 
 #[cfg(test)]

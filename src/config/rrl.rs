@@ -55,13 +55,8 @@ impl Default for RrlConfig {
 pub const MAX_RESPONSES_PER_SECOND: u32 = 1_000_000;
 
 impl RrlConfig {
-    /// The exempt networks, parsed.
-    pub fn exempt_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        networks("dns.rrl.exempt", &self.exempt)
-    }
-
-    pub(super) fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// The exempt networks, with every problem of `[dns.rrl]` pushed to `problems`.
+    pub(super) fn validate(&self, problems: &mut Vec<String>) -> Vec<ipnet::IpNet> {
         if self.responses_per_second > MAX_RESPONSES_PER_SECOND {
             problems.push(format!(
                 "dns.rrl.responses_per_second: {} is above {MAX_RESPONSES_PER_SECOND}",
@@ -95,9 +90,6 @@ impl RrlConfig {
                 self.table_size
             ));
         }
-        if let Err(problem) = self.exempt_networks() {
-            problems.push(problem);
-        }
-        problems
+        networks("dns.rrl.exempt", &self.exempt, problems)
     }
 }

@@ -1,6 +1,8 @@
 //! `[update]`: who may change instances with signed DNS UPDATE messages (RFC 2136),
 //! served by `sources::update`.
 
+use globset::GlobMatcher;
+use hickory_proto::rr::Name;
 use serde::{Deserialize, Serialize};
 
 use super::TransferConfig;
@@ -49,15 +51,20 @@ fn everything() -> Vec<String> {
 }
 
 impl UpdateConfig {
-    /// Problems, named `update.key: ...`; `transfer` holds the keys' secrets.
-    pub(super) fn problems(&self, transfer: &TransferConfig) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// The keys' grants, typed, with every problem (named `update.key: ...`) pushed to
+    /// `problems`; `transfer` holds the keys' secrets.
+    pub(super) fn validate(
+        &self,
+        transfer: &TransferConfig,
+        problems: &mut Vec<String>,
+    ) -> Vec<UpdateGrant> {
         if !(1..=MAX_RECORDS_CEILING).contains(&self.max_records) {
             problems.push(format!(
                 "update.max_records: {} is outside 1..{MAX_RECORDS_CEILING}",
                 self.max_records
             ));
         }
+        let mut grants = Vec::new();
         for (i, key) in self.keys.iter().enumerate() {
             let known = transfer
                 .tsig_keys
@@ -75,16 +82,47 @@ impl UpdateConfig {
                     key.name
                 ));
             }
-            for (field, globs) in [("namespaces", &key.namespaces), ("services", &key.services)] {
-                for (j, glob) in globs.iter().enumerate() {
-                    if let Err(problem) = crate::api::auth::glob(glob) {
-                        problems.push(format!("update.keys[{i}].{field}[{j}]: {problem}"));
+            let name = Name::from_ascii(&key.name);
+            if let (Err(e), true) = (&name, known) {
+                problems.push(format!("update.keys[{i}].name: {:?}: {e}", key.name));
+            }
+            let mut globs = |field: &str, list: &[String]| {
+                let mut matchers = Vec::new();
+                for (j, glob) in list.iter().enumerate() {
+                    match crate::api::auth::glob(glob) {
+                        Ok(matcher) => matchers.push(matcher),
+                        Err(problem) => {
+                            problems.push(format!("update.keys[{i}].{field}[{j}]: {problem}"))
+                        }
                     }
                 }
+                matchers
+            };
+            let (namespaces, services) = (
+                globs("namespaces", &key.namespaces),
+                globs("services", &key.services),
+            );
+            if let Ok(mut name) = name {
+                // As the key's TSIG names it (and as `dns::TsigKey` holds it).
+                name.set_fqdn(true);
+                grants.push(UpdateGrant {
+                    name: name.to_lowercase(),
+                    namespaces,
+                    services,
+                });
             }
         }
-        problems
+        grants
     }
+}
+
+/// An `[[update.keys]]` entry, validated: the key's name (absolute, lower case) and its
+/// globs compiled.
+#[derive(Clone, Debug)]
+pub struct UpdateGrant {
+    pub name: Name,
+    pub namespaces: Vec<GlobMatcher>,
+    pub services: Vec<GlobMatcher>,
 }
 
 /// Whether two key names are the same DNS name (case and a trailing dot aside).

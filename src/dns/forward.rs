@@ -35,6 +35,11 @@ pub struct Forwarder {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Busy;
 
+/// hickory-resolver could not build the resolver for `[forward]`.
+#[derive(Debug, thiserror::Error)]
+#[error("forward: cannot build the resolver: {0}")]
+pub struct BuildError(NetError);
+
 /// What the upstreams said, as the sections of a response.
 #[derive(Debug, Default)]
 pub struct Forwarded {
@@ -46,7 +51,7 @@ pub struct Forwarded {
 
 impl Forwarder {
     /// A forwarder for `config`, or `None` when no upstream is configured.
-    pub fn new(config: &ForwardConfig) -> Result<Option<Self>, String> {
+    pub fn new(config: &ForwardConfig) -> Result<Option<Self>, BuildError> {
         if config.upstreams.is_empty() {
             return Ok(None);
         }
@@ -74,7 +79,7 @@ impl Forwarder {
         )
         .with_options(options)
         .build()
-        .map_err(|e| format!("forward: cannot build the resolver: {e}"))?;
+        .map_err(BuildError)?;
         Ok(Some(Self {
             resolver,
             timeout: config.timeout,

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::dns::runtime;
 use super::{JSON_TOKENS, Verdict, fuzz, outcome, shape};
 use crate::api::{self, ApiState, Auth, CloudMapState};
-use crate::config::{Config, HealthConfig};
+use crate::config::{Config, HealthSettings};
 use crate::health::{CheckLimits, Health, HealthMetrics};
 use crate::registry::RegistryMetrics;
 use crate::registry::{
@@ -43,14 +43,15 @@ impl Api {
         let mut metrics = prometheus_client::registry::Registry::default();
         let supervisor = Supervisor::new(stop.clone(), &mut metrics);
         // Checks may target nothing: fuzzed registrations must not probe the network.
-        let nowhere = HealthConfig {
-            deny: vec!["0.0.0.0/0".into(), "::/0".into()],
-            ..HealthConfig::default()
+        let nowhere = HealthSettings {
+            allow: Vec::new(),
+            deny: vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            min_interval: config.health.min_interval,
         };
         let (health, task) = Health::new(
             handle.clone(),
             HealthMetrics::default(),
-            CheckLimits::new(&nowhere).unwrap(),
+            CheckLimits::new(&nowhere),
             stop.clone(),
         );
         registry.on_publish(health.publish_hook());

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::{fuzz, outcome};
-use crate::config::{Config, ForwardConfig, TransferConfig};
+use crate::config::{Config, ForwardConfig};
 use crate::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
 use crate::dns::{DnsMetrics, Forwarder, Handler, Transfers, ZoneView};
 use crate::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
@@ -184,7 +184,7 @@ fn fuzz_dns_full_path() {
         MAX_UDP_PAYLOAD,
         Arc::new(DnsMetrics::default()),
         Forwarder::new(&ForwardConfig::default()).unwrap(),
-        Transfers::from_config(&TransferConfig::default()).unwrap(),
+        Transfers::default(),
     );
     let source: SocketAddr = "192.0.2.1:5353".parse().unwrap();
     fuzz("dns_full_path", seeds(), DNS_TOKENS, |packet| {

@@ -30,10 +30,11 @@ fn real_segment() -> Vec<u8> {
     let dir = scratch_dir();
     let runtime = runtime();
     let config = Config::default();
-    let namespaces = config.validate().unwrap();
-    let admission = config.admission(&namespaces);
+    let settings = config.settings().unwrap();
+    let admission = config.admission(&settings);
     let (wal, recovered) = Wal::open(dir.path(), &mut Default::default()).unwrap();
-    let registry = Registry::durable(Snapshot::new(namespaces, []), wal, recovered, admission);
+    let snapshot = Snapshot::new(settings.namespaces, []);
+    let registry = Registry::durable(snapshot, wal, recovered, admission);
     let handle = registry.handle();
     let stop = CancellationToken::new();
     let writer = runtime.spawn(registry.run(stop.clone()));
@@ -108,7 +109,8 @@ fn real_segment() -> Vec<u8> {
 /// Opens a data directory whose one segment holds `bytes`, and replays it.
 fn open(bytes: &[u8], dir: &Path) -> String {
     std::fs::write(dir.join("wal-0000000001.log"), bytes).unwrap();
-    let namespaces = Config::default().validate().unwrap();
+    let config = Config::default();
+    let settings = config.settings().unwrap();
     match Wal::open(dir, &mut Default::default()) {
         Err(error) => shape(&error.to_string()),
         Ok((wal, recovered)) => {
@@ -117,9 +119,9 @@ fn open(bytes: &[u8], dir: &Path) -> String {
                 recovered.changes.len().min(16),
                 recovered.truncated_bytes.min(1)
             );
-            let admission = Config::default().admission(&namespaces);
-            let registry =
-                Registry::durable(Snapshot::new(namespaces, []), wal, recovered, admission);
+            let admission = config.admission(&settings);
+            let snapshot = Snapshot::new(settings.namespaces, []);
+            let registry = Registry::durable(snapshot, wal, recovered, admission);
             drop(registry);
             summary
         }

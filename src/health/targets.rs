@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::config::HealthConfig;
+use crate::config::{Config, HealthSettings};
 use crate::registry::{AnswerPolicy, CheckSpec, FieldError, InstanceSpec};
 
 /// `[health]`, parsed: the networks checks may and may not target, the interval floor.
@@ -25,25 +25,33 @@ pub struct CheckLimits {
 impl Default for CheckLimits {
     /// The defaults of `[health]`.
     fn default() -> Self {
-        Self::new(&HealthConfig::default()).expect("the default [health] is valid")
+        let settings = Config::default().settings();
+        Self::new(&settings.expect("the default configuration is valid").health)
     }
 }
 
+/// A check target in a denied network: why the check may not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{ip} is in [health] deny {network}; add it to [health] allow to check it")]
+pub struct Denied {
+    ip: IpAddr,
+    network: IpNet,
+}
+
 impl CheckLimits {
-    /// The limits of a `[health]` table; its problems if it has some.
-    pub fn new(config: &HealthConfig) -> Result<Self, Vec<String>> {
-        let (allow, deny) = config.networks()?;
-        Ok(Self {
-            allow,
-            deny,
-            min_interval: config.min_interval,
-        })
+    /// The limits of a validated `[health]` table.
+    pub fn new(settings: &HealthSettings) -> Self {
+        Self {
+            allow: settings.allow.clone(),
+            deny: settings.deny.clone(),
+            min_interval: settings.min_interval,
+        }
     }
 
     /// Whether a check may target `ip`: the most specific network of `allow` and `deny`
     /// that holds it decides (`allow` on a tie: it is the list of exceptions), and an
     /// address in neither is permitted. `Err` says which denied network holds it.
-    pub fn permits(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn permits(&self, ip: IpAddr) -> Result<(), Denied> {
         // `::ffff:127.0.0.1` reaches 127.0.0.1: judge it as the IPv4 address it is.
         let ip = ip.to_canonical();
         let closest = |networks: &[IpNet]| {
@@ -54,9 +62,11 @@ impl CheckLimits {
                 .copied()
         };
         match (closest(&self.deny), closest(&self.allow)) {
-            (Some(deny), allow) if allow.is_none_or(|a| a.prefix_len() < deny.prefix_len()) => Err(
-                format!("{ip} is in [health] deny {deny}; add it to [health] allow to check it"),
-            ),
+            (Some(network), allow)
+                if allow.is_none_or(|a| a.prefix_len() < network.prefix_len()) =>
+            {
+                Err(Denied { ip, network })
+            }
             _ => Ok(()),
         }
     }
@@ -110,12 +120,12 @@ mod tests {
     use super::*;
 
     fn limits(allow: &[&str], deny: &[&str]) -> CheckLimits {
-        let config = HealthConfig {
-            allow: allow.iter().map(|n| n.to_string()).collect(),
-            deny: deny.iter().map(|n| n.to_string()).collect(),
-            ..HealthConfig::default()
-        };
-        CheckLimits::new(&config).unwrap()
+        let networks = |list: &[&str]| list.iter().map(|n| n.parse().unwrap()).collect();
+        CheckLimits::new(&HealthSettings {
+            allow: networks(allow),
+            deny: networks(deny),
+            min_interval: Duration::from_secs(1),
+        })
     }
 
     fn permitted(limits: &CheckLimits, ip: &str) -> bool {
@@ -153,7 +163,8 @@ mod tests {
         }
         let why = limits
             .permits("169.254.169.254".parse().unwrap())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("169.254.0.0/16"), "{why}");
     }
 
@@ -175,17 +186,5 @@ mod tests {
         assert!(permitted(&limits, "192.168.2.1"), "a tie is allowed");
         assert!(!permitted(&limits, "192.168.1.1"));
         assert!(permitted(&limits, "2001:db8::1"), "no network holds it");
-    }
-
-    #[test]
-    fn bad_networks_are_named() {
-        let config = HealthConfig {
-            allow: vec!["10.0.0.0/33".into()],
-            deny: vec!["nope".into()],
-            ..HealthConfig::default()
-        };
-        let problems = CheckLimits::new(&config).unwrap_err();
-        assert!(problems[0].starts_with("health.allow[0]"), "{problems:?}");
-        assert!(problems[1].starts_with("health.deny[0]"), "{problems:?}");
     }
 }

@@ -66,6 +66,11 @@ impl fmt::Display for Limit {
     }
 }
 
+/// A namespace pattern that [`NamePattern::parse`] refuses (the text given).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a name or *.name of labels a-z 0-9 _ -")]
+pub struct BadPattern(String);
+
 /// A pattern for namespace names: `internal` matches `internal` and every name below it,
 /// `*.corp.example` only the names below `corp.example`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,16 +81,14 @@ pub struct NamePattern {
 
 impl NamePattern {
     /// Parses a pattern; names are compared lower case, without a trailing dot.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadPattern> {
         let lower = text.trim_end_matches('.').to_ascii_lowercase();
         let (suffix, below_only) = match lower.strip_prefix("*.") {
             Some(rest) => (rest.to_owned(), true),
             None => (lower, false),
         };
         if suffix.is_empty() || !suffix.split('.').all(super::validate::is_label) {
-            return Err(format!(
-                "{text:?} is not a name or *.name of labels a-z 0-9 _ -"
-            ));
+            return Err(BadPattern(text.to_owned()));
         }
         Ok(Self { suffix, below_only })
     }

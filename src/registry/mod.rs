@@ -26,7 +26,7 @@ mod state;
 pub mod validate;
 mod writer;
 
-pub use admission::{Admission, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
+pub use admission::{Admission, BadPattern, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
 pub use check::{CheckSpec, health_bounds};
 pub use durable::{durable_state, replay};

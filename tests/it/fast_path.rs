@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::net::xfer::Protocol;
-use muster::config::{ForwardConfig, TransferConfig};
+use muster::config::ForwardConfig;
 use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
 use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
 use muster::registry::{
@@ -388,16 +388,18 @@ fn answered(outcomes: &HashMap<String, usize>) -> usize {
         .sum()
 }
 
-fn transfers() -> Transfers {
-    Transfers::from_config(&TransferConfig::default()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_and_full_paths_answer_alike() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
-    let handler =
-        Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers()).with_nsid(NSID);
+    let handler = Handler::new(
+        view.clone(),
+        MAX_UDP_PAYLOAD,
+        metrics,
+        None,
+        Transfers::default(),
+    )
+    .with_nsid(NSID);
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: false,
@@ -429,7 +431,13 @@ async fn fast_and_full_paths_answer_alike() {
 async fn fast_and_full_paths_answer_alike_over_tcp() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let handler = Handler::new(
+        view.clone(),
+        MAX_UDP_PAYLOAD,
+        metrics,
+        None,
+        Transfers::default(),
+    );
     let udp = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: false,
@@ -472,7 +480,7 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
         MAX_UDP_PAYLOAD,
         metrics,
         forwarder,
-        transfers(),
+        Transfers::default(),
     );
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
@@ -491,7 +499,13 @@ async fn a_cname_service_answers_one_cname_for_every_type() {
     let view = zone().await;
     let zone = view.load();
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(view.clone(), MAX_UDP_PAYLOAD, metrics, None, transfers());
+    let handler = Handler::new(
+        view.clone(),
+        MAX_UDP_PAYLOAD,
+        metrics,
+        None,
+        Transfers::default(),
+    );
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(3));
     let mut out = Vec::new();
     let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();

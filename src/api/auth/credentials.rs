@@ -272,9 +272,27 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
     Some(hash)
 }
 
+/// Why a scope, glob or action of `[auth]` or `[[update.keys]]` is refused; the caller
+/// names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("admin cannot be limited to namespaces or services")]
+    LimitedAdmin,
+    #[error("the scope must be read, register, health or admin")]
+    UnknownScope,
+    #[error("an empty glob matches nothing")]
+    EmptyGlob,
+    #[error("{0}")]
+    Glob(#[from] globset::Error),
+    #[error("an action is servicediscovery:NAME (or *)")]
+    NotAnAction,
+    #[error("names no Cloud Map action")]
+    NoAction,
+}
+
 /// `read`, `register`, `health` or `admin`, the first three optionally followed by
 /// `:NAMESPACE-GLOB` or `:NAMESPACE-GLOB/SERVICE-GLOB`.
-fn parse_scope(text: &str) -> Result<Scope, String> {
+fn parse_scope(text: &str) -> Result<Scope, PatternError> {
     let (kind, limit) = match text.split_once(':') {
         Some((kind, limit)) => (kind, Some(limit)),
         None => (text, None),
@@ -284,8 +302,8 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
         "register" => ScopeKind::Register,
         "health" => ScopeKind::Health,
         "admin" if limit.is_none() => ScopeKind::Admin,
-        "admin" => return Err("admin cannot be limited to namespaces or services".into()),
-        _ => return Err("the scope must be read, register, health or admin".into()),
+        "admin" => return Err(PatternError::LimitedAdmin),
+        _ => return Err(PatternError::UnknownScope),
     };
     let limit = match limit {
         None => None,
@@ -299,15 +317,12 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 
 /// A case-insensitive glob (`*`, `?`, `[a-z]`, `{a,b}`) matching names; empty is an
 /// error. Shared with `[[update.keys]]` so both permission tables read alike.
-pub(crate) fn glob(pattern: &str) -> Result<GlobMatcher, String> {
+pub(crate) fn glob(pattern: &str) -> Result<GlobMatcher, PatternError> {
     if pattern.is_empty() {
-        return Err("an empty glob matches nothing".into());
+        return Err(PatternError::EmptyGlob);
     }
-    GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| e.to_string())
+    let glob = GlobBuilder::new(pattern).case_insensitive(true).build()?;
+    Ok(glob.compile_matcher())
 }
 
 fn build_key(config: &AccessKeyConfig, at: &str) -> Result<AccessKey, Vec<String>> {
@@ -429,23 +444,20 @@ fn build_permission(config: &PermissionConfig, at: &str) -> Result<Permission, V
 /// `*`, or `servicediscovery:` and a glob that names at least one Cloud Map operation
 /// (so a typo is an error, not a permission that never applies). Matched against the
 /// operation's name.
-fn action_glob(action: &str) -> Result<globset::Glob, String> {
+fn action_glob(action: &str) -> Result<globset::Glob, PatternError> {
     let pattern = if action == "*" {
         "*"
     } else {
         match action.split_once(':') {
             Some((service, pattern)) if service.eq_ignore_ascii_case("servicediscovery") => pattern,
-            _ => return Err("an action is servicediscovery:NAME (or *)".into()),
+            _ => return Err(PatternError::NotAnAction),
         }
     };
-    let glob = GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let glob = GlobBuilder::new(pattern).case_insensitive(true).build()?;
     let matcher = glob.compile_matcher();
     if OPERATIONS.iter().any(|(name, _)| matcher.is_match(name)) {
         Ok(glob)
     } else {
-        Err("names no Cloud Map action".into())
+        Err(PatternError::NoAction)
     }
 }

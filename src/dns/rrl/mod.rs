@@ -49,21 +49,22 @@ pub struct Rrl {
 }
 
 impl Rrl {
-    /// The limiter `config` asks for, or `None` when RRL is off.
-    pub fn from_config(config: &RrlConfig) -> Result<Option<Self>, String> {
+    /// The limiter a validated `config` asks for, with its `exempt` networks parsed
+    /// (`config::Settings::rrl_exempt`), or `None` when RRL is off.
+    pub fn new(config: &RrlConfig, exempt: Vec<IpNet>) -> Option<Self> {
         if config.responses_per_second == 0 {
-            return Ok(None);
+            return None;
         }
         let window = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
-        Ok(Some(Self {
+        Some(Self {
             table: Table::new(config.table_size as usize),
             rate: Rate::new(config.responses_per_second, window, config.slip),
-            exempt: config.exempt_networks()?,
+            exempt,
             ipv4_prefix: config.ipv4_prefix,
             ipv6_prefix: config.ipv6_prefix,
             keys: RandomState::new(),
             started: Instant::now(),
-        }))
+        })
     }
 
     /// The clock [`Rrl::admit`] takes: nanoseconds since the limiter started. The fast
@@ -136,10 +137,10 @@ mod tests {
         let config = RrlConfig {
             responses_per_second: 10,
             window: Duration::from_secs(15),
-            exempt: exempt.iter().map(|n| n.to_string()).collect(),
             ..RrlConfig::default()
         };
-        Rrl::from_config(&config).unwrap().unwrap()
+        let exempt = exempt.iter().map(|n| n.parse().unwrap()).collect();
+        Rrl::new(&config, exempt).unwrap()
     }
 
     /// A positive answer to `web.internal A` (one A record after the question).
@@ -198,6 +199,6 @@ mod tests {
 
     #[test]
     fn off_is_none() {
-        assert!(Rrl::from_config(&RrlConfig::default()).unwrap().is_none());
+        assert!(Rrl::new(&RrlConfig::default(), Vec::new()).is_none());
     }
 }

@@ -19,7 +19,7 @@ use hickory_proto::rr::rdata::TSIG;
 use hickory_proto::rr::{RData, Record, RecordType};
 use ipnet::IpNet;
 
-use crate::config::TransferConfig;
+use crate::config::TransferSettings;
 use crate::dns::journal;
 use crate::dns::wire::{Rr, record_len_bound};
 use crate::dns::zone::NamespaceZone;
@@ -62,17 +62,17 @@ impl Kind {
 }
 
 impl Transfers {
-    /// From `[transfer]` (already validated, so errors here are bugs in validation).
-    pub fn from_config(config: &TransferConfig) -> Result<Self, String> {
-        Ok(Self {
-            allow: config.allowed_networks()?,
-            keys: config
-                .tsig_keys
+    /// From the validated `[transfer]`.
+    pub fn new(settings: &TransferSettings) -> Self {
+        Self {
+            allow: settings.allow.clone(),
+            keys: settings
+                .keys
                 .iter()
-                .map(|key| TsigKey::from_config(key, config.tsig_fudge))
-                .collect::<Result<_, _>>()?,
-            notify: config.notify.clone(),
-        })
+                .map(|key| TsigKey::new(key, settings.fudge))
+                .collect(),
+            notify: settings.notify.clone(),
+        }
     }
 
     /// Whether anyone may transfer (and so whether a journal is worth keeping).

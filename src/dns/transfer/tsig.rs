@@ -18,7 +18,7 @@
 //! hickory-proto encodes the TSIG record but computes MACs only with its dnssec features
 //! (and a crypto backend); this is the small rest, on the `hmac` and `sha2` crates.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Header, Query};
 use hickory_proto::rr::rdata::TSIG;
@@ -28,7 +28,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::TsigKeyConfig;
+use crate::config::TsigSecret;
 
 /// Bytes of an HMAC-SHA256 MAC.
 const MAC_LEN: usize = 32;
@@ -44,19 +44,14 @@ pub struct TsigKey {
 }
 
 impl TsigKey {
-    /// The key from its configuration (validated at start-up); `fudge` is
-    /// `[transfer] tsig_fudge`.
-    pub fn from_config(config: &TsigKeyConfig, fudge: Duration) -> Result<Self, String> {
-        let mut name: Name = config
-            .name
-            .parse()
-            .map_err(|e| format!("TSIG key name {:?}: {e}", config.name))?;
-        name.set_fqdn(true);
-        Ok(Self {
-            name,
-            secret: config.secret_bytes()?,
-            fudge: u16::try_from(fudge.as_secs()).unwrap_or(u16::MAX),
-        })
+    /// The key of a validated `[[transfer.tsig_keys]]` entry; `fudge` is
+    /// `[transfer] tsig_fudge` in seconds.
+    pub fn new(key: &TsigSecret, fudge: u16) -> Self {
+        Self {
+            name: key.name.clone(),
+            secret: key.secret.clone(),
+            fudge,
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -258,12 +253,11 @@ mod tests {
     use hickory_proto::rr::RecordType;
 
     fn key() -> TsigKey {
-        let config = TsigKeyConfig {
-            name: "transfer-key".into(),
-            algorithm: "hmac-sha256".into(),
-            secret: "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==".into(),
+        let secret = TsigSecret {
+            name: "transfer-key.".parse().unwrap(),
+            secret: b"secret secret secret secret!".to_vec(),
         };
-        TsigKey::from_config(&config, Duration::from_secs(300)).unwrap()
+        TsigKey::new(&secret, 300)
     }
 
     /// An AXFR request signed with `key` at `time` with `fudge`, its MAC cut to `mac_len`.

@@ -21,25 +21,22 @@
 mod parse;
 mod plan;
 
-use globset::GlobMatcher;
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::config::UpdateConfig;
+use crate::config::{UpdateConfig, UpdateGrant};
 use crate::registry::{ChangeError, RegistryHandle, Snapshot, SourceId};
 
 pub use parse::{Parsed, Prerequisite, Update, parse};
 pub use plan::{Grant, changes, check};
 
-/// One key's permission, from `[[update.keys]]`.
+/// One key's permission, from `[[update.keys]]`, and the source its changes carry.
 struct KeyGrant {
-    name: Name,
+    grant: UpdateGrant,
     source: SourceId,
-    namespaces: Vec<GlobMatcher>,
-    services: Vec<GlobMatcher>,
 }
 
 /// Applies the UPDATE messages the DNS handler receives.
@@ -75,41 +72,30 @@ impl UpdateMetrics {
 }
 
 impl Updates {
-    /// From `[update]` (validated: every glob compiles, every key name parses).
+    /// From `[update]` and its validated keys (`config::Settings::update_grants`).
     pub fn new(
         config: &UpdateConfig,
+        grants: &[UpdateGrant],
         registry: RegistryHandle,
         metrics: UpdateMetrics,
-    ) -> Result<Self, String> {
-        let globs = |list: &[String]| -> Result<Vec<GlobMatcher>, String> {
-            list.iter().map(|g| crate::api::auth::glob(g)).collect()
-        };
-        let keys = config
-            .keys
+    ) -> Self {
+        let keys = grants
             .iter()
-            .map(|key| {
-                let mut name = Name::from_ascii(&key.name)
-                    .map_err(|e| format!("update.keys name {:?}: {e}", key.name))?;
-                // As the key's TSIG names it (and as `TsigKey` holds it).
-                name.set_fqdn(true);
-                Ok(KeyGrant {
-                    source: SourceId::new(format!(
-                        "update:{}",
-                        name.to_lowercase().to_ascii().trim_end_matches('.')
-                    )),
-                    name: name.to_lowercase(),
-                    namespaces: globs(&key.namespaces)?,
-                    services: globs(&key.services)?,
-                })
+            .map(|grant| KeyGrant {
+                source: SourceId::new(format!(
+                    "update:{}",
+                    grant.name.to_ascii().trim_end_matches('.')
+                )),
+                grant: grant.clone(),
             })
-            .collect::<Result<_, String>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             registry,
             keys,
             max_records: config.max_records,
             serial: tokio::sync::Mutex::new(()),
             metrics,
-        })
+        }
     }
 
     /// Answers one UPDATE whose zone section is `zone`, signed with the key `key`
@@ -154,10 +140,10 @@ impl Updates {
         updates: &[Record],
     ) -> Result<(), ResponseCode> {
         let key = key.ok_or(ResponseCode::Refused)?;
-        let grant = self
+        let KeyGrant { grant, source } = self
             .keys
             .iter()
-            .find(|g| g.name == *key)
+            .find(|k| k.grant.name == *key)
             .ok_or(ResponseCode::Refused)?;
         if zone.query_type() != RecordType::SOA {
             return Err(ResponseCode::FormErr);
@@ -187,7 +173,7 @@ impl Updates {
         check(namespace, &origin, &parsed.prerequisites)?;
         let may_touch = |service: &str| grant.services.iter().any(|g| g.is_match(service));
         let by = Grant {
-            source: &grant.source,
+            source,
             may_touch: &may_touch,
         };
         let change = changes(namespace, namespace_name, &origin, &parsed.updates, &by)?;
