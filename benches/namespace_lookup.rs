@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use muster::config::{Config, NamespaceConfig};
-use muster::dns::ZoneView;
-use muster::dns::fast::{Outcome, Scratch, Settings, respond};
+use muster::dns::PublishedZone;
+use muster::dns::fast::{Handling, Scratch, Settings, respond};
 use muster::registry::{
     Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId,
 };
@@ -51,14 +51,14 @@ fn instance(n: usize, version: usize) -> Change {
 }
 
 /// A registry with `internal` loaded and `extra` more namespaces, publishing into a zone.
-fn start(runtime: &Runtime, extra: usize) -> (RegistryHandle, ZoneView, CancellationToken) {
+fn start(runtime: &Runtime, extra: usize) -> (RegistryHandle, PublishedZone, CancellationToken) {
     let mut config = Config::parse("[[namespaces]]\nname = \"internal\"\n").expect("config");
     config
         .namespaces
         .extend((0..extra).map(|n| NamespaceConfig::named(&format!("ns{n}.example"))));
     let namespaces = config.validate().expect("valid config");
     let mut registry = Registry::new(Snapshot::new(namespaces, Vec::<SourceId>::new()));
-    let view = ZoneView::default();
+    let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());
     let handle = registry.handle();
     let shutdown = CancellationToken::new();
@@ -111,7 +111,7 @@ fn namespace_lookup(c: &mut Criterion) {
             b.iter(|| {
                 next = (next + 1) % queries.len();
                 let outcome = respond(&zone, &queries[next], settings, &mut scratch, &mut out);
-                assert!(matches!(outcome, Outcome::Answered { .. }), "{outcome:?}");
+                assert!(matches!(outcome, Handling::Answered { .. }), "{outcome:?}");
             })
         });
         let mut changed = 0usize;

@@ -78,7 +78,7 @@ fn start(
     let namespaces = config.validate().expect("valid config");
     let mut registry = Registry::new(Snapshot::new(namespaces, Vec::<SourceId>::new()));
     if dns_zone {
-        registry.on_publish(muster::dns::ZoneView::default().publish_hook());
+        registry.on_publish(muster::dns::PublishedZone::default().publish_hook());
     }
     let handle = registry.handle();
     let shutdown = CancellationToken::new();

@@ -123,8 +123,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let forwarder = dns::Forwarder::new(&config.forward)
         .map_err(|e| Error::Config(ConfigError::Invalid(vec![e.to_string()])))?;
     let zone = match transfers.enabled() {
-        true => dns::ZoneView::with_journal(dns::JOURNAL_RECORDS),
-        false => dns::ZoneView::default(),
+        true => dns::PublishedZone::with_journal(dns::JOURNAL_RECORDS),
+        false => dns::PublishedZone::default(),
     };
     registry.on_publish(zone.publish_hook());
     let health_metrics = health::HealthMetrics::default();

@@ -14,7 +14,7 @@ use super::named_ports;
 use super::qname::QueryName;
 use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords};
 use super::wire::Rr;
-use super::zone::{NamespaceZone, Zone};
+use super::zone::{NamespaceRecords, ZoneSnapshot};
 use crate::registry::Routing;
 
 /// The sections of a response, as hickory records decoded from the zone's wire forms
@@ -30,7 +30,7 @@ pub struct Answer {
 
 impl Answer {
     /// NODATA (`NoError`) or NXDOMAIN, with the SOA for negative caching.
-    fn negative(rcode: ResponseCode, zone: &NamespaceZone) -> Self {
+    fn negative(rcode: ResponseCode, zone: &NamespaceRecords) -> Self {
         Self {
             rcode,
             authoritative: true,
@@ -59,7 +59,7 @@ pub enum Plan<'z> {
     /// The namespace's sources have not all synced yet.
     ServFail,
     /// NXDOMAIN or NODATA (`NoError`), with the namespace's SOA.
-    Negative(ResponseCode, &'z NamespaceZone),
+    Negative(ResponseCode, &'z NamespaceRecords),
     /// Exactly one record (the apex SOA or NS, one instance's address).
     Single(&'z Rr),
     /// A random subset of a service's instances, as many as its policy allows; never
@@ -109,7 +109,7 @@ impl<'z> Pick<'z> {
 /// Decides what `qtype` at `name` (class IN) gets from `zone`.
 ///
 /// ANY gets one RRset (RFC 8482). Zone transfers are refused here.
-pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z> {
+pub fn plan<'z>(zone: &'z ZoneSnapshot, name: &QueryName, qtype: RecordType) -> Plan<'z> {
     let Some(namespace) = zone.namespace_of(name) else {
         return Plan::Refused;
     };
@@ -181,7 +181,7 @@ pub fn plan<'z>(zone: &'z Zone, name: &QueryName, qtype: RecordType) -> Plan<'z>
     }
 }
 
-fn service<'z>(namespace: &'z NamespaceZone, label: &[u8]) -> Option<&'z ServiceRecords> {
+fn service<'z>(namespace: &'z NamespaceRecords, label: &[u8]) -> Option<&'z ServiceRecords> {
     namespace
         .services
         .get(std::str::from_utf8(label).ok()?)
@@ -189,7 +189,7 @@ fn service<'z>(namespace: &'z NamespaceZone, label: &[u8]) -> Option<&'z Service
 }
 
 fn service_plan<'z>(
-    namespace: &'z NamespaceZone,
+    namespace: &'z NamespaceRecords,
     records: &'z ServiceRecords,
     qtype: RecordType,
 ) -> Plan<'z> {
@@ -213,7 +213,11 @@ fn service_plan<'z>(
 
 /// A pick of the candidates of `kind` under the service's policy; NODATA if there are
 /// none.
-fn pick<'z>(namespace: &'z NamespaceZone, records: &'z ServiceRecords, kind: PickKind) -> Plan<'z> {
+fn pick<'z>(
+    namespace: &'z NamespaceRecords,
+    records: &'z ServiceRecords,
+    kind: PickKind,
+) -> Plan<'z> {
     let candidates = records.candidates(kind);
     let available = candidates.len();
     let wanted = match (records.policy.routing, records.policy.max_answers) {
@@ -255,7 +259,12 @@ pub fn sample(rng: &mut impl Rng, available: usize, wanted: usize, chosen: &mut 
 }
 
 /// Answers `qtype` at `name` (class IN) from `zone`.
-pub fn answer(zone: &Zone, name: &QueryName, qtype: RecordType, rng: &mut impl Rng) -> Answer {
+pub fn answer(
+    zone: &ZoneSnapshot,
+    name: &QueryName,
+    qtype: RecordType,
+    rng: &mut impl Rng,
+) -> Answer {
     match plan(zone, name, qtype) {
         Plan::Refused => Answer {
             rcode: ResponseCode::Refused,

@@ -1,5 +1,5 @@
 //! A namespace as a secondary sees it: every record muster serves, once, and the
-//! differences between two versions that IXFR sends, which each [`NamespaceZone`] keeps
+//! differences between two versions that IXFR sends, which each [`NamespaceRecords`] keeps
 //! as its journal. Zone data, below the transfer protocol that reads it (`transfer`).
 
 use std::collections::HashSet;
@@ -9,7 +9,7 @@ use hickory_proto::rr::{Record, RecordType};
 
 use super::service_records::ServiceRecords;
 use super::wire::Rr;
-use super::zone::NamespaceZone;
+use super::zone::NamespaceRecords;
 
 /// Records kept per namespace journal: enough for thousands of small changes; a
 /// secondary further behind gets the whole zone.
@@ -50,7 +50,7 @@ pub fn serial(soa: &Record) -> u32 {
 
 /// Every record of the namespace except the SOA: the apex NS, then each service's, one
 /// service at a time.
-pub fn zone_records(zone: &NamespaceZone) -> impl Iterator<Item = &Rr> + Send {
+pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = &Rr> + Send {
     std::iter::once(&zone.ns).chain(
         zone.services
             .values()
@@ -81,7 +81,7 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
 }
 
 /// The records of the services `names` of `zone`.
-fn services_records<'z>(zone: &'z NamespaceZone, names: &[&str]) -> Vec<&'z Rr> {
+fn services_records<'z>(zone: &'z NamespaceRecords, names: &[&str]) -> Vec<&'z Rr> {
     names
         .iter()
         .filter_map(|name| zone.services.get(*name))
@@ -92,8 +92,8 @@ fn services_records<'z>(zone: &'z NamespaceZone, names: &[&str]) -> Vec<&'z Rr> 
 /// What changed between two versions of a namespace in `services` (every service when
 /// `None`), or `None` when the serial did not move.
 pub fn delta(
-    old: &NamespaceZone,
-    new: &NamespaceZone,
+    old: &NamespaceRecords,
+    new: &NamespaceRecords,
     services: Option<&[&str]>,
 ) -> Option<Arc<Delta>> {
     let (from, to) = (old.soa.record(), new.soa.record());

@@ -1,6 +1,6 @@
 //! The DNS frontend: answers for every namespace, over UDP and TCP.
 //!
-//! Owns: the [`Zone`] (a DNS view of the registry's snapshot, rebuilt per touched
+//! Owns: the [`ZoneSnapshot`] (a DNS view of the registry's snapshot, rebuilt per touched
 //! instance through a publish hook, every record with its wire form), the pure
 //! [`answer`] function and the `plan` it shares with the [`fast`] path, the hickory
 //! request handler (the full path: whatever the fast path hands over) and the listeners:
@@ -49,4 +49,4 @@ pub use rrl::Rrl;
 pub use server::{Listeners, bind, serve};
 pub use tcp::TcpMetrics;
 pub use transfer::{Transfers, notify_secondaries};
-pub use zone::{Zone, ZoneView};
+pub use zone::{PublishedZone, ZoneSnapshot};

@@ -3,7 +3,7 @@
 //!
 //! The wire form makes every suffix of the name (its last `n` labels) one contiguous
 //! slice, so finding the namespace of a name is a hash lookup per candidate depth
-//! ([`Zone::namespace_of`](super::zone::Zone::namespace_of)) without building a string,
+//! ([`ZoneSnapshot::namespace_of`](super::zone::ZoneSnapshot::namespace_of)) without building a string,
 //! and the length bytes keep `a.b` (two labels) apart from `a\.b` (one). Owns: the bytes
 //! and where each label starts. Must not: allocate.
 

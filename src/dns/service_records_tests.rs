@@ -4,7 +4,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::dns::test_registry::Running;
-use crate::dns::{Zone, ZoneView};
+use crate::dns::{PublishedZone, ZoneSnapshot};
 use crate::registry::{Change, InstanceKey, InstanceSpec, NamedPort, Protocol, SourceId};
 
 fn key(service: u8, id: u8) -> InstanceKey {
@@ -68,7 +68,7 @@ fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
 /// exactly as records built from scratch: the copies of kept instances' bytes line up.
 #[tokio::test]
 async fn updated_records_pack_as_built_from_scratch() {
-    let view = ZoneView::default();
+    let view = PublishedZone::default();
     let registry = Running::new(&view);
     let handle = &registry.handle;
     let mut rng = SmallRng::seed_from_u64(6);
@@ -85,7 +85,7 @@ async fn updated_records_pack_as_built_from_scratch() {
             let _ = change.await.unwrap();
         }
         let updated = view.load();
-        let fresh = Zone::from_snapshot(&handle.snapshot());
+        let fresh = ZoneSnapshot::from_snapshot(&handle.snapshot());
         let (updated, fresh) = (
             &updated.namespace("internal").unwrap(),
             &fresh.namespace("internal").unwrap(),

@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dns::ZoneView;
+use crate::dns::PublishedZone;
 use crate::registry::{Registry, RegistryHandle, Snapshot};
 
 /// The registry's handle (namespace `internal`, from the default config); it stops when
@@ -16,7 +16,7 @@ pub struct Running {
 
 impl Running {
     /// Starts a registry that publishes into `view`, on the current tokio runtime.
-    pub fn new(view: &ZoneView) -> Self {
+    pub fn new(view: &PublishedZone) -> Self {
         let namespaces = Config::default().validate().unwrap();
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         registry.on_publish(view.publish_hook());

@@ -16,31 +16,33 @@ use crate::registry::{
     Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
 };
 
-/// Every namespace's records at one registry revision.
+/// Every namespace's records at one registry revision: the immutable DNS counterpart of
+/// a registry `Snapshot`, which queries read and never change.
 ///
 /// Namespaces are kept in persistent maps, so a change copies the zone in O(1) and
 /// replaces one namespace in O(log n), and a query finds its namespace with one hash
-/// lookup per origin depth in use ([`Zone::namespace_of`]), however many there are.
+/// lookup per origin depth in use ([`ZoneSnapshot::namespace_of`]), however many there are.
 #[derive(Clone, Debug, Default)]
-pub struct Zone {
+pub struct ZoneSnapshot {
     /// False until every source has synced; answers are SERVFAIL until then.
     pub synced: bool,
     /// Namespaces by the lowercase wire form of their origin (no root label).
-    by_origin: imbl::HashMap<Box<[u8]>, Arc<NamespaceZone>>,
+    by_origin: imbl::HashMap<Box<[u8]>, Arc<NamespaceRecords>>,
     /// The origin key of each namespace, by its registry name.
     origins: imbl::HashMap<String, Box<[u8]>>,
     /// How many origins have each number of labels: a lookup tries only those depths.
     depths: Depths,
 }
 
-/// One namespace: apex records and one record set per service.
+/// The records of one namespace, the zone at its origin: apex SOA and NS, the
+/// [`ServiceRecords`] of each service, and the IXFR journal.
 #[derive(Clone, Debug)]
-pub struct NamespaceZone {
+pub struct NamespaceRecords {
     /// The registry's name for it (`internal`).
     pub name: String,
     pub origin: LowerName,
     /// The origin in lowercase wire form without the root label (`\x03sub\x07example`):
-    /// its key in the [`Zone`].
+    /// its key in the [`ZoneSnapshot`].
     origin_key: Box<[u8]>,
     /// Labels of the origin.
     origin_depth: usize,
@@ -54,7 +56,7 @@ pub struct NamespaceZone {
     tcp_services: usize,
     udp_services: usize,
     /// The changes that led to this version, oldest first, for IXFR; kept only when
-    /// transfers are configured ([`ZoneView::with_journal`]).
+    /// transfers are configured ([`PublishedZone::with_journal`]).
     pub journal: imbl::Vector<Arc<Delta>>,
     /// Records in `journal`, bounded by the journal's limit.
     journal_records: usize,
@@ -88,7 +90,7 @@ impl Depths {
     }
 }
 
-impl Zone {
+impl ZoneSnapshot {
     /// Builds every namespace from scratch.
     pub fn from_snapshot(snapshot: &Snapshot) -> Self {
         let mut zone = Self {
@@ -96,7 +98,7 @@ impl Zone {
             ..Self::default()
         };
         for namespace in snapshot.namespaces.values().filter(|n| n.in_dns()) {
-            zone.insert(NamespaceZone::build(namespace, snapshot.revision));
+            zone.insert(NamespaceRecords::build(namespace, snapshot.revision));
         }
         zone
     }
@@ -109,7 +111,7 @@ impl Zone {
         for name in &touched.namespaces {
             zone.remove(name);
             if let Some(namespace) = snapshot.namespace(name).filter(|n| n.in_dns()) {
-                zone.insert(NamespaceZone::build(namespace, snapshot.revision));
+                zone.insert(NamespaceRecords::build(namespace, snapshot.revision));
             }
         }
         let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -134,7 +136,7 @@ impl Zone {
     }
 
     /// Adds (or replaces) a namespace.
-    fn insert(&mut self, namespace: NamespaceZone) {
+    fn insert(&mut self, namespace: NamespaceRecords) {
         self.remove(&namespace.name);
         let key: Box<[u8]> = namespace.origin_key.clone();
         if let Some(shadowed) = self.by_origin.get(&key).map(|z| z.name.clone()) {
@@ -157,26 +159,26 @@ impl Zone {
     }
 
     /// The namespace with the registry name `name`, to change (copied if shared).
-    fn namespace_mut(&mut self, name: &str) -> Option<&mut NamespaceZone> {
+    fn namespace_mut(&mut self, name: &str) -> Option<&mut NamespaceRecords> {
         let key = self.origins.get(name)?;
         self.by_origin.get_mut(key).map(Arc::make_mut)
     }
 
     /// The namespace with the registry name `name`.
-    pub fn namespace(&self, name: &str) -> Option<&NamespaceZone> {
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceRecords> {
         let key = self.origins.get(name)?;
         self.by_origin.get(key).map(|z| &**z)
     }
 
     /// Every namespace, in no particular order.
-    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceZone> {
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceRecords> {
         self.by_origin.values().map(|z| &**z)
     }
 
     /// Appends to the journal of each namespace `touched` names what changed since
     /// `previous`, keeping at most `limit` records per journal (the oldest changes go
     /// first). Untouched namespaces are not visited.
-    fn record_deltas(&mut self, previous: &Zone, touched: &Touched, limit: usize) {
+    fn record_deltas(&mut self, previous: &ZoneSnapshot, touched: &Touched, limit: usize) {
         let mut services: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (namespace, service) in &touched.services {
             services.entry(namespace).or_default().push(service);
@@ -221,7 +223,7 @@ impl Zone {
 
     /// The namespace `name` is in, if any (the deepest origin wins): one lookup per
     /// depth of origin in use, deepest first, no allocation.
-    pub fn namespace_of(&self, name: &QueryName) -> Option<&NamespaceZone> {
+    pub fn namespace_of(&self, name: &QueryName) -> Option<&NamespaceRecords> {
         let deepest = self.depths.max.min(name.label_count());
         (self.depths.min..=deepest)
             .rev()
@@ -231,7 +233,7 @@ impl Zone {
     }
 }
 
-impl NamespaceZone {
+impl NamespaceRecords {
     fn build(namespace: &Namespace, revision: u64) -> Self {
         let mut zone = Self::empty(&namespace.settings, revision);
         for service in namespace.services.values() {
@@ -349,10 +351,11 @@ fn origin_name(settings: &NamespaceSettings) -> Name {
     name
 }
 
-/// The published zone, shared by every DNS listener.
+/// Where the current [`ZoneSnapshot`] is published: the registry's publish hook swaps a
+/// new one in, every DNS listener and transfer loads it without a lock.
 #[derive(Clone)]
-pub struct ZoneView {
-    current: Arc<ArcSwap<Zone>>,
+pub struct PublishedZone {
+    current: Arc<ArcSwap<ZoneSnapshot>>,
     /// The revision of each publication, for tasks that act on changes (NOTIFY).
     published: Arc<tokio::sync::watch::Sender<u64>>,
     /// Records kept per namespace journal for IXFR; `None` keeps no journal (no transfers
@@ -360,7 +363,7 @@ pub struct ZoneView {
     journal_limit: Option<usize>,
 }
 
-impl Default for ZoneView {
+impl Default for PublishedZone {
     fn default() -> Self {
         Self {
             current: Arc::default(),
@@ -370,13 +373,13 @@ impl Default for ZoneView {
     }
 }
 
-impl ZoneView {
-    pub fn load(&self) -> arc_swap::Guard<Arc<Zone>> {
+impl PublishedZone {
+    pub fn load(&self) -> arc_swap::Guard<Arc<ZoneSnapshot>> {
         self.current.load()
     }
 
     /// The current zone, to hold across awaits.
-    pub fn load_full(&self) -> Arc<Zone> {
+    pub fn load_full(&self) -> Arc<ZoneSnapshot> {
         self.current.load_full()
     }
 
@@ -409,7 +412,7 @@ impl ZoneView {
                 next
             } else {
                 built = true;
-                Zone::from_snapshot(snapshot)
+                ZoneSnapshot::from_snapshot(snapshot)
             };
             current.store(Arc::new(next));
             published.send_replace(snapshot.revision);

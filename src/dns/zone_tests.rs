@@ -18,13 +18,13 @@ fn name(text: &str) -> QueryName {
     QueryName::from_labels(text.split('.').map(str::as_bytes)).unwrap()
 }
 
-fn namespace_of(zone: &Zone, text: &str) -> Option<String> {
+fn namespace_of(zone: &ZoneSnapshot, text: &str) -> Option<String> {
     zone.namespace_of(&name(text)).map(|z| z.name.clone())
 }
 
 #[test]
 fn the_deepest_origin_that_is_a_suffix_wins() {
-    let zone = Zone::from_snapshot(&snapshot(&["example", "a.example", "c.b.a.example"]));
+    let zone = ZoneSnapshot::from_snapshot(&snapshot(&["example", "a.example", "c.b.a.example"]));
     assert_eq!(
         namespace_of(&zone, "WEB.A.Example").as_deref(),
         Some("a.example")
@@ -48,7 +48,7 @@ fn the_deepest_origin_that_is_a_suffix_wins() {
 
 #[test]
 fn a_removed_namespace_no_longer_takes_its_names() {
-    let zone = Zone::from_snapshot(&snapshot(&["example", "a.example"]));
+    let zone = ZoneSnapshot::from_snapshot(&snapshot(&["example", "a.example"]));
     let touched = Touched {
         services: BTreeSet::new(),
         namespaces: BTreeSet::from(["a.example".to_owned()]),

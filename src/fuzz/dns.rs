@@ -11,8 +11,8 @@ use rand::rngs::SmallRng;
 
 use super::{fuzz, outcome};
 use crate::config::{Config, ForwardConfig};
-use crate::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
-use crate::dns::{DnsMetrics, Forwarder, Handler, Transfers, ZoneView};
+use crate::dns::fast::{Handling, Scratch, Settings, full_path, respond};
+use crate::dns::{DnsMetrics, Forwarder, Handler, PublishedZone, Transfers};
 use crate::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
 
 const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -40,10 +40,10 @@ const DNS_TOKENS: &[&[u8]] = &[
 
 /// A zone view of namespace `internal` holding services worth asking about: a few IPv4
 /// instances, an IPv6 one, an id that is not a label, and one too big for a datagram.
-fn zone(runtime: &tokio::runtime::Runtime) -> ZoneView {
+fn zone(runtime: &tokio::runtime::Runtime) -> PublishedZone {
     let namespaces = Config::default().validate().unwrap();
     let mut registry = Registry::new(Snapshot::new(namespaces, []));
-    let view = ZoneView::default();
+    let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());
     let handle = registry.handle();
     runtime.spawn(registry.run(tokio_util::sync::CancellationToken::new()));
@@ -150,7 +150,7 @@ fn fuzz_dns_fast_path() {
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
     let mut out = Vec::with_capacity(4096);
     fuzz("dns_fast_path", seeds(), DNS_TOKENS, |packet| {
-        let Outcome::Answered { qtype, rcode } =
+        let Handling::Answered { qtype, rcode } =
             respond(&zone, packet, settings, &mut scratch, &mut out)
         else {
             return Ok(outcome(0));

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
-use muster::dns::{QueryName, Zone, answer};
+use muster::dns::{QueryName, ZoneSnapshot, answer};
 
 use super::support::{self, ask_tcp, ask_udp, query};
 
@@ -164,7 +164,7 @@ fn wire_rcode(response: &Message) -> String {
 async fn the_answer_function() {
     let instances = muster::sources::file::parse(INSTANCES, false).unwrap();
     let view = support::zone(CONFIG, instances).await;
-    let zone: &Zone = &view.load();
+    let zone: &ZoneSnapshot = &view.load();
     for case in cases() {
         let name = LowerName::new(&Name::from_str(&case.name).unwrap());
         let name = QueryName::from_labels(name.iter()).unwrap();

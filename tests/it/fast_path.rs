@@ -14,8 +14,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::net::xfer::Protocol;
 use muster::config::ForwardConfig;
-use muster::dns::fast::{Outcome, Scratch, Settings, full_path, respond};
-use muster::dns::{DnsMetrics, Forwarder, Handler, Transfers, Zone, ZoneView};
+use muster::dns::fast::{Handling, Scratch, Settings, full_path, respond};
+use muster::dns::{DnsMetrics, Forwarder, Handler, PublishedZone, Transfers, ZoneSnapshot};
 use muster::registry::{
     Change, DnsConfig, InstanceKey, InstanceSpec, RecordTtls, Routing, ServiceDef,
 };
@@ -36,7 +36,7 @@ const MAX_UDP_PAYLOAD: u16 = 1232;
 /// The fixture zone plus `big` (40 instances with long hashed labels) and `wide`
 /// (30 instances, 8 answered at random) in `internal`, and `cn`, a Cloud Map CNAME
 /// service with three targets (one inside the namespace), one answered at random.
-async fn zone() -> ZoneView {
+async fn zone() -> PublishedZone {
     let mut instances = muster::sources::file::parse(INSTANCES, false).unwrap();
     for n in 0..40 {
         instances.push(instance(
@@ -103,7 +103,7 @@ fn instance(namespace: &str, service: &str, id: &str, n: u8) -> (InstanceKey, In
 }
 
 /// Every name worth asking about, from the zone itself, plus names that do not exist.
-fn names(zone: &Zone) -> Vec<String> {
+fn names(zone: &ZoneSnapshot) -> Vec<String> {
     let mut names = vec![
         "example.com.".to_owned(),
         ".".to_owned(),
@@ -223,7 +223,7 @@ impl Ask {
 
 /// Every record the zone could answer with, by lowercase owner and type: the set a
 /// random pick draws from.
-fn universe(zone: &Zone) -> HashMap<(String, RecordType), BTreeSet<String>> {
+fn universe(zone: &ZoneSnapshot) -> HashMap<(String, RecordType), BTreeSet<String>> {
     let mut all: HashMap<(String, RecordType), BTreeSet<String>> = HashMap::new();
     let mut add = |record: &Record| {
         all.entry((record.name.to_lowercase().to_string(), record.record_type()))
@@ -328,7 +328,7 @@ fn compare(
 /// queries the fast path hands off go to the full path only when `hand_offs` is set.
 /// Returns how many queries ended each way.
 async fn differ(
-    view: &ZoneView,
+    view: &PublishedZone,
     handler: &Handler,
     settings: Settings<'_>,
     queries: usize,
@@ -346,7 +346,7 @@ async fn differ(
         let ask = Ask::random(&mut rng, &names);
         let packet = ask.bytes(n as u16);
         let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
-        if outcome == Outcome::HandOff && !hand_offs {
+        if outcome == Handling::HandOff && !hand_offs {
             *outcomes.entry("handed off".to_owned()).or_default() += 1;
             continue;
         }
@@ -358,15 +358,15 @@ async fn differ(
             .await
             .expect("the full path answers every query");
         let label = match &outcome {
-            Outcome::Answered { rcode, .. } => format!("answered {rcode}"),
-            Outcome::HandOff => {
+            Handling::Answered { rcode, .. } => format!("answered {rcode}"),
+            Handling::HandOff => {
                 let metadata = Message::from_vec(&full).unwrap().metadata;
                 let tc = if metadata.truncation { " TC" } else { "" };
                 format!("handed off, full path {}{tc}", metadata.response_code)
             }
         };
         *outcomes.entry(label).or_default() += 1;
-        if let Outcome::Answered { rcode, qtype } = outcome {
+        if let Handling::Answered { rcode, qtype } = outcome {
             assert_eq!(qtype, RecordType::from(ask.qtype));
             if let Err(why) = compare(&packet, &out, &full, &universe) {
                 panic!(
@@ -388,18 +388,26 @@ fn answered(outcomes: &HashMap<String, usize>) -> usize {
         .sum()
 }
 
+/// A handler on `view` without transfers.
+fn handler(
+    view: &PublishedZone,
+    metrics: Arc<DnsMetrics>,
+    forwarder: Option<Forwarder>,
+) -> Handler {
+    Handler::new(
+        view.clone(),
+        MAX_UDP_PAYLOAD,
+        metrics,
+        forwarder,
+        Transfers::default(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_and_full_paths_answer_alike() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(
-        view.clone(),
-        MAX_UDP_PAYLOAD,
-        metrics,
-        None,
-        Transfers::default(),
-    )
-    .with_nsid(NSID);
+    let handler = handler(&view, metrics, None).with_nsid(NSID);
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: false,
@@ -431,13 +439,7 @@ async fn fast_and_full_paths_answer_alike() {
 async fn fast_and_full_paths_answer_alike_over_tcp() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(
-        view.clone(),
-        MAX_UDP_PAYLOAD,
-        metrics,
-        None,
-        Transfers::default(),
-    );
+    let handler = handler(&view, metrics, None);
     let udp = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: false,
@@ -475,13 +477,7 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
     let forwarder = Forwarder::new(&forward).unwrap();
     assert!(forwarder.is_some());
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(
-        view.clone(),
-        MAX_UDP_PAYLOAD,
-        metrics,
-        forwarder,
-        Transfers::default(),
-    );
+    let handler = handler(&view, metrics, forwarder);
     let settings = Settings {
         max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: true,
@@ -499,13 +495,7 @@ async fn a_cname_service_answers_one_cname_for_every_type() {
     let view = zone().await;
     let zone = view.load();
     let metrics = Arc::new(DnsMetrics::default());
-    let handler = Handler::new(
-        view.clone(),
-        MAX_UDP_PAYLOAD,
-        metrics,
-        None,
-        Transfers::default(),
-    );
+    let handler = handler(&view, metrics, None);
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(3));
     let mut out = Vec::new();
     let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
@@ -534,7 +524,7 @@ async fn a_cname_service_answers_one_cname_for_every_type() {
             };
             let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
             assert!(
-                matches!(outcome, Outcome::Answered { .. }),
+                matches!(outcome, Handling::Answered { .. }),
                 "{qtype}: {outcome:?}"
             );
             let protocol = if over_tcp {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use muster::config::Config;
-use muster::dns::ZoneView;
+use muster::dns::PublishedZone;
 use muster::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
 use tokio_util::sync::CancellationToken;
 
@@ -66,7 +66,7 @@ async fn ready(http: SocketAddr) -> bool {
 }
 
 /// The DNS zone of `config_text` once `instances` came in from its one (file) source.
-pub async fn zone(config_text: &str, instances: Vec<(InstanceKey, InstanceSpec)>) -> ZoneView {
+pub async fn zone(config_text: &str, instances: Vec<(InstanceKey, InstanceSpec)>) -> PublishedZone {
     zone_with(config_text, Vec::new(), instances).await
 }
 
@@ -76,12 +76,12 @@ pub async fn zone_with(
     config_text: &str,
     changes: Vec<Change>,
     instances: Vec<(InstanceKey, InstanceSpec)>,
-) -> ZoneView {
+) -> PublishedZone {
     let namespaces = Config::parse(config_text).unwrap().validate().unwrap();
     let source = SourceId::new("file:fixture");
     let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
     let handle = registry.handle();
-    let view = ZoneView::default();
+    let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());
     let shutdown = CancellationToken::new();
     tokio::spawn(registry.run(shutdown.clone()));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use muster::config::Config;
-use muster::dns::{Zone, ZoneView};
+use muster::dns::{PublishedZone, ZoneSnapshot};
 use muster::registry::{
     Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId,
 };
@@ -32,13 +32,13 @@ fn upsert(n: u8, last_octet: u8) -> Change {
     }
 }
 
-async fn start() -> (RegistryHandle, ZoneView) {
+async fn start() -> (RegistryHandle, PublishedZone) {
     let config = Config::parse("[[namespaces]]\nname = \"internal\"\n").unwrap();
     let mut registry = Registry::new(Snapshot::new(
         config.validate().unwrap(),
         Vec::<SourceId>::new(),
     ));
-    let view = ZoneView::default();
+    let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());
     let handle = registry.handle();
     tokio::spawn(registry.run(tokio_util::sync::CancellationToken::new()));
@@ -49,7 +49,7 @@ async fn start() -> (RegistryHandle, ZoneView) {
 }
 
 /// The served instances of `big`, by id, and whether each has a label entry.
-fn served(zone: &Zone) -> Vec<(String, usize)> {
+fn served(zone: &ZoneSnapshot) -> Vec<(String, usize)> {
     let records = zone
         .namespace("internal")
         .unwrap()

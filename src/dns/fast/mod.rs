@@ -21,5 +21,5 @@ mod udp;
 pub use handoff::full_path;
 pub(crate) use handoff::{encode, handle};
 pub(crate) use query::cookie_length_ok;
-pub use respond::{Outcome, Scratch, Settings, respond};
+pub use respond::{Handling, Scratch, Settings, respond};
 pub use udp::{bind, serve, threads};

@@ -19,7 +19,7 @@ use super::query::{Edns, OPTION_NSID, parse};
 use crate::dns::answer::{Pick, Plan, plan, sample};
 use crate::dns::qname::QueryName;
 use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
-use crate::dns::zone::Zone;
+use crate::dns::zone::ZoneSnapshot;
 
 const FLAG_QR: u8 = 0x80;
 const FLAG_RA: u8 = 0x80;
@@ -50,7 +50,7 @@ impl Settings<'_> {
 
 /// What the fast path did with a packet.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Handling {
     /// The response is in the output buffer.
     Answered {
         qtype: RecordType,
@@ -83,14 +83,14 @@ impl Scratch {
 
 /// Answers `packet` from `zone` into `out` if it can.
 pub fn respond(
-    zone: &Zone,
+    zone: &ZoneSnapshot,
     packet: &[u8],
     settings: Settings<'_>,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Handling {
     let Some(query) = parse(packet, &mut scratch.name) else {
-        return Outcome::HandOff;
+        return Handling::HandOff;
     };
     let qtype = RecordType::from(query.qtype);
     let plan = plan(zone, &scratch.name, qtype);
@@ -108,24 +108,24 @@ pub fn respond(
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
     let (rcode, counts) = match plan {
-        Plan::Refused | Plan::ServFail => return Outcome::HandOff,
+        Plan::Refused | Plan::ServFail => return Handling::HandOff,
         Plan::Negative(rcode, namespace) => {
             if namespace.soa.len() > budget {
-                return Outcome::HandOff;
+                return Handling::HandOff;
             }
             namespace.soa.put_full(out);
             (rcode, [0, 1, 0])
         }
         Plan::Single(rr) => {
             if rr.len() > budget {
-                return Outcome::HandOff;
+                return Handling::HandOff;
             }
             rr.put_with_owner_at(out, QUESTION_POINTER);
             (ResponseCode::NoError, [1, 0, 0])
         }
         Plan::Pick(pick) => match put_pick(&pick, budget, scratch, out) {
             Some(counts) => (ResponseCode::NoError, counts),
-            None => return Outcome::HandOff,
+            None => return Handling::HandOff,
         },
     };
     let mut additionals = counts[2];
@@ -154,7 +154,7 @@ pub fn respond(
     for (at, count) in [(6, counts[0]), (8, counts[1]), (10, additionals)] {
         out[at..at + 2].copy_from_slice(&count.to_be_bytes());
     }
-    Outcome::Answered { qtype, rcode }
+    Handling::Answered { qtype, rcode }
 }
 
 /// Writes a random pick's answers (and glue) if their size bound fits `budget`; returns

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Received, Replies};
 use super::handoff::{MAX_HANDOFFS, full_path};
-use super::respond::{Outcome, Scratch, respond};
+use super::respond::{Handling, Scratch, respond};
 use crate::dns::handler::Handler;
 use crate::dns::metrics::QuerySlot;
 use crate::dns::rrl::Rrl;
@@ -190,13 +190,13 @@ impl Worker {
                 let packet = received.query(n);
                 let reply = replies.next_buffer();
                 match respond(&zone, packet, settings, &mut scratch, reply) {
-                    Outcome::Answered { qtype, rcode } => {
+                    Handling::Answered { qtype, rcode } => {
                         self.slot.count(Some(qtype), rcode);
                         if rrl.is_none_or(|rrl| rrl.admit(src.ip(), reply, now, &self.slot)) {
                             replies.push(n);
                         }
                     }
-                    Outcome::HandOff => self.hand_off(packet, src),
+                    Handling::HandOff => self.hand_off(packet, src),
                 }
             }
             replies.send(&self.socket, &received);

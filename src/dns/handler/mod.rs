@@ -25,17 +25,17 @@ use super::qname::QueryName;
 use super::rrl::Rrl;
 use super::transfer::{self as zone_transfer, Rejection, Transfers};
 use super::wire::MIN_UDP_PAYLOAD;
-use super::zone::ZoneView;
+use super::zone::PublishedZone;
 use crate::logging::Throttle;
 use crate::sources::update::Updates;
 pub(super) use send::response_metadata;
 use send::{refs, response_opts, send, send_signed};
 
-/// Answers every query: from the current [`ZoneView`], by zone transfer, or through the
+/// Answers every query: from the current [`PublishedZone`], by zone transfer, or through the
 /// upstreams for names outside the namespaces.
 #[derive(Clone)]
 pub struct Handler {
-    zone: ZoneView,
+    zone: PublishedZone,
     max_udp_payload: u16,
     metrics: Arc<DnsMetrics>,
     forwarder: Option<Arc<Forwarder>>,
@@ -53,7 +53,7 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(
-        zone: ZoneView,
+        zone: PublishedZone,
         max_udp_payload: u16,
         metrics: Arc<DnsMetrics>,
         forwarder: Option<Forwarder>,
@@ -105,7 +105,7 @@ impl Handler {
     }
 
     /// The zone this handler answers from (the fast path answers from the same one).
-    pub(super) fn zone(&self) -> &ZoneView {
+    pub(super) fn zone(&self) -> &PublishedZone {
         &self.zone
     }
 

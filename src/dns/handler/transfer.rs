@@ -9,7 +9,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use super::Handler;
 use super::send::{send, send_signed};
 use crate::dns::transfer::{self, Signer};
-use crate::dns::zone::NamespaceZone;
+use crate::dns::zone::NamespaceRecords;
 
 impl Handler {
     /// Answers an AXFR or IXFR for the namespace `zone`: over TCP in as many messages as
@@ -18,7 +18,7 @@ impl Handler {
     pub(super) async fn transfer<R: ResponseHandler>(
         &self,
         request: &Request,
-        zone: &NamespaceZone,
+        zone: &NamespaceRecords,
         mut signer: Option<Signer>,
         mut response_handle: R,
     ) -> ResponseInfo {

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frames::{Input, OUTPUT_HIGH, Output};
 use super::metrics::{TcpMetrics, Timeout};
-use crate::dns::fast::{self, Outcome, Scratch, respond};
+use crate::dns::fast::{self, Handling, Scratch, respond};
 use crate::dns::handler::Handler;
 
 /// Messages a full-path task may have encoded before the connection takes them.
@@ -183,11 +183,11 @@ impl Queries {
                 &mut self.scratch,
                 &mut self.answer,
             ) {
-                Outcome::Answered { qtype, rcode } => {
+                Handling::Answered { qtype, rcode } => {
                     self.handler.metrics().count(Some(qtype), rcode);
                     output.push(&self.answer);
                 }
-                Outcome::HandOff => {
+                Handling::HandOff => {
                     let (handler, packet) = (self.handler.clone(), message.to_vec());
                     let (peer, outbox) = (self.peer, Outbox(self.outbox.clone()));
                     self.full_path.spawn(async move {

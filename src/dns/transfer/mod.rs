@@ -4,7 +4,7 @@
 //!
 //! A secondary receives what muster answers: the instances DNS serves (healthy, or all
 //! under fail-open), but every one of them, since `max_answers` is a per-answer limit
-//! that a zone file cannot express. The journal lives in each [`NamespaceZone`] (so an
+//! that a zone file cannot express. The journal lives in each [`NamespaceRecords`] (so an
 //! IXFR is always consistent with the zone it ends at) and is kept only when transfers
 //! are configured.
 //!
@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use crate::config::TransferSettings;
 use crate::dns::journal;
 use crate::dns::wire::{Rr, record_len_bound};
-use crate::dns::zone::NamespaceZone;
+use crate::dns::zone::NamespaceRecords;
 
 pub use notify::run as notify_secondaries;
 pub use tsig::{Rejection, Signer, TsigKey};
@@ -149,7 +149,7 @@ impl Part<'_> {
 
 /// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, read from
 /// the zone as they are taken; and which kind of answer that is.
-pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind, Parts<'_>) {
+pub fn answer_records(zone: &NamespaceRecords, client_serial: Option<u32>) -> (Kind, Parts<'_>) {
     let soa = Part::Wire(&zone.soa);
     let current = journal::serial(&zone.soa.record());
     let Some(client) = client_serial else {
@@ -182,12 +182,12 @@ pub fn answer_records(zone: &NamespaceZone, client_serial: Option<u32>) -> (Kind
 pub type Parts<'z> = Box<dyn Iterator<Item = Part<'z>> + Send + 'z>;
 
 /// The answer to an IXFR from a client that is current: the zone's SOA alone.
-pub fn current_soa(zone: &NamespaceZone) -> Parts<'_> {
+pub fn current_soa(zone: &NamespaceRecords) -> Parts<'_> {
     Box::new(std::iter::once(Part::Wire(&zone.soa)))
 }
 
 /// SOA, every record, SOA.
-fn full(zone: &NamespaceZone) -> Parts<'_> {
+fn full(zone: &NamespaceRecords) -> Parts<'_> {
     let soa = std::iter::once(Part::Wire(&zone.soa));
     let records = journal::zone_records(zone).map(Part::Wire);
     Box::new(soa.clone().chain(records).chain(soa))

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::tsig::{Signer, TsigKey};
 use crate::dns::journal::serial;
 use crate::dns::metrics::DnsMetrics;
-use crate::dns::zone::ZoneView;
+use crate::dns::zone::PublishedZone;
 
 /// The shortest time between two NOTIFYs for one zone.
 const COALESCE: Duration = Duration::from_millis(100);
@@ -31,7 +31,7 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Sends NOTIFYs for every serial change of every namespace in `zone` to `targets`
 /// until `shutdown`. Namespaces are notified once at start, as a restarted primary does.
 pub async fn run(
-    zone: ZoneView,
+    zone: PublishedZone,
     targets: Vec<SocketAddr>,
     key: Option<TsigKey>,
     metrics: Arc<DnsMetrics>,

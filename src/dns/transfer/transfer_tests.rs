@@ -6,19 +6,19 @@ use hickory_proto::rr::{RData, Record};
 
 use super::*;
 use crate::dns::test_registry::Running;
-use crate::dns::zone::ZoneView;
+use crate::dns::zone::PublishedZone;
 use crate::registry::{Change, InstanceKey, InstanceSpec, SourceId};
 
 /// A registry publishing into a view that keeps `journal_limit` records, and a way to
 /// register (`Some(last octet)`) or remove (`None`) instance `id` of `web`.
 struct Fixture {
-    view: ZoneView,
+    view: PublishedZone,
     registry: Running,
 }
 
 impl Fixture {
     fn new(journal_limit: usize) -> Self {
-        let view = ZoneView::with_journal(journal_limit);
+        let view = PublishedZone::with_journal(journal_limit);
         let registry = Running::new(&view);
         Self { view, registry }
     }
