@@ -416,3 +416,7 @@ impl RegistryHandle {
         self.status.get().map(|status| status())
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

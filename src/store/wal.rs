@@ -337,6 +337,14 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Wal<T> {
         }
     }
 
+    /// Swaps the segment for the same file opened read-only, so the next write fails
+    /// as a failing disk's does (tests run as root, whom permissions do not stop).
+    #[cfg(test)]
+    pub(crate) fn break_segment(&mut self) {
+        let path = files::numbered_path(&self.dir, "wal", self.segment_number);
+        self.segment = Some(File::open(path).expect("the segment opens read-only"));
+    }
+
     #[cfg(test)]
     pub(super) fn set_segment_limit(&mut self, limit: u64) {
         self.segment_limit = limit;
