@@ -1,6 +1,8 @@
 //! The health task as muster runs it: under the supervisor, fed by the registry's
 //! publish hook. A spec that skipped validation cannot panic it; a panic restarts it from
-//! the registry's state with its channels intact; a denied target is not probed.
+//! the registry's state with its channels intact; a denied target is not probed; on
+//! paused time, a heartbeat expires at its TTL and a check's health changes only at its
+//! threshold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +26,14 @@ struct Setup {
 }
 
 impl Setup {
-    fn start() -> Self {
+    fn start(limits: CheckLimits) -> Self {
         let namespaces = Config::default().validate().unwrap();
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         let stop = CancellationToken::new();
         let (health, task) = Health::new(
             registry.handle(),
             HealthMetrics::default(),
-            CheckLimits::default(),
+            limits,
             stop.clone(),
         );
         registry.on_publish(health.publish_hook());
@@ -112,7 +114,7 @@ fn tcp_check(json: &str) -> Option<Arc<CheckSpec>> {
 /// goes on timing everything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn specs_that_skipped_validation_never_reach_the_task() {
-    let setup = Setup::start();
+    let setup = Setup::start(CheckLimits::default());
     let huge = Duration::from_secs(100 * 365 * 86_400);
     for (id, interval) in [("century", "100y"), ("overflow", "150000000000y")] {
         let spec = InstanceSpec {
@@ -148,7 +150,7 @@ async fn specs_that_skipped_validation_never_reach_the_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_restarts_the_task_with_its_channels() {
-    let setup = Setup::start();
+    let setup = Setup::start(CheckLimits::default());
     setup
         .register("a", with_ttl(Duration::from_secs(30)), "api")
         .await;
@@ -175,7 +177,7 @@ async fn a_panic_restarts_the_task_with_its_channels() {
 /// is not probed; its check_reason says why and its health is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_target_is_not_checked_and_says_why() {
-    let setup = Setup::start();
+    let setup = Setup::start(CheckLimits::default());
     let spec = InstanceSpec {
         ipv4: Some("169.254.169.254".parse().unwrap()),
         port: Some(80),
@@ -196,4 +198,68 @@ async fn a_denied_target_is_not_checked_and_says_why() {
     // Probed every 100 ms, it would have failed twice (80 ms timeouts) by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(setup.instance("imds").is_healthy(), "health unchanged");
+}
+
+/// Heartbeat deadlines are std `Instant`s (`scheduler.rs`) that tokio's paused clock
+/// reaches by auto-advancing from the runtime's start; a renewal's deadline is taken from
+/// the real clock, so renewal is covered by the real-time test above, not here.
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_expires_at_its_ttl_not_before() {
+    let setup = Setup::start(CheckLimits::default());
+    setup
+        .register("beat", with_ttl(Duration::from_secs(30)), "api")
+        .await;
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(
+        setup.instance("beat").heartbeat_ok,
+        "expired before its TTL"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let instance = setup.instance("beat");
+    assert!(!instance.heartbeat_ok, "not expired after its TTL");
+    assert!(!instance.is_healthy());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_check_turns_unhealthy_only_at_its_threshold() {
+    let mut health = Config::default().settings().unwrap().health;
+    health.allow.push("127.0.0.1/32".parse().unwrap());
+    let setup = Setup::start(CheckLimits::new(&health));
+    // A port nothing listens on: every probe fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = InstanceSpec {
+        ipv4: Some("127.0.0.1".parse().unwrap()),
+        port: Some(port),
+        healthy: true,
+        check: tcp_check(r#"{"tcp": true, "interval": "10s", "unhealthy_threshold": 3}"#),
+        ..InstanceSpec::default()
+    };
+    setup.register("down", spec, "file:/etc/static.toml").await;
+    // The first check runs within one interval, the next one interval later: by 9 s at
+    // most one has failed.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        setup.instance("down").is_healthy(),
+        "unhealthy before 3 failures"
+    );
+    for _ in 0..60 {
+        if !setup.instance("down").is_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let instance = setup.instance("down");
+    assert!(
+        !instance.is_healthy(),
+        "3 failed checks did not turn it unhealthy"
+    );
+    let reason = instance.check_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("3 consecutive checks failed"),
+        "{reason}"
+    );
 }
