@@ -133,6 +133,12 @@ impl Supervisor {
     {
         let name = name.into();
         self.shared.set(&name, State::Running);
+        // At zero from the start, so the series exists before the first restart.
+        drop(
+            self.shared
+                .restarts
+                .get_or_create(&TaskLabels { task: name.clone() }),
+        );
         let (shared, stop) = (self.shared.clone(), self.stop.clone());
         self.tracker.spawn(supervise(name, run, shared, stop));
     }

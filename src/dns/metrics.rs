@@ -19,6 +19,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::rrl::{Class, Verdict};
+use super::transfer;
+
+/// The `kind` of `muster_dns_transfers_total` for a transfer the allow list or TSIG
+/// refused.
+pub const TRANSFER_REFUSED: &str = "refused";
+/// The `result` of `muster_dns_notify_total` for a NOTIFY a secondary answered.
+pub const NOTIFY_ACKNOWLEDGED: &str = "acknowledged";
+/// The `result` of `muster_dns_notify_total` for a NOTIFY sent again after no answer.
+pub const NOTIFY_RETRIED: &str = "retried";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
@@ -75,8 +84,19 @@ pub struct DnsMetrics {
 }
 
 impl DnsMetrics {
-    /// Adds every DNS metric to the process's registry, under `muster_dns_`.
+    /// Adds every DNS metric to the process's registry, under `muster_dns_`, every
+    /// labelled series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        let kinds = transfer::Kind::ALL.map(transfer::Kind::label);
+        for kind in kinds.into_iter().chain([TRANSFER_REFUSED]) {
+            drop(self.transfers.get_or_create(&KindLabels { kind }));
+        }
+        for result in [NOTIFY_ACKNOWLEDGED, NOTIFY_RETRIED] {
+            drop(self.notifies.get_or_create(&ResultLabels { result }));
+        }
+        for error in transfer::Rejection::LABELS {
+            drop(self.tsig_rejected.get_or_create(&ErrorLabels { error }));
+        }
         let dns = registry.sub_registry_with_prefix("muster_dns");
         dns.register_collector(Box::new(self.queries.clone()));
         dns.register(

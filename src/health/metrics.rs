@@ -36,7 +36,15 @@ impl Default for HealthMetrics {
 }
 
 impl HealthMetrics {
+    /// Adds the metrics to the process's registry, under `muster_health_`, every
+    /// labelled series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        for result in ["pass", "fail", "inconclusive"] {
+            drop(self.checks.get_or_create(&ResultLabels { result }));
+        }
+        for result in ["healthy", "unhealthy"] {
+            drop(self.transitions.get_or_create(&ResultLabels { result }));
+        }
         let health = registry.sub_registry_with_prefix("muster_health");
         health.register(
             "heartbeat_expired",

@@ -26,9 +26,29 @@ pub struct AuthMetrics {
     pub(super) rate_overflow: Counter,
 }
 
+/// The (api, reason) pairs [`AuthMetrics::denied`] counts, at zero from the start.
+const DENIALS: [(&str, &str); 9] = [
+    ("rest", "missing"),
+    ("rest", "unknown_credential"),
+    ("rest", "forbidden"),
+    ("cloudmap", "missing"),
+    ("cloudmap", "malformed"),
+    ("cloudmap", "unknown_credential"),
+    ("cloudmap", "expired"),
+    ("cloudmap", "signature"),
+    ("cloudmap", "forbidden"),
+];
+
 impl AuthMetrics {
-    /// Adds the metrics to the process's registry, under `muster_auth_`.
+    /// Adds the metrics to the process's registry, under `muster_auth_`, every labelled
+    /// series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        for (api, reason) in DENIALS {
+            drop(self.denied.get_or_create(&DeniedLabels { api, reason }));
+        }
+        for api in ["rest", "cloudmap"] {
+            drop(self.throttled_writes.get_or_create(&ApiLabels { api }));
+        }
         let sub = registry.sub_registry_with_prefix("muster_auth");
         sub.register(
             "denied",

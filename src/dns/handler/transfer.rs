@@ -8,6 +8,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::Handler;
 use super::send::{send, send_signed};
+use crate::dns::metrics::TRANSFER_REFUSED;
 use crate::dns::transfer::{self, Signer};
 use crate::dns::zone::NamespaceRecords;
 
@@ -25,7 +26,7 @@ impl Handler {
         let qtype = request.queries.queries()[0].query_type();
         let mut metadata = self.metadata(request);
         if !self.transfers.allowed(request.src().ip(), signer.is_some()) {
-            self.metrics.transfer("refused");
+            self.metrics.transfer(TRANSFER_REFUSED);
             self.metrics.count(Some(qtype), ResponseCode::Refused);
             let response = self
                 .builder(request)

@@ -58,8 +58,22 @@ pub struct TcpMetrics {
 }
 
 impl TcpMetrics {
-    /// Adds every TCP metric to the process's registry, under `muster_dns_tcp_`.
+    /// Adds every TCP metric to the process's registry, under `muster_dns_tcp_`, every
+    /// labelled series at zero.
     pub fn register(&self, registry: &mut Registry) {
+        for refusal in [Refusal::Total, Refusal::Source] {
+            let reason = refusal.label();
+            drop(self.refused.get_or_create(&ReasonLabels { reason }));
+        }
+        for timeout in [Timeout::Idle, Timeout::Message, Timeout::Write] {
+            let kind = timeout.label();
+            drop(self.timeouts.get_or_create(&KindLabels { kind }));
+        }
+        use AcceptError::*;
+        for error in [Descriptors, Memory, Connection, Other] {
+            let reason = error.label();
+            drop(self.accept_errors.get_or_create(&ReasonLabels { reason }));
+        }
         let tcp = registry.sub_registry_with_prefix("muster_dns_tcp");
         tcp.register(
             "connections",
@@ -92,31 +106,49 @@ impl TcpMetrics {
     }
 
     pub(super) fn refused(&self, refusal: Refusal) {
-        let reason = match refusal {
-            Refusal::Total => "total",
-            Refusal::Source => "source",
-        };
+        let reason = refusal.label();
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub(super) fn timed_out(&self, timeout: Timeout) {
-        let kind = match timeout {
-            Timeout::Idle => "idle",
-            Timeout::Message => "message",
-            Timeout::Write => "write",
-        };
+        let kind = timeout.label();
         self.timeouts.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub(super) fn accept_failed(&self, error: AcceptError) {
-        let reason = match error {
+        let reason = error.label();
+        self.accept_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Total => "total",
+            Refusal::Source => "source",
+        }
+    }
+}
+
+impl Timeout {
+    fn label(self) -> &'static str {
+        match self {
+            Timeout::Idle => "idle",
+            Timeout::Message => "message",
+            Timeout::Write => "write",
+        }
+    }
+}
+
+impl AcceptError {
+    fn label(self) -> &'static str {
+        match self {
             AcceptError::Descriptors => "descriptors",
             AcceptError::Memory => "memory",
             AcceptError::Connection => "connection",
             AcceptError::Other => "other",
-        };
-        self.accept_errors
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        }
     }
 }

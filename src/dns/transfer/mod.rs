@@ -51,6 +51,10 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for the metrics' series at zero.
+    pub const ALL: [Kind; 4] = [Kind::Axfr, Kind::Ixfr, Kind::IxfrCurrent, Kind::IxfrFull];
+
+    /// The `kind` label of `muster_dns_transfers_total`.
     pub fn label(self) -> &'static str {
         match self {
             Kind::Axfr => "axfr",

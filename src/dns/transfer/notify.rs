@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::tsig::{Signer, TsigKey};
 use crate::dns::journal::serial;
-use crate::dns::metrics::DnsMetrics;
+use crate::dns::metrics::{DnsMetrics, NOTIFY_ACKNOWLEDGED, NOTIFY_RETRIED};
 use crate::dns::zone::PublishedZone;
 
 /// The shortest time between two NOTIFYs for one zone.
@@ -103,10 +103,10 @@ async fn notify_until_answered(
             }
         };
         if let Ok(Some(())) = tokio::time::timeout(wait, answered).await {
-            metrics.notify("acknowledged");
+            metrics.notify(NOTIFY_ACKNOWLEDGED);
             return;
         }
-        metrics.notify("retried");
+        metrics.notify(NOTIFY_RETRIED);
         tracing::debug!(%target, zone = %soa.name, "NOTIFY not answered; retrying");
         wait = (wait * 2).min(MAX_WAIT);
     }

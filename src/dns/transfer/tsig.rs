@@ -71,6 +71,9 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every value [`Rejection::label`] returns.
+    pub const LABELS: [&'static str; 5] = ["formerr", "badtime", "badkey", "badtrunc", "badsig"];
+
     /// The `error` label of `muster_dns_tsig_rejected_total`.
     pub fn label(&self) -> &'static str {
         match self {

@@ -60,9 +60,45 @@ pub struct UpdateMetrics {
     messages: Family<ResultLabels, Counter>,
 }
 
+/// The rcodes an UPDATE is answered with, each its own `result` label.
+const RCODES: [ResponseCode; 10] = [
+    ResponseCode::NoError,
+    ResponseCode::FormErr,
+    ResponseCode::ServFail,
+    ResponseCode::NXDomain,
+    ResponseCode::Refused,
+    ResponseCode::YXDomain,
+    ResponseCode::YXRRSet,
+    ResponseCode::NXRRSet,
+    ResponseCode::NotAuth,
+    ResponseCode::NotZone,
+];
+
+/// The `result` label of `rcode`: its name in lower case, `other` beyond [`RCODES`].
+fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "noerror",
+        ResponseCode::FormErr => "formerr",
+        ResponseCode::ServFail => "servfail",
+        ResponseCode::NXDomain => "nxdomain",
+        ResponseCode::Refused => "refused",
+        ResponseCode::YXDomain => "yxdomain",
+        ResponseCode::YXRRSet => "yxrrset",
+        ResponseCode::NXRRSet => "nxrrset",
+        ResponseCode::NotAuth => "notauth",
+        ResponseCode::NotZone => "notzone",
+        _ => "other",
+    }
+}
+
 impl UpdateMetrics {
-    /// Adds the metrics to the process's registry, under `muster_update_`.
+    /// Adds the metrics to the process's registry, under `muster_update_`, a series at
+    /// zero for each rcode an UPDATE is answered with.
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        for rcode in RCODES {
+            let result = rcode_label(rcode);
+            drop(self.messages.get_or_create(&ResultLabels { result }));
+        }
         registry.sub_registry_with_prefix("muster_update").register(
             "messages",
             "UPDATE messages answered, by rcode (noerror: applied or nothing to do)",
@@ -112,19 +148,7 @@ impl Updates {
             Ok(()) => ResponseCode::NoError,
             Err(rcode) => rcode,
         };
-        let result = match rcode {
-            ResponseCode::NoError => "noerror",
-            ResponseCode::FormErr => "formerr",
-            ResponseCode::ServFail => "servfail",
-            ResponseCode::NXDomain => "nxdomain",
-            ResponseCode::Refused => "refused",
-            ResponseCode::YXDomain => "yxdomain",
-            ResponseCode::YXRRSet => "yxrrset",
-            ResponseCode::NXRRSet => "nxrrset",
-            ResponseCode::NotAuth => "notauth",
-            ResponseCode::NotZone => "notzone",
-            _ => "other",
-        };
+        let result = rcode_label(rcode);
         self.metrics
             .messages
             .get_or_create(&ResultLabels { result })
