@@ -150,7 +150,6 @@ impl EcsMetrics {
         );
     }
 
-    /// This replica starts (`true`) or stops running an elected ECS source.
     /// With `[etcd]`: this replica starts or stops running the source. What it tracked
     /// goes with the term (the next leader reports it), so a follower shows no tasks.
     pub fn leading(&self, leads: bool) {
