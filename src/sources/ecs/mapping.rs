@@ -41,11 +41,14 @@ pub enum Out {
 }
 
 impl Out {
+    /// The labels [`Out::problem`] gives.
+    pub const PROBLEMS: [&'static str; 2] = ["bad_name", "no_address"];
+
     /// Reasons that point at a configuration or platform problem, worth a metric label.
     pub fn problem(self) -> Option<&'static str> {
         match self {
-            Out::BadName => Some("bad_name"),
-            Out::NoAddress => Some("no_address"),
+            Out::BadName => Some(Self::PROBLEMS[0]),
+            Out::NoAddress => Some(Self::PROBLEMS[1]),
             _ => None,
         }
     }

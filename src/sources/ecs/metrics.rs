@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::mapping::Out;
 use super::state::Drift;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +35,25 @@ struct Operation {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Why an event is not applied (`muster_ecs_events_ignored_total{reason}`).
+pub const IGNORED: [&str; 5] = [
+    "duplicate",
+    "stale",
+    "other_cluster",
+    "other_event",
+    "deferred",
+];
+/// The AWS operations the source calls (`muster_ecs_api_calls_total{operation}`).
+pub const OPERATIONS: [&str; 7] = [
+    "ListTasks",
+    "DescribeTasks",
+    "DescribeTaskDefinition",
+    "DescribeContainerInstances",
+    "DescribeInstances",
+    "ReceiveMessage",
+    "DeleteMessageBatch",
+];
+
 /// Counters and timings of the ECS sources, registered once in the process registry.
 pub struct EcsMetrics {
     received: Counter,
@@ -58,8 +78,10 @@ fn seconds() -> Histogram {
 }
 
 impl Default for EcsMetrics {
+    /// Every family whose label values are known beforehand starts with them at zero, so
+    /// a query for one finds a series before the first event.
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             received: Counter::default(),
             applied: Counter::default(),
             ignored: Family::default(),
@@ -74,7 +96,18 @@ impl Default for EcsMetrics {
             container_instances: Gauge::default(),
             leader: Gauge::default(),
             transitions: Counter::default(),
+        };
+        for reason in IGNORED {
+            drop(metrics.ignored.get_or_create(&Reason { reason }));
         }
+        for reason in Out::PROBLEMS {
+            drop(metrics.skipped.get_or_create(&Reason { reason }));
+        }
+        for operation in OPERATIONS {
+            drop(metrics.api_calls.get_or_create(&Operation { operation }));
+            drop(metrics.api_errors.get_or_create(&Operation { operation }));
+        }
+        metrics
     }
 }
 

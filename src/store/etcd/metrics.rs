@@ -41,11 +41,28 @@ pub struct EtcdMetrics {
     problem: Mutex<Option<String>>,
 }
 
+/// The operations [`Etcd::timed`](super::client::Etcd) names: their error counts are
+/// served at zero from the start.
+const OPERATIONS: [&str; 8] = [
+    "range",
+    "txn",
+    "watch",
+    "put",
+    "lease_grant",
+    "lease_keep_alive",
+    "lease_revoke",
+    "lease_time_to_live",
+];
+
 impl Default for EtcdMetrics {
     fn default() -> Self {
+        let errors = Family::default();
+        for operation in OPERATIONS {
+            drop(errors.get_or_create(&OperationLabels { operation }));
+        }
         Self {
             requests: Family::new_with_constructor(request_histogram),
-            errors: Family::default(),
+            errors,
             conflicts: Counter::default(),
             revision: Gauge::default(),
             applied: Gauge::default(),
