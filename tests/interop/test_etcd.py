@@ -327,6 +327,29 @@ def test_writes_go_on_without_one_member_and_get_503_without_quorum(muster, etcd
         }, now
 
 
+def test_the_first_write_after_quorum_returns_is_served_at_once(muster, etcd_cluster):
+    # Quorum lost long enough for every replica's watch to back off to its ceiling, then
+    # back with one member still down: each replica's first write commits and is served
+    # at once, though the watch's first try may go to the member that is still down.
+    a, b = replicas(muster, etcd_cluster, 2)
+    a.put_instance(NS, "web", "w1", body(1))
+    leader = etcd_cluster.leader()
+    down = [i for i in range(3) if i != leader]
+    for i in down:
+        etcd_cluster.stop_member(i, signal.SIGKILL)
+    for m in (a, b):
+        wait_until(lambda m=m: "etcd: unreachable" in m.get("/healthz?verbose").text, timeout=10)
+    time.sleep(4)
+    etcd_cluster.start_member(down[0])
+    etcd_cluster.wait_healthy(members=[leader, down[0]])
+    for i, m in enumerate((a, b, a, b)):
+        started = time.monotonic()
+        m.put_instance(NS, "web", f"after{i}", body(60 + i))
+        took = time.monotonic() - started
+        assert took < 1.5, f"the write through replica {'ab'[i % 2]} took {took:.2f} s"
+        assert f"10.1.0.{60 + i}" in addresses(m, "web.internal.")
+
+
 def never_sent(error):
     """Whether a request failed before it reached the server (connection refused)."""
     reason = getattr(error.args[0] if error.args else None, "reason", None)

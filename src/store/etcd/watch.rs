@@ -7,7 +7,7 @@
 //! the revision after the last one delivered, on whichever member answers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::{OnceCell, mpsc};
@@ -32,7 +32,8 @@ pub enum Update {
 /// The connection the writer and the watch share, made by the watch (with retries).
 pub type Connection = Arc<OnceCell<Etcd>>;
 
-/// The longest wait between attempts to reach etcd.
+/// The shortest and longest waits between attempts to reach etcd.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 enum Ended {
@@ -46,7 +47,9 @@ enum Ended {
 /// Follows the prefix until `shutdown`: connects, loads, watches, and reloads or resumes
 /// as needed. A request on `progress` means a write is waiting for the watch: a live
 /// watch asks etcd to confirm how far it has delivered (the writer's wait after a failed
-/// compare); a broken one stops waiting out its backoff and tries again at once.
+/// compare); a broken one stops waiting out its backoff and tries again at once, then
+/// every [`MIN_BACKOFF`] for as long as that write may wait (`request_timeout`): the
+/// first try often meets a member still starting up after quorum came back.
 pub async fn follow(
     config: EtcdConfig,
     connection: Connection,
@@ -57,6 +60,7 @@ pub async fn follow(
 ) {
     let mut next: Option<i64> = None;
     let mut backoff = Duration::ZERO;
+    let mut hurry_until: Option<Instant> = None;
     loop {
         let attempt = async {
             let etcd = connection
@@ -77,7 +81,15 @@ pub async fn follow(
                     from
                 }
             };
-            Ok::<_, EtcdError>(watch(&etcd, from, &updates, &mut progress, &shutdown).await)
+            let watched = watch(
+                &etcd,
+                from,
+                &updates,
+                &mut progress,
+                &mut hurry_until,
+                &shutdown,
+            );
+            Ok::<_, EtcdError>(watched.await)
         };
         let ended = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -110,18 +122,25 @@ pub async fn follow(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
-            Some(()) = progress.recv() => {}
+            Some(()) = progress.recv() => {
+                hurry_until = Some(Instant::now() + config.request_timeout);
+            }
         }
-        backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+        backoff = match hurry_until {
+            Some(until) if Instant::now() < until => MIN_BACKOFF,
+            _ => (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF),
+        };
     }
 }
 
-/// Watches from `from` until the watch ends.
+/// Watches from `from` until the watch ends. A progress request sets `hurry_until`: a
+/// write waits on this watch, so if it breaks now it is retried without backing off.
 async fn watch(
     etcd: &Etcd,
     mut from: i64,
     updates: &mpsc::Sender<Update>,
     progress: &mut mpsc::Receiver<()>,
+    hurry_until: &mut Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Ended {
     let root = etcd.layout.root();
@@ -141,6 +160,7 @@ async fn watch(
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ended::Shutdown,
             Some(()) = progress.recv() => {
+                *hurry_until = Some(Instant::now() + etcd.request_timeout);
                 if let Err(error) = stream.request_progress().await {
                     return Ended::Broken(error.to_string(), from, created);
                 }
