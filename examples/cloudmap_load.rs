@@ -3,7 +3,7 @@
 //! `--writers` threads, each with one keep-alive HTTP/1.1 connection, send
 //! `RegisterInstance` calls (a new instance each, write `n` to service `n % services`)
 //! signed by `aws-sigv4`, the SDKs' own signer, until `--count` are answered, and print one JSON line with the rate and
-//! latencies (the same fields as `bench/durability_load.rs`). Every request is signed,
+//! latencies (the same fields as `bench/load`'s `durability_load`). Every request is signed,
 //! whether or not the server checks signatures, so the client does the same work in
 //! both modes and the difference is the server's.
 //!
@@ -12,8 +12,17 @@
 //!         --service-ids srv-a,srv-b,... --writers 32 --count 20000 --key AKID \
 //!         --secret SECRET [--first N]
 
-#[path = "../bench/http1.rs"]
+// The modules of the std-only load clients (bench/load/), included by path: the example
+// needs the SDK's signer, a dev-dependency of muster, so it stays here rather than there.
+// It uses only part of the first two, hence `dead_code`.
+#[allow(dead_code)]
+#[path = "../bench/load/src/flags.rs"]
+mod flags;
+#[allow(dead_code)]
+#[path = "../bench/load/src/http1.rs"]
 mod http1;
+#[path = "../bench/load/src/summary.rs"]
+mod summary;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,22 +54,19 @@ fn options() -> Options {
         secret: "bench".into(),
         region: "us-east-1".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every flag takes a value").clone();
-        let number = || value.parse::<u64>().expect("a number");
-        match pair[0].as_str() {
-            "--addr" => options.addr = value,
+    for (flag, value) in flags::pairs() {
+        match flag.as_str() {
+            "--addr" => options.addr = value.text(),
             "--service-ids" => {
-                options.service_ids = value.split(',').map(ToOwned::to_owned).collect()
+                options.service_ids = value.text().split(',').map(ToOwned::to_owned).collect()
             }
-            "--writers" => options.writers = number(),
-            "--count" => options.count = number(),
-            "--first" => options.first = number(),
-            "--key" => options.key = value,
-            "--secret" => options.secret = value,
-            "--region" => options.region = value,
-            other => panic!("unknown flag {other}"),
+            "--writers" => options.writers = value.number(),
+            "--count" => options.count = value.number(),
+            "--first" => options.first = value.number(),
+            "--key" => options.key = value.text(),
+            "--secret" => options.secret = value.text(),
+            "--region" => options.region = value.text(),
+            other => flags::unknown(other),
         }
     }
     assert!(!options.service_ids.is_empty(), "--service-ids is required");
@@ -152,26 +158,15 @@ fn main() {
             })
         })
         .collect();
-    let mut latencies: Vec<Duration> = threads
+    let latencies: Vec<Duration> = threads
         .into_iter()
         .flat_map(|t| t.join().expect("writer thread"))
         .collect();
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    println!(
-        r#"{{"writers": {}, "acknowledged": {}, "errors": {}, "seconds": {seconds:.3}, "per_second": {:.0}, "p50_ms": {:.3}, "p90_ms": {:.3}, "p99_ms": {:.3}, "max_ms": {:.3}}}"#,
+    summary::print_writes(
         options.writers,
-        latencies.len(),
+        latencies,
         errors.load(Ordering::Relaxed),
-        latencies.len() as f64 / seconds,
-        quantile(0.5),
-        quantile(0.9),
-        quantile(0.99),
-        quantile(1.0),
+        seconds,
     );
 }

@@ -6,18 +6,18 @@
 //! [--keys K] [--services S] [--pass P] [--token T]` (`--token`: sent as
 //! `Authorization: Bearer T`)
 //!
-//! Standard library only (the HTTP client is `http1.rs`, shared with `churn_load.rs`), so
-//! the Python driver builds it with plain `rustc -O` and the client costs little of the
-//! CPU muster shares with it. Write number `n` (counted from `--first`) goes to key
+//! Standard library only (the HTTP client is `src/http1.rs`, shared with `churn_load`), so
+//! the client costs little of the CPU muster shares with it; the Python drivers build it
+//! with `cargo build --release -p muster-load`. Write number `n` (counted from `--first`) goes to key
 //! `K = n % keys` (every write a new instance when `--keys` is 0) in service
 //! `S = K % services`; its port changes with each pass over the keys, so a repeated key is
 //! a real replacement, never a no-op.
 
-mod http1;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use load::{flags, http1, summary};
 
 struct Options {
     addr: String,
@@ -41,20 +41,17 @@ fn options() -> Options {
         pass: 0,
         token: None,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every flag takes a value");
-        let number = || value.parse::<u64>().expect("a number");
-        match pair[0].as_str() {
-            "--addr" => options.addr = value.clone(),
-            "--writers" => options.writers = number(),
-            "--first" => options.first = number(),
-            "--count" => options.count = number(),
-            "--keys" => options.keys = number(),
-            "--services" => options.services = number(),
-            "--pass" => options.pass = number(),
-            "--token" => options.token = Some(value.clone()),
-            other => panic!("unknown flag {other}"),
+    for (flag, value) in flags::pairs() {
+        match flag.as_str() {
+            "--addr" => options.addr = value.text(),
+            "--writers" => options.writers = value.number(),
+            "--first" => options.first = value.number(),
+            "--count" => options.count = value.number(),
+            "--keys" => options.keys = value.number(),
+            "--services" => options.services = value.number(),
+            "--pass" => options.pass = value.number(),
+            "--token" => options.token = Some(value.text()),
+            other => flags::unknown(other),
         }
     }
     options
@@ -111,26 +108,15 @@ fn main() {
             })
         })
         .collect();
-    let mut latencies: Vec<Duration> = threads
+    let latencies: Vec<Duration> = threads
         .into_iter()
         .flat_map(|t| t.join().expect("writer thread"))
         .collect();
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    println!(
-        r#"{{"writers": {}, "acknowledged": {}, "errors": {}, "seconds": {seconds:.3}, "per_second": {:.0}, "p50_ms": {:.3}, "p90_ms": {:.3}, "p99_ms": {:.3}, "max_ms": {:.3}}}"#,
+    summary::print_writes(
         options.writers,
-        latencies.len(),
+        latencies,
         errors.load(Ordering::Relaxed),
-        latencies.len() as f64 / seconds,
-        quantile(0.5),
-        quantile(0.9),
-        quantile(0.99),
-        quantile(1.0),
+        seconds,
     );
 }
