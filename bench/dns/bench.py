@@ -256,8 +256,8 @@ def measure_server(server, args, query_file, workdir, twin=None):
         "qps": churned["qps"],
         "baseline_qps": base["qps"],
         "qps_drop": 1 - churned["qps"] / base["qps"],
-        "qps_runs": [row["qps"] for row in results[plans[-1]]],
-        "baseline_qps_runs": [row["qps"] for row in results[plans[0]]],
+        "qps_runs": [row["qps"] for row in results[plans[-1][1:]]],
+        "baseline_qps_runs": [row["qps"] for row in results[plans[0][1:]]],
         "cpu_us_per_query": churned["cpu_us_per_query"],
         "baseline_cpu_us_per_query": base["cpu_us_per_query"],
     }
