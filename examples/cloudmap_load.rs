@@ -23,10 +23,10 @@ mod flags;
 mod http1;
 #[path = "../bench/load/src/summary.rs"]
 mod summary;
+#[path = "../bench/load/src/writes.rs"]
+mod writes;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use aws_sdk_servicediscovery::config::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -114,59 +114,22 @@ fn signed_headers(options: &Options, body: &str) -> Vec<(String, String)> {
 }
 
 fn main() {
-    let options = Arc::new(options());
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..options.writers)
-        .map(|_| {
-            let (options, next, errors) = (options.clone(), next.clone(), errors.clone());
-            std::thread::spawn(move || {
-                let mut connection =
-                    http1::Connection::open(&options.addr).expect("connect to muster");
-                let mut latencies = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= options.count {
-                        break;
-                    }
-                    let key = options.first + n;
-                    let body = format!(
-                        r#"{{"ServiceId": "{}", "InstanceId": "i-{key}", "Attributes": {{"AWS_INSTANCE_IPV4": "10.{}.{}.{}"}}}}"#,
-                        options.service_ids[(key % options.service_ids.len() as u64) as usize],
-                        (key >> 16) & 255,
-                        (key >> 8) & 255,
-                        key & 255
-                    );
-                    let headers = signed_headers(&options, &body);
-                    let headers: Vec<(&str, &str)> = headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str()))
-                        .collect();
-                    let sent = Instant::now();
-                    match connection.request_with("POST", "/", &headers, &body) {
-                        Ok(200) => latencies.push(sent.elapsed()),
-                        Ok(status) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("RegisterInstance i-{key}: HTTP {status}");
-                            }
-                        }
-                        Err(e) => panic!("RegisterInstance i-{key}: {e}"),
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let latencies: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("writer thread"))
-        .collect();
-    let seconds = started.elapsed().as_secs_f64();
-    summary::print_writes(
-        options.writers,
-        latencies,
-        errors.load(Ordering::Relaxed),
-        seconds,
-    );
+    let options = options();
+    writes::run(&options.addr, options.writers, options.count, |n| {
+        let key = options.first + n;
+        let body = format!(
+            r#"{{"ServiceId": "{}", "InstanceId": "i-{key}", "Attributes": {{"AWS_INSTANCE_IPV4": "10.{}.{}.{}"}}}}"#,
+            options.service_ids[(key % options.service_ids.len() as u64) as usize],
+            (key >> 16) & 255,
+            (key >> 8) & 255,
+            key & 255
+        );
+        writes::Request {
+            name: format!("RegisterInstance i-{key}"),
+            method: "POST",
+            path: "/".into(),
+            headers: signed_headers(&options, &body),
+            body,
+        }
+    });
 }

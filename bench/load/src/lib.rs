@@ -6,3 +6,4 @@
 pub mod flags;
 pub mod http1;
 pub mod summary;
+pub mod writes;

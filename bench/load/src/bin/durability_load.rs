@@ -13,11 +13,7 @@
 //! `S = K % services`; its port changes with each pass over the keys, so a repeated key is
 //! a real replacement, never a no-op.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use load::{flags, http1, summary};
+use load::{flags, writes};
 
 struct Options {
     addr: String,
@@ -58,65 +54,37 @@ fn options() -> Options {
 }
 
 fn main() {
-    let options = Arc::new(options());
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..options.writers)
-        .map(|_| {
-            let (options, next, errors) = (options.clone(), next.clone(), errors.clone());
-            std::thread::spawn(move || {
-                let mut connection =
-                    http1::Connection::open(&options.addr).expect("connect to muster");
-                let mut latencies = Vec::new();
-                let authorization = options.token.as_ref().map(|t| format!("Bearer {t}"));
-                let mut headers = vec![("Content-Type", "application/json")];
-                if let Some(authorization) = &authorization {
-                    headers.push(("Authorization", authorization));
-                }
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= options.count {
-                        break;
-                    }
-                    let n = options.first + n;
-                    let key = if options.keys == 0 { n } else { n % options.keys };
-                    let pass = options.pass + n.checked_div(options.keys).unwrap_or(0);
-                    let path = format!(
-                        "/v1/namespaces/internal/services/s{}/instances/i-{key}",
-                        key % options.services
-                    );
-                    let body = format!(
-                        r#"{{"ipv4": "10.{}.{}.{}", "port": {}, "attributes": {{"bench": "durability"}}}}"#,
-                        (key >> 16) & 255,
-                        (key >> 8) & 255,
-                        key & 255,
-                        1 + pass % 65535
-                    );
-                    let sent = Instant::now();
-                    match connection.request_with("PUT", &path, &headers, &body) {
-                        Ok(200) => latencies.push(sent.elapsed()),
-                        Ok(status) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("PUT {path}: HTTP {status}");
-                            }
-                        }
-                        Err(e) => panic!("PUT {path}: {e}"),
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let latencies: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("writer thread"))
-        .collect();
-    let seconds = started.elapsed().as_secs_f64();
-    summary::print_writes(
-        options.writers,
-        latencies,
-        errors.load(Ordering::Relaxed),
-        seconds,
-    );
+    let options = options();
+    let authorization = options.token.as_ref().map(|t| format!("Bearer {t}"));
+    writes::run(&options.addr, options.writers, options.count, |n| {
+        let n = options.first + n;
+        let key = if options.keys == 0 {
+            n
+        } else {
+            n % options.keys
+        };
+        let pass = options.pass + n.checked_div(options.keys).unwrap_or(0);
+        let path = format!(
+            "/v1/namespaces/internal/services/s{}/instances/i-{key}",
+            key % options.services
+        );
+        let body = format!(
+            r#"{{"ipv4": "10.{}.{}.{}", "port": {}, "attributes": {{"bench": "durability"}}}}"#,
+            (key >> 16) & 255,
+            (key >> 8) & 255,
+            key & 255,
+            1 + pass % 65535
+        );
+        let mut headers = vec![("Content-Type".into(), "application/json".into())];
+        if let Some(authorization) = &authorization {
+            headers.push(("Authorization".into(), authorization.clone()));
+        }
+        writes::Request {
+            name: format!("PUT {path}"),
+            method: "PUT",
+            path,
+            headers,
+            body,
+        }
+    });
 }
