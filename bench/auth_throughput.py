@@ -12,7 +12,7 @@ limit) and write the audit log, as shipped. The loads alternate between them:
 
 - Cloud Map RegisterInstance of new instances, signed by `aws-sigv4` in both modes
   (examples/cloudmap_load.rs, so the client's work is the same);
-- REST PUT of new instances (bench/durability_load.rs), with `Authorization: Bearer`
+- REST PUT of new instances (bench/load's durability_load), with `Authorization: Bearer`
   to the one that checks it;
 
 spread over 100 services each (a service's records are re-packed per batch, so one
@@ -31,20 +31,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import boto3
 import botocore.config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from durability import LOAD_BIN, REPO, Muster, build_load_client  # noqa: E402
+from common import LOAD_BIN, REPO, build_load_clients, cpu_seconds, muster_and_workdir
+from durability import Muster
 
 CLOUDMAP_BIN = REPO / "target" / "release" / "examples" / "cloudmap_load"
 KEY, SECRET, TOKEN = "AKIDBENCH", "bench/secret+key", "mst_bench-token-for-auth-throughput"
@@ -61,12 +57,6 @@ secret = "{SECRET}"
 [[auth.access_keys.allow]]
 actions = ["servicediscovery:*"]
 """
-
-
-def cpu_seconds(pid):
-    """utime + stime of process `pid`, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SERVICES = 100
@@ -112,13 +102,10 @@ def main():
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; medians are printed")
     parser.add_argument("--keep", action="store_true", help="keep the data_dirs")
     args = parser.parse_args()
-    binary = Path(os.environ.get("MUSTER_BIN", REPO / "target" / "release" / "muster"))
     if not CLOUDMAP_BIN.exists():
         sys.exit(f"{CLOUDMAP_BIN} is missing: cargo build --release --example cloudmap_load")
-    build_load_client()
-    work = Path(tempfile.mkdtemp(prefix="muster-auth-", dir=REPO / "target"))
-    print(f"muster {binary} ({time.ctime(binary.stat().st_mtime)}); data in {work}")
-    print(f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    build_load_clients()
+    binary, work = muster_and_workdir("muster-auth-")
     servers = {}
     for mode in ("off", "on"):
         m = Muster(binary, work / mode)

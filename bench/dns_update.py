@@ -20,8 +20,6 @@ per message, and muster's CPU per instance (utime+stime, /proc/PID/stat).
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +30,8 @@ import dns.rcode
 import dns.tsigkeyring
 import dns.update
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "interop"))
-from harness import Muster  # noqa: E402
+from common import cpu_seconds  # first: it puts tests/interop on sys.path
+from harness import Muster
 
 SECRET = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ=="
 KEYRING = dns.tsigkeyring.from_text({"bench": SECRET})
@@ -47,11 +44,6 @@ max_records = 4096
 [[update.keys]]
 name = "bench"
 """
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def message(shape, names):

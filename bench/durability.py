@@ -3,9 +3,9 @@
 restart takes.
 
 1. Durable registrations per second (each answered only after its fdatasync) with 1 and
-   32 concurrent writers: REST PUTs over keep-alive HTTP/1.1 from bench/durability_load.rs
-   (std-only Rust, built here with rustc), with p50/p90/p99 latency and, from /metrics,
-   how many records shared each fsync (group commit).
+   32 concurrent writers: REST PUTs over keep-alive HTTP/1.1 from bench/load's
+   durability_load (std-only Rust, built here with cargo), with p50/p90/p99 latency and,
+   from /metrics, how many records shared each fsync (group commit).
 2. Recovery of 100,000 instances (1,000 services x 100, registered through the REST API
    with 32 writers): the time from starting the process to /readyz 200 and to a correct
    DNS answer for a sample instance, with the data only in the log, and again after a
@@ -32,7 +32,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,20 +39,10 @@ import dns.message
 import dns.query
 import dns.rcode
 
-REPO = Path(__file__).resolve().parents[1]
-LOAD_SOURCE = REPO / "bench" / "durability_load.rs"
-HTTP_CLIENT_SOURCE = REPO / "bench" / "http1.rs"  # its `mod http1`
-LOAD_BIN = REPO / "target" / "bench" / "durability_load"
+from common import build_load_clients, durable_writes, muster_and_workdir
+
 SEGMENT_LIMIT = 64 << 20  # src/store/wal.rs
 SERVICES = 1000
-
-
-def build_load_client():
-    newest_source = max(p.stat().st_mtime for p in (LOAD_SOURCE, HTTP_CLIENT_SOURCE))
-    if LOAD_BIN.exists() and LOAD_BIN.stat().st_mtime >= newest_source:
-        return
-    LOAD_BIN.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["rustc", "--edition", "2024", "-O", str(LOAD_SOURCE), "-o", str(LOAD_BIN)], check=True)
 
 
 def free_port():
@@ -142,19 +131,15 @@ class Muster:
 
 
 def load(m, writers, count, **flags):
-    cmd = [str(LOAD_BIN), "--addr", f"127.0.0.1:{m.http_port}", "--writers", str(writers), "--count", str(count)]
-    for flag, value in flags.items():
-        cmd += [f"--{flag}", str(value)]
+    """durable_writes against `m`, with how many records shared each fsync (group commit)."""
     before = (m.metric("muster_store_records_total"), m.metric("muster_store_fsync_seconds_count"),
               m.metric("muster_store_fsync_seconds_sum"))
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    out = durable_writes(m.http_port, writers, count, **flags)
     after = (m.metric("muster_store_records_total"), m.metric("muster_store_fsync_seconds_count"),
              m.metric("muster_store_fsync_seconds_sum"))
     records, fsyncs, fsync_seconds = (a - b for a, b in zip(after, before))
     out["records_per_fsync"] = records / fsyncs if fsyncs else 0.0
     out["fsync_mean_ms"] = 1000 * fsync_seconds / fsyncs if fsyncs else 0.0
-    if out["errors"]:
-        sys.exit(f"{out['errors']} writes failed: {out}")
     return out
 
 
@@ -195,11 +180,8 @@ def main():
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the data_dir")
     args = parser.parse_args()
-    binary = Path(os.environ.get("MUSTER_BIN", REPO / "target" / "release" / "muster"))
-    build_load_client()
-    work = Path(tempfile.mkdtemp(prefix="muster-durability-", dir=REPO / "target"))
-    print(f"muster {binary} ({time.ctime(binary.stat().st_mtime)}); data in {work}")
-    print(f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    build_load_clients()
+    binary, work = muster_and_workdir("muster-durability-")
 
     # 1. Durable registrations per second.
     m = Muster(binary, work / "throughput")

@@ -39,17 +39,12 @@ import dns.message
 import dns.query
 import dns.rcode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
-from harness import Muster, namespace_toml  # noqa: E402
-from moto_ecs import CREDENTIALS, Ecs, MotoServer, ecs_toml  # noqa: E402
+from common import percentile  # first: it puts tests/interop on sys.path
+from harness import Muster, namespace_toml
+from moto_ecs import CREDENTIALS, Ecs, MotoServer, ecs_toml
 
 NS = namespace_toml(services=[{"match": "*", "max_answers": 0}])
 DEADLINE = 10.0
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def summary(name, values_ms):

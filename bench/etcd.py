@@ -3,7 +3,7 @@
 cluster on loopback, against the local log.
 
 1. Durable writes per second with 1 and 32 writers (REST PUTs of new instances over
-   keep-alive HTTP/1.1, from bench/durability_load.rs), local log vs etcd; with etcd also
+   keep-alive HTTP/1.1, from bench/load's durability_load), local log vs etcd; with etcd also
    how many writes shared a transaction. Consul's KV, the anchor, does ~3.8k writes/s on
    3 servers.
 2. Write -> every replica's DNS answer: a REST PUT on one of 3 replicas (in turn), then the
@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,12 +33,9 @@ import dns.message
 import dns.query
 import dns.rcode
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests" / "interop"))
-
-from durability import LOAD_BIN, Muster as LocalMuster, build_load_client, free_port  # noqa: E402
-from etcd_cluster import EtcdCluster, etcd_toml  # noqa: E402
+from common import build_load_clients, durable_writes, muster_and_workdir, percentile  # first: it puts tests/interop on sys.path
+from durability import Muster as LocalMuster
+from etcd_cluster import EtcdCluster, etcd_toml
 
 
 class Replica(LocalMuster):
@@ -70,27 +65,17 @@ class Replica(LocalMuster):
         return r.status
 
 
-def load(m, writers, count, **flags):
-    cmd = [str(LOAD_BIN), "--addr", f"127.0.0.1:{m.http_port}", "--writers", str(writers), "--count", str(count)]
-    for flag, value in flags.items():
-        cmd += [f"--{flag}", str(value)]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    if out["errors"]:
-        sys.exit(f"{out['errors']} writes failed: {out}")
-    return out
-
-
 def throughput(binary, work, endpoints, args):
     print(f"\ndurable REST PUTs of new instances (100 services, one keep-alive connection per writer)")
     print(f"{'store':>6} {'writers':>8} {'writes':>8} {'per s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'per txn':>8}")
     for store, eps in (("log", None), ("etcd", endpoints)):
         m = Replica(binary, work / f"throughput-{store}", eps)
         m.start()
-        load(m, 4, 500, first=10_000_000)  # warm-up: connections, services created
+        durable_writes(m.http_port, 4, 500, first=10_000_000)  # warm-up: connections, services created
         first = 0
         for writers, count in ((1, args.single), (32, args.concurrent)):
             txns = m.metric_sum('muster_etcd_request_seconds_count{operation="txn"}')
-            r = load(m, writers, count, first=first)
+            r = durable_writes(m.http_port, writers, count, first=first)
             txns = m.metric_sum('muster_etcd_request_seconds_count{operation="txn"}') - txns
             first += count
             per_txn = f"{r['acknowledged'] / txns:.1f}" if txns else "-"
@@ -130,7 +115,7 @@ def visibility(binary, work, endpoints, writes):
             from_request.append(seen - sent)
     for m in replicas:
         m.stop()
-    q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] * 1000  # noqa: E731
+    q = lambda xs, p: percentile(xs, p) * 1000  # noqa: E731
     print(f"\nwrite on one of 3 replicas -> another replica answers it in DNS ({writes} writes, {len(from_response)} observations)")
     print(f"  from the write's response: p50 {q(from_response, .5):.2f} ms, p99 {q(from_response, .99):.2f} ms, max {max(from_response) * 1000:.2f} ms")
     print(f"  from the write's request:  p50 {q(from_request, .5):.2f} ms, p99 {q(from_request, .99):.2f} ms, max {max(from_request) * 1000:.2f} ms")
@@ -139,7 +124,7 @@ def visibility(binary, work, endpoints, writes):
 def loading(binary, work, endpoints, n):
     writer = Replica(binary, work / "load-writer", endpoints)
     writer.start()
-    r = load(writer, 32, n, keys=n, services=1000, first=0)
+    r = durable_writes(writer.http_port, 32, n, keys=n, services=1000, first=0)
     print(f"\n{n} instances in 1000 services registered through one replica with 32 writers in {r['seconds']:.1f} s ({r['per_second']:.0f}/s)")
     writer.stop()
     key = n - 1
@@ -167,11 +152,8 @@ def main():
     parser.add_argument("--visibility", type=int, default=300, help="writes for the visibility figure")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: throughput,visibility,load")
     args = parser.parse_args()
-    binary = Path(os.environ.get("MUSTER_BIN", REPO / "target" / "release" / "muster"))
-    build_load_client()
-    work = Path(tempfile.mkdtemp(prefix="muster-etcd-", dir=REPO / "target"))
-    print(f"muster {binary} ({time.ctime(binary.stat().st_mtime)}); work in {work}")
-    print(f"{os.uname().sysname} {os.uname().release}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    build_load_clients()
+    binary, work = muster_and_workdir("muster-etcd-", holds="work")
     skip = set(args.skip.split(","))
     for part, run in (
         ("throughput", lambda eps: throughput(binary, work, eps, args)),

@@ -43,7 +43,6 @@ import os
 import random
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -53,18 +52,13 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
-from check_servers import HttpTarget, Loop, ServerProcess, TcpTarget  # noqa: E402
-from harness import Muster  # noqa: E402
-from health_scale import Servers, cpu_pressure, register_all, run_queue_wait  # noqa: E402  (this directory)
+from common import percentile  # first: it puts tests/interop on sys.path
+from check_servers import HttpTarget, Loop, ServerProcess, TcpTarget
+from harness import Muster
+from health_scale import Servers, cpu_pressure, register_all, run_queue_wait
 
 ANCHOR = "10.250.0.1"
 KINDS = ["http-500", "http-killed", "http-hang", "tcp-closed", "tcp-killed"]
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def stats(values):

@@ -47,18 +47,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "interop"))
-import check_servers  # noqa: E402
-from harness import Muster  # noqa: E402
+from common import cpu_seconds  # first: it puts tests/interop on sys.path
+import check_servers
+from harness import Muster
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICES = 50
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def run_queue_wait(pid):

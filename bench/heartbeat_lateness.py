@@ -23,10 +23,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+from common import percentile
 
 
 def put(url, body=None):

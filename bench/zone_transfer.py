@@ -23,7 +23,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -32,15 +31,9 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "interop"))
-from harness import Muster  # noqa: E402
-from peers import BindSecondary, KnotSecondary  # noqa: E402
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+from common import REPO, percentile  # first: it puts tests/interop on sys.path
+from harness import Muster
+from peers import BindSecondary, KnotSecondary
 
 
 def summary(values):

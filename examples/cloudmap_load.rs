@@ -3,7 +3,7 @@
 //! `--writers` threads, each with one keep-alive HTTP/1.1 connection, send
 //! `RegisterInstance` calls (a new instance each, write `n` to service `n % services`)
 //! signed by `aws-sigv4`, the SDKs' own signer, until `--count` are answered, and print one JSON line with the rate and
-//! latencies (the same fields as `bench/durability_load.rs`). Every request is signed,
+//! latencies (the same fields as `bench/load`'s `durability_load`). Every request is signed,
 //! whether or not the server checks signatures, so the client does the same work in
 //! both modes and the difference is the server's.
 //!
@@ -12,12 +12,21 @@
 //!         --service-ids srv-a,srv-b,... --writers 32 --count 20000 --key AKID \
 //!         --secret SECRET [--first N]
 
-#[path = "../bench/http1.rs"]
+// The modules of the std-only load clients (bench/load/), included by path: the example
+// needs the SDK's signer, a dev-dependency of muster, so it stays here rather than there.
+// It uses only part of the first two, hence `dead_code`.
+#[allow(dead_code)]
+#[path = "../bench/load/src/flags.rs"]
+mod flags;
+#[allow(dead_code)]
+#[path = "../bench/load/src/http1.rs"]
 mod http1;
+#[path = "../bench/load/src/summary.rs"]
+mod summary;
+#[path = "../bench/load/src/writes.rs"]
+mod writes;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use aws_sdk_servicediscovery::config::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -45,22 +54,19 @@ fn options() -> Options {
         secret: "bench".into(),
         region: "us-east-1".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every flag takes a value").clone();
-        let number = || value.parse::<u64>().expect("a number");
-        match pair[0].as_str() {
-            "--addr" => options.addr = value,
+    for (flag, value) in flags::pairs() {
+        match flag.as_str() {
+            "--addr" => options.addr = value.text(),
             "--service-ids" => {
-                options.service_ids = value.split(',').map(ToOwned::to_owned).collect()
+                options.service_ids = value.text().split(',').map(ToOwned::to_owned).collect()
             }
-            "--writers" => options.writers = number(),
-            "--count" => options.count = number(),
-            "--first" => options.first = number(),
-            "--key" => options.key = value,
-            "--secret" => options.secret = value,
-            "--region" => options.region = value,
-            other => panic!("unknown flag {other}"),
+            "--writers" => options.writers = value.number(),
+            "--count" => options.count = value.number(),
+            "--first" => options.first = value.number(),
+            "--key" => options.key = value.text(),
+            "--secret" => options.secret = value.text(),
+            "--region" => options.region = value.text(),
+            other => flags::unknown(other),
         }
     }
     assert!(!options.service_ids.is_empty(), "--service-ids is required");
@@ -108,70 +114,22 @@ fn signed_headers(options: &Options, body: &str) -> Vec<(String, String)> {
 }
 
 fn main() {
-    let options = Arc::new(options());
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let threads: Vec<_> = (0..options.writers)
-        .map(|_| {
-            let (options, next, errors) = (options.clone(), next.clone(), errors.clone());
-            std::thread::spawn(move || {
-                let mut connection =
-                    http1::Connection::open(&options.addr).expect("connect to muster");
-                let mut latencies = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= options.count {
-                        break;
-                    }
-                    let key = options.first + n;
-                    let body = format!(
-                        r#"{{"ServiceId": "{}", "InstanceId": "i-{key}", "Attributes": {{"AWS_INSTANCE_IPV4": "10.{}.{}.{}"}}}}"#,
-                        options.service_ids[(key % options.service_ids.len() as u64) as usize],
-                        (key >> 16) & 255,
-                        (key >> 8) & 255,
-                        key & 255
-                    );
-                    let headers = signed_headers(&options, &body);
-                    let headers: Vec<(&str, &str)> = headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str()))
-                        .collect();
-                    let sent = Instant::now();
-                    match connection.request_with("POST", "/", &headers, &body) {
-                        Ok(200) => latencies.push(sent.elapsed()),
-                        Ok(status) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                                eprintln!("RegisterInstance i-{key}: HTTP {status}");
-                            }
-                        }
-                        Err(e) => panic!("RegisterInstance i-{key}: {e}"),
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("writer thread"))
-        .collect();
-    let seconds = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    println!(
-        r#"{{"writers": {}, "acknowledged": {}, "errors": {}, "seconds": {seconds:.3}, "per_second": {:.0}, "p50_ms": {:.3}, "p90_ms": {:.3}, "p99_ms": {:.3}, "max_ms": {:.3}}}"#,
-        options.writers,
-        latencies.len(),
-        errors.load(Ordering::Relaxed),
-        latencies.len() as f64 / seconds,
-        quantile(0.5),
-        quantile(0.9),
-        quantile(0.99),
-        quantile(1.0),
-    );
+    let options = options();
+    writes::run(&options.addr, options.writers, options.count, |n| {
+        let key = options.first + n;
+        let body = format!(
+            r#"{{"ServiceId": "{}", "InstanceId": "i-{key}", "Attributes": {{"AWS_INSTANCE_IPV4": "10.{}.{}.{}"}}}}"#,
+            options.service_ids[(key % options.service_ids.len() as u64) as usize],
+            (key >> 16) & 255,
+            (key >> 8) & 255,
+            key & 255
+        );
+        writes::Request {
+            name: format!("RegisterInstance i-{key}"),
+            method: "POST",
+            path: "/".into(),
+            headers: signed_headers(&options, &body),
+            body,
+        }
+    });
 }

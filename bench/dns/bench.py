@@ -75,7 +75,7 @@ def parse_args(argv):
     parser.add_argument("--max-answers", type=int, help="muster's max_answers (default: 8, or 0 = all when instances > 8)")
     parser.add_argument("--muster-bin", default=os.path.join(ROOT, "target/release/muster"))
     parser.add_argument("--floor-bin", default=os.path.join(ROOT, "target/release/examples/udp_floor"))
-    parser.add_argument("--churn-bin", default=os.path.join(ROOT, "target/bench/churn_load"), help="the churn client, built from bench/churn_load.rs")
+    parser.add_argument("--churn-bin", default=os.path.join(ROOT, "target/release/churn_load"), help="the churn client, built from bench/load/")
     parser.add_argument("--skip-build", action="store_true", help="use the binaries as they are (no cargo build)")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench/results"), help="where the JSON goes")
     parser.add_argument(
@@ -111,12 +111,11 @@ def build(args):
     if subprocess.run(command, cwd=ROOT).returncode != 0:
         sys.exit("bench: FAILED: cargo build failed (above); fix the build, or measure a binary built elsewhere with --skip-build --muster-bin PATH --floor-bin PATH")
     if args.churn:
-        # std only, so plain rustc builds it in a second (its `mod http1` is bench/http1.rs).
-        os.makedirs(os.path.dirname(args.churn_bin), exist_ok=True)
-        command = ["rustc", "--edition", "2024", "-O", os.path.join(ROOT, "bench/churn_load.rs"), "-o", args.churn_bin]
+        # bench/load is std only, so it builds in seconds.
+        command = ["cargo", "build", "--release", "-p", "muster-load", "--bin", "churn_load"]
         say(" ".join(command))
         if subprocess.run(command, cwd=ROOT).returncode != 0:
-            sys.exit("bench: FAILED: rustc could not build the churn client (above)")
+            sys.exit("bench: FAILED: cargo could not build the churn client (above)")
 
 
 def core_busy():
@@ -257,8 +256,8 @@ def measure_server(server, args, query_file, workdir, twin=None):
         "qps": churned["qps"],
         "baseline_qps": base["qps"],
         "qps_drop": 1 - churned["qps"] / base["qps"],
-        "qps_runs": [row["qps"] for row in results[plans[-1]]],
-        "baseline_qps_runs": [row["qps"] for row in results[plans[0]]],
+        "qps_runs": [row["qps"] for row in results[plans[-1][1:]]],
+        "baseline_qps_runs": [row["qps"] for row in results[plans[0][1:]]],
         "cpu_us_per_query": churned["cpu_us_per_query"],
         "baseline_cpu_us_per_query": base["cpu_us_per_query"],
     }

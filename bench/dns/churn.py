@@ -1,6 +1,6 @@
 """Churn: REST changes applied to muster at a fixed rate while dnsperf measures it.
 
-The changes come from `bench/churn_load.rs` (built by bench.py into target/bench/), a
+The changes come from `churn_load` (bench/load/, built by bench.py into target/release/), a
 std-only Rust client started for each run: the load generator shares dnsperf's core, and
 the Python client it replaced took ~15% of that core at 1,000 changes/s, which dnsperf
 then lacked. Its doc comment says what it sends: PUTs (new address) and DELETEs of the

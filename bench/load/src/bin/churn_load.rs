@@ -27,12 +27,13 @@
 //! client it replaces took ~15% of that core at 1,000 changes/s and so cut the queries
 //! dnsperf could offer, which the benchmark then reported as muster's QPS drop.
 
-mod http1;
-
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use load::summary::quantile_ms;
+use load::{flags, http1};
 
 /// The first address PUTs use; the generated namespace never uses 10.255.x.x.
 const FIRST_CHURN_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
@@ -62,20 +63,17 @@ fn options() -> Options {
         seconds: 10.0,
         sample_every: 20,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).expect("every flag takes a value");
-        let number = || value.parse::<u64>().expect("a number");
-        match pair[0].as_str() {
-            "--http" => options.http = value.clone(),
-            "--dns" => options.dns = value.clone(),
-            "--namespace" => options.namespace = value.clone(),
-            "--services" => options.services = number(),
-            "--rate" => options.rate = number(),
-            "--clients" => options.clients = number(),
-            "--seconds" => options.seconds = value.parse().expect("seconds"),
-            "--sample-every" => options.sample_every = number().max(1),
-            other => panic!("unknown flag {other}"),
+    for (flag, value) in flags::pairs() {
+        match flag.as_str() {
+            "--http" => options.http = value.text(),
+            "--dns" => options.dns = value.text(),
+            "--namespace" => options.namespace = value.text(),
+            "--services" => options.services = value.number(),
+            "--rate" => options.rate = value.number(),
+            "--clients" => options.clients = value.number(),
+            "--seconds" => options.seconds = value.seconds(),
+            "--sample-every" => options.sample_every = value.number().max(1),
+            other => flags::unknown(other),
         }
     }
     assert!(
@@ -310,11 +308,7 @@ fn print_json(tally: &Tally, elapsed: f64) {
             None => format!(r#""{service}": null"#),
         })
         .collect();
-    let times = &tally.write_times;
-    let ms = |q: f64| {
-        let at = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
-        times.get(at).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let ms = |q| quantile_ms(&tally.write_times, q);
     println!(
         r#"{{"writes": {}, "puts": {}, "deletes": {}, "errors": {}, "read_checks": {}, "stale_reads": {}, "probe_timeouts": {}, "write_ms": {{"p50": {:.3}, "p99": {:.3}, "max": {:.3}}}, "elapsed": {elapsed:.3}, "last": {{{}}}}}"#,
         tally.writes,

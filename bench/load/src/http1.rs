@@ -1,9 +1,6 @@
-//! The HTTP/1.1 client half the benchmark load generators share (`durability_load.rs`,
-//! `churn_load.rs`, `examples/cloudmap_load.rs`): one request at a time on a keep-alive
-//! connection, std only, so each tool builds with a plain `rustc -O` and costs little of
-//! the CPU muster shares with it. Each tool uses the methods it needs, hence `dead_code`
-//! is allowed here.
-#![allow(dead_code)]
+//! The HTTP/1.1 client half the load clients share (`churn_load`, `durability_load`,
+//! `examples/cloudmap_load.rs`): one request at a time on a keep-alive connection, std
+//! only.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,6 +14,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Connects to `addr` (`host:port`), with Nagle off: each request is one small write.
     pub fn open(addr: &str) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
