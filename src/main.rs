@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve { config } => load(config.as_deref()).and_then(|c| serve(c, config)),
         Command::CheckConfig { file } => load(Some(&file)).and_then(|config| {
-            config.validate()?;
+            config.settings()?;
             println!("{}: ok", file.display());
             Ok(())
         }),

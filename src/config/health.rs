@@ -90,7 +90,7 @@ mod tests {
     use crate::config::{Config, ConfigError};
 
     fn problems(text: &str) -> Vec<String> {
-        match Config::parse(text).unwrap().validate() {
+        match Config::parse(text).unwrap().settings() {
             Err(ConfigError::Invalid(problems)) => problems,
             other => panic!("accepted: {other:?}"),
         }

@@ -186,13 +186,6 @@ impl Config {
         }
     }
 
-    /// Checks everything that parsing cannot, and derives the registry's namespace
-    /// settings. Reports all problems at once. [`Config::settings`] also returns the
-    /// rest of what validation derives.
-    pub fn validate(&self) -> Result<Vec<NamespaceSettings>, ConfigError> {
-        self.settings().map(|settings| settings.namespaces)
-    }
-
     /// Checks everything that parsing cannot, and returns every value that start-up would
     /// otherwise parse again, typed. Reports all problems at once.
     pub fn settings(&self) -> Result<Settings, ConfigError> {

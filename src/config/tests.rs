@@ -5,7 +5,7 @@ const EXAMPLE: &str = include_str!("../../muster.example.toml");
 #[test]
 fn the_example_file_is_valid_and_is_the_default() {
     let example = Config::parse(EXAMPLE).unwrap();
-    example.validate().unwrap();
+    example.settings().unwrap();
     let mut default = Config::default();
     // The example spells out a catch-all rule with the default values.
     default.namespaces[0].services = example.namespaces[0].services.clone();
@@ -59,7 +59,7 @@ fn validation_reports_every_problem() {
         [[sources.file]]
         path = "a"
     "#;
-    let Err(ConfigError::Invalid(problems)) = Config::parse(text).unwrap().validate() else {
+    let Err(ConfigError::Invalid(problems)) = Config::parse(text).unwrap().settings() else {
         panic!("invalid config accepted");
     };
     let all = problems.join("\n");
@@ -95,7 +95,7 @@ fn environment_overrides() {
 #[test]
 fn namespace_names_are_normalized() {
     let config = Config::parse("[[namespaces]]\nname = \"Svc.Example.COM.\"\n").unwrap();
-    let settings = config.validate().unwrap();
+    let settings = config.settings().unwrap().namespaces;
     assert_eq!(settings[0].name, "svc.example.com");
     assert_eq!(settings[0].nameserver, "ns.svc.example.com.");
 }
@@ -115,7 +115,7 @@ fn ecs_sources_are_validated_with_the_rest() {
     "#;
     let config = Config::parse(text).unwrap();
     assert_eq!(config.sources.ecs[0].reconcile_interval.as_secs(), 60);
-    let Err(ConfigError::Invalid(problems)) = config.validate() else {
+    let Err(ConfigError::Invalid(problems)) = config.settings() else {
         panic!("invalid config accepted");
     };
     let all = problems.join("\n");
@@ -145,7 +145,7 @@ secret = "!!"
 "#,
     )
     .unwrap();
-    let problems = match config.validate() {
+    let problems = match config.settings() {
         Err(ConfigError::Invalid(problems)) => problems.join("\n"),
         other => panic!("expected problems, got {other:?}"),
     };
@@ -163,7 +163,7 @@ secret = "!!"
 
 #[test]
 fn without_credentials_only_a_loopback_listener_starts() {
-    let problems = |text: &str| match Config::parse(text).unwrap().validate() {
+    let problems = |text: &str| match Config::parse(text).unwrap().settings() {
         Ok(_) => String::new(),
         Err(ConfigError::Invalid(problems)) => problems.join("\n"),
         Err(other) => panic!("{other}"),
@@ -215,7 +215,7 @@ namespaces = ["prod*"]
     let reparsed = Config::parse(&printed).unwrap();
     assert_eq!(reparsed.auth.access_keys[1], config.auth.access_keys[1]);
     // The placeholder read back is refused, not taken as the secret.
-    let Err(ConfigError::Invalid(problems)) = reparsed.validate() else {
+    let Err(ConfigError::Invalid(problems)) = reparsed.settings() else {
         panic!("a printed inline secret was accepted");
     };
     assert!(problems.join("\n").contains("auth.access_keys[0].secret"));
@@ -227,7 +227,7 @@ fn a_file_without_namespaces_serves_none() {
     // (no file) serves `internal`.
     let config = Config::parse("[dns]\nlisten = [\"127.0.0.1:8053\"]\n").unwrap();
     assert!(config.namespaces.is_empty());
-    assert!(config.validate().unwrap().is_empty());
+    assert!(config.settings().unwrap().namespaces.is_empty());
     assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
     assert_eq!(Config::default().namespaces[0].name, "internal");
 }

@@ -151,7 +151,7 @@ mod tests {
             name = "nobody"
         "#;
         let Err(crate::config::ConfigError::Invalid(problems)) =
-            Config::parse(text).unwrap().validate()
+            Config::parse(text).unwrap().settings()
         else {
             panic!("invalid [update] accepted");
         };

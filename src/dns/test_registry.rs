@@ -17,7 +17,7 @@ pub struct Running {
 impl Running {
     /// Starts a registry that publishes into `view`, on the current tokio runtime.
     pub fn new(view: &PublishedZone) -> Self {
-        let namespaces = Config::default().validate().unwrap();
+        let namespaces = Config::default().settings().unwrap().namespaces;
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         registry.on_publish(view.publish_hook());
         let handle = registry.handle();

@@ -11,7 +11,7 @@ fn snapshot(names: &[&str]) -> Snapshot {
         namespaces: names.iter().map(|n| NamespaceConfig::named(n)).collect(),
         ..Config::default()
     };
-    Snapshot::new(config.validate().unwrap(), [])
+    Snapshot::new(config.settings().unwrap().namespaces, [])
 }
 
 fn name(text: &str) -> QueryName {

@@ -37,7 +37,7 @@ impl Api {
         let runtime = runtime();
         let _context = runtime.enter();
         let config = Config::default();
-        let mut registry = Registry::new(Snapshot::new(config.validate().unwrap(), []));
+        let mut registry = Registry::new(Snapshot::new(config.settings().unwrap().namespaces, []));
         let handle = registry.handle();
         let stop = CancellationToken::new();
         let mut metrics = prometheus_client::registry::Registry::default();

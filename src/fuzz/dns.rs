@@ -41,7 +41,7 @@ const DNS_TOKENS: &[&[u8]] = &[
 /// A zone view of namespace `internal` holding services worth asking about: a few IPv4
 /// instances, an IPv6 one, an id that is not a label, and one too big for a datagram.
 fn zone(runtime: &tokio::runtime::Runtime) -> PublishedZone {
-    let namespaces = Config::default().validate().unwrap();
+    let namespaces = Config::default().settings().unwrap().namespaces;
     let mut registry = Registry::new(Snapshot::new(namespaces, []));
     let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());

@@ -1,7 +1,7 @@
 //! The health task as muster runs it: under the supervisor, fed by the registry's
 //! publish hook. A spec that skipped validation cannot panic it; a panic restarts it from
 //! the registry's state with its channels intact; a denied target is not probed; on
-//! paused time, a heartbeat expires at its TTL and a check's health changes only at its
+//! paused time, a heartbeat expires at its TTL (a renewal moves it) and a check's health changes only at its
 //! threshold.
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ struct Setup {
 
 impl Setup {
     fn start(limits: CheckLimits) -> Self {
-        let namespaces = Config::default().validate().unwrap();
+        let namespaces = Config::default().settings().unwrap().namespaces;
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         let stop = CancellationToken::new();
         let (health, task) = Health::new(
@@ -200,9 +200,6 @@ async fn a_denied_target_is_not_checked_and_says_why() {
     assert!(setup.instance("imds").is_healthy(), "health unchanged");
 }
 
-/// Heartbeat deadlines are std `Instant`s (`scheduler.rs`) that tokio's paused clock
-/// reaches by auto-advancing from the runtime's start; a renewal's deadline is taken from
-/// the real clock, so renewal is covered by the real-time test above, not here.
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_expires_at_its_ttl_not_before() {
     let setup = Setup::start(CheckLimits::default());
@@ -218,6 +215,27 @@ async fn a_heartbeat_expires_at_its_ttl_not_before() {
     let instance = setup.instance("beat");
     assert!(!instance.heartbeat_ok, "not expired after its TTL");
     assert!(!instance.is_healthy());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_moves_the_deadline_a_whole_ttl_on() {
+    let setup = Setup::start(CheckLimits::default());
+    setup
+        .register("beat", with_ttl(Duration::from_secs(30)), "api")
+        .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    setup.health.heartbeat(key("beat")).await.unwrap();
+    // 40 s after registering, 20 s after the heartbeat: alive.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        setup.instance("beat").heartbeat_ok,
+        "the heartbeat did not count"
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        !setup.instance("beat").heartbeat_ok,
+        "not expired a TTL after the heartbeat"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
 //! `[[sources.ecs]]`: which clusters to watch, where the events come from, and how tasks
 //! become DNS instances. Parsed raw (unknown keys rejected), then checked by
-//! [`EcsSourceConfig::problems`], which `Config::validate` calls.
+//! [`EcsSourceConfig::problems`], which `Config::settings` calls.
 
 use std::time::Duration;
 
