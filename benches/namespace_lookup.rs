@@ -56,7 +56,7 @@ fn start(runtime: &Runtime, extra: usize) -> (RegistryHandle, PublishedZone, Can
     config
         .namespaces
         .extend((0..extra).map(|n| NamespaceConfig::named(&format!("ns{n}.example"))));
-    let namespaces = config.validate().expect("valid config");
+    let namespaces = config.settings().expect("valid config").namespaces;
     let mut registry = Registry::new(Snapshot::new(namespaces, Vec::<SourceId>::new()));
     let view = PublishedZone::default();
     registry.on_publish(view.publish_hook());

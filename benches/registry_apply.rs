@@ -75,7 +75,7 @@ fn start(
     dns_zone: bool,
 ) -> (RegistryHandle, CancellationToken) {
     let config = Config::parse("[[namespaces]]\nname = \"internal\"\n").expect("config");
-    let namespaces = config.validate().expect("valid config");
+    let namespaces = config.settings().expect("valid config").namespaces;
     let mut registry = Registry::new(Snapshot::new(namespaces, Vec::<SourceId>::new()));
     if dns_zone {
         registry.on_publish(muster::dns::PublishedZone::default().publish_hook());

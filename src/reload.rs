@@ -38,7 +38,7 @@ impl Reloader {
     /// Validates `config` and, if it is valid, publishes it; logs the keys that changed
     /// but need a restart.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
-        config.validate()?;
+        config.settings()?;
         let old = self.sender.borrow().clone();
         let restart: Vec<&str> = needs_restart(&old, &config);
         if !restart.is_empty() {

@@ -77,7 +77,11 @@ pub async fn zone_with(
     changes: Vec<Change>,
     instances: Vec<(InstanceKey, InstanceSpec)>,
 ) -> PublishedZone {
-    let namespaces = Config::parse(config_text).unwrap().validate().unwrap();
+    let namespaces = Config::parse(config_text)
+        .unwrap()
+        .settings()
+        .unwrap()
+        .namespaces;
     let source = SourceId::new("file:fixture");
     let mut registry = Registry::new(Snapshot::new(namespaces, [source.clone()]));
     let handle = registry.handle();

@@ -35,7 +35,7 @@ fn upsert(n: u8, last_octet: u8) -> Change {
 async fn start() -> (RegistryHandle, PublishedZone) {
     let config = Config::parse("[[namespaces]]\nname = \"internal\"\n").unwrap();
     let mut registry = Registry::new(Snapshot::new(
-        config.validate().unwrap(),
+        config.settings().unwrap().namespaces,
         Vec::<SourceId>::new(),
     ));
     let view = PublishedZone::default();

@@ -53,7 +53,7 @@ impl Scheduler {
         ttl: Duration,
     ) {
         let deadline = Instant::now() + heartbeat_period(ttl);
-        match self.heartbeats.get_mut(&key) {
+        match self.heartbeats.get_mut(key) {
             None => {
                 let entry = self.queue.insert_at(Due::Heartbeat(key.clone()), deadline);
                 let timer = HeartbeatTimer {

@@ -11,7 +11,7 @@ use crate::registry::{Registry, Snapshot};
 /// A snapshot of namespace `internal` holding `instances` (service, id, last octet,
 /// port, owner).
 async fn snapshot(instances: &[(&str, &str, u8, Option<u16>, &str)]) -> Arc<Snapshot> {
-    let namespaces = Config::default().validate().unwrap();
+    let namespaces = Config::default().settings().unwrap().namespaces;
     let registry = Registry::new(Snapshot::new(namespaces, []));
     let handle = registry.handle();
     let stop = CancellationToken::new();

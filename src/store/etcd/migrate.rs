@@ -32,7 +32,7 @@ pub enum MigrateError {
 /// Copies the API-owned state of `config`'s data_dir into its etcd prefix, which must be
 /// empty. Returns how many records were written.
 pub async fn import(config: &Config) -> Result<usize, MigrateError> {
-    let namespaces = config.validate()?;
+    let namespaces = config.settings()?.namespaces;
     let etcd_config = config.etcd.as_ref().ok_or(MigrateError::NoEtcd)?;
     let recovered = store::read_log::<Change>(&config.data_dir)?;
     let snapshot = registry::replay(Snapshot::new(namespaces, []), recovered);
@@ -78,7 +78,7 @@ pub async fn import(config: &Config) -> Result<usize, MigrateError> {
 /// Writes what `config`'s etcd prefix holds into its data_dir, which must hold no log.
 /// Returns how many changes were logged.
 pub async fn export(config: &Config) -> Result<usize, MigrateError> {
-    let namespaces = config.validate()?;
+    let namespaces = config.settings()?.namespaces;
     let etcd_config = config.etcd.as_ref().ok_or(MigrateError::NoEtcd)?;
     let dir = &config.data_dir;
     let has_log = std::fs::read_dir(dir).is_ok_and(|entries| {
