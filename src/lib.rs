@@ -103,17 +103,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ops_addr = http_listeners.ops_addr().map_err(Error::Bind)?;
 
     let mut metrics = prometheus_client::registry::Registry::default();
-    let file_sources = config.sources.file.clone();
-    let ecs_sources = config.sources.ecs.clone();
-    // With etcd, the ECS source's instances are etcd's, synced with the store.
-    let ecs_unsynced = ecs_sources.iter().filter(|_| config.etcd.is_none());
-    let source_ids: Vec<registry::SourceId> = file_sources
-        .iter()
-        .map(sources::file::source_id)
-        .chain(ecs_unsynced.flat_map(sources::ecs::source_ids))
-        .collect();
     let admission = config.admission(&settings);
     let namespaces = settings.namespaces.clone();
+    let source_ids = unsynced_sources(&config);
     let (mut registry, replayed) =
         open_registry(&config, namespaces, source_ids, admission, &mut metrics)?;
     let handle = registry.handle();
@@ -134,21 +126,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let limits = health::CheckLimits::new(&settings.health);
     let (health, health_task) =
         health::Health::new(handle.clone(), health_metrics, limits, sources_stop.clone());
+    #[cfg(not(feature = "etcd"))]
+    let members: Option<Members> = None;
     #[cfg(feature = "etcd")]
-    let (members, health, health_task) =
-        match replicas(&config, etcd_metrics, &tasks, &sources_stop) {
-            Some((members, prefix)) => {
-                let share = health::Share {
-                    id: members.id.clone(),
-                    members: members.view.clone(),
-                    local: Arc::new(file_sources.iter().map(sources::file::source_id).collect()),
-                    leases: store::etcd::HeartbeatLeases::new(members.connection.clone(), &prefix),
-                };
-                let health = health.shared(share.clone(), handle.clone());
-                (Some(members), health, health_task.shared(share))
-            }
-            None => (None, health, health_task),
-        };
+    let (members, health, health_task) = share_health(
+        &config,
+        etcd_metrics,
+        &tasks,
+        &sources_stop,
+        (health, health_task),
+        &handle,
+    );
     registry.on_publish(health.publish_hook());
     tasks.spawn("health", move || health_task.run());
 
@@ -160,8 +148,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     registry_metrics.register(&mut metrics);
     let ecs_metrics = Arc::new(sources::ecs::EcsMetrics::default());
     ecs_metrics.register(&mut metrics);
-    let update_metrics = sources::update::UpdateMetrics::default();
-    update_metrics.register(&mut metrics);
     let http_metrics = Arc::new(api::HttpMetrics::default());
     http_metrics.register(&mut metrics);
 
@@ -170,30 +156,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let dns_stop = CancellationToken::new();
     if !transfers.notify.is_empty() {
-        let (zone, targets) = (zone.clone(), transfers.notify.clone());
-        let (key, metrics) = (transfers.notify_key().cloned(), dns_metrics.clone());
-        let stop = sources_stop.clone();
-        tasks.spawn("notify", move || {
-            let (zone, targets, key) = (zone.clone(), targets.clone(), key.clone());
-            dns::notify_secondaries(zone, targets, key, metrics.clone(), stop.clone())
-        });
+        spawn_notify(&tasks, &zone, &transfers, &dns_metrics, &sources_stop);
     }
-    let rrl = dns::Rrl::new(&config.dns.rrl, settings.rrl_exempt.clone());
-    let handler = dns::Handler::new(
-        zone,
-        config.dns.max_udp_payload,
-        dns_metrics,
-        forwarder,
-        transfers,
-    )
-    .with_rrl(rrl)
-    .with_nsid(config.dns.nsid.as_bytes())
-    .with_updates(sources::update::Updates::new(
-        &config.update,
-        &settings.update_grants,
-        handle.clone(),
-        update_metrics,
-    ));
+    let dns = (zone, transfers, forwarder, dns_metrics);
+    let handler = dns_handler(&config, &settings, dns, handle.clone(), &mut metrics);
     let dns_task = tokio::spawn(dns::serve(
         dns_listeners,
         handler,
@@ -230,29 +196,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: sources_stop.clone(),
         reload: reloader.subscribe(),
     };
-    for file in file_sources {
-        let context = context.clone();
-        tasks.spawn(sources::file::source_id(&file).to_string(), move || {
-            sources::file::run(file.clone(), context.clone())
-        });
-    }
-    for ecs in ecs_sources {
-        let (context, metrics) = (context.clone(), ecs_metrics.clone());
-        let clusters = ecs.cluster_names().collect::<Vec<_>>().join(",");
-        let name = format!("ecs:{clusters}");
-        #[cfg(feature = "etcd")]
-        if let Some(members) = &members {
-            let election = store::etcd::Election::new(members.clone(), &format!("ecs/{clusters}"));
-            tasks.spawn(name, move || {
-                let (ecs, context) = (ecs.clone(), context.clone());
-                sources::ecs::run_elected(ecs, context, metrics.clone(), election.clone())
-            });
-            continue;
-        }
-        tasks.spawn(name, move || {
-            sources::ecs::run(ecs.clone(), context.clone(), metrics.clone())
-        });
-    }
+    spawn_sources(&tasks, &config, &context, &ecs_metrics, members.as_ref());
     tracing::info!(dns = ?dns_addrs, http = %http_addr, ops = ?ops_addr, replayed, open_files, "muster is serving");
     Ok(Running {
         dns_addrs,
@@ -307,6 +251,147 @@ impl Running {
         }
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// The sources the registry waits for (not ready until each has synced once). With
+/// etcd, the ECS source's instances are etcd's, synced with the store.
+fn unsynced_sources(config: &Config) -> Vec<registry::SourceId> {
+    let files = config.sources.file.iter().map(sources::file::source_id);
+    let ecs = config.sources.ecs.iter().filter(|_| config.etcd.is_none());
+    files
+        .chain(ecs.flat_map(sources::ecs::source_ids))
+        .collect()
+}
+
+/// What the DNS handler answers from, made before anything is spawned (building the
+/// forwarder can fail).
+type DnsParts = (
+    dns::PublishedZone,
+    dns::Transfers,
+    Option<dns::Forwarder>,
+    Arc<dns::DnsMetrics>,
+);
+
+/// The DNS frontend's answers: the published zone, transfers, forwarding, RRL, NSID
+/// and DNS UPDATE as configured.
+fn dns_handler(
+    config: &Config,
+    settings: &config::Settings,
+    (zone, transfers, forwarder, dns_metrics): DnsParts,
+    registry: registry::RegistryHandle,
+    metrics: &mut prometheus_client::registry::Registry,
+) -> dns::Handler {
+    let update_metrics = sources::update::UpdateMetrics::default();
+    update_metrics.register(metrics);
+    let updates = sources::update::Updates::new(
+        &config.update,
+        &settings.update_grants,
+        registry,
+        update_metrics,
+    );
+    let rrl = dns::Rrl::new(&config.dns.rrl, settings.rrl_exempt.clone());
+    let handler = dns::Handler::new(
+        zone,
+        config.dns.max_udp_payload,
+        dns_metrics,
+        forwarder,
+        transfers,
+    );
+    handler
+        .with_rrl(rrl)
+        .with_nsid(config.dns.nsid.as_bytes())
+        .with_updates(updates)
+}
+
+/// The replicas' member set, with `[etcd]`; without the feature there is none.
+#[cfg(feature = "etcd")]
+type Members = store::etcd::Members;
+#[cfg(not(feature = "etcd"))]
+type Members = std::convert::Infallible;
+
+/// Sends NOTIFY to the secondaries after every change of the zone.
+fn spawn_notify(
+    tasks: &Supervisor,
+    zone: &dns::PublishedZone,
+    transfers: &dns::Transfers,
+    metrics: &Arc<dns::DnsMetrics>,
+    stop: &CancellationToken,
+) {
+    let (zone, targets) = (zone.clone(), transfers.notify.clone());
+    let (key, metrics, stop) = (
+        transfers.notify_key().cloned(),
+        metrics.clone(),
+        stop.clone(),
+    );
+    tasks.spawn("notify", move || {
+        let (zone, targets, key) = (zone.clone(), targets.clone(), key.clone());
+        dns::notify_secondaries(zone, targets, key, metrics.clone(), stop.clone())
+    });
+}
+
+/// Starts every configured source under the supervisor. With `[etcd]` (`members`), an
+/// ECS source runs only on the replica its election picks.
+fn spawn_sources(
+    tasks: &Supervisor,
+    config: &Config,
+    context: &sources::SourceContext,
+    ecs_metrics: &Arc<sources::ecs::EcsMetrics>,
+    members: Option<&Members>,
+) {
+    #[cfg(not(feature = "etcd"))]
+    let _ = members;
+    for file in config.sources.file.clone() {
+        let context = context.clone();
+        tasks.spawn(sources::file::source_id(&file).to_string(), move || {
+            sources::file::run(file.clone(), context.clone())
+        });
+    }
+    for ecs in config.sources.ecs.clone() {
+        let (context, metrics) = (context.clone(), ecs_metrics.clone());
+        let clusters = ecs.cluster_names().collect::<Vec<_>>().join(",");
+        let name = format!("ecs:{clusters}");
+        #[cfg(feature = "etcd")]
+        if let Some(members) = members {
+            let election = store::etcd::Election::new(members.clone(), &format!("ecs/{clusters}"));
+            tasks.spawn(name, move || {
+                let (ecs, context) = (ecs.clone(), context.clone());
+                sources::ecs::run_elected(ecs, context, metrics.clone(), election.clone())
+            });
+            continue;
+        }
+        tasks.spawn(name, move || {
+            sources::ecs::run(ecs.clone(), context.clone(), metrics.clone())
+        });
+    }
+}
+
+/// With `[etcd]`: joins the replicas' member set and shares the health task's work with
+/// them (checks split by rendezvous hashing, heartbeats as etcd leases).
+#[cfg(feature = "etcd")]
+fn share_health(
+    config: &Config,
+    etcd_metrics: Option<Arc<store::etcd::EtcdMetrics>>,
+    tasks: &Supervisor,
+    stop: &CancellationToken,
+    (health, health_task): (health::Health, health::HealthTask),
+    registry: &registry::RegistryHandle,
+) -> (
+    Option<store::etcd::Members>,
+    health::Health,
+    health::HealthTask,
+) {
+    let Some((members, prefix)) = replicas(config, etcd_metrics, tasks, stop) else {
+        return (None, health, health_task);
+    };
+    let local = config.sources.file.iter().map(sources::file::source_id);
+    let share = health::Share {
+        id: members.id.clone(),
+        members: members.view.clone(),
+        local: Arc::new(local.collect()),
+        leases: store::etcd::HeartbeatLeases::new(members.connection.clone(), &prefix),
+    };
+    let health = health.shared(share.clone(), registry.clone());
+    (Some(members), health, health_task.shared(share))
 }
 
 fn outcome(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> String {

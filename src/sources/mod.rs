@@ -6,8 +6,12 @@
 //! with its [`SourceId`](crate::registry::SourceId), marks itself synced with its first
 //! `Change::Sync`, keeps its last good state when what it watches fails, and returns
 //! promptly when the context's shutdown token fires. The REST/Cloud Map API is the one
-//! source that is not a watcher; it lives in `crate::api`.
+//! source that is not a watcher; it lives in `crate::api`. `contract_tests.rs` checks
+//! this contract (readiness, a sync replaces what the source owns, owner rules) on each
+//! source's real changes.
 
+#[cfg(test)]
+pub(crate) mod contract_tests;
 pub mod ecs;
 pub mod file;
 pub mod update;

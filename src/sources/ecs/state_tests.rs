@@ -288,3 +288,24 @@ fn tombstones_expire() {
         "forgotten"
     );
 }
+
+/// The contract every source keeps, on the syncs this state machine makes from
+/// described tasks (the AWS calls around it are the interop suite's, against moto).
+#[tokio::test]
+async fn the_source_contract_holds() {
+    use crate::sources::contract_tests;
+    let source = source_id("prod");
+    let (registry, stop) = contract_tests::registry(&source);
+    let mut tasks = Tasks::default();
+    contract_tests::check(&registry, &source, "api", async |ids: &[&str]| {
+        let described = ids
+            .iter()
+            .map(|id| (task(id, None), placement(&task(id, None))))
+            .collect();
+        let since = tasks.generation();
+        let (sync, _) = tasks.reconcile("prod", described, since, Instant::now());
+        registry.apply(sync).await.unwrap();
+    })
+    .await;
+    stop.cancel();
+}

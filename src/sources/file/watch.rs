@@ -111,3 +111,7 @@ async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceC
     }
     *last = Seen::Text(text);
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
