@@ -35,6 +35,9 @@ struct Described {
     since: u64,
     started: Instant,
     tasks: Vec<(TaskFacts, Placement)>,
+    /// Whether the registry took the sync: one it refused (etcd not loaded yet, or
+    /// unreachable) is described again with backoff, not at the next interval.
+    applied: oneshot::Sender<bool>,
 }
 
 /// Messages from one receive, and where to send back the receipt handles to delete.
@@ -127,6 +130,7 @@ async fn apply_reconcile(
         since,
         started,
         tasks: listed,
+        applied,
     } = described;
     let problems = listed
         .iter()
@@ -140,8 +144,10 @@ async fn apply_reconcile(
         .reconcile(&cluster, listed, since, Instant::now());
     shared.hosts.retain(&events.hosts_in_use());
     shared.metrics.container_instances(shared.hosts.len());
-    if let Err(error) = context.registry.apply_shared(sync).await {
-        tracing::warn!(%cluster, %error, "reconcile not applied");
+    let result = context.registry.apply_shared(sync).await;
+    let _ = applied.send(result.is_ok());
+    if let Err(error) = result {
+        tracing::warn!(%cluster, %error, "reconcile not applied; describing again soon");
         return;
     }
     if drift.total() > 0 {
@@ -154,8 +160,9 @@ async fn apply_reconcile(
     tracing::debug!(%cluster, tasks = placed, took = ?started.elapsed(), "reconciled");
 }
 
-/// Describes `cluster` now and every interval after a success; after a failure, keeps
-/// what it had and retries with backoff.
+/// Describes `cluster` now and every interval after a success; after a failure (of the
+/// ECS API, or of the registry to take the sync), keeps what it had and retries with
+/// backoff.
 async fn reconcile_loop(shared: Arc<Shared>, cluster: String, out: mpsc::Sender<Described>) {
     let interval = shared.config.reconcile_interval;
     let mut backoff = Backoff::new(BACKOFF_BASE, RECONCILE_BACKOFF_CAP.min(interval));
@@ -164,19 +171,27 @@ async fn reconcile_loop(shared: Arc<Shared>, cluster: String, out: mpsc::Sender<
         let since = shared.generation.load(Ordering::SeqCst);
         let wait = match describe(&shared, &cluster).await {
             Ok(tasks) => {
-                if backoff.succeeded() {
-                    tracing::info!(%cluster, "ECS API reachable again");
-                }
+                let (applied, taken) = oneshot::channel();
                 let described = Described {
                     cluster: cluster.clone(),
                     since,
                     started,
                     tasks,
+                    applied,
                 };
                 if out.send(described).await.is_err() {
                     return;
                 }
-                interval
+                match taken.await {
+                    Ok(true) => {
+                        if backoff.succeeded() {
+                            tracing::info!(%cluster, "reconciles succeed again");
+                        }
+                        interval
+                    }
+                    Ok(false) => backoff.failed(),
+                    Err(_) => return,
+                }
             }
             Err(error) => {
                 if !backoff.is_failing() {
