@@ -83,77 +83,14 @@ fn instance_spec(
     validate::attributes(&custom)
         .map_err(|e| CloudMapError::invalid(format!("Attributes: {}", e.message)))?;
     // Their total size is checked by the registry's writer ([limits] attribute_bytes).
-    let parse = |key: &str| attributes.get(key).map(String::as_str);
-    let ipv4 = parse(IPV4)
-        .map(|v| {
-            v.parse::<Ipv4Addr>()
-                .map_err(|_| CloudMapError::invalid(format!("{IPV4} {v:?} is not an IPv4 address")))
-        })
-        .transpose()?;
-    let ipv6 = parse(IPV6)
-        .map(|v| {
-            v.parse::<Ipv6Addr>()
-                .map_err(|_| CloudMapError::invalid(format!("{IPV6} {v:?} is not an IPv6 address")))
-        })
-        .transpose()?;
-    let port = parse(PORT)
-        .map(|v| match v.parse::<u16>() {
-            Ok(port) if port > 0 => Ok(port),
-            _ => Err(CloudMapError::invalid(format!(
-                "{PORT} {v:?} is not a port from 1 to 65535"
-            ))),
-        })
-        .transpose()?;
-    let cname = parse(CNAME)
-        .map(|v| match hickory_proto::rr::Name::from_ascii(v) {
-            Ok(_) if !v.is_empty() && v.len() <= 255 => Ok(v.to_owned()),
-            _ => Err(CloudMapError::invalid(format!(
-                "{CNAME} {v:?} is not a DNS name"
-            ))),
-        })
-        .transpose()?;
-    let healthy = match parse(INIT_HEALTH) {
-        None => current_health.unwrap_or(true),
-        Some(_) if !service.meta.custom_health => {
-            return Err(CloudMapError::invalid(format!(
-                "{INIT_HEALTH} needs a service with HealthCheckCustomConfig"
-            )));
-        }
-        Some("HEALTHY") => true,
-        Some("UNHEALTHY") => false,
-        Some(other) => {
-            return Err(CloudMapError::invalid(format!(
-                "{INIT_HEALTH} {other:?} is not HEALTHY or UNHEALTHY"
-            )));
-        }
-    };
-    if let Some(dns) = service.meta.dns.filter(|_| service.in_dns()) {
-        let records = dns.records;
-        let missing = [
-            (records.a.is_some() && ipv4.is_none(), IPV4),
-            (records.aaaa.is_some() && ipv6.is_none(), IPV6),
-            (records.srv.is_some() && port.is_none(), PORT),
-            (
-                records.srv.is_some() && ipv4.is_none() && ipv6.is_none(),
-                IPV4,
-            ),
-            (records.cname.is_some() && cname.is_none(), CNAME),
-        ];
-        if let Some((_, key)) = missing.iter().find(|(missing, _)| *missing) {
-            return Err(CloudMapError::invalid(format!(
-                "Attributes: {key} is required by the service's DNS records"
-            )));
-        }
-    } else if service.in_dns() && ipv4.is_none() && ipv6.is_none() && cname.is_none() {
-        return Err(CloudMapError::invalid(format!(
-            "Attributes: {IPV4} or {IPV6} is required"
-        )));
-    }
+    let addresses = Addresses::parse(&attributes)?;
+    let healthy = initial_health(service, &attributes, current_health)?;
+    addresses.required_by(service)?;
     Ok(InstanceSpec {
-        ipv4,
-        ipv6,
-        port,
-        cname,
+        ipv4: addresses.ipv4,
+        ipv6: addresses.ipv6,
+        port: addresses.port,
+        cname: addresses.cname,
         ports: BTreeMap::new(),
         attributes,
         healthy,
@@ -161,6 +98,101 @@ fn instance_spec(
         check: None,
         creator_request_id: None,
     })
+}
+
+/// Where an instance is reached, from its `AWS_INSTANCE_*` attributes.
+struct Addresses {
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    port: Option<u16>,
+    cname: Option<String>,
+}
+
+impl Addresses {
+    fn parse(attributes: &BTreeMap<String, String>) -> Result<Self, CloudMapError> {
+        let parse = |key: &str| attributes.get(key).map(String::as_str);
+        let ipv4 = parse(IPV4)
+            .map(|v| {
+                v.parse::<Ipv4Addr>().map_err(|_| {
+                    CloudMapError::invalid(format!("{IPV4} {v:?} is not an IPv4 address"))
+                })
+            })
+            .transpose()?;
+        let ipv6 = parse(IPV6)
+            .map(|v| {
+                v.parse::<Ipv6Addr>().map_err(|_| {
+                    CloudMapError::invalid(format!("{IPV6} {v:?} is not an IPv6 address"))
+                })
+            })
+            .transpose()?;
+        let port = parse(PORT)
+            .map(|v| match v.parse::<u16>() {
+                Ok(port) if port > 0 => Ok(port),
+                _ => Err(CloudMapError::invalid(format!(
+                    "{PORT} {v:?} is not a port from 1 to 65535"
+                ))),
+            })
+            .transpose()?;
+        let cname = parse(CNAME)
+            .map(|v| match hickory_proto::rr::Name::from_ascii(v) {
+                Ok(_) if !v.is_empty() && v.len() <= 255 => Ok(v.to_owned()),
+                _ => Err(CloudMapError::invalid(format!(
+                    "{CNAME} {v:?} is not a DNS name"
+                ))),
+            })
+            .transpose()?;
+        Ok(Self {
+            ipv4,
+            ipv6,
+            port,
+            cname,
+        })
+    }
+
+    /// Refuses an instance that lacks what the service's DNS records need.
+    fn required_by(&self, service: &Service) -> Result<(), CloudMapError> {
+        let no_address = self.ipv4.is_none() && self.ipv6.is_none();
+        if let Some(dns) = service.meta.dns.filter(|_| service.in_dns()) {
+            let records = dns.records;
+            let missing = [
+                (records.a.is_some() && self.ipv4.is_none(), IPV4),
+                (records.aaaa.is_some() && self.ipv6.is_none(), IPV6),
+                (records.srv.is_some() && self.port.is_none(), PORT),
+                (records.srv.is_some() && no_address, IPV4),
+                (records.cname.is_some() && self.cname.is_none(), CNAME),
+            ];
+            if let Some((_, key)) = missing.iter().find(|(missing, _)| *missing) {
+                return Err(CloudMapError::invalid(format!(
+                    "Attributes: {key} is required by the service's DNS records"
+                )));
+            }
+        } else if service.in_dns() && no_address && self.cname.is_none() {
+            return Err(CloudMapError::invalid(format!(
+                "Attributes: {IPV4} or {IPV6} is required"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The health a (re-)registration starts with: `AWS_INIT_HEALTH_STATUS` on a service
+/// with custom health checks, else what it had, else healthy.
+fn initial_health(
+    service: &Service,
+    attributes: &BTreeMap<String, String>,
+    current: Option<bool>,
+) -> Result<bool, CloudMapError> {
+    match attributes.get(INIT_HEALTH).map(String::as_str) {
+        None => Ok(current.unwrap_or(true)),
+        Some(_) if !service.meta.custom_health => Err(CloudMapError::invalid(format!(
+            "{INIT_HEALTH} needs a service with HealthCheckCustomConfig"
+        ))),
+        Some("HEALTHY") => Ok(true),
+        Some("UNHEALTHY") => Ok(false),
+        Some(other) => Err(CloudMapError::invalid(format!(
+            "{INIT_HEALTH} {other:?} is not HEALTHY or UNHEALTHY"
+        ))),
+    }
 }
 
 pub async fn deregister(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {

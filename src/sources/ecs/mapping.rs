@@ -133,6 +133,44 @@ fn try_place(
     let id = facts.task_id();
     validate::instance_id(id).map_err(|_| Out::BadName)?;
 
+    let endpoint = endpoint(facts, definition, config, rule, host)?;
+    let attributes = attributes(facts, region, &endpoint)?;
+    let key = InstanceKey {
+        namespace: config.namespace.trim_end_matches('.').to_ascii_lowercase(),
+        service,
+        id: id.to_owned(),
+    };
+    let spec = InstanceSpec {
+        ipv4: endpoint.ipv4,
+        ipv6: endpoint.ipv6,
+        port: endpoint.port,
+        ports: named_ports(facts, definition),
+        attributes,
+        healthy: true,
+        ..InstanceSpec::default()
+    };
+    Ok((key, spec))
+}
+
+/// Where a task is reached.
+struct Endpoint<'a> {
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    port: Option<u16>,
+    /// The container instance, for bridge and host tasks.
+    host: Option<&'a Host>,
+}
+
+/// The task's address and port: of the rule's (or the source's) container, else its
+/// first essential container; the port from the rule, else the host port bound for the
+/// container's first mapping, else a fixed one.
+fn endpoint<'a>(
+    facts: &TaskFacts,
+    definition: &TaskDefinition,
+    config: &EcsSourceConfig,
+    rule: Option<&ServiceRule>,
+    host: Option<&'a Host>,
+) -> Result<Endpoint<'a>, Out> {
     let container = rule
         .and_then(|r| r.container.as_deref())
         .or(config.container.as_deref())
@@ -160,7 +198,20 @@ fn try_place(
     if ipv4.is_none() && ipv6.is_none() {
         return Err(Out::NoAddress);
     }
+    Ok(Endpoint {
+        ipv4,
+        ipv6,
+        port,
+        host,
+    })
+}
 
+/// The attributes Cloud Map's ECS integration sets, and where the task is reached.
+fn attributes(
+    facts: &TaskFacts,
+    region: Option<&str>,
+    endpoint: &Endpoint,
+) -> Result<BTreeMap<String, String>, Out> {
     let mut attributes = BTreeMap::new();
     let mut set = |key: &str, value: Option<String>| {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
@@ -175,27 +226,15 @@ fn try_place(
     );
     set("AVAILABILITY_ZONE", facts.availability_zone.clone());
     set("REGION", region.map(str::to_owned));
-    set("AWS_INSTANCE_IPV4", ipv4.map(|a| a.to_string()));
-    set("AWS_INSTANCE_IPV6", ipv6.map(|a| a.to_string()));
-    set("AWS_INSTANCE_PORT", port.map(|p| p.to_string()));
-    set("EC2_INSTANCE_ID", host.map(|h| h.ec2_instance_id.clone()));
+    set("AWS_INSTANCE_IPV4", endpoint.ipv4.map(|a| a.to_string()));
+    set("AWS_INSTANCE_IPV6", endpoint.ipv6.map(|a| a.to_string()));
+    set("AWS_INSTANCE_PORT", endpoint.port.map(|p| p.to_string()));
+    set(
+        "EC2_INSTANCE_ID",
+        endpoint.host.map(|h| h.ec2_instance_id.clone()),
+    );
     validate::attributes(&attributes).map_err(|_| Out::BadName)?;
-
-    let key = InstanceKey {
-        namespace: config.namespace.trim_end_matches('.').to_ascii_lowercase(),
-        service,
-        id: id.to_owned(),
-    };
-    let spec = InstanceSpec {
-        ipv4,
-        ipv6,
-        port,
-        ports: named_ports(facts, definition),
-        attributes,
-        healthy: true,
-        ..InstanceSpec::default()
-    };
-    Ok((key, spec))
+    Ok(attributes)
 }
 
 /// The task's own (ENI) addresses; else a specific address its binding is bound to;

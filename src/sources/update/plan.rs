@@ -202,101 +202,12 @@ pub fn changes(
         if !service_ok || !id_ok || !(by.may_touch)(service) {
             return Err(ResponseCode::Refused);
         }
-        match (update, instance) {
-            (Update::Add(_, data), Some(id)) => {
-                let spec = touch.get(service, id)?.spec.get_or_insert_with(new_spec);
-                match data {
-                    RData::A(a) => spec.ipv4 = Some(a.0),
-                    RData::AAAA(aaaa) => spec.ipv6 = Some(aaaa.0),
-                    _ => return Err(ResponseCode::Refused),
-                }
-            }
-            (Update::DeleteRrset(_, rtype), Some(id)) => {
-                if let Some(spec) = &mut touch.get(service, id)?.spec {
-                    match rtype {
-                        RecordType::A => spec.ipv4 = None,
-                        RecordType::AAAA => spec.ipv6 = None,
-                        _ => return Err(ResponseCode::Refused),
-                    }
-                }
-            }
-            (Update::DeleteRecord(_, data), Some(id)) => {
-                if let Some(spec) = &mut touch.get(service, id)?.spec {
-                    match data {
-                        RData::A(a) if spec.ipv4 == Some(a.0) => spec.ipv4 = None,
-                        RData::AAAA(aaaa) if spec.ipv6 == Some(aaaa.0) => spec.ipv6 = None,
-                        RData::A(_) | RData::AAAA(_) => {}
-                        _ => return Err(ResponseCode::Refused),
-                    }
-                }
-            }
-            (Update::DeleteName(_), Some(id)) => touch.get(service, id)?.spec = None,
-            (Update::Add(_, RData::SRV(srv)), None) => {
-                let id = srv_instance(srv, service, origin)?;
-                let port =
-                    crate::registry::validate::port(srv.port).map_err(|_| ResponseCode::Refused)?;
-                touch
-                    .get(service, &id)?
-                    .spec
-                    .get_or_insert_with(new_spec)
-                    .port = Some(port);
-            }
-            (Update::DeleteRecord(_, RData::SRV(srv)), None) => {
-                let id = srv_instance(srv, service, origin)?;
-                if let Some(spec) = &mut touch.get(service, &id)?.spec
-                    && spec.port == Some(srv.port)
-                {
-                    spec.port = None;
-                }
-            }
-            (Update::DeleteRrset(_, RecordType::SRV), None) => {
-                // Only this key's instances: the others are not its to change.
-                let mut ids: Vec<String> = namespace
-                    .services
-                    .get(service.as_str())
-                    .into_iter()
-                    .flat_map(|s| s.instances.values())
-                    .filter(|i| i.source == *by.source)
-                    .map(|i| i.id.clone())
-                    .collect();
-                ids.extend(
-                    touch
-                        .working
-                        .keys()
-                        .filter(|(s, _)| s == service)
-                        .map(|(_, id)| id.clone()),
-                );
-                for id in ids {
-                    if let Some(spec) = &mut touch.get(service, &id)?.spec {
-                        spec.port = None;
-                    }
-                }
-            }
-            _ => return Err(ResponseCode::Refused),
+        match instance {
+            Some(id) => touch.instance_record(update, service, id)?,
+            None => touch.service_record(update, service, origin)?,
         }
     }
-    let mut batch = Vec::new();
-    for ((service, id), work) in touch.working {
-        // An instance is its addresses: with none left it is deregistered.
-        let port_only = work.spec.as_ref().is_some_and(|s| s.port.is_some());
-        let spec = work.spec.filter(|s| s.ipv4.is_some() || s.ipv6.is_some());
-        if spec.is_none() && work.before.is_none() && port_only {
-            // An SRV record whose target has no address.
-            return Err(ResponseCode::Refused);
-        }
-        if spec.as_ref() == work.before.as_ref().map(|i| &i.spec) {
-            continue;
-        }
-        if spec.is_none() && work.before.is_none() {
-            continue;
-        }
-        let key = InstanceKey {
-            namespace: namespace_name.to_owned(),
-            service,
-            id,
-        };
-        batch.push((key, spec));
-    }
+    let batch = touch.batch(namespace_name)?;
     Ok((!batch.is_empty()).then(|| Change::Batch {
         source: by.source.clone(),
         changes: batch,
@@ -329,6 +240,129 @@ impl Touch<'_> {
             self.working.insert(key.clone(), Working { before, spec });
         }
         Ok(self.working.get_mut(&key).expect("inserted above"))
+    }
+
+    /// An update of an instance's own name (`iid.svc`): its A and AAAA records.
+    fn instance_record(
+        &mut self,
+        update: &Update,
+        service: &str,
+        id: &str,
+    ) -> Result<(), ResponseCode> {
+        match update {
+            Update::Add(_, data) => {
+                let spec = self.get(service, id)?.spec.get_or_insert_with(new_spec);
+                match data {
+                    RData::A(a) => spec.ipv4 = Some(a.0),
+                    RData::AAAA(aaaa) => spec.ipv6 = Some(aaaa.0),
+                    _ => return Err(ResponseCode::Refused),
+                }
+            }
+            Update::DeleteRrset(_, rtype) => {
+                if let Some(spec) = &mut self.get(service, id)?.spec {
+                    match rtype {
+                        RecordType::A => spec.ipv4 = None,
+                        RecordType::AAAA => spec.ipv6 = None,
+                        _ => return Err(ResponseCode::Refused),
+                    }
+                }
+            }
+            Update::DeleteRecord(_, data) => {
+                if let Some(spec) = &mut self.get(service, id)?.spec {
+                    match data {
+                        RData::A(a) if spec.ipv4 == Some(a.0) => spec.ipv4 = None,
+                        RData::AAAA(aaaa) if spec.ipv6 == Some(aaaa.0) => spec.ipv6 = None,
+                        RData::A(_) | RData::AAAA(_) => {}
+                        _ => return Err(ResponseCode::Refused),
+                    }
+                }
+            }
+            Update::DeleteName(_) => self.get(service, id)?.spec = None,
+        }
+        Ok(())
+    }
+
+    /// An update of the service's name: its SRV records, one per instance (the port).
+    fn service_record(
+        &mut self,
+        update: &Update,
+        service: &str,
+        origin: &Name,
+    ) -> Result<(), ResponseCode> {
+        match update {
+            Update::Add(_, RData::SRV(srv)) => {
+                let id = srv_instance(srv, service, origin)?;
+                let port =
+                    crate::registry::validate::port(srv.port).map_err(|_| ResponseCode::Refused)?;
+                self.get(service, &id)?
+                    .spec
+                    .get_or_insert_with(new_spec)
+                    .port = Some(port);
+            }
+            Update::DeleteRecord(_, RData::SRV(srv)) => {
+                let id = srv_instance(srv, service, origin)?;
+                if let Some(spec) = &mut self.get(service, &id)?.spec
+                    && spec.port == Some(srv.port)
+                {
+                    spec.port = None;
+                }
+            }
+            Update::DeleteRrset(_, RecordType::SRV) => {
+                // Only this key's instances: the others are not its to change.
+                let mut ids: Vec<String> = self
+                    .namespace
+                    .services
+                    .get(service)
+                    .into_iter()
+                    .flat_map(|s| s.instances.values())
+                    .filter(|i| i.source == *self.source)
+                    .map(|i| i.id.clone())
+                    .collect();
+                ids.extend(
+                    self.working
+                        .keys()
+                        .filter(|(s, _)| s == service)
+                        .map(|(_, id)| id.clone()),
+                );
+                for id in ids {
+                    if let Some(spec) = &mut self.get(service, &id)?.spec {
+                        spec.port = None;
+                    }
+                }
+            }
+            _ => return Err(ResponseCode::Refused),
+        }
+        Ok(())
+    }
+
+    /// What the updates change, instance by instance: an instance is its addresses,
+    /// so with none left it is deregistered.
+    fn batch(
+        self,
+        namespace: &str,
+    ) -> Result<Vec<(InstanceKey, Option<InstanceSpec>)>, ResponseCode> {
+        let mut batch = Vec::new();
+        for ((service, id), work) in self.working {
+            let port_only = work.spec.as_ref().is_some_and(|s| s.port.is_some());
+            let spec = work.spec.filter(|s| s.ipv4.is_some() || s.ipv6.is_some());
+            if spec.is_none() && work.before.is_none() && port_only {
+                // An SRV record whose target has no address.
+                return Err(ResponseCode::Refused);
+            }
+            if spec.as_ref() == work.before.as_ref().map(|i| &i.spec) {
+                continue;
+            }
+            if spec.is_none() && work.before.is_none() {
+                continue;
+            }
+            let key = InstanceKey {
+                namespace: namespace.to_owned(),
+                service,
+                id,
+            };
+            batch.push((key, spec));
+        }
+        Ok(batch)
     }
 }
 
