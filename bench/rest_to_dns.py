@@ -5,9 +5,11 @@ Starts nothing itself: point it at a running muster (default: the embedded defau
 ports). Each write registers a fresh address for instance `i-1` of service `latency`;
 right after the 200 arrives the script queries DNS (dnspython, UDP) until the new
 address is answered. Prints p50/p99 of that gap, of the write itself, and how many
-writes were already visible on the first query (read-your-writes).
+writes were already visible on the first query (read-your-writes). With `--drain`, the
+writes drain `i-1` and return it in turn (`PUT`/`DELETE .../drain`, beside an `i-2`
+that stays), and the answer must lose or regain its address.
 
-    python3 bench/rest_to_dns.py --writes 1000 [--dns 127.0.0.1:8053] [--http 127.0.0.1:8054]
+    python3 bench/rest_to_dns.py --writes 1000 [--drain] [--dns 127.0.0.1:8053] [--http 127.0.0.1:8054]
 """
 
 import argparse
@@ -30,16 +32,28 @@ def main():
     parser.add_argument("--dns", default="127.0.0.1:8053")
     parser.add_argument("--http", default="127.0.0.1:8054")
     parser.add_argument("--namespace", default="internal")
+    parser.add_argument("--drain", action="store_true", help="time drains and their reversal instead")
     args = parser.parse_args()
     dns_host, dns_port = args.dns.rsplit(":", 1)
     url = f"http://{args.http}/v1/namespaces/{args.namespace}/services/latency/instances/i-1"
     qname = f"latency.{args.namespace}."
+    if args.drain:
+        for iid, address in (("i-1", "10.200.0.1"), ("i-2", "10.200.0.2")):
+            body = json.dumps({"ipv4": address, "port": 80}).encode()
+            put = urllib.request.Request(url[: -len("i-1")] + iid, data=body, method="PUT")
+            urllib.request.urlopen(put).read()
 
     write_ms, visible_ms, first_try = [], [], 0
     for i in range(args.writes):
-        address = str(ipaddress.IPv4Address("10.200.0.1") + i)
-        body = json.dumps({"ipv4": address, "port": 80}).encode()
-        request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+        if args.drain:
+            # Even writes drain i-1 (its address must go), odd ones return it.
+            address, wanted = "10.200.0.1", i % 2 == 1
+            method = "DELETE" if wanted else "PUT"
+            request = urllib.request.Request(url + "/drain", method=method)
+        else:
+            address, wanted = str(ipaddress.IPv4Address("10.200.0.1") + i), True
+            body = json.dumps({"ipv4": address, "port": 80}).encode()
+            request = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
         started = time.perf_counter()
         with urllib.request.urlopen(request) as response:
             response.read()
@@ -48,10 +62,11 @@ def main():
         while True:
             attempts += 1
             answer = dns.query.udp(dns.message.make_query(qname, dns.rdatatype.A), dns_host, port=int(dns_port), timeout=2)
-            if any(rr.address == address for rrset in answer.answer for rr in rrset):
+            answered = any(rr.address == address for rrset in answer.answer for rr in rrset)
+            if answered == wanted:
                 break
             if time.perf_counter() - acknowledged > 5:
-                raise SystemExit(f"write {i}: {address} not answered after 5 s")
+                raise SystemExit(f"write {i}: {address} still {'un' if wanted else ''}answered after 5 s")
         seen = time.perf_counter()
         first_try += attempts == 1
         write_ms.append((acknowledged - started) * 1000)

@@ -9,6 +9,7 @@
 //! | `GET /v1/namespaces/{ns}/services` | `read` in `ns`; lists what it may read |
 //! | `GET /v1/namespaces/{ns}/services/{svc}` | `read` on `ns/svc` |
 //! | `PUT`, `DELETE .../instances/{id}` | `register` on `ns/svc` |
+//! | `PUT`, `DELETE .../instances/{id}/drain` | `register` on `ns/svc` |
 //! | `PUT .../instances/{id}/health`, `.../heartbeat` | `health` on `ns/svc` |
 //! | any other route | `admin` |
 //!
@@ -69,6 +70,12 @@ fn need(method: &Method, route: &str) -> Need {
             Need::Write(ScopeKind::Health, "set_health")
         }
         ("PUT", route) if route.strip_prefix(INSTANCE) == Some("/heartbeat") => Need::Heartbeat,
+        ("PUT", route) if route.strip_prefix(INSTANCE) == Some("/drain") => {
+            Need::Write(ScopeKind::Register, "drain")
+        }
+        ("DELETE", route) if route.strip_prefix(INSTANCE) == Some("/drain") => {
+            Need::Write(ScopeKind::Register, "undrain")
+        }
         _ => Need::Admin,
     }
 }
@@ -281,6 +288,10 @@ mod tests {
         assert_eq!(
             need(&Method::PUT, &format!("{instance}/heartbeat")),
             Need::Heartbeat
+        );
+        assert_eq!(
+            need(&Method::DELETE, &format!("{instance}/drain")),
+            Need::Write(ScopeKind::Register, "undrain")
         );
         assert_eq!(need(&Method::PUT, "/v1/something/new"), Need::Admin);
     }

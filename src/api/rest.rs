@@ -41,6 +41,10 @@ pub fn routes() -> Router<ApiState> {
             "/v1/namespaces/{ns}/services/{svc}/instances/{id}/heartbeat",
             put(heartbeat),
         )
+        .route(
+            "/v1/namespaces/{ns}/services/{svc}/instances/{id}/drain",
+            put(drain).delete(undrain),
+        )
 }
 
 type Reply = Result<Json<Value>, ApiError>;
@@ -138,6 +142,37 @@ async fn set_health(
         })
         .await?;
     Ok(Json(json!({"revision": applied.revision})))
+}
+
+/// Takes an instance out of answers at once; it keeps its registration and checks.
+async fn drain(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+) -> Reply {
+    set_draining(&state, (ns, svc, id), true).await
+}
+
+/// Returns a drained instance to answers (if it is healthy).
+async fn undrain(
+    State(state): State<ApiState>,
+    Path((ns, svc, id)): Path<(String, String, String)>,
+) -> Reply {
+    set_draining(&state, (ns, svc, id), false).await
+}
+
+async fn set_draining(
+    state: &ApiState,
+    (ns, svc, id): (String, String, String),
+    draining: bool,
+) -> Reply {
+    let key = instance_key(&state.registry.snapshot(), &ns, &svc, &id)?;
+    let applied = state
+        .registry
+        .apply_durable(Change::Drain { key, draining })
+        .await?;
+    Ok(Json(
+        json!({"draining": draining, "revision": applied.revision}),
+    ))
 }
 
 /// Renews a heartbeat; the deadline moves to now + the instance's `heartbeat_ttl`.
@@ -247,6 +282,7 @@ fn instance_json(instance: &Instance) -> Value {
         "heartbeat_ok": instance.heartbeat_ok,
         "check_ok": instance.check_ok,
         "check_reason": instance.check_reason,
+        "draining": instance.is_draining(),
         "source": instance.source.as_str(),
         "created": timestamp(instance.created),
         "updated": timestamp(instance.updated),

@@ -73,6 +73,12 @@ pub enum Change {
         key: InstanceKey,
         healthy: bool,
     },
+    /// Take one instance out of answers (`true`) or put it back, whoever owns it: it
+    /// keeps its registration, checks and heartbeats.
+    Drain {
+        key: InstanceKey,
+        draining: bool,
+    },
     /// Replace everything `source` owns with `instances`, and mark the source synced.
     /// Instances owned by other sources are never touched; entries that collide with
     /// them are skipped.

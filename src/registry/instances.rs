@@ -89,6 +89,8 @@ impl State {
             heartbeat_ok: true,
             check_ok: true,
             check_reason: None,
+            // An operator's hold outlasts a new registration of the same instance.
+            draining: old.is_some_and(|old| old.draining),
             created: old.map_or(now, |old| old.created),
             updated: now,
             spec,

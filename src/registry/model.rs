@@ -126,6 +126,9 @@ impl TryFrom<NamedPortInput> for NamedPort {
     }
 }
 
+/// The attribute that drains an instance when it is `true`.
+pub const DRAIN_ATTRIBUTE: &str = "drain";
+
 /// One registered instance, as published in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -139,6 +142,8 @@ pub struct Instance {
     pub check_ok: bool,
     /// Why the check last changed the instance's health (which check, what failed).
     pub check_reason: Option<String>,
+    /// Taken out of answers by an operator (`PUT .../drain`), registration kept.
+    pub draining: bool,
     pub created: SystemTime,
     pub updated: SystemTime,
 }
@@ -148,6 +153,19 @@ impl Instance {
     /// its check passes.
     pub fn is_healthy(&self) -> bool {
         self.spec.healthy && self.heartbeat_ok && self.check_ok
+    }
+
+    /// Out of answers (DNS and discovery) while it keeps its registration: drained
+    /// through the API, or registered with the attribute `drain` = `true` (how a Cloud
+    /// Map client drains, by registering again).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+            || self
+                .spec
+                .attributes
+                .get(DRAIN_ATTRIBUTE)
+                .map(String::as_str)
+                == Some("true")
     }
 
     /// The check that applies: the instance's own, else its service's.
@@ -220,14 +238,13 @@ pub struct Service {
 }
 
 impl Service {
-    /// Instances that DNS answers with: the healthy ones, or every one when none is healthy
-    /// and the policy fails open (Cloud Map's behaviour).
+    /// Instances that DNS answers with: of those not draining, the healthy ones, or
+    /// every one when none is healthy and the policy fails open (Cloud Map's behaviour).
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Instance>> {
-        let any_healthy = self.instances.values().any(|i| i.is_healthy());
+        let candidates = || self.instances.values().filter(|i| !i.is_draining());
+        let any_healthy = candidates().any(|i| i.is_healthy());
         let fail_open = !any_healthy && self.policy.when_all_unhealthy.serves_all();
-        self.instances
-            .values()
-            .filter(move |i| i.is_healthy() || fail_open)
+        candidates().filter(move |i| i.is_healthy() || fail_open)
     }
 
     pub fn healthy_count(&self) -> usize {

@@ -106,6 +106,9 @@ pub struct InstanceRecord {
     /// deadline, so every replica serves it unhealthy; absent while they are current.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub heartbeat_expired: bool,
+    /// Taken out of answers by an operator; absent while it is not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// An active check's verdict: whether the check passes, and why it says so.
@@ -220,6 +223,7 @@ pub fn record(snapshot: &Snapshot, key: &RecordKey) -> Option<Record> {
                     }
                 }),
                 heartbeat_expired: !instance.heartbeat_ok,
+                draining: instance.draining,
             }))
         }
     }
@@ -425,6 +429,7 @@ impl State {
                         i.spec.healthy = healthy;
                         i.updated = updated;
                         i.heartbeat_ok = !record.heartbeat_expired;
+                        i.draining = record.draining;
                         set_check(i, record.check);
                         true
                     })
@@ -441,6 +446,7 @@ impl State {
             let _ = self.update_instance(key, touched, |i| {
                 i.created = created;
                 i.heartbeat_ok = !record.heartbeat_expired;
+                i.draining = record.draining;
                 set_check(i, record.check);
                 true
             });

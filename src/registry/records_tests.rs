@@ -5,6 +5,19 @@ use super::*;
 use crate::registry::change::{Change, NamespaceDef, ServiceDef};
 use crate::registry::policy::NamespaceSettings;
 
+/// An instance's record as an owner writes it: created at 1, no verdicts, no hold.
+fn instance_record(owner: SourceId, spec: InstanceSpec, updated: u64) -> InstanceRecord {
+    InstanceRecord {
+        owner,
+        spec,
+        created: 1,
+        updated,
+        check: None,
+        heartbeat_expired: false,
+        draining: false,
+    }
+}
+
 /// The configured namespace, created once: replicas compared in a test must share its
 /// creation time (each process dates its config namespaces at its start).
 fn configured() -> Snapshot {
@@ -128,14 +141,7 @@ fn records_rebuild_the_api_owned_state_on_another_replica() {
 fn putting_the_same_record_twice_changes_nothing() {
     let mut model = State::new(configured());
     let key = RecordKey::Instance(key("internal", "web", "w1"));
-    let record = Record::Instance(InstanceRecord {
-        owner: SourceId::api(),
-        spec: spec(1),
-        created: 1,
-        updated: 2,
-        check: None,
-        heartbeat_expired: false,
-    });
+    let record = Record::Instance(instance_record(SourceId::api(), spec(1), 2));
     let mut touched = Touched::default();
     assert_eq!(
         model.put_record(&key, record.clone(), &mut touched),
@@ -153,14 +159,7 @@ fn the_heartbeat_verdict_travels_in_the_instance_record() {
     let mut model = State::new(configured());
     let instance = key("internal", "web", "w1");
     let record_key = RecordKey::Instance(instance.clone());
-    let mut record = InstanceRecord {
-        owner: SourceId::api(),
-        spec: spec(1),
-        created: 1,
-        updated: 1,
-        check: None,
-        heartbeat_expired: false,
-    };
+    let mut record = instance_record(SourceId::api(), spec(1), 1);
     let mut touched = Touched::default();
     model
         .put_record(&record_key, Record::Instance(record.clone()), &mut touched)
@@ -195,20 +194,41 @@ fn the_heartbeat_verdict_travels_in_the_instance_record() {
 }
 
 #[test]
+fn a_drain_travels_in_the_instance_record() {
+    let mut model = State::new(configured());
+    let instance = key("internal", "web", "w1");
+    let record_key = RecordKey::Instance(instance.clone());
+    let record = instance_record(SourceId::api(), spec(1), 1);
+    let mut touched = Touched::default();
+    model
+        .put_record(&record_key, Record::Instance(record.clone()), &mut touched)
+        .unwrap();
+    let drain = Change::Drain {
+        key: instance.clone(),
+        draining: true,
+    };
+    model
+        .apply(drain, SystemTime::now(), &mut touched, None)
+        .unwrap();
+    let Some(Record::Instance(written)) = model.record(&record_key) else {
+        panic!("the instance has a record");
+    };
+    assert!(written.draining);
+    // Another replica lifted it: the record says so.
+    model
+        .put_record(&record_key, Record::Instance(record), &mut touched)
+        .unwrap();
+    assert!(!model.instance(&instance).unwrap().draining);
+}
+
+#[test]
 #[cfg(feature = "etcd")]
 fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
     let mut model = populated();
     let mut touched = Touched::default();
     // etcd says f1 is the API's: it replaces the file source's instance.
     let f1 = key("internal", "web", "f1");
-    let record = Record::Instance(InstanceRecord {
-        owner: SourceId::api(),
-        spec: spec(4),
-        created: 1,
-        updated: 1,
-        check: None,
-        heartbeat_expired: false,
-    });
+    let record = Record::Instance(instance_record(SourceId::api(), spec(4), 1));
     model
         .put_record(&RecordKey::Instance(f1.clone()), record, &mut touched)
         .unwrap();
@@ -219,14 +239,7 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
     model
         .put_record(
             &RecordKey::Instance(key("api.example", "db", "f2")),
-            Record::Instance(InstanceRecord {
-                owner: SourceId::new("file:x"),
-                spec: spec(5),
-                created: 1,
-                updated: 1,
-                check: None,
-                heartbeat_expired: false,
-            }),
+            Record::Instance(instance_record(SourceId::new("file:x"), spec(5), 1)),
             &mut touched,
         )
         .unwrap();
@@ -264,14 +277,7 @@ fn records_for_what_this_replica_lacks_are_skipped() {
     let mut model = State::new(configured());
     let mut touched = Touched::default();
     let orphan = RecordKey::Instance(key("gone.example", "web", "w1"));
-    let record = Record::Instance(InstanceRecord {
-        owner: SourceId::api(),
-        spec: spec(1),
-        created: 1,
-        updated: 1,
-        check: None,
-        heartbeat_expired: false,
-    });
+    let record = Record::Instance(instance_record(SourceId::api(), spec(1), 1));
     assert_eq!(
         model.put_record(&orphan, record, &mut touched),
         Err(Skipped::NoNamespace("gone.example".into()))
@@ -303,14 +309,7 @@ fn an_instance_record_with_health_settings_out_of_bounds_is_skipped() {
     let key = RecordKey::Instance(key("internal", "web", "w1"));
     let mut spec = spec(1);
     spec.heartbeat_ttl = Some(std::time::Duration::ZERO);
-    let record = Record::Instance(InstanceRecord {
-        owner: SourceId::api(),
-        spec,
-        created: 1,
-        updated: 1,
-        check: None,
-        heartbeat_expired: false,
-    });
+    let record = Record::Instance(instance_record(SourceId::api(), spec, 1));
     let skipped = model.put_record(&key, record, &mut touched);
     assert!(
         matches!(&skipped, Err(Skipped::OutOfBounds(why)) if why.contains("heartbeat_ttl")),

@@ -251,6 +251,7 @@ fn footprint(model: &State, change: &Change) -> Footprint {
         // the replica that runs the check or watches the deadline writes them (an
         // instance of a per-replica source stays this replica's).
         Change::SetHealth { key, .. }
+        | Change::Drain { key, .. }
         | Change::CheckResult { key, .. }
         | Change::Heartbeat { key }
         | Change::HeartbeatExpired { key } => {

@@ -85,6 +85,11 @@ impl State {
                 i.spec.healthy = healthy;
                 changed
             }),
+            Change::Drain { key, draining } => self.update_instance(&key, touched, |i| {
+                let changed = i.draining != draining;
+                i.draining = draining;
+                changed
+            }),
             Change::Heartbeat { key } => self.update_instance(&key, touched, |i| {
                 !std::mem::replace(&mut i.heartbeat_ok, true)
             }),

@@ -299,3 +299,36 @@ fn a_batch_applies_whole_or_not_at_all() {
     assert_eq!(ids, ["new", "theirs"]);
     assert_eq!(model.owned[&update].len(), 1);
 }
+
+#[test]
+fn a_drained_instance_is_never_served_and_keeps_its_hold_when_registered_again() {
+    let mut model = model();
+    let api = SourceId::api();
+    for (id, octet) in [("a", 1), ("b", 2)] {
+        apply(&mut model, upsert("web", id, octet, &api)).unwrap();
+    }
+    let drain = |id: &str, draining| Change::Drain {
+        key: key("web", id),
+        draining,
+    };
+    let served = |model: &State| -> Vec<String> {
+        let service = model.snapshot.service("internal", "web").unwrap();
+        service.serving().map(|i| i.id.clone()).collect()
+    };
+    assert!(apply(&mut model, drain("a", true)).unwrap());
+    assert!(!apply(&mut model, drain("a", true)).unwrap(), "no change");
+    assert_eq!(served(&model), ["b"]);
+    // b unhealthy: fail-open serves b, never the drained a.
+    let unhealthy = Change::SetHealth {
+        key: key("web", "b"),
+        healthy: false,
+    };
+    apply(&mut model, unhealthy).unwrap();
+    assert_eq!(served(&model), ["b"]);
+    // A new registration of a keeps the hold; lifting it serves a again.
+    apply(&mut model, upsert("web", "a", 9, &api)).unwrap();
+    assert_eq!(served(&model), ["b"]);
+    assert!(apply(&mut model, drain("a", false)).unwrap());
+    assert_eq!(served(&model), ["a"]);
+    assert!(apply(&mut model, drain("missing", true)).is_err());
+}

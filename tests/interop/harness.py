@@ -310,6 +310,21 @@ class Muster:
             assert r.status_code == 200, f"PUT {ns}/{svc}/{iid}/health: {r.status_code} {r.text}"
         return r
 
+    def cloudmap(self):
+        """A boto3 Cloud Map client for this server (test credentials, no retries; the
+        `data-` host prefix off, as an IP endpoint needs)."""
+        import boto3
+        import botocore.config
+
+        return boto3.client(
+            "servicediscovery",
+            endpoint_url=self.url(""),
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
+        )
+
     def service(self, ns, svc):
         r = self.get(f"/v1/namespaces/{ns}/services/{svc}")
         assert r.status_code == 200, f"GET service {ns}/{svc}: {r.status_code} {r.text}"

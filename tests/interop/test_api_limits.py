@@ -15,8 +15,6 @@ Clients: boto3 (Cloud Map), requests (REST), dnspython (DNS).
 
 import concurrent.futures
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import pytest
 
@@ -24,14 +22,7 @@ from harness import answer_rdata, rcode_text
 
 
 def client(m):
-    return boto3.client(
-        "servicediscovery",
-        endpoint_url=f"http://127.0.0.1:{m.http_port}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
-    )
+    return m.cloudmap()
 
 
 def error_code(call):

@@ -13,8 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import boto3
-import botocore.config
 import pytest
 import requests
 
@@ -46,14 +44,7 @@ def cli(m, *args, expect_error=None):
 
 
 def client(m):
-    return boto3.client(
-        "servicediscovery",
-        endpoint_url=f"http://127.0.0.1:{m.http_port}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
-    )
+    return m.cloudmap()
 
 
 def a_records(m, name):

@@ -350,6 +350,19 @@ def test_the_first_write_after_quorum_returns_is_served_at_once(muster, etcd_clu
         assert f"10.1.0.{60 + i}" in addresses(m, "web.internal.")
 
 
+def test_a_drain_through_one_replica_holds_on_every_replica(muster, etcd_cluster):
+    a, b = replicas(muster, etcd_cluster, 2)
+    a.put_instance(NS, "web", "d1", body(1))
+    a.put_instance(NS, "web", "d2", body(2))
+    drain = "/v1/namespaces/internal/services/web/instances/d1/drain"
+    assert a.put(drain).status_code == 200
+    wait_until(lambda: same_serial(a, b))
+    assert addresses(b, "web.internal.") == ["10.1.0.2"]
+    assert b.delete(drain).status_code == 200
+    wait_until(lambda: same_serial(a, b))
+    assert sorted(addresses(a, "web.internal.")) == ["10.1.0.1", "10.1.0.2"]
+
+
 def never_sent(error):
     """Whether a request failed before it reached the server (connection refused)."""
     reason = getattr(error.args[0] if error.args else None, "reason", None)

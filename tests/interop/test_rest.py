@@ -5,8 +5,6 @@ field and change nothing, listings, metrics and probes. DESIGN.md "Interfaces" /
 import json
 import re
 
-import boto3
-import botocore.config
 import dns.rcode
 import pytest
 
@@ -331,14 +329,7 @@ def test_named_ports_answer_their_own_srv_names(muster):
         "metrics": {"port": 9100, "protocol": "tcp"},
     }
     # Cloud Map has no named ports: DiscoverInstances shows them as attributes.
-    cloudmap = boto3.client(
-        "servicediscovery",
-        endpoint_url=m.url(""),
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
-    )
+    cloudmap = m.cloudmap()
     found = cloudmap.discover_instances(NamespaceName=NS, ServiceName="api")["Instances"]
     attributes = {i["InstanceId"]: i["Attributes"] for i in found}["a-1"]
     assert {k: v for k, v in attributes.items() if k.startswith("MUSTER_PORT_")} == {

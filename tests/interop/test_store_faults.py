@@ -10,10 +10,7 @@ elsewhere the tests are skipped, under CI a failure to mount fails them).
 import os
 import signal
 import subprocess
-import time
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import pytest
 
@@ -79,11 +76,7 @@ def test_a_full_disk_refuses_writes_keeps_dns_and_recovers(muster, small_disk):
     ready = m.get("/readyz")
     assert ready.status_code == 503 and "read-only" in ready.text, ready.text
     # Cloud Map's shape, a 5xx the SDKs retry.
-    sd = boto3.client(
-        "servicediscovery", endpoint_url=f"http://127.0.0.1:{m.http_port}", region_name="us-east-1",
-        aws_access_key_id="t", aws_secret_access_key="t",
-        config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
-    )
+    sd = m.cloudmap()
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         sd.create_http_namespace(Name="apps")
     assert raised.value.response["Error"]["Code"] == "ServiceUnavailable"

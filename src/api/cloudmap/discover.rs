@@ -59,11 +59,12 @@ pub fn instances(state: &ApiState, input: Input) -> Result<Value, CloudMapError>
         let attributes = shapes::attributes(instance);
         filter.iter().all(|(k, v)| attributes.get(k) == Some(v))
     };
+    // A draining instance is out of answers, discovery's too.
     let queried: Vec<&Instance> = service
         .instances
         .values()
         .map(|i| &**i)
-        .filter(|i| matches(i, &query))
+        .filter(|i| !i.is_draining() && matches(i, &query))
         .collect();
     let by_health = |healthy: Option<bool>| -> Vec<&Instance> {
         queried
