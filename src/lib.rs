@@ -140,31 +140,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     registry.on_publish(health.publish_hook());
     tasks.spawn("health", move || health_task.run());
 
-    let dns_metrics = Arc::new(dns::DnsMetrics::default());
-    dns_metrics.register(&mut metrics);
-    let tcp_metrics = Arc::new(dns::TcpMetrics::default());
-    tcp_metrics.register(&mut metrics);
-    let registry_metrics = Arc::new(registry::RegistryMetrics::default());
-    registry_metrics.register(&mut metrics);
-    let ecs_metrics = Arc::new(sources::ecs::EcsMetrics::default());
-    ecs_metrics.register(&mut metrics);
-    let http_metrics = Arc::new(api::HttpMetrics::default());
-    http_metrics.register(&mut metrics);
+    let parts = Metrics::new(&mut metrics);
 
     let registry_stop = CancellationToken::new();
     let registry_task = registry.spawn(registry_stop.clone());
 
     let dns_stop = CancellationToken::new();
     if !transfers.notify.is_empty() {
-        spawn_notify(&tasks, &zone, &transfers, &dns_metrics, &sources_stop);
+        spawn_notify(&tasks, &zone, &transfers, &parts.dns, &sources_stop);
     }
-    let dns = (zone, transfers, forwarder, dns_metrics);
+    let dns = (zone, transfers, forwarder, parts.dns);
     let handler = dns_handler(&config, &settings, dns, handle.clone(), &mut metrics);
     let dns_task = tokio::spawn(dns::serve(
         dns_listeners,
         handler,
         config.dns.tcp.clone(),
-        tcp_metrics,
+        parts.tcp,
         dns_stop.clone(),
     ));
 
@@ -178,7 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry: handle.clone(),
         auth,
         metrics: Arc::new(metrics),
-        registry_metrics,
+        registry_metrics: parts.registry,
         cloudmap: Arc::new(api::CloudMapState::new(config.cloudmap.clone())),
         health,
         tasks: tasks.states(),
@@ -187,7 +178,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         http_listeners,
         state,
         reloader.subscribe(),
-        http_metrics,
+        parts.http,
         http_stop.clone(),
     ));
 
@@ -196,7 +187,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: sources_stop.clone(),
         reload: reloader.subscribe(),
     };
-    spawn_sources(&tasks, &config, &context, &ecs_metrics, members.as_ref());
+    spawn_sources(&tasks, &config, &context, &parts.ecs, members.as_ref());
     tracing::info!(dns = ?dns_addrs, http = %http_addr, ops = ?ops_addr, replayed, open_files, "muster is serving");
     Ok(Running {
         dns_addrs,
@@ -301,6 +292,33 @@ fn dns_handler(
         .with_rrl(rrl)
         .with_nsid(config.dns.nsid.as_bytes())
         .with_updates(updates)
+}
+
+/// The metrics `start` hands to the frontends and sources, registered at zero.
+struct Metrics {
+    dns: Arc<dns::DnsMetrics>,
+    tcp: Arc<dns::TcpMetrics>,
+    registry: Arc<registry::RegistryMetrics>,
+    ecs: Arc<sources::ecs::EcsMetrics>,
+    http: Arc<api::HttpMetrics>,
+}
+
+impl Metrics {
+    fn new(metrics: &mut prometheus_client::registry::Registry) -> Self {
+        let parts = Self {
+            dns: Arc::default(),
+            tcp: Arc::default(),
+            registry: Arc::default(),
+            ecs: Arc::default(),
+            http: Arc::default(),
+        };
+        parts.dns.register(metrics);
+        parts.tcp.register(metrics);
+        parts.registry.register(metrics);
+        parts.ecs.register(metrics);
+        parts.http.register(metrics);
+        parts
+    }
 }
 
 /// The replicas' member set, with `[etcd]`; without the feature there is none.

@@ -66,6 +66,8 @@ struct RegisterBody {
     healthy: bool,
     /// `"3s"`, `"500ms"`: the instance turns unhealthy when no heartbeat comes this long.
     heartbeat_ttl: Option<String>,
+    /// `"10m"`: deregistered once unhealthy (heartbeat expired, check failing) this long.
+    deregister_after: Option<String>,
     /// An active check: `{"http": "/healthz", "interval": "200ms", ...}` or `{"tcp": true}`.
     check: Option<CheckSpec>,
 }
@@ -261,6 +263,7 @@ fn policy_json(service: &Service) -> Value {
         "records": policy.records,
         "max_answers": policy.max_answers,
         "when_all_unhealthy": policy.when_all_unhealthy,
+        "deregister_after": policy.deregister_after.map(|after| humantime::format_duration(after).to_string()),
         "routing": policy.routing,
         "protocol": policy.protocol,
     })
@@ -280,6 +283,7 @@ fn instance_json(instance: &Instance) -> Value {
         "reported_healthy": spec.healthy,
         "heartbeat_ttl": spec.heartbeat_ttl.map(|ttl| humantime::format_duration(ttl).to_string()),
         "heartbeat_ok": instance.heartbeat_ok,
+        "deregister_after": spec.deregister_after.map(|after| humantime::format_duration(after).to_string()),
         "check_ok": instance.check_ok,
         "check_reason": instance.check_reason,
         "draining": instance.is_draining(),
@@ -383,6 +387,14 @@ impl RegisterBody {
                 })
             })
             .transpose()?;
+        let deregister_after = self
+            .deregister_after
+            .map(|after| {
+                humantime::parse_duration(&after).map_err(|_| {
+                    FieldError::new("deregister_after", format!("{after:?} is not a duration"))
+                })
+            })
+            .transpose()?;
         let spec = InstanceSpec {
             ipv4,
             ipv6,
@@ -392,6 +404,7 @@ impl RegisterBody {
             healthy: self.healthy,
             heartbeat_ttl,
             check: self.check.map(Arc::new),
+            deregister_after,
             ..InstanceSpec::default()
         };
         health_bounds(&spec)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::{
     CheckSpec, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
+    deregister_after_bounds,
 };
 
 /// `[[namespaces]]`: one zone muster answers for.
@@ -52,6 +53,14 @@ pub struct ServiceRuleConfig {
     /// checks"); an instance registered with its own check uses that instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckSpec>,
+    /// API-owned instances unhealthy this long are deregistered (`"10m"`; 1 s to 30
+    /// days); an instance's own `deregister_after` wins.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub deregister_after: Option<std::time::Duration>,
 }
 
 fn default_ttl() -> u32 {
@@ -103,6 +112,10 @@ impl NamespaceConfig {
             if let Some(Err(problem)) = rule.check.as_ref().map(CheckSpec::validate) {
                 problems.push(format!("services[{i}].{problem}"));
             }
+            let bounds = rule.deregister_after.map(deregister_after_bounds);
+            if let Some(Err(problem)) = bounds {
+                problems.push(format!("services[{i}].{problem}"));
+            }
             match Glob::new(&rule.pattern) {
                 Ok(glob) => rules.push(ServicePolicyRule {
                     matcher: glob.compile_matcher(),
@@ -112,6 +125,7 @@ impl NamespaceConfig {
                     routing: rule.routing,
                     protocol: rule.protocol,
                     check: rule.check.clone().map(Arc::new),
+                    deregister_after: rule.deregister_after,
                 }),
                 Err(e) => problems.push(format!("services[{i}].match: {e}")),
             }

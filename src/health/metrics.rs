@@ -21,6 +21,7 @@ pub struct HealthMetrics {
     pub(super) checks: Family<ResultLabels, Counter>,
     pub(super) transitions: Family<ResultLabels, Counter>,
     pub(super) owned: Gauge,
+    pub(super) deregistered: Counter,
 }
 
 impl Default for HealthMetrics {
@@ -31,6 +32,7 @@ impl Default for HealthMetrics {
             checks: Family::default(),
             transitions: Family::default(),
             owned: Gauge::default(),
+            deregistered: Counter::default(),
         }
     }
 }
@@ -50,6 +52,11 @@ impl HealthMetrics {
             "heartbeat_expired",
             "Instances marked unhealthy by a missed heartbeat",
             self.expired.clone(),
+        );
+        health.register(
+            "deregistered",
+            "API-owned instances deregistered after being unhealthy for their deregister_after",
+            self.deregistered.clone(),
         );
         health.register(
             "expiry_lateness_seconds",

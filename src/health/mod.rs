@@ -1,5 +1,6 @@
-//! Health: the timers and checks that turn instances unhealthy and healthy again, without
-//! ever adding or removing one.
+//! Health: the timers and checks that turn instances unhealthy and healthy again, and
+//! the one removal it makes: an API-owned instance unhealthy for its `deregister_after`
+//! is deregistered.
 //!
 //! - **Watches:** registry snapshots, through a publish hook that names the services a
 //!   change touched, for instances with a heartbeat TTL or an active check; heartbeats
@@ -12,6 +13,7 @@
 //!   shortest interval.
 //! - **Readiness:** nothing to wait for; timers start from the replayed registry.
 //! - **Metrics:** `muster_health_heartbeat_expired_total`,
+//!   `muster_health_deregistered_total` (instances past their `deregister_after`),
 //!   `muster_health_expiry_lateness_seconds` (deadline to the registry's answer),
 //!   `muster_health_checks_total{result}` (`pass`, `fail`, `inconclusive`: the check
 //!   could not run for a local reason and changed nothing),

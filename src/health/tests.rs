@@ -21,6 +21,7 @@ use crate::task::{State, Supervisor};
 struct Setup {
     registry: RegistryHandle,
     health: Health,
+    metrics: HealthMetrics,
     supervisor: Supervisor,
     stop: CancellationToken,
 }
@@ -30,12 +31,8 @@ impl Setup {
         let namespaces = Config::default().settings().unwrap().namespaces;
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         let stop = CancellationToken::new();
-        let (health, task) = Health::new(
-            registry.handle(),
-            HealthMetrics::default(),
-            limits,
-            stop.clone(),
-        );
+        let metrics = HealthMetrics::default();
+        let (health, task) = Health::new(registry.handle(), metrics.clone(), limits, stop.clone());
         registry.on_publish(health.publish_hook());
         let handle = registry.handle();
         tokio::spawn(registry.run(stop.clone()));
@@ -44,6 +41,7 @@ impl Setup {
         Self {
             registry: handle,
             health,
+            metrics,
             supervisor,
             stop,
         }
@@ -236,6 +234,47 @@ async fn a_heartbeat_moves_the_deadline_a_whole_ttl_on() {
         !setup.instance("beat").heartbeat_ok,
         "not expired a TTL after the heartbeat"
     );
+}
+
+/// `deregister_after` removes an API instance unhealthy that long, counted from its
+/// expiry; one that recovers in time stays, and so does a file's.
+#[tokio::test(start_paused = true)]
+async fn an_api_instance_unhealthy_past_deregister_after_is_deregistered() {
+    let setup = Setup::start(CheckLimits::default());
+    let spec = InstanceSpec {
+        deregister_after: Some(Duration::from_secs(60)),
+        ..with_ttl(Duration::from_secs(10))
+    };
+    setup.register("dead", spec.clone(), "api").await;
+    setup.register("back", spec.clone(), "api").await;
+    setup
+        .register("static", spec, "file:/etc/static.toml")
+        .await;
+    let exists = |id: &str| {
+        let snapshot = setup.registry.snapshot();
+        snapshot
+            .service("internal", "hb")
+            .is_some_and(|s| s.instances.contains_key(id))
+    };
+    // Expired at 10 s; "back" recovers at 40 s and expires again at 50 s.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    setup.health.heartbeat(key("back")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(exists("dead"), "deregistered before 60 s unhealthy");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!exists("dead"), "not deregistered 61 s after its expiry");
+    assert!(
+        exists("back"),
+        "the clock did not start over when it recovered"
+    );
+    assert!(exists("static"), "a file's instance was deregistered");
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(
+        !exists("back"),
+        "not deregistered 60 s after its second expiry"
+    );
+    assert!(exists("static"));
+    assert_eq!(setup.metrics.deregistered.get(), 2);
 }
 
 #[tokio::test(start_paused = true)]

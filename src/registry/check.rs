@@ -27,6 +27,10 @@ pub const THRESHOLD: RangeInclusive<u32> = 1..=100;
 /// not a heartbeat.
 pub const HEARTBEAT_TTL: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(86_400);
+/// `deregister_after` accepted: at least a second (a heartbeat or check must be able
+/// to fail first), at most 30 days.
+pub const DEREGISTER_AFTER: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(30 * 86_400);
 /// Longest HTTP check path, in bytes (a URL path, not a payload).
 const MAX_PATH: usize = 1024;
 /// Longest `Host` header: a DNS name (253) with a port.
@@ -215,6 +219,9 @@ pub fn health_bounds(spec: &InstanceSpec) -> Result<(), FieldError> {
             ),
         ));
     }
+    if let Some(after) = spec.deregister_after {
+        deregister_after_bounds(after)?;
+    }
     if let Some(check) = &spec.check {
         check.validate()?;
         if check.port.or(spec.port).is_none() {
@@ -225,6 +232,22 @@ pub fn health_bounds(spec: &InstanceSpec) -> Result<(), FieldError> {
         }
     }
     Ok(())
+}
+
+/// `deregister_after` within [`DEREGISTER_AFTER`], else an error naming it.
+pub fn deregister_after_bounds(after: Duration) -> Result<(), FieldError> {
+    if DEREGISTER_AFTER.contains(&after) {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "deregister_after",
+        format!(
+            "{} is not a duration from {} to {}",
+            show(after),
+            show(*DEREGISTER_AFTER.start()),
+            show(*DEREGISTER_AFTER.end())
+        ),
+    ))
 }
 
 /// How long a heartbeat deadline runs: the TTL within [`HEARTBEAT_TTL`], whatever the

@@ -28,7 +28,7 @@ mod writer;
 
 pub use admission::{Admission, BadPattern, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
-pub use check::{CheckSpec, health_bounds};
+pub use check::{CheckSpec, deregister_after_bounds, health_bounds};
 pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;
 pub use model::{

@@ -74,6 +74,15 @@ pub struct InstanceSpec {
     /// An active check for this instance (overrides the service's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<Arc<CheckSpec>>,
+    /// An API-owned instance unhealthy this long (heartbeat expired, or its check
+    /// failing) is deregistered (overrides the service's; Consul's
+    /// `DeregisterCriticalServiceAfter`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub deregister_after: Option<Duration>,
     /// The client's idempotency token (Cloud Map's `CreatorRequestId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator_request_id: Option<String>,

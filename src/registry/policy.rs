@@ -4,6 +4,7 @@
 //! the first glob rule in the namespace's config that matches the service name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use globset::GlobMatcher;
 
@@ -98,6 +99,9 @@ pub struct AnswerPolicy {
     pub protocol: Protocol,
     /// The active check of instances that have none of their own.
     pub check: Option<Arc<CheckSpec>>,
+    /// How long an API-owned instance may stay unhealthy before it is deregistered,
+    /// for instances that do not say.
+    pub deregister_after: Option<Duration>,
 }
 
 /// One `[[namespaces.services]]` rule: a glob and the policy fields it overrides.
@@ -110,6 +114,7 @@ pub struct ServicePolicyRule {
     pub routing: Option<Routing>,
     pub protocol: Option<Protocol>,
     pub check: Option<Arc<CheckSpec>>,
+    pub deregister_after: Option<Duration>,
 }
 
 /// A service's Cloud Map `DnsConfig`: routing and the record types with their TTLs.
@@ -145,6 +150,7 @@ impl NamespaceSettings {
             routing: Routing::Multivalue,
             protocol: Protocol::Tcp,
             check: None,
+            deregister_after: None,
         };
         if let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(service)) {
             if let Some(ttl) = rule.ttl {
@@ -156,6 +162,7 @@ impl NamespaceSettings {
             policy.routing = rule.routing.unwrap_or(policy.routing);
             policy.protocol = rule.protocol.unwrap_or(policy.protocol);
             policy.check = rule.check.clone();
+            policy.deregister_after = rule.deregister_after;
         }
         if let Some(dns) = dns {
             policy.records = dns.records;

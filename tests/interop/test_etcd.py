@@ -363,6 +363,25 @@ def test_a_drain_through_one_replica_holds_on_every_replica(muster, etcd_cluster
     assert sorted(addresses(a, "web.internal.")) == ["10.1.0.1", "10.1.0.2"]
 
 
+def test_a_dead_instance_is_deregistered_once_for_every_replica(muster, etcd_cluster):
+    a, b = replicas(muster, etcd_cluster, 2)
+    a.put_instance(NS, "web", "dead", body(1, heartbeat_ttl="2s", deregister_after="1s"))
+    a.put_instance(NS, "web", "kept", body(2))
+    # Its lease lapses at 2 s (out of DNS), then 1 s to go: deregistered on both.
+    def ids(m):
+        return [i["id"] for i in m.service(NS, "web")["instances"]]
+
+    for m in (a, b):
+        wait_until(lambda m=m: ids(m) == ["kept"], timeout=8, message="the dead instance deregistered")
+    assert addresses(b, "web.internal.") == ["10.1.0.2"]
+    counted = 0
+    for m in (a, b):
+        for line in m.get("/metrics").text.splitlines():
+            if line.startswith("muster_health_deregistered_total "):
+                counted += float(line.split()[1])
+    assert counted == 1, "deregistered by more than one replica, or none"
+
+
 def never_sent(error):
     """Whether a request failed before it reached the server (connection refused)."""
     reason = getattr(error.args[0] if error.args else None, "reason", None)

@@ -96,6 +96,7 @@ fn instance_spec(
         healthy,
         heartbeat_ttl: None,
         check: None,
+        deregister_after: None,
         creator_request_id: None,
     })
 }

@@ -2,6 +2,7 @@
 //! and which of them this replica keeps.
 
 mod checks;
+mod cleanup;
 mod heartbeats;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use self::checks::{CheckTimer, Inconclusive, Outcome};
+use self::cleanup::{ReapTimer, reap_after};
 use self::heartbeats::{HeartbeatTimer, Lapse};
 use super::handle::{Command, Parts, Share};
 use super::metrics::HealthMetrics;
@@ -27,6 +29,8 @@ use crate::store::members::{View, owner};
 enum Due {
     Heartbeat(InstanceKey),
     Check(InstanceKey),
+    /// An unhealthy instance's `deregister_after` ran out.
+    Reap(InstanceKey),
 }
 
 /// One run of the health task (see [`HealthTask::run`](super::HealthTask::run)).
@@ -42,6 +46,7 @@ pub(super) async fn run(
         metrics: parts.metrics,
         limits: parts.limits,
         heartbeats: BTreeMap::new(),
+        reaps: BTreeMap::new(),
         checks: BTreeMap::new(),
         queue: DelayQueue::new(),
         client: parts.client,
@@ -63,6 +68,8 @@ struct Scheduler {
     /// Ordered, so a change to one service visits only that service's timers.
     heartbeats: BTreeMap<InstanceKey, HeartbeatTimer>,
     checks: BTreeMap<InstanceKey, CheckTimer>,
+    /// Unhealthy API instances with a `deregister_after`, until they recover or go.
+    reaps: BTreeMap<InstanceKey, ReapTimer>,
     queue: DelayQueue<Due>,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
@@ -117,6 +124,7 @@ impl Scheduler {
                 Some(due) = std::future::poll_fn(|cx| self.queue.poll_expired(cx)) => match due.into_inner() {
                     Due::Heartbeat(key) => self.expire(key).await,
                     Due::Check(key) => self.start_check(key),
+                    Due::Reap(key) => self.reap(key),
                 },
             }
         }
@@ -183,6 +191,19 @@ impl Scheduler {
                     self.queue.remove(&entry);
                 }
             }
+            let gone = stale(&self.reaps, &first, |key, timer| {
+                instance(key).is_some_and(|i| {
+                    let service = service.expect("the instance is in it");
+                    reap_after(service, i).is_some()
+                        && i.updated == timer.registered
+                        && self.owns(key, i)
+                })
+            });
+            for key in gone {
+                if let Some(timer) = self.reaps.remove(&key) {
+                    self.queue.remove(&timer.entry);
+                }
+            }
             let Some(service) = service else {
                 continue;
             };
@@ -200,6 +221,11 @@ impl Scheduler {
                     && self.owns(&key, instance)
                 {
                     self.follow_heartbeat(&key, instance, ttl);
+                }
+                if let Some(after) = reap_after(service, instance)
+                    && self.owns(&key, instance)
+                {
+                    self.follow_reap(&key, instance, after);
                 }
                 if let Some((spec, target)) = check
                     && !self.checks.contains_key(&key)
