@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -293,6 +293,15 @@ fn instance_json(instance: &Instance) -> Value {
     })
 }
 
+/// A duration field of a body (`"3s"`, `"10m"`), parsed.
+fn duration(field: &'static str, text: Option<String>) -> Result<Option<Duration>, FieldError> {
+    let parse = |text: String| {
+        humantime::parse_duration(&text)
+            .map_err(|_| FieldError::new(field, format!("{text:?} is not a duration")))
+    };
+    text.map(parse).transpose()
+}
+
 fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
@@ -379,22 +388,8 @@ impl RegisterBody {
         let port = self.port.map(validate::port).transpose()?;
         validate::ports(&self.ports)?;
         validate::attributes(&self.attributes)?;
-        let heartbeat_ttl = self
-            .heartbeat_ttl
-            .map(|ttl| {
-                humantime::parse_duration(&ttl).map_err(|_| {
-                    FieldError::new("heartbeat_ttl", format!("{ttl:?} is not a duration"))
-                })
-            })
-            .transpose()?;
-        let deregister_after = self
-            .deregister_after
-            .map(|after| {
-                humantime::parse_duration(&after).map_err(|_| {
-                    FieldError::new("deregister_after", format!("{after:?} is not a duration"))
-                })
-            })
-            .transpose()?;
+        let heartbeat_ttl = duration("heartbeat_ttl", self.heartbeat_ttl)?;
+        let deregister_after = duration("deregister_after", self.deregister_after)?;
         let spec = InstanceSpec {
             ipv4,
             ipv6,

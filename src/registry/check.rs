@@ -206,18 +206,8 @@ impl CheckSpec {
 /// is not, with the field at fault; the registry's writer should refuse the same specs
 /// when it replays its log, so nothing an older release accepted reaches the health task.
 pub fn health_bounds(spec: &InstanceSpec) -> Result<(), FieldError> {
-    if let Some(ttl) = spec.heartbeat_ttl
-        && !HEARTBEAT_TTL.contains(&ttl)
-    {
-        return Err(FieldError::new(
-            "heartbeat_ttl",
-            format!(
-                "{} is not a duration from {} to {}",
-                show(ttl),
-                show(*HEARTBEAT_TTL.start()),
-                show(*HEARTBEAT_TTL.end())
-            ),
-        ));
+    if let Some(ttl) = spec.heartbeat_ttl {
+        within("heartbeat_ttl", ttl, &HEARTBEAT_TTL)?;
     }
     if let Some(after) = spec.deregister_after {
         deregister_after_bounds(after)?;
@@ -236,18 +226,21 @@ pub fn health_bounds(spec: &InstanceSpec) -> Result<(), FieldError> {
 
 /// `deregister_after` within [`DEREGISTER_AFTER`], else an error naming it.
 pub fn deregister_after_bounds(after: Duration) -> Result<(), FieldError> {
-    if DEREGISTER_AFTER.contains(&after) {
+    within("deregister_after", after, &DEREGISTER_AFTER)
+}
+
+/// `duration` within `range`, else an error naming `field` and the range.
+fn within(
+    field: &'static str,
+    duration: Duration,
+    range: &RangeInclusive<Duration>,
+) -> Result<(), FieldError> {
+    if range.contains(&duration) {
         return Ok(());
     }
-    Err(FieldError::new(
-        "deregister_after",
-        format!(
-            "{} is not a duration from {} to {}",
-            show(after),
-            show(*DEREGISTER_AFTER.start()),
-            show(*DEREGISTER_AFTER.end())
-        ),
-    ))
+    let (low, high) = (show(*range.start()), show(*range.end()));
+    let problem = format!("{} is not a duration from {low} to {high}", show(duration));
+    Err(FieldError::new(field, problem))
 }
 
 /// How long a heartbeat deadline runs: the TTL within [`HEARTBEAT_TTL`], whatever the
