@@ -41,14 +41,15 @@ impl NamedName {
     }
 }
 
-/// An instance's named SRV records, in [`NamedName`] order: priority 1, weight 1, the
-/// port, then `target`. None without an SRV TTL (the service has no SRV records), and a
+/// An instance's named SRV records, in [`NamedName`] order: `srv_fields(port)` (the
+/// instance's priority, weight and the port), then `target`. None without an SRV TTL (the service has no SRV records), and a
 /// name that would make the owner longer than 255 bytes is left out.
 pub fn records(
     service_owner: &[u8],
     target: &[u8],
     ports: &BTreeMap<String, NamedPort>,
     ttl: Option<u32>,
+    srv_fields: impl Fn(u16) -> [u8; 6],
 ) -> Box<[NamedSrv]> {
     let Some(ttl) = ttl else {
         return Box::default();
@@ -58,8 +59,7 @@ pub fn records(
         .filter_map(|(name, named)| {
             let under = child_name(named.protocol.label().as_bytes(), service_owner)?;
             let owner = child_name(format!("_{name}").as_bytes(), &under)?;
-            let port = named.port.to_be_bytes();
-            let fields = [0, 1, 0, 1, port[0], port[1]];
+            let fields = srv_fields(named.port);
             let rr = Rr::from_parts(&owner, RecordType::SRV, ttl, &[&fields, target])?;
             let name = NamedName {
                 protocol: named.protocol,

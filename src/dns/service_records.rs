@@ -417,10 +417,14 @@ impl ServedInstance {
         let spec = &instance.spec;
         let ipv4 = spec.ipv4.map(|ip| ip.octets());
         let ipv6 = spec.ipv6.map(|ip| ip.octets());
-        // Priority 1, weight 1, the port; the target follows.
-        let srv = spec
-            .port
-            .map(|port| [0, 1, 0, 1, (port >> 8) as u8, port as u8]);
+        // Priority, weight, the port; the target follows.
+        let (priority, weight) = spec.srv_priority_weight();
+        let srv_fields = |port: u16| {
+            let ([p0, p1], [w0, w1], [h, l]) =
+                (priority.to_be_bytes(), weight.to_be_bytes(), port.to_be_bytes());
+            [p0, p1, w0, w1, h, l]
+        };
+        let srv = spec.port.map(srv_fields);
         let cname = spec
             .cname
             .as_deref()
@@ -445,7 +449,7 @@ impl ServedInstance {
             srv: record(service, RecordType::SRV, types.srv, srv),
             srv_alias: record(&owners.alias, RecordType::SRV, types.srv, srv),
             cname: record(service, RecordType::CNAME, types.cname, cname),
-            named: named_ports::records(service, &target, &spec.ports, types.srv),
+            named: named_ports::records(service, &target, &spec.ports, types.srv, srv_fields),
             // SRV targets have addresses whenever the service has SRV records, as Cloud
             // Map creates them.
             target_a: record(&target, RecordType::A, types.a.or(types.srv), a),
@@ -464,6 +468,7 @@ fn same_records(a: &Instance, b: &Instance) -> bool {
         && a.spec.port == b.spec.port
         && a.spec.cname == b.spec.cname
         && a.spec.ports == b.spec.ports
+        && a.spec.srv_priority_weight() == b.spec.srv_priority_weight()
 }
 
 /// `label.parent` in wire form; labels were validated when the service or instance was

@@ -16,7 +16,8 @@ fn key(service: u8, id: u8) -> InstanceKey {
 }
 
 /// A random change to one of 3 services x 12 instances: new addresses (each family, the
-/// port and each named port present or not), a removal, or a health flip.
+/// port and each named port present or not, a weight or not), a removal, or a health
+/// flip.
 fn random_change(rng: &mut SmallRng) -> Change {
     let key = key(rng.random_range(0..3), rng.random_range(0..12));
     match rng.random_range(0..6) {
@@ -39,6 +40,12 @@ fn random_change(rng: &mut SmallRng) -> Change {
                         .then(|| [0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n)].into()),
                     port: rng.random_bool(0.7).then_some(8000 + u16::from(n)),
                     ports: random_ports(rng, n),
+                    // A weight now and then (0 included: out of answers while others
+                    // have one), so a weight change alone must rebuild the instance.
+                    attributes: rng
+                        .random_bool(0.3)
+                        .then(|| BTreeMap::from([("weight".to_owned(), (n % 3).to_string())]))
+                        .unwrap_or_default(),
                     healthy: true,
                     ..InstanceSpec::default()
                 },

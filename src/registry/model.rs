@@ -88,6 +88,19 @@ pub struct InstanceSpec {
     pub creator_request_id: Option<String>,
 }
 
+impl InstanceSpec {
+    /// The priority and weight of its SRV records, from its `priority` and `weight`
+    /// attributes; 1 where one is absent (or, from a log older than their validation,
+    /// not a number from 0 to 65535).
+    pub fn srv_priority_weight(&self) -> (u16, u16) {
+        let read = |key: &str| {
+            let value = self.attributes.get(key);
+            value.and_then(|v| v.parse().ok()).unwrap_or(1)
+        };
+        (read(PRIORITY_ATTRIBUTE), read(WEIGHT_ATTRIBUTE))
+    }
+}
+
 /// One named port of an instance. Written `9090` (TCP) or `{"port": 53, "protocol":
 /// "udp"}`; stored in the second form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +150,9 @@ impl TryFrom<NamedPortInput> for NamedPort {
 
 /// The attribute that drains an instance when it is `true`.
 pub const DRAIN_ATTRIBUTE: &str = "drain";
+/// The attributes that set an instance's SRV priority and weight (0-65535, default 1).
+pub const PRIORITY_ATTRIBUTE: &str = "priority";
+pub const WEIGHT_ATTRIBUTE: &str = "weight";
 
 /// One registered instance, as published in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,12 +264,16 @@ pub struct Service {
 
 impl Service {
     /// Instances that DNS answers with: of those not draining, the healthy ones, or
-    /// every one when none is healthy and the policy fails open (Cloud Map's behaviour).
+    /// every one when none is healthy and the policy fails open (Cloud Map's behaviour);
+    /// of those, the ones of weight 0 only when every one has weight 0.
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Instance>> {
         let candidates = || self.instances.values().filter(|i| !i.is_draining());
         let any_healthy = candidates().any(|i| i.is_healthy());
         let fail_open = !any_healthy && self.policy.when_all_unhealthy.serves_all();
-        candidates().filter(move |i| i.is_healthy() || fail_open)
+        let served = move || candidates().filter(move |i| i.is_healthy() || fail_open);
+        let weighted = |i: &Instance| i.spec.srv_priority_weight().1 > 0;
+        let any_weighted = served().any(|i| weighted(i));
+        served().filter(move |i| weighted(i) || !any_weighted)
     }
 
     pub fn healthy_count(&self) -> usize {

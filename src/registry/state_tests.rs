@@ -332,3 +332,27 @@ fn a_drained_instance_is_never_served_and_keeps_its_hold_when_registered_again()
     assert_eq!(served(&model), ["a"]);
     assert!(apply(&mut model, drain("missing", true)).is_err());
 }
+
+#[test]
+fn weight_zero_instances_are_served_only_when_every_one_is_zero() {
+    let mut model = model();
+    let api = SourceId::api();
+    let weighted = |id: &str, octet: u8, weight: &str| Change::Upsert {
+        key: key("web", id),
+        spec: InstanceSpec {
+            attributes: [("weight".to_owned(), weight.to_owned())].into(),
+            ..spec(octet)
+        },
+        source: api.clone(),
+    };
+    let served = |model: &State| -> Vec<String> {
+        let service = model.snapshot.service("internal", "web").unwrap();
+        service.serving().map(|i| i.id.clone()).collect()
+    };
+    apply(&mut model, weighted("a", 1, "0")).unwrap();
+    assert_eq!(served(&model), ["a"], "all zero: all served");
+    apply(&mut model, weighted("b", 2, "5")).unwrap();
+    assert_eq!(served(&model), ["b"]);
+    let spec = &model.snapshot.service("internal", "web").unwrap().instances["b"].spec;
+    assert_eq!(spec.srv_priority_weight(), (1, 5));
+}

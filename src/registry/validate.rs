@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::NamedPort;
+use super::model::{NamedPort, PRIORITY_ATTRIBUTE, WEIGHT_ATTRIBUTE};
 
 /// A rejected field and why; the API turns it into a 4xx naming `field`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,12 @@ pub fn attributes(attributes: &BTreeMap<String, String>) -> Result<(), FieldErro
         if !value_ok {
             return fail(format!(
                 "value of {key:?} must be at most {MAX_ATTRIBUTE_VALUE} printable ASCII characters, no outer spaces"
+            ));
+        }
+        let srv_field = [PRIORITY_ATTRIBUTE, WEIGHT_ATTRIBUTE].contains(&key.as_str());
+        if srv_field && value.parse::<u16>().is_err() {
+            return fail(format!(
+                "value of {key:?} must be a whole number from 0 to 65535 (its SRV records')"
             ));
         }
     }
