@@ -420,8 +420,11 @@ impl ServedInstance {
         // Priority, weight, the port; the target follows.
         let (priority, weight) = spec.srv_priority_weight();
         let srv_fields = |port: u16| {
-            let ([p0, p1], [w0, w1], [h, l]) =
-                (priority.to_be_bytes(), weight.to_be_bytes(), port.to_be_bytes());
+            let ([p0, p1], [w0, w1], [h, l]) = (
+                priority.to_be_bytes(),
+                weight.to_be_bytes(),
+                port.to_be_bytes(),
+            );
             [p0, p1, w0, w1, h, l]
         };
         let srv = spec.port.map(srv_fields);

@@ -42,10 +42,11 @@ fn random_change(rng: &mut SmallRng) -> Change {
                     ports: random_ports(rng, n),
                     // A weight now and then (0 included: out of answers while others
                     // have one), so a weight change alone must rebuild the instance.
-                    attributes: rng
-                        .random_bool(0.3)
-                        .then(|| BTreeMap::from([("weight".to_owned(), (n % 3).to_string())]))
-                        .unwrap_or_default(),
+                    attributes: if rng.random_bool(0.3) {
+                        BTreeMap::from([("weight".to_owned(), (n % 3).to_string())])
+                    } else {
+                        BTreeMap::new()
+                    },
                     healthy: true,
                     ..InstanceSpec::default()
                 },
