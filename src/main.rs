@@ -202,23 +202,46 @@ fn serve(config: Config, path: Option<PathBuf>) -> Result<(), muster::Error> {
         .build()
         .map_err(muster::Error::Bind)?;
     runtime.block_on(async {
+        // Before anything is bound: a signal that comes while muster starts is kept for
+        // the handler, instead of taking its default action (which ends the process).
+        let signals = Signals::install().map_err(muster::Error::Bind)?;
         let shutdown = CancellationToken::new();
         let running = muster::start(config, shutdown.clone()).await?;
-        tokio::spawn(handle_signals(shutdown, running.reloader(), path));
+        tokio::spawn(handle_signals(signals, shutdown, running.reloader(), path));
         running.wait().await
     })
 }
 
+/// The signals muster handles, listened to from the start.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// SIGTERM and Ctrl-C shut down; SIGHUP reloads the configuration file.
-async fn handle_signals(shutdown: CancellationToken, reloader: Reloader, path: Option<PathBuf>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+async fn handle_signals(
+    mut signals: Signals,
+    shutdown: CancellationToken,
+    reloader: Reloader,
+    path: Option<PathBuf>,
+) {
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = hangup.recv() => {
+            _ = signals.term.recv() => break,
+            _ = signals.interrupt.recv() => break,
+            _ = signals.hangup.recv() => {
                 let reloaded = load(path.as_deref())
                     .and_then(|config| reloader.reload(config).map_err(Into::into));
                 if let Err(error) = reloaded {

@@ -79,6 +79,32 @@ def test_sigterm_exits_zero_promptly(muster):
     assert took < 5, f"SIGTERM took {took:.1f} s"
 
 
+def test_a_sighup_as_soon_as_it_listens_does_not_kill_it(muster):
+    # SIGHUP's default action ends a process. A supervisor (or a test) that sees the HTTP
+    # port open and sends a reload at once must find muster listening for it. Five
+    # starts, each signalled the moment its port accepts.
+    m = muster(start=False)
+    for attempt in range(5):
+        proc = subprocess.Popen([str(muster_bin()), "serve", "--config", str(m.config_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not listening(m):
+                assert proc.poll() is None and time.monotonic() < deadline, "muster did not start"
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            assert proc.poll() is None, f"start {attempt}: muster ended ({proc.returncode}) on a SIGHUP"
+            assert m.http.get(m.url("/healthz"), timeout=2).status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def listening(m):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", m.http_port)) == 0
+
+
 def test_registrations_survive_restart(muster):
     m = muster()
     m.put_instance("internal", "web", "i-1", {"ipv4": "10.0.0.5", "port": 8080})
