@@ -12,6 +12,7 @@ use rand::Rng;
 
 use super::named_ports;
 use super::qname::QueryName;
+use super::sample;
 use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords};
 use super::wire::Rr;
 use super::zone::{NamespaceRecords, ZoneSnapshot};
@@ -95,6 +96,19 @@ impl<'z> Pick<'z> {
     /// The `n`th candidate instance.
     pub fn instance(&self, n: usize) -> &'z ServedInstance {
         self.records.instance(&self.candidates[n])
+    }
+
+    /// Fills `chosen` with the candidates to answer with, in answer order: drawn by the
+    /// instances' `weight` attributes when they differ, uniformly when they do not or
+    /// when every candidate is answered anyway. `sorted` is scratch.
+    pub fn choose(&self, rng: &mut impl Rng, chosen: &mut Vec<usize>, sorted: &mut Vec<usize>) {
+        let available = self.candidates.len();
+        match self.records.cumulative_weights(self.kind) {
+            Some(cumulative) if self.wanted < available => {
+                sample::weighted(rng, cumulative, self.wanted, chosen, sorted);
+            }
+            _ => sample::uniform(rng, available, self.wanted, chosen),
+        }
     }
 
     /// Whether answers carry glue (SRV targets' addresses).
@@ -239,25 +253,6 @@ fn pick<'z>(
     })
 }
 
-/// Fills `chosen` with `wanted` distinct indexes below `available`, a uniformly random
-/// subset in random order, without allocating beyond `chosen`'s capacity (Floyd's
-/// sampling, then a shuffle; O(wanted²), and `wanted` is small: responses must fit).
-pub fn sample(rng: &mut impl Rng, available: usize, wanted: usize, chosen: &mut Vec<usize>) {
-    chosen.clear();
-    let wanted = wanted.min(available);
-    for upper in available - wanted..available {
-        let candidate = rng.random_range(0..=upper);
-        chosen.push(if chosen.contains(&candidate) {
-            upper
-        } else {
-            candidate
-        });
-    }
-    for i in (1..chosen.len()).rev() {
-        chosen.swap(i, rng.random_range(0..=i));
-    }
-}
-
 /// Answers `qtype` at `name` (class IN) from `zone`.
 pub fn answer(
     zone: &ZoneSnapshot,
@@ -278,7 +273,7 @@ pub fn answer(
         Plan::Single(rr) => Answer::positive(vec![rr.record()], Vec::new()),
         Plan::Pick(pick) => {
             let mut chosen = Vec::with_capacity(pick.wanted);
-            sample(rng, pick.candidates.len(), pick.wanted, &mut chosen);
+            pick.choose(rng, &mut chosen, &mut Vec::new());
             let mut answers = Vec::with_capacity(chosen.len());
             let mut additionals = Vec::new();
             for &n in &chosen {
@@ -293,7 +288,3 @@ pub fn answer(
         }
     }
 }
-
-#[cfg(test)]
-#[path = "answer_tests.rs"]
-mod tests;

@@ -11,7 +11,8 @@
 //!
 //! Layers, each using only those above it: `wire` (encoded records, shared constants);
 //! the zone data, `zone` with each service's records (`service_records`, `named_ports`)
-//! and the IXFR journal (`journal`); what reads it, [`answer`] and `transfer`; what
+//! and the IXFR journal (`journal`); what reads it, [`answer`] (with its random picks,
+//! `sample`) and `transfer`; what
 //! serves requests, the `handler` (full path) and [`fast`] (which hands over to it).
 //!
 //! Metrics (see [`DnsMetrics`]): `muster_dns_queries_total{qtype,rcode}`,
@@ -30,6 +31,7 @@ mod metrics;
 mod named_ports;
 mod qname;
 pub mod rrl;
+mod sample;
 mod server;
 mod service_records;
 mod tcp;

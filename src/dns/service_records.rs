@@ -30,6 +30,9 @@ pub struct ServiceRecords {
     pub named: Vec<NamedName>,
     /// Every kind of pick's candidates, and their records packed for the fast path.
     packed: Packed,
+    /// Per candidate in `packed`, the sum of the weights of its kind's candidates up to
+    /// it; empty when every served instance weighs the same, so picks stay uniform.
+    cumulative_weights: Box<[u64]>,
     owners: Arc<Owners>,
 }
 
@@ -81,6 +84,14 @@ pub enum PickKind {
     /// The CNAME at `svc.ns` of a Cloud Map CNAME service, whatever type was asked
     /// (RFC 1034 3.6.2, as Route 53 answers), one per answer.
     Cname,
+}
+
+/// Where `kind`'s candidates come in `Packed`: [`KINDS`] order, then the named ports.
+fn kind_index(kind: PickKind) -> usize {
+    match kind {
+        PickKind::Named(n) => KINDS.len() + n,
+        kind => KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0),
+    }
 }
 
 /// The record of an instance a kind of pick answers with.
@@ -214,10 +225,36 @@ impl Packed {
     /// The candidates of the `k`th kind (in [`KINDS`], then the named ports); none for a
     /// kind it does not have.
     fn of_kind(&self, k: usize) -> &[Candidate] {
+        &self.candidates[self.range(k)]
+    }
+
+    /// Where the `k`th kind's candidates are in `candidates`; empty for a kind it does
+    /// not have.
+    fn range(&self, k: usize) -> std::ops::Range<usize> {
         match (self.starts.get(k), self.starts.get(k + 1)) {
-            (Some(&start), Some(&end)) => &self.candidates[start..end],
-            _ => &[],
+            (Some(&start), Some(&end)) => start..end,
+            _ => 0..0,
         }
+    }
+
+    /// Per candidate, the sum of the weights of its kind's candidates up to it; empty
+    /// when every one of `instances` (which the candidates index) weighs the same.
+    fn cumulative_weights(&self, instances: &[Arc<ServedInstance>]) -> Box<[u64]> {
+        if instances
+            .windows(2)
+            .all(|pair| pair[0].weight == pair[1].weight)
+        {
+            return Box::default();
+        }
+        let mut sums = Vec::with_capacity(self.candidates.len());
+        for kind in self.starts.windows(2) {
+            let mut sum = 0;
+            for candidate in &self.candidates[kind[0]..kind[1]] {
+                sum += u64::from(instances[candidate.instance as usize].weight);
+                sums.push(sum);
+            }
+        }
+        sums.into_boxed_slice()
     }
 
     /// `candidate`'s answer and glue, as packed.
@@ -253,6 +290,8 @@ pub struct ServedInstance {
     /// Owner `<label>.svc.ns`.
     pub target_a: Option<Rr>,
     pub target_aaaa: Option<Rr>,
+    /// Its `weight` attribute: how often a pick chooses it, relative to the others.
+    pub weight: u16,
 }
 
 /// The owner names of a service's records, in wire form.
@@ -345,6 +384,7 @@ impl ServiceRecords {
             Packed::build(&instances, &kept, old, &kinds)
         };
         Self {
+            cumulative_weights: packed.cumulative_weights(&instances),
             packed,
             policy,
             instances,
@@ -362,11 +402,14 @@ impl ServiceRecords {
 
     /// The instances a pick of `kind` chooses from.
     pub fn candidates(&self, kind: PickKind) -> &[Candidate] {
-        let k = match kind {
-            PickKind::Named(n) => KINDS.len() + n,
-            kind => KINDS.iter().position(|(k, _)| *k == kind).unwrap_or(0),
-        };
-        self.packed.of_kind(k)
+        &self.packed.candidates[self.packed.range(kind_index(kind))]
+    }
+
+    /// The cumulative weights of `kind`'s candidates (see `sample::weighted`), or `None`
+    /// when every served instance weighs the same.
+    pub fn cumulative_weights(&self, kind: PickKind) -> Option<&[u64]> {
+        let range = self.packed.range(kind_index(kind));
+        (!self.cumulative_weights.is_empty()).then(|| &self.cumulative_weights[range])
     }
 
     /// The instance `candidate` stands for.
@@ -458,6 +501,7 @@ impl ServedInstance {
             target_a: record(&target, RecordType::A, types.a.or(types.srv), a),
             target_aaaa: record(&target, RecordType::AAAA, types.aaaa.or(types.srv), aaaa),
             label,
+            weight,
         }
     }
 }

@@ -16,7 +16,7 @@ use hickory_proto::rr::RecordType;
 use rand::rngs::SmallRng;
 
 use super::query::{Edns, OPTION_NSID, parse};
-use crate::dns::answer::{Pick, Plan, plan, sample};
+use crate::dns::answer::{Pick, Plan, plan};
 use crate::dns::qname::QueryName;
 use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
 use crate::dns::zone::ZoneSnapshot;
@@ -65,6 +65,8 @@ pub struct Scratch {
     pub rng: SmallRng,
     name: QueryName,
     chosen: Vec<usize>,
+    /// The weighted sampler's scratch.
+    sorted: Vec<usize>,
     /// Where each picked SRV record's target name starts in the response.
     targets: Vec<usize>,
 }
@@ -76,6 +78,7 @@ impl Scratch {
             rng,
             name: QueryName::default(),
             chosen: Vec::with_capacity(64),
+            sorted: Vec::with_capacity(64),
             targets: Vec::with_capacity(64),
         }
     }
@@ -170,12 +173,7 @@ fn put_pick(
         return None;
     }
     let records = pick.records;
-    sample(
-        &mut scratch.rng,
-        pick.candidates.len(),
-        pick.wanted,
-        &mut scratch.chosen,
-    );
+    pick.choose(&mut scratch.rng, &mut scratch.chosen, &mut scratch.sorted);
     let size: usize = scratch
         .chosen
         .iter()
