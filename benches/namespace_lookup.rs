@@ -15,12 +15,14 @@
 //! With a lookup that is O(labels) and namespaces in persistent maps, both figures should
 //! be about the same with 1 and with 50,001 namespaces.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use muster::config::{Config, NamespaceConfig};
 use muster::dns::PublishedZone;
 use muster::dns::fast::{Handling, Scratch, Settings, respond};
+use muster::dns::locality::ClientZones;
 use muster::registry::{
     Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId,
 };
@@ -83,6 +85,8 @@ fn query(service: usize) -> Vec<u8> {
     packet
 }
 
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 fn namespace_lookup(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,11 +94,13 @@ fn namespace_lookup(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let queries: Vec<Vec<u8>> = (0..SERVICES).map(query).collect();
+    let zones = ClientZones::default();
     let settings = Settings {
         max_udp_payload: 1232,
         recursion_available: false,
         over_tcp: false,
         nsid: b"",
+        zones: &zones,
     };
     let mut group = c.benchmark_group("namespace_lookup");
     group.throughput(Throughput::Elements(1));
@@ -110,7 +116,14 @@ fn namespace_lookup(c: &mut Criterion) {
             let zone = view.load();
             b.iter(|| {
                 next = (next + 1) % queries.len();
-                let outcome = respond(&zone, &queries[next], settings, &mut scratch, &mut out);
+                let outcome = respond(
+                    &zone,
+                    &queries[next],
+                    LOCALHOST,
+                    settings,
+                    &mut scratch,
+                    &mut out,
+                );
                 assert!(matches!(outcome, Handling::Answered { .. }), "{outcome:?}");
             })
         });

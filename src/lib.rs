@@ -263,8 +263,8 @@ type DnsParts = (
     Arc<dns::DnsMetrics>,
 );
 
-/// The DNS frontend's answers: the published zone, transfers, forwarding, RRL, NSID
-/// and DNS UPDATE as configured.
+/// The DNS frontend's answers: the published zone, transfers, forwarding, RRL, NSID,
+/// DNS UPDATE and client zones as configured.
 fn dns_handler(
     config: &Config,
     settings: &config::Settings,
@@ -292,6 +292,7 @@ fn dns_handler(
         .with_rrl(rrl)
         .with_nsid(config.dns.nsid.as_bytes())
         .with_updates(updates)
+        .with_zones(dns::locality::ClientZones::new(settings.zones.clone()))
 }
 
 /// The metrics `start` hands to the frontends and sources, registered at zero.

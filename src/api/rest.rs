@@ -266,6 +266,8 @@ fn policy_json(service: &Service) -> Value {
         "deregister_after": policy.deregister_after.map(|after| humantime::format_duration(after).to_string()),
         "routing": policy.routing,
         "protocol": policy.protocol,
+        "locality": policy.locality,
+        "min_local": policy.min_local,
     })
 }
 

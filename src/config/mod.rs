@@ -19,6 +19,7 @@ mod limits;
 mod namespaces;
 mod rrl;
 mod update;
+mod zones;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use limits::LimitsConfig;
 pub use namespaces::{NamespaceConfig, ServiceRuleConfig};
 pub use rrl::RrlConfig;
 pub use update::{UpdateConfig, UpdateGrant, UpdateKeyConfig, same_name};
+pub use zones::ZoneConfig;
 
 use crate::registry::{Admission, NamePattern, NamespaceSettings};
 use crate::sources::ecs::EcsSourceConfig;
@@ -69,6 +71,9 @@ pub struct Config {
     /// The registry on etcd, shared by replicas; without it, the local log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdConfig>,
+    /// Where clients are, for zone-aware answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneConfig>,
 }
 
 /// `[sources]`: the watchers that feed the registry (the API is always on).
@@ -99,6 +104,7 @@ impl Default for Config {
             transfer: TransferConfig::default(),
             update: UpdateConfig::default(),
             etcd: None,
+            zones: Vec::new(),
         }
     }
 }
@@ -203,6 +209,7 @@ impl Config {
         let transfer = self.transfer.validate(&mut problems);
         let update_grants = self.update.validate(&self.transfer, &mut problems);
         problems.extend(self.etcd.iter().flat_map(EtcdConfig::problems));
+        let zones = ZoneConfig::subnets(&self.zones, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -213,6 +220,7 @@ impl Config {
             allowed_namespaces,
             transfer,
             update_grants,
+            zones,
         })
     }
 
@@ -315,6 +323,8 @@ pub struct Settings {
     pub transfer: TransferSettings,
     /// `[[update.keys]]`.
     pub update_grants: Vec<UpdateGrant>,
+    /// `[[zones]]`: each client subnet with its zone's name.
+    pub zones: Vec<(ipnet::IpNet, std::sync::Arc<str>)>,
 }
 
 #[cfg(test)]

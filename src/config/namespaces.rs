@@ -7,8 +7,8 @@ use globset::Glob;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{
-    CheckSpec, NamespaceSettings, Protocol, Routing, ServicePolicyRule, WhenAllUnhealthy,
-    deregister_after_bounds,
+    CheckSpec, Locality, MAX_MIN_LOCAL, NamespaceSettings, Protocol, Routing, ServicePolicyRule,
+    WhenAllUnhealthy, deregister_after_bounds,
 };
 
 /// `[[namespaces]]`: one zone muster answers for.
@@ -61,6 +61,14 @@ pub struct ServiceRuleConfig {
         with = "humantime_serde"
     )]
     pub deregister_after: Option<std::time::Duration>,
+    /// `"prefer_zone"`: answer clients with the instances in their own zone (`[[zones]]`,
+    /// Client Subnet) while enough are healthy there; `"any"` (default): every instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+    /// Under `"prefer_zone"`, the healthy instances a zone needs to be answered alone
+    /// (default 1, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_local: Option<u32>,
 }
 
 fn default_ttl() -> u32 {
@@ -116,6 +124,14 @@ impl NamespaceConfig {
             if let Some(Err(problem)) = bounds {
                 problems.push(format!("services[{i}].{problem}"));
             }
+            if rule
+                .min_local
+                .is_some_and(|n| !(1..=MAX_MIN_LOCAL).contains(&n))
+            {
+                problems.push(format!(
+                    "services[{i}].min_local: must be 1 to {MAX_MIN_LOCAL}"
+                ));
+            }
             match Glob::new(&rule.pattern) {
                 Ok(glob) => rules.push(ServicePolicyRule {
                     matcher: glob.compile_matcher(),
@@ -126,6 +142,8 @@ impl NamespaceConfig {
                     protocol: rule.protocol,
                     check: rule.check.clone().map(Arc::new),
                     deregister_after: rule.deregister_after,
+                    locality: rule.locality,
+                    min_local: rule.min_local,
                 }),
                 Err(e) => problems.push(format!("services[{i}].match: {e}")),
             }

@@ -231,3 +231,48 @@ fn a_file_without_namespaces_serves_none() {
     assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
     assert_eq!(Config::default().namespaces[0].name, "internal");
 }
+
+#[test]
+fn zones_and_locality_are_checked() {
+    let text = r#"
+        [[namespaces]]
+        name = "internal"
+        [[namespaces.services]]
+        match = "web"
+        locality = "prefer_zone"
+        min_local = 0
+        [[zones]]
+        name = "a"
+        cidrs = ["10.0.0.0/16", "10.1.0.0/16"]
+        [[zones]]
+        name = "a"
+        cidrs = ["10.0.0.9/16", "nowhere"]
+        [[zones]]
+        name = ""
+        cidrs = []
+    "#;
+    let Err(ConfigError::Invalid(problems)) = Config::parse(text).unwrap().settings() else {
+        panic!("invalid zones accepted");
+    };
+    let all = problems.join("\n");
+    for expected in [
+        "namespaces[0].services[0].min_local",
+        "zones[1].name: \"a\" is given twice",
+        "zones[1].cidrs: 10.0.0.0/16 is in two zones",
+        "zones[1].cidrs[1]",
+        "zones[2].name",
+    ] {
+        assert!(all.contains(expected), "{expected} missing from:\n{all}");
+    }
+    let good = text.replace("min_local = 0", "min_local = 2");
+    let good = good.replace(
+        "name = \"a\"\n        cidrs = [\"10.0.0.9/16\", \"nowhere\"]",
+        "name = \"b\"\n        cidrs = [\"10.2.0.0/16\"]",
+    );
+    let good = good.replace(
+        "name = \"\"\n        cidrs = []",
+        "name = \"c\"\n        cidrs = []",
+    );
+    let settings = Config::parse(&good).unwrap().settings().unwrap();
+    assert_eq!(settings.zones.len(), 3);
+}

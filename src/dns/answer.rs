@@ -10,13 +10,14 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Record, RecordType};
 use rand::Rng;
 
+use super::locality::Client;
 use super::named_ports;
 use super::qname::QueryName;
 use super::sample;
 use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords};
 use super::wire::Rr;
 use super::zone::{NamespaceRecords, ZoneSnapshot};
-use crate::registry::Routing;
+use crate::registry::{Locality, Routing};
 
 /// The sections of a response, as hickory records decoded from the zone's wire forms
 /// (the full path is the rare one; the fast path copies the wire forms).
@@ -27,6 +28,9 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// The SCOPE PREFIX-LENGTH of the Client Subnet option to echo, when the answer was
+    /// chosen by the query's Client Subnet (RFC 7871 §7.2.1).
+    pub client_subnet_scope: Option<u8>,
 }
 
 impl Answer {
@@ -38,6 +42,7 @@ impl Answer {
             answers: Vec::new(),
             authorities: vec![zone.soa.record()],
             additionals: Vec::new(),
+            client_subnet_scope: None,
         }
     }
 
@@ -48,6 +53,7 @@ impl Answer {
             answers,
             authorities: Vec::new(),
             additionals,
+            client_subnet_scope: None,
         }
     }
 }
@@ -77,6 +83,9 @@ pub struct Pick<'z> {
     pub kind: PickKind,
     /// How many to answer with.
     pub wanted: usize,
+    /// The Client Subnet SCOPE to echo, when the query's Client Subnet chose the records
+    /// (a zone-aware service).
+    pub scope: Option<u8>,
 }
 
 impl<'z> Pick<'z> {
@@ -123,7 +132,12 @@ impl<'z> Pick<'z> {
 /// Decides what `qtype` at `name` (class IN) gets from `zone`.
 ///
 /// ANY gets one RRset (RFC 8482). Zone transfers are refused here.
-pub fn plan<'z>(zone: &'z ZoneSnapshot, name: &QueryName, qtype: RecordType) -> Plan<'z> {
+pub fn plan<'z>(
+    zone: &'z ZoneSnapshot,
+    name: &QueryName,
+    qtype: RecordType,
+    client: &Client<'_>,
+) -> Plan<'z> {
     let Some(namespace) = zone.namespace_of(name) else {
         return Plan::Refused;
     };
@@ -144,7 +158,7 @@ pub fn plan<'z>(zone: &'z ZoneSnapshot, name: &QueryName, qtype: RecordType) -> 
             _ => nodata,
         },
         1 => match service(namespace, name.label(0)).filter(|r| r.has_names()) {
-            Some(records) => service_plan(namespace, records, qtype),
+            Some(records) => service_plan(namespace, records, qtype, client),
             None if namespace.protocol_in_use(name.label(0)) => nodata,
             None => nxdomain,
         },
@@ -171,7 +185,7 @@ pub fn plan<'z>(zone: &'z ZoneSnapshot, name: &QueryName, qtype: RecordType) -> 
                 .filter(|r| r.has_names() && r.policy.protocol.label().as_bytes() == second);
             match alias {
                 Some(records) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
-                    pick(namespace, records, PickKind::SrvAlias)
+                    pick(namespace, records, PickKind::SrvAlias, client)
                 }
                 Some(_) => nodata,
                 None => nxdomain,
@@ -185,7 +199,7 @@ pub fn plan<'z>(zone: &'z ZoneSnapshot, name: &QueryName, qtype: RecordType) -> 
             });
             match named {
                 Some((records, n)) if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
-                    pick(namespace, records, PickKind::Named(n))
+                    pick(namespace, records, PickKind::Named(n), client)
                 }
                 Some(_) => nodata,
                 None => nxdomain,
@@ -206,11 +220,12 @@ fn service_plan<'z>(
     namespace: &'z NamespaceRecords,
     records: &'z ServiceRecords,
     qtype: RecordType,
+    client: &Client<'_>,
 ) -> Plan<'z> {
     // A CNAME service has nothing else at its name: every type gets the CNAME, and the
     // resolver follows it (targets are not chased, even inside the namespace).
     if !records.candidates(PickKind::Cname).is_empty() {
-        return pick(namespace, records, PickKind::Cname);
+        return pick(namespace, records, PickKind::Cname, client);
     }
     let kind = match qtype {
         RecordType::ANY => [PickKind::A, PickKind::Aaaa, PickKind::Srv]
@@ -222,7 +237,7 @@ fn service_plan<'z>(
         RecordType::SRV => PickKind::Srv,
         _ => return Plan::Negative(ResponseCode::NoError, namespace),
     };
-    pick(namespace, records, kind)
+    pick(namespace, records, kind, client)
 }
 
 /// A pick of the candidates of `kind` under the service's policy; NODATA if there are
@@ -231,7 +246,9 @@ fn pick<'z>(
     namespace: &'z NamespaceRecords,
     records: &'z ServiceRecords,
     kind: PickKind,
+    client: &Client<'_>,
 ) -> Plan<'z> {
+    let (records, kind, scope) = localized(records, kind, client);
     let candidates = records.candidates(kind);
     let available = candidates.len();
     let wanted = match (records.policy.routing, records.policy.max_answers) {
@@ -250,7 +267,38 @@ fn pick<'z>(
         candidates,
         kind,
         wanted,
+        scope,
     })
+}
+
+/// The records `client` is answered from, and the kind of pick in them: under
+/// `locality = "prefer_zone"`, its zone's view when the zone has enough healthy
+/// instances with such a record, else the whole service. Also the Client Subnet SCOPE
+/// to echo when the client's location came from one.
+fn localized<'z>(
+    records: &'z ServiceRecords,
+    kind: PickKind,
+    client: &Client<'_>,
+) -> (&'z ServiceRecords, PickKind, Option<u8>) {
+    if records.policy.locality != Locality::PreferZone {
+        return (records, kind, None);
+    }
+    let location = client.locate();
+    let local = location.zone.and_then(|zone| {
+        let view = records.zone_view(zone)?;
+        let kind = match kind {
+            // The view numbers the named ports its own instances have.
+            PickKind::Named(n) => PickKind::Named(
+                view.named
+                    .iter()
+                    .position(|name| *name == records.named[n])?,
+            ),
+            kind => kind,
+        };
+        (!view.candidates(kind).is_empty()).then_some((view, kind))
+    });
+    let (records, kind) = local.unwrap_or((records, kind));
+    (records, kind, location.scope)
 }
 
 /// Answers `qtype` at `name` (class IN) from `zone`.
@@ -258,9 +306,10 @@ pub fn answer(
     zone: &ZoneSnapshot,
     name: &QueryName,
     qtype: RecordType,
+    client: &Client<'_>,
     rng: &mut impl Rng,
 ) -> Answer {
-    match plan(zone, name, qtype) {
+    match plan(zone, name, qtype, client) {
         Plan::Refused => Answer {
             rcode: ResponseCode::Refused,
             ..Answer::default()
@@ -284,7 +333,10 @@ pub fn answer(
                     additionals.extend(instance.target_aaaa.as_ref().map(Rr::record));
                 }
             }
-            Answer::positive(answers, additionals)
+            Answer {
+                client_subnet_scope: pick.scope,
+                ..Answer::positive(answers, additionals)
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod fast;
 mod forward;
 mod handler;
 mod journal;
+pub mod locality;
 mod metrics;
 mod named_ports;
 mod qname;

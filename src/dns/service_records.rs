@@ -13,7 +13,9 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::named_ports::{self, NamedName, NamedSrv};
 use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
-use crate::registry::{AnswerPolicy, Instance, RecordTtls, Service, instance_label};
+use crate::registry::{
+    AnswerPolicy, Instance, Locality, RecordTtls, Service, ZONE_ATTRIBUTE, instance_label,
+};
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
 /// all under fail-open), so a secondary sees exactly what clients are answered.
@@ -30,10 +32,80 @@ pub struct ServiceRecords {
     pub named: Vec<NamedName>,
     /// Every kind of pick's candidates, and their records packed for the fast path.
     packed: Packed,
+    /// Under `Locality::PreferZone`, the same records restricted to each zone's served
+    /// instances (by `AVAILABILITY_ZONE`), in zone name order; none otherwise.
+    zones: Box<[ZoneView]>,
     /// Per candidate in `packed`, the sum of the weights of its kind's candidates up to
     /// it; empty when every served instance weighs the same, so picks stay uniform.
     cumulative_weights: Box<[u64]>,
     owners: Arc<Owners>,
+}
+
+/// One zone's share of a service: its served instances' records, packed as the whole
+/// service's are (the same `ServedInstance`s, so the answers are byte for byte the same).
+#[derive(Debug)]
+struct ZoneView {
+    zone: Arc<str>,
+    records: ServiceRecords,
+    /// How many of its served instances are healthy (under fail-open, served ones may
+    /// not be).
+    healthy: usize,
+}
+
+/// The zone views of `records`, whose instances are the registry's `current` ones, each
+/// reusing the packed records of the same zone's view in `previous`.
+fn zone_views(
+    records: &ServiceRecords,
+    current: &[&Arc<Instance>],
+    previous: Option<&ServiceRecords>,
+) -> Box<[ZoneView]> {
+    let mut members: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, instance) in current.iter().enumerate() {
+        if let Some(zone) = instance.spec.attributes.get(ZONE_ATTRIBUTE) {
+            members.entry(zone).or_default().push(i);
+        }
+    }
+    let empty: &[ZoneView] = &[];
+    let old_views = previous.map_or(empty, |p| &p.zones);
+    members
+        .into_iter()
+        .map(|(zone, members)| {
+            let old = old_views.iter().find(|view| &*view.zone == zone);
+            let instances: Vec<_> = members
+                .iter()
+                .map(|&i| records.instances[i].clone())
+                .collect();
+            // Both in id order: an instance kept is the very `ServedInstance` it was.
+            let mut was = old
+                .map_or(&[][..], |view| &view.records.instances[..])
+                .iter()
+                .enumerate()
+                .peekable();
+            let kept: Vec<Option<u32>> = instances
+                .iter()
+                .map(|instance| {
+                    while was
+                        .next_if(|(_, o)| o.source.id < instance.source.id)
+                        .is_some()
+                    {}
+                    was.next_if(|(_, o)| Arc::ptr_eq(o, instance))
+                        .map(|(j, _)| j as u32)
+                })
+                .collect();
+            ZoneView {
+                zone: zone.into(),
+                healthy: members.iter().filter(|&&i| current[i].is_healthy()).count(),
+                records: ServiceRecords::assemble(
+                    &records.policy,
+                    records.owners.clone(),
+                    instances,
+                    &kept,
+                    imbl::HashMap::new(),
+                    old.map(|view| &view.records),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// The candidates of each kind of pick (A, AAAA, SRV, SRV alias, CNAME, then each named
@@ -326,6 +398,8 @@ impl ServiceRecords {
             .enumerate()
             .peekable();
         let mut instances = Vec::with_capacity(old.len());
+        // The registry's version of each, for what its records do not hold (zone, health).
+        let mut current = Vec::with_capacity(old.len());
         // For each instance, its index in `previous` if its records are the same.
         let mut kept = Vec::with_capacity(old.len());
         let built = |instance: &Arc<Instance>, by_label: &mut imbl::HashMap<_, _>| {
@@ -336,6 +410,7 @@ impl ServiceRecords {
             served
         };
         for instance in service.serving() {
+            current.push(instance);
             // An instance the batch did not touch is the very Arc it was built from: no
             // need to read (and miss the cache on) either id or its addresses.
             if let Some((j, same)) = old.next_if(|(_, o)| Arc::ptr_eq(&o.source, instance)) {
@@ -362,6 +437,23 @@ impl ServiceRecords {
         for (_, gone) in old {
             by_label.remove(&gone.label);
         }
+        let mut records = Self::assemble(&policy, owners, instances, &kept, by_label, previous);
+        if policy.locality == Locality::PreferZone {
+            records.zones = zone_views(&records, &current, previous);
+        }
+        records
+    }
+
+    /// The records of `instances` (in id order; `kept[i]` is the index in `previous` of
+    /// an instance whose records are the same), sharing `owners`, with `by_label`.
+    fn assemble(
+        policy: &Arc<AnswerPolicy>,
+        owners: Arc<Owners>,
+        instances: Vec<Arc<ServedInstance>>,
+        kept: &[Option<u32>],
+        by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
+        previous: Option<&Self>,
+    ) -> Self {
         let named = named_ports::names(&instances);
         let packed = {
             let old_named = previous.map_or(&[][..], |p| &p.named[..]);
@@ -381,17 +473,26 @@ impl ServiceRecords {
             let kinds: Vec<KindSpec<'_>> = fixed.chain(by_name).collect();
             let empty = Packed::default();
             let old = previous.map_or(&empty, |p| &p.packed);
-            Packed::build(&instances, &kept, old, &kinds)
+            Packed::build(&instances, kept, old, &kinds)
         };
         Self {
             cumulative_weights: packed.cumulative_weights(&instances),
             packed,
-            policy,
+            policy: policy.clone(),
             instances,
             by_label,
             named,
             owners,
+            zones: Box::default(),
         }
+    }
+
+    /// The view a client in `zone` is answered from under `Locality::PreferZone`: the
+    /// zone's own served instances while at least `min_local` of them are healthy.
+    pub fn zone_view(&self, zone: &str) -> Option<&Self> {
+        let view = self.zones.iter().find(|view| &*view.zone == zone)?;
+        let enough = view.healthy >= usize::try_from(self.policy.min_local).unwrap_or(usize::MAX);
+        enough.then_some(&view.records)
     }
 
     /// Whether `svc.ns` exists in DNS: some served instance has a record at it or below

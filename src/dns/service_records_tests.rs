@@ -3,9 +3,12 @@ use std::collections::BTreeMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::config::Config;
 use crate::dns::test_registry::Running;
 use crate::dns::{PublishedZone, ZoneSnapshot};
-use crate::registry::{Change, InstanceKey, InstanceSpec, NamedPort, Protocol, SourceId};
+use crate::registry::{
+    Change, InstanceKey, InstanceSpec, Locality, NamedPort, Protocol, SourceId, ZONE_ATTRIBUTE,
+};
 
 fn key(service: u8, id: u8) -> InstanceKey {
     InstanceKey {
@@ -42,11 +45,7 @@ fn random_change(rng: &mut SmallRng) -> Change {
                     ports: random_ports(rng, n),
                     // A weight now and then (0 included: out of answers while others
                     // have one), so a weight change alone must rebuild the instance.
-                    attributes: if rng.random_bool(0.3) {
-                        BTreeMap::from([("weight".to_owned(), (n % 3).to_string())])
-                    } else {
-                        BTreeMap::new()
-                    },
+                    attributes: random_attributes(rng, n),
                     healthy: true,
                     ..InstanceSpec::default()
                 },
@@ -54,6 +53,20 @@ fn random_change(rng: &mut SmallRng) -> Change {
             }
         }
     }
+}
+
+/// A weight now and then (0 included: out of answers while others have one), so a
+/// weight change alone must rebuild the instance; a zone or none, so instances move
+/// between zone views.
+fn random_attributes(rng: &mut SmallRng, n: u8) -> BTreeMap<String, String> {
+    let mut attributes = BTreeMap::new();
+    if rng.random_bool(0.3) {
+        attributes.insert("weight".to_owned(), (n % 3).to_string());
+    }
+    if let Some(zone) = ["a", "b", "c"].get(rng.random_range(0..4)) {
+        attributes.insert(ZONE_ATTRIBUTE.to_owned(), (*zone).to_owned());
+    }
+    attributes
 }
 
 /// Some of three named ports (one of them UDP), on ports that vary with `n`.
@@ -72,15 +85,34 @@ fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
     .collect()
 }
 
+/// The default config, with svc1 and svc2 answered by zone.
+fn zone_aware() -> Config {
+    let text = r#"
+        [[namespaces]]
+        name = "internal"
+        [[namespaces.services]]
+        match = "svc[12]"
+        locality = "prefer_zone"
+    "#;
+    let config = Config::parse(text).unwrap();
+    assert_eq!(
+        config.namespaces[0].services[0].locality,
+        Some(Locality::PreferZone)
+    );
+    config
+}
+
 /// Records updated change by change (batches of up to 8, some of which fail) pack
-/// exactly as records built from scratch: the copies of kept instances' bytes line up.
+/// exactly as records built from scratch: the copies of kept instances' bytes line up,
+/// in each zone view too.
 #[tokio::test]
 async fn updated_records_pack_as_built_from_scratch() {
     let view = PublishedZone::default();
-    let registry = Running::new(&view);
+    let registry = Running::with_config(&view, zone_aware());
     let handle = &registry.handle;
     let mut rng = SmallRng::seed_from_u64(6);
     let mut compared = 0;
+    let mut zone_views = 0;
     for _ in 0..300 {
         let batch: Vec<_> = (0..rng.random_range(1..=8))
             .map(|_| {
@@ -111,7 +143,17 @@ async fn updated_records_pack_as_built_from_scratch() {
             };
             assert_eq!(ids(kept), ids(records), "{name}");
             compared += records.packed.candidates.len();
+            assert_eq!(kept.zones.len(), records.zones.len(), "{name}");
+            for (kept, fresh) in kept.zones.iter().zip(&records.zones) {
+                assert_eq!(kept.zone, fresh.zone, "{name}");
+                assert_eq!(kept.healthy, fresh.healthy, "{name} {}", fresh.zone);
+                assert_eq!(kept.records.named, fresh.records.named, "{name}");
+                assert_eq!(kept.records.packed, fresh.records.packed, "{name}");
+                assert_eq!(ids(&kept.records), ids(&fresh.records), "{name}");
+            }
+            zone_views += records.zones.len();
         }
     }
     assert!(compared > 1000, "{compared} candidates compared");
+    assert!(zone_views > 500, "{zone_views} zone views compared");
 }

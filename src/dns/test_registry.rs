@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::dns::PublishedZone;
 use crate::registry::{Registry, RegistryHandle, Snapshot};
 
-/// The registry's handle (namespace `internal`, from the default config); it stops when
-/// the guard drops.
+/// The registry's handle (namespace `internal`, from the default config unless given
+/// one); it stops when the guard drops.
 pub struct Running {
     pub handle: RegistryHandle,
     shutdown: CancellationToken,
@@ -17,7 +17,12 @@ pub struct Running {
 impl Running {
     /// Starts a registry that publishes into `view`, on the current tokio runtime.
     pub fn new(view: &PublishedZone) -> Self {
-        let namespaces = Config::default().settings().unwrap().namespaces;
+        Self::with_config(view, Config::default())
+    }
+
+    /// The same, with the namespaces of `config`.
+    pub fn with_config(view: &PublishedZone, config: Config) -> Self {
+        let namespaces = config.settings().unwrap().namespaces;
         let mut registry = Registry::new(Snapshot::new(namespaces, []));
         registry.on_publish(view.publish_hook());
         let handle = registry.handle();

@@ -1,8 +1,8 @@
 //! Fuzz targets of the DNS frontend: the UDP fast path (query parser and responder) and
 //! the full path (hickory's decoding, the handler, the encoding) on arbitrary datagrams.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_server::net::xfer::Protocol;
@@ -12,8 +12,13 @@ use rand::rngs::SmallRng;
 use super::{fuzz, outcome};
 use crate::config::{Config, ForwardConfig};
 use crate::dns::fast::{Handling, Scratch, Settings, full_path, respond};
+use crate::dns::locality::ClientZones;
 use crate::dns::{DnsMetrics, Forwarder, Handler, PublishedZone, Transfers};
 use crate::registry::{Change, InstanceKey, InstanceSpec, Registry, Snapshot, SourceId};
+
+/// No `[[zones]]`: no answer here depends on where the client is.
+static NO_ZONES: LazyLock<ClientZones> = LazyLock::new(ClientZones::default);
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
@@ -146,12 +151,13 @@ fn fuzz_dns_fast_path() {
         recursion_available: false,
         over_tcp: false,
         nsid: b"",
+        zones: &NO_ZONES,
     };
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
     let mut out = Vec::with_capacity(4096);
     fuzz("dns_fast_path", seeds(), DNS_TOKENS, |packet| {
         let Handling::Answered { qtype, rcode } =
-            respond(&zone, packet, settings, &mut scratch, &mut out)
+            respond(&zone, packet, LOCALHOST, settings, &mut scratch, &mut out)
         else {
             return Ok(outcome(0));
         };

@@ -33,12 +33,12 @@ pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;
 pub use model::{
     Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
-    SourceId, stable_id,
+    SourceId, ZONE_ATTRIBUTE, stable_id,
 };
 pub use names::instance_label;
 pub use policy::{
-    AnswerPolicy, DnsConfig, NamespaceSettings, Protocol, RecordTtls, Routing, ServicePolicyRule,
-    WhenAllUnhealthy,
+    AnswerPolicy, DnsConfig, Locality, MAX_MIN_LOCAL, NamespaceSettings, Protocol, RecordTtls,
+    Routing, ServicePolicyRule, WhenAllUnhealthy,
 };
 pub use records::{
     CheckVerdict, InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped,

@@ -153,6 +153,9 @@ pub const DRAIN_ATTRIBUTE: &str = "drain";
 /// The attributes that set an instance's SRV priority and weight (0-65535, default 1).
 pub const PRIORITY_ATTRIBUTE: &str = "priority";
 pub const WEIGHT_ATTRIBUTE: &str = "weight";
+/// The attribute that places an instance in a zone, for zone-aware answers; Cloud Map's
+/// name for it, which the ECS source sets.
+pub const ZONE_ATTRIBUTE: &str = "AVAILABILITY_ZONE";
 
 /// One registered instance, as published in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -36,6 +36,23 @@ pub enum Routing {
     Weighted,
 }
 
+/// Whom a service's answers go to, by where the client is (docs/dns.md, "Zone-aware
+/// answers").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Locality {
+    /// Every served instance, wherever the client is.
+    #[default]
+    Any,
+    /// Only the served instances in the client's zone while at least `min_local` of them
+    /// are healthy; all of them otherwise, or when the client's zone is unknown.
+    PreferZone,
+}
+
+/// The most `min_local` may ask for: more healthy instances than this in one zone is
+/// beyond any deployment's need, and the bound keeps the setting a small number.
+pub const MAX_MIN_LOCAL: u32 = 10_000;
+
 /// The transport label of a service's RFC 2782 name, `_svc._tcp.ns` or `_svc._udp.ns`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +119,10 @@ pub struct AnswerPolicy {
     /// How long an API-owned instance may stay unhealthy before it is deregistered,
     /// for instances that do not say.
     pub deregister_after: Option<Duration>,
+    pub locality: Locality,
+    /// Under `Locality::PreferZone`, how many healthy instances the client's zone needs
+    /// to be answered alone (at least 1).
+    pub min_local: u32,
 }
 
 /// One `[[namespaces.services]]` rule: a glob and the policy fields it overrides.
@@ -115,6 +136,8 @@ pub struct ServicePolicyRule {
     pub protocol: Option<Protocol>,
     pub check: Option<Arc<CheckSpec>>,
     pub deregister_after: Option<Duration>,
+    pub locality: Option<Locality>,
+    pub min_local: Option<u32>,
 }
 
 /// A service's Cloud Map `DnsConfig`: routing and the record types with their TTLs.
@@ -151,6 +174,8 @@ impl NamespaceSettings {
             protocol: Protocol::Tcp,
             check: None,
             deregister_after: None,
+            locality: Locality::Any,
+            min_local: 1,
         };
         if let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(service)) {
             if let Some(ttl) = rule.ttl {
@@ -163,6 +188,8 @@ impl NamespaceSettings {
             policy.protocol = rule.protocol.unwrap_or(policy.protocol);
             policy.check = rule.check.clone();
             policy.deregister_after = rule.deregister_after;
+            policy.locality = rule.locality.unwrap_or(policy.locality);
+            policy.min_local = rule.min_local.unwrap_or(policy.min_local);
         }
         if let Some(dns) = dns {
             policy.records = dns.records;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use muster::dns::locality::{Client, ClientZones};
 use muster::dns::{QueryName, ZoneSnapshot, answer};
 
 use super::support::{self, ask_tcp, ask_udp, query};
@@ -165,11 +166,18 @@ async fn the_answer_function() {
     let instances = muster::sources::file::parse(INSTANCES, false).unwrap();
     let view = support::zone(CONFIG, instances).await;
     let zone: &ZoneSnapshot = &view.load();
+    let zones = ClientZones::default();
     for case in cases() {
         let name = LowerName::new(&Name::from_str(&case.name).unwrap());
         let name = QueryName::from_labels(name.iter()).unwrap();
         let qtype = RecordType::from_str(&case.qtype).unwrap();
-        let found = answer(zone, &name, qtype, &mut rand::rng());
+        let found = answer(
+            zone,
+            &name,
+            qtype,
+            &Client::unknown(&zones),
+            &mut rand::rng(),
+        );
         let seen = Seen {
             rcode: wire_rcode_of(found.rcode),
             aa: found.authoritative,

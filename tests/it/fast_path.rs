@@ -7,14 +7,15 @@
 //! Over UDP and over TCP (where the limit is a whole message and nothing is truncated).
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::net::xfer::Protocol;
 use muster::config::ForwardConfig;
 use muster::dns::fast::{Handling, Scratch, Settings, full_path, respond};
+use muster::dns::locality::ClientZones;
 use muster::dns::{DnsMetrics, Forwarder, Handler, PublishedZone, Transfers, ZoneSnapshot};
 use muster::registry::{
     Change, DnsConfig, InstanceKey, InstanceSpec, RecordTtls, Routing, ServiceDef,
@@ -22,6 +23,10 @@ use muster::registry::{
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+
+/// No `[[zones]]`: no answer here depends on where the client is.
+static NO_ZONES: LazyLock<ClientZones> = LazyLock::new(ClientZones::default);
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 const CONFIG: &str = include_str!("../fixtures/config.toml");
 const INSTANCES: &str = include_str!("../fixtures/instances.toml");
@@ -345,7 +350,7 @@ async fn differ(
     for n in 0..queries {
         let ask = Ask::random(&mut rng, &names);
         let packet = ask.bytes(n as u16);
-        let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
+        let outcome = respond(&zone, &packet, src.ip(), settings, &mut scratch, &mut out);
         if outcome == Handling::HandOff && !hand_offs {
             *outcomes.entry("handed off".to_owned()).or_default() += 1;
             continue;
@@ -413,6 +418,7 @@ async fn fast_and_full_paths_answer_alike() {
         recursion_available: false,
         over_tcp: false,
         nsid: NSID,
+        zones: &NO_ZONES,
     };
     let outcomes = differ(&view, &handler, settings, QUERIES, true).await;
     assert!(
@@ -445,6 +451,7 @@ async fn fast_and_full_paths_answer_alike_over_tcp() {
         recursion_available: false,
         over_tcp: false,
         nsid: b"",
+        zones: &NO_ZONES,
     };
     let tcp = Settings {
         over_tcp: true,
@@ -483,6 +490,7 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
         recursion_available: true,
         over_tcp: false,
         nsid: b"",
+        zones: &NO_ZONES,
     };
     let outcomes = differ(&view, &handler, settings, QUERIES / 4, false).await;
     assert!(answered(&outcomes) > QUERIES / 8);
@@ -521,8 +529,9 @@ async fn a_cname_service_answers_one_cname_for_every_type() {
                 recursion_available: false,
                 over_tcp,
                 nsid: b"",
+                zones: &NO_ZONES,
             };
-            let outcome = respond(&zone, &packet, settings, &mut scratch, &mut out);
+            let outcome = respond(&zone, &packet, LOCALHOST, settings, &mut scratch, &mut out);
             assert!(
                 matches!(outcome, Handling::Answered { .. }),
                 "{qtype}: {outcome:?}"

@@ -7,11 +7,14 @@
 //! keepalive (empty) and unknown codes. Everything else (and anything malformed) is
 //! `None`: the full path decides what it gets.
 //!
-//! muster answers every option as a server that does not implement it, except NSID
-//! (docs/dns.md, "EDNS"): Client Subnet, because no answer depends on the client's
-//! subnet; COOKIE, as Knot does without its cookies module; padding, which hides nothing
+//! muster answers every option as a server that does not implement it, except NSID and
+//! Client Subnet (docs/dns.md, "EDNS"), which a zone-aware service's answer depends on;
+//! COOKIE, as Knot does without its cookies module; padding, which hides nothing
 //! on a clear-text transport; keepalive, which a server may omit.
 
+use std::net::IpAddr;
+
+use crate::dns::locality::Subnet;
 use crate::dns::qname::QueryName;
 use crate::dns::wire::{HEADER_LEN, OPT_LEN};
 
@@ -19,7 +22,7 @@ const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 /// EDNS option codes the fast path looks into (RFC 5001, 7871, 7873, 7828).
 pub const OPTION_NSID: u16 = 3;
-const OPTION_CLIENT_SUBNET: u16 = 8;
+pub const OPTION_CLIENT_SUBNET: u16 = 8;
 pub const OPTION_COOKIE: u16 = 10;
 const OPTION_TCP_KEEPALIVE: u16 = 11;
 
@@ -42,6 +45,8 @@ pub struct Edns {
     pub dnssec_ok: bool,
     /// Whether the client asked for the server's identifier (RFC 5001).
     pub nsid: bool,
+    /// The Client Subnet the query carries (RFC 7871).
+    pub subnet: Option<Subnet>,
 }
 
 /// Parses `packet` into `name` if the fast path may answer it.
@@ -98,23 +103,30 @@ fn read_opt(opt: &[u8]) -> Option<Edns> {
     if !plain || opt.len() != OPT_LEN + rdlength {
         return None;
     }
+    let (nsid, subnet) = read_options(&opt[OPT_LEN..])?;
     Some(Edns {
         payload: u16::from_be_bytes([fixed[3], fixed[4]]),
         dnssec_ok: fixed[7] & 0x80 != 0,
-        nsid: read_options(&opt[OPT_LEN..])?,
+        nsid,
+        subnet,
     })
 }
 
-/// Walks the options; `None` if one is malformed, else whether NSID was asked for.
-fn read_options(mut options: &[u8]) -> Option<bool> {
+/// Walks the options; `None` if one is malformed, else whether NSID was asked for and
+/// the Client Subnet, if any.
+fn read_options(mut options: &[u8]) -> Option<(bool, Option<Subnet>)> {
     let mut nsid = false;
+    let mut subnet = None;
     while !options.is_empty() {
         let code = read_u16(options, 0)?;
         let len = usize::from(read_u16(options, 2)?);
         let data = options.get(4..4 + len)?;
         let well_formed = match code {
             OPTION_NSID | OPTION_TCP_KEEPALIVE => data.is_empty(),
-            OPTION_CLIENT_SUBNET => plain_client_subnet(data),
+            OPTION_CLIENT_SUBNET => {
+                subnet = client_subnet(data);
+                subnet.is_some()
+            }
             OPTION_COOKIE => cookie_length_ok(len),
             _ => true,
         };
@@ -124,7 +136,7 @@ fn read_options(mut options: &[u8]) -> Option<bool> {
         nsid |= code == OPTION_NSID;
         options = &options[4 + len..];
     }
-    Some(nsid)
+    Some((nsid, subnet))
 }
 
 /// A client cookie of 8 bytes, alone or followed by a server cookie of 8 to 32 bytes
@@ -135,12 +147,24 @@ pub fn cookie_length_ok(len: usize) -> bool {
 
 /// A Client Subnet option as a query carries it (RFC 7871 §6): family IPv4 or IPv6, a
 /// source prefix within it, scope 0, and exactly the address bytes the prefix covers.
-fn plain_client_subnet(data: &[u8]) -> bool {
-    let [0, family @ (1 | 2), source, 0, address @ ..] = data else {
-        return false;
+fn client_subnet(data: &[u8]) -> Option<Subnet> {
+    let [0, family @ (1 | 2), source, 0, bytes @ ..] = data else {
+        return None;
     };
-    let bits = if *family == 1 { 32 } else { 128 };
-    *source <= bits && address.len() == usize::from(source.div_ceil(8))
+    let mut octets = [0; 16];
+    let width = if *family == 1 { 4 } else { 16 };
+    if *source > width * 8 || bytes.len() != usize::from(source.div_ceil(8)) {
+        return None;
+    }
+    octets[..bytes.len()].copy_from_slice(bytes);
+    let address = match family {
+        1 => IpAddr::from([octets[0], octets[1], octets[2], octets[3]]),
+        _ => IpAddr::from(octets),
+    };
+    Some(Subnet {
+        address,
+        source_prefix: *source,
+    })
 }
 
 fn read_u16(packet: &[u8], at: usize) -> Option<u16> {
@@ -188,8 +212,25 @@ mod tests {
             payload: 1232,
             dnssec_ok: true,
             nsid: false,
+            subnet: None,
         };
         assert_eq!(query.edns, Some(edns));
+    }
+
+    #[test]
+    fn a_client_subnet_is_read_as_its_prefix() {
+        let mut name = QueryName::default();
+        let mut subnet = |data: &[u8]| {
+            let packet = with_options(&[(OPTION_CLIENT_SUBNET, data)]);
+            parse(&packet, &mut name).and_then(|q| q.edns?.subnet)
+        };
+        let v4 = subnet(&[0, 1, 20, 0, 10, 1, 16]).unwrap();
+        assert_eq!(v4.address, "10.1.16.0".parse::<IpAddr>().unwrap());
+        assert_eq!(v4.source_prefix, 20);
+        let v6 = subnet(&[0, 2, 56, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0x12]).unwrap();
+        assert_eq!(v6.address, "2001:db8:0:1200::".parse::<IpAddr>().unwrap());
+        let anywhere = subnet(&[0, 1, 0, 0]).unwrap();
+        assert_eq!(anywhere.source_prefix, 0);
     }
 
     /// `packet` with an OPT record carrying `options` (code, data).

@@ -15,8 +15,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use rand::rngs::SmallRng;
 
-use super::query::{Edns, OPTION_NSID, parse};
+use std::net::IpAddr;
+
+use super::query::{Edns, OPTION_CLIENT_SUBNET, OPTION_NSID, parse};
 use crate::dns::answer::{Pick, Plan, plan};
+use crate::dns::locality::{ClientZones, Subnet};
 use crate::dns::qname::QueryName;
 use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
 use crate::dns::zone::ZoneSnapshot;
@@ -39,6 +42,8 @@ pub struct Settings<'a> {
     pub over_tcp: bool,
     /// What NSID queries are answered with (`[dns] nsid`); empty: NSID is ignored.
     pub nsid: &'a [u8],
+    /// `[[zones]]`, where zone-aware services' clients are.
+    pub zones: &'a ClientZones,
 }
 
 impl Settings<'_> {
@@ -84,10 +89,11 @@ impl Scratch {
     }
 }
 
-/// Answers `packet` from `zone` into `out` if it can.
+/// Answers `packet`, from `source`, from `zone` into `out` if it can.
 pub fn respond(
     zone: &ZoneSnapshot,
     packet: &[u8],
+    source: IpAddr,
     settings: Settings<'_>,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
@@ -96,7 +102,13 @@ pub fn respond(
         return Handling::HandOff;
     };
     let qtype = RecordType::from(query.qtype);
-    let plan = plan(zone, &scratch.name, qtype);
+    let subnet = query.edns.and_then(|edns| edns.subnet);
+    let plan = plan(
+        zone,
+        &scratch.name,
+        qtype,
+        &settings.zones.client(source, subnet),
+    );
     let max_payload = settings.max_udp_payload;
     let limit = usize::from(match query.edns {
         _ if settings.over_tcp => u16::MAX,
@@ -105,9 +117,16 @@ pub fn respond(
     });
     let nsid = query.edns.and_then(|edns| settings.nsid(edns));
     let nsid_option_len = nsid.map_or(0, |id| 4 + id.len());
-    // The full path's bound: header, question, our OPT record, records uncompressed.
-    let budget = limit.saturating_sub(query.question_end + OPT_LEN + nsid_option_len);
+    // The full path's bound: header, question, our OPT record (with the options it may
+    // carry), records uncompressed.
+    let options_bound = nsid_option_len + subnet.map_or(0, client_subnet_len);
+    let budget = limit.saturating_sub(query.question_end + OPT_LEN + options_bound);
 
+    // A Client Subnet is echoed when it chose the answer (RFC 7871 §7.2.1).
+    let echo = match &plan {
+        Plan::Pick(pick) => subnet.zip(pick.scope),
+        _ => None,
+    };
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
     let (rcode, counts) = match plan {
@@ -131,6 +150,7 @@ pub fn respond(
             None => return Handling::HandOff,
         },
     };
+
     let mut additionals = counts[2];
     if let Some(edns) = query.edns {
         // Root owner, type OPT, our payload size, extended RCODE and version 0, DO as the
@@ -139,11 +159,15 @@ pub fn respond(
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&max_payload.to_be_bytes());
         out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
-        out.extend_from_slice(&(nsid_option_len as u16).to_be_bytes());
+        let echo_len = echo.map_or(0, |(subnet, _)| client_subnet_len(subnet));
+        out.extend_from_slice(&((nsid_option_len + echo_len) as u16).to_be_bytes());
         if let Some(id) = nsid {
             out.extend_from_slice(&OPTION_NSID.to_be_bytes());
             out.extend_from_slice(&(id.len() as u16).to_be_bytes());
             out.extend_from_slice(id);
+        }
+        if let Some((subnet, scope)) = echo {
+            put_client_subnet(subnet, scope, out);
         }
         additionals += 1;
     }
@@ -158,6 +182,26 @@ pub fn respond(
         out[at..at + 2].copy_from_slice(&count.to_be_bytes());
     }
     Handling::Answered { qtype, rcode }
+}
+
+/// The bytes of a Client Subnet option echoing `subnet`: code, length, family, the two
+/// prefix lengths, then the address bytes the source prefix covers.
+fn client_subnet_len(subnet: Subnet) -> usize {
+    8 + usize::from(subnet.source_prefix.div_ceil(8))
+}
+
+/// Writes the Client Subnet option answering `subnet`, with SCOPE PREFIX-LENGTH `scope`.
+fn put_client_subnet(subnet: Subnet, scope: u8, out: &mut Vec<u8>) {
+    let covered = usize::from(subnet.source_prefix.div_ceil(8));
+    out.extend_from_slice(&OPTION_CLIENT_SUBNET.to_be_bytes());
+    out.extend_from_slice(&((4 + covered) as u16).to_be_bytes());
+    let (family, octets) = match subnet.address {
+        IpAddr::V4(ip) => (1u8, ip.to_ipv6_mapped().octets()),
+        IpAddr::V6(ip) => (2, ip.octets()),
+    };
+    out.extend_from_slice(&[0, family, subnet.source_prefix, scope]);
+    let start = if family == 1 { 12 } else { 0 };
+    out.extend_from_slice(&octets[start..start + covered]);
 }
 
 /// Writes a random pick's answers (and glue) if their size bound fits `budget`; returns

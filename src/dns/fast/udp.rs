@@ -189,7 +189,7 @@ impl Worker {
                 };
                 let packet = received.query(n);
                 let reply = replies.next_buffer();
-                match respond(&zone, packet, settings, &mut scratch, reply) {
+                match respond(&zone, packet, src.ip(), settings, &mut scratch, reply) {
                     Handling::Answered { qtype, rcode } => {
                         self.slot.count(Some(qtype), rcode);
                         if rrl.is_none_or(|rrl| rrl.admit(src.ip(), reply, now, &self.slot)) {

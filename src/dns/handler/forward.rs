@@ -48,6 +48,7 @@ impl Handler {
                 &refs(&forwarded.additionals),
             ],
             signer,
+            None,
         )
         .await
     }

@@ -20,6 +20,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use super::answer::{Answer, answer};
 use super::fast;
 use super::forward::Forwarder;
+use super::locality::{ClientZones, Subnet};
 use super::metrics::DnsMetrics;
 use super::qname::QueryName;
 use super::rrl::Rrl;
@@ -49,6 +50,8 @@ pub struct Handler {
     rrl: Option<Arc<Rrl>>,
     /// Where UPDATE messages go (`None`: every UPDATE is REFUSED).
     updates: Option<Arc<Updates>>,
+    /// `[[zones]]`: where zone-aware services' clients are.
+    zones: Arc<ClientZones>,
 }
 
 impl Handler {
@@ -70,6 +73,15 @@ impl Handler {
             transfers: Arc::new(transfers),
             rrl: None,
             updates: None,
+            zones: Arc::default(),
+        }
+    }
+
+    /// The same handler, locating clients of zone-aware services by `zones`.
+    pub fn with_zones(self, zones: ClientZones) -> Self {
+        Self {
+            zones: Arc::new(zones),
+            ..self
         }
     }
 
@@ -117,6 +129,7 @@ impl Handler {
             recursion_available: self.recursion_available(),
             over_tcp: false,
             nsid: &self.nsid,
+            zones: &self.zones,
         }
     }
 
@@ -209,7 +222,10 @@ impl RequestHandler for Handler {
                 }
                 Some(_) => {}
             }
-            answer(&zone, &name, query.query_type(), &mut rand::rng())
+            let client = self
+                .zones
+                .client(request.src().ip(), client_subnet(request));
+            answer(&zone, &name, query.query_type(), &client, &mut rand::rng())
         } else {
             Answer {
                 rcode: ResponseCode::Refused,
@@ -219,6 +235,9 @@ impl RequestHandler for Handler {
         self.metrics.count(qtype, found.rcode);
         let mut metadata = self.metadata(request);
         metadata.authoritative = found.authoritative;
+        let echo = found
+            .client_subnet_scope
+            .and_then(|scope| self.client_subnet_opt(request, scope));
         metadata.response_code = found.rcode;
         self.respond(
             request,
@@ -230,6 +249,7 @@ impl RequestHandler for Handler {
                 &refs(&found.additionals),
             ],
             signer,
+            echo.as_ref(),
         )
         .await
     }
@@ -249,6 +269,17 @@ impl Handler {
                 "requests rejected for their TSIG (count: since the last such line; at most one line a minute)"
             );
         }
+    }
+}
+
+/// The Client Subnet `request` carries (RFC 7871), which hickory has parsed.
+fn client_subnet(request: &Request) -> Option<Subnet> {
+    match request.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(subnet) => Some(Subnet {
+            address: subnet.addr(),
+            source_prefix: subnet.source_prefix(),
+        }),
+        _ => None,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
-use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -16,10 +16,33 @@ use crate::dns::wire::{HEADER_LEN, MIN_UDP_PAYLOAD, OPT_LEN, record_len_bound};
 impl Handler {
     /// A response to `request`, with an OPT when the request had one.
     pub(super) fn builder<'q>(&'q self, request: &'q Request) -> MessageResponseBuilder<'q> {
+        self.builder_with(request, None)
+    }
+
+    /// A response to `request`, with `opt` (or the usual OPT) when the request had one.
+    fn builder_with<'q>(
+        &'q self,
+        request: &'q Request,
+        opt: Option<&'q Edns>,
+    ) -> MessageResponseBuilder<'q> {
+        let edns = request.edns.as_ref();
         MessageResponseBuilder::new(
             &request.queries,
-            request.edns.as_ref().map(|e| self.response_edns(e)),
+            edns.map(|e| opt.unwrap_or_else(|| self.response_edns(e))),
         )
+    }
+
+    /// The OPT record answering a query whose Client Subnet chose the answer: the usual
+    /// one plus the option echoed with SCOPE PREFIX-LENGTH `scope` (RFC 7871 §7.2.1).
+    pub(super) fn client_subnet_opt(&self, request: &Request, scope: u8) -> Option<Edns> {
+        let edns = request.edns.as_ref()?;
+        let Some(EdnsOption::Subnet(subnet)) = edns.option(EdnsCode::Subnet) else {
+            return None;
+        };
+        let echo = ClientSubnet::new(subnet.addr(), subnet.source_prefix(), scope);
+        let mut opt = self.response_edns(edns).clone();
+        opt.options_mut().insert(EdnsOption::Subnet(echo));
+        Some(opt)
     }
 
     /// The OPT record answering a query's `edns`.
@@ -30,9 +53,12 @@ impl Handler {
 
     /// Bytes of the OPT record answering `request` (an OPT's size when it has none, as
     /// the size bound has always counted one).
-    fn response_opt_len(&self, request: &Request) -> usize {
+    fn response_opt_len(&self, request: &Request, opt: Option<&Edns>) -> usize {
         let options = request.edns.as_ref().map_or(0, |edns| {
-            let options = &self.response_edns(edns).options().options;
+            let options = &opt
+                .unwrap_or_else(|| self.response_edns(edns))
+                .options()
+                .options;
             options.iter().map(|(_, o)| 4 + usize::from(o.len())).sum()
         });
         OPT_LEN + options
@@ -45,8 +71,8 @@ impl Handler {
         metadata
     }
 
-    /// Sends one response; over UDP, one that does not fit the client's payload size goes
-    /// out empty with TC set.
+    /// Sends one response, with `opt` as its OPT record if given; over UDP, one that does
+    /// not fit the client's payload size goes out empty with TC set.
     pub(super) async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -54,9 +80,10 @@ impl Handler {
         mut metadata: Metadata,
         [answers, authorities, additionals]: [&Vec<&Record>; 3],
         mut signer: Option<Signer>,
+        opt: Option<&Edns>,
     ) -> ResponseInfo {
         let build = |metadata| {
-            self.builder(request).build(
+            self.builder_with(request, opt).build(
                 metadata,
                 answers.iter().copied(),
                 authorities.iter().copied(),
@@ -73,14 +100,14 @@ impl Handler {
             };
             let limit = usize::from(limit);
             let records = answers.iter().chain(authorities).chain(additionals);
-            if size_bound(records, request) + self.response_opt_len(request) > limit
+            if size_bound(records, request) + self.response_opt_len(request, opt) > limit
                 && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
             {
                 // Clients retry over TCP; an empty truncated message keeps its OPT, which a
                 // partly filled one could lose.
                 self.metrics.truncated.inc();
                 metadata.truncation = true;
-                let truncated = || self.builder(request).build_no_records(metadata);
+                let truncated = || self.builder_with(request, opt).build_no_records(metadata);
                 return send_signed(&mut response_handle, truncated, signer.as_mut(), request)
                     .await;
             }

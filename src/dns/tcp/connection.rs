@@ -179,6 +179,7 @@ impl Queries {
             match respond(
                 &zone,
                 message,
+                self.peer.ip(),
                 settings,
                 &mut self.scratch,
                 &mut self.answer,

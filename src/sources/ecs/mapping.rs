@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::config::{EcsSourceConfig, ServiceRule};
 use super::parse::{Host, NetworkMode, PortMapping, TaskDefinition, TaskFacts};
 use crate::registry::validate::{self, MAX_NAMED_PORTS};
-use crate::registry::{InstanceKey, InstanceSpec, NamedPort};
+use crate::registry::{InstanceKey, InstanceSpec, NamedPort, ZONE_ATTRIBUTE};
 
 /// Where a task stands with DNS.
 #[derive(Clone, Debug, PartialEq)]
@@ -224,7 +224,7 @@ fn attributes(
         "ECS_TASK_DEFINITION_FAMILY",
         Some(facts.family().to_owned()),
     );
-    set("AVAILABILITY_ZONE", facts.availability_zone.clone());
+    set(ZONE_ATTRIBUTE, facts.availability_zone.clone());
     set("REGION", region.map(str::to_owned));
     set("AWS_INSTANCE_IPV4", endpoint.ipv4.map(|a| a.to_string()));
     set("AWS_INSTANCE_IPV6", endpoint.ipv6.map(|a| a.to_string()));
