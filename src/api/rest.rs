@@ -268,6 +268,7 @@ fn policy_json(service: &Service) -> Value {
         "protocol": policy.protocol,
         "locality": policy.locality,
         "min_local": policy.min_local,
+        "subsets": policy.subsets,
     })
 }
 

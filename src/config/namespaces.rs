@@ -7,8 +7,8 @@ use globset::Glob;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{
-    CheckSpec, Locality, MAX_MIN_LOCAL, NamespaceSettings, Protocol, Routing, ServicePolicyRule,
-    WhenAllUnhealthy, deregister_after_bounds,
+    CheckSpec, Locality, MAX_MIN_LOCAL, MAX_SUBSET_KEYS, NamespaceSettings, Protocol, Routing,
+    ServicePolicyRule, WhenAllUnhealthy, deregister_after_bounds, subset_key_problem,
 };
 
 /// `[[namespaces]]`: one zone muster answers for.
@@ -69,6 +69,10 @@ pub struct ServiceRuleConfig {
     /// (default 1, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_local: Option<u32>,
+    /// Attribute keys whose values become DNS subsets: `subsets = ["version"]` answers
+    /// `v2._version.<svc>.<ns>` with the instances whose `version` is `v2` (at most 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<String>,
 }
 
 fn default_ttl() -> u32 {
@@ -132,6 +136,21 @@ impl NamespaceConfig {
                     "services[{i}].min_local: must be 1 to {MAX_MIN_LOCAL}"
                 ));
             }
+            if rule.subsets.len() > MAX_SUBSET_KEYS {
+                problems.push(format!(
+                    "services[{i}].subsets: at most {MAX_SUBSET_KEYS} keys"
+                ));
+            }
+            for (k, key) in rule.subsets.iter().enumerate() {
+                if let Some(problem) = subset_key_problem(key) {
+                    problems.push(format!("services[{i}].subsets[{k}]: {problem}"));
+                }
+                if rule.subsets[..k].contains(key) {
+                    problems.push(format!(
+                        "services[{i}].subsets[{k}]: {key:?} is given twice"
+                    ));
+                }
+            }
             match Glob::new(&rule.pattern) {
                 Ok(glob) => rules.push(ServicePolicyRule {
                     matcher: glob.compile_matcher(),
@@ -144,6 +163,7 @@ impl NamespaceConfig {
                     deregister_after: rule.deregister_after,
                     locality: rule.locality,
                     min_local: rule.min_local,
+                    subsets: rule.subsets.clone(),
                 }),
                 Err(e) => problems.push(format!("services[{i}].match: {e}")),
             }

@@ -167,8 +167,12 @@ pub fn plan<'z>(
             if let Some(records) = service(namespace, second) {
                 let label = std::str::from_utf8(first).unwrap_or("");
                 let Some(instance) = records.by_label.get(label) else {
-                    // `_tcp.svc.ns` above a named port's `_http._tcp.svc.ns`.
-                    let below = named_ports::protocol_in_use(&records.named, first);
+                    // `_tcp.svc.ns` above a named port's `_http._tcp.svc.ns`, or
+                    // `_version.svc.ns` above a subset's `v2._version.svc.ns`.
+                    let below = named_ports::protocol_in_use(&records.named, first)
+                        || first
+                            .strip_prefix(b"_")
+                            .is_some_and(|key| records.subset_key_in_use(key));
                     return if below { nodata } else { nxdomain };
                 };
                 let record = match qtype {
@@ -193,6 +197,18 @@ pub fn plan<'z>(
         }
         3 => {
             let (port, protocol) = (name.label(0), name.label(1));
+            // `v2._version.svc.ns`: a subset (its value never starts with `_`, a named
+            // port's first label always does).
+            if let Some(key) = protocol
+                .strip_prefix(b"_")
+                .filter(|_| !port.starts_with(b"_"))
+            {
+                let subset = service(namespace, name.label(2)).and_then(|r| r.subset(key, port));
+                return match subset {
+                    Some(subset) => service_plan(namespace, subset, qtype, client),
+                    None => nxdomain,
+                };
+            }
             let named = service(namespace, name.label(2)).and_then(|records| {
                 let n = named_ports::position(&records.named, port, protocol)?;
                 Some((records, n))
@@ -280,7 +296,7 @@ fn localized<'z>(
     kind: PickKind,
     client: &Client<'_>,
 ) -> (&'z ServiceRecords, PickKind, Option<u8>) {
-    if records.policy.locality != Locality::PreferZone {
+    if records.policy.locality != Locality::PreferZone || !records.has_zone_views() {
         return (records, kind, None);
     }
     let location = client.locate();

@@ -58,22 +58,27 @@ pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = &Rr> + Send
     )
 }
 
-/// A service's records for a secondary: all of them, not a `max_answers` subset, and
+/// A service's records for a secondary, its DNS subsets' included: all of them, not a
+/// `max_answers` pick, and
 /// duplicates (two instances on one address) once, told apart by their wire form (TTL
 /// included; hickory's `Record` equality ignores the TTL and it has no `Hash`). A CNAME service keeps one CNAME, as
 /// a name may hold only one.
 pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
     let mut seen = HashSet::new();
-    let mut cname_seen = false;
     let mut records = Vec::new();
-    for instance in &service.instances {
-        for record in instance.records() {
-            if record.record_type() == RecordType::CNAME && std::mem::replace(&mut cname_seen, true)
-            {
-                continue;
-            }
-            if seen.insert(record.wire()) {
-                records.push(record);
+    // The service's own names, then each subset's (whose glue is the service's).
+    for view in std::iter::once(service).chain(service.subset_records()) {
+        let mut cname_seen = false;
+        for instance in &view.instances {
+            for record in instance.records() {
+                if record.record_type() == RecordType::CNAME
+                    && std::mem::replace(&mut cname_seen, true)
+                {
+                    continue;
+                }
+                if seen.insert(record.wire()) {
+                    records.push(record);
+                }
             }
         }
     }

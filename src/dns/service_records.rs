@@ -14,7 +14,8 @@ use hickory_proto::rr::{Name, RecordType};
 use super::named_ports::{self, NamedName, NamedSrv};
 use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
 use crate::registry::{
-    AnswerPolicy, Instance, Locality, RecordTtls, Service, ZONE_ATTRIBUTE, instance_label,
+    AnswerPolicy, Instance, Locality, RecordTtls, Service, ZONE_ATTRIBUTE, instance_label, serving,
+    subset_label,
 };
 
 /// A service's answerable records: only the instances DNS currently serves (healthy, or
@@ -35,10 +36,162 @@ pub struct ServiceRecords {
     /// Under `Locality::PreferZone`, the same records restricted to each zone's served
     /// instances (by `AVAILABILITY_ZONE`), in zone name order; none otherwise.
     zones: Box<[ZoneView]>,
+    /// With `subsets` in the policy, the records of each subset `value._key.svc.ns`, by
+    /// key then value.
+    subsets: Box<[SubsetView]>,
     /// Per candidate in `packed`, the sum of the weights of its kind's candidates up to
     /// it; empty when every served instance weighs the same, so picks stay uniform.
     cumulative_weights: Box<[u64]>,
     owners: Arc<Owners>,
+}
+
+/// Instance label → instance, for `iid.svc.ns`.
+type Labels = imbl::HashMap<Arc<str>, Arc<ServedInstance>>;
+
+/// A service's served instances as one build sees them.
+struct Served<'a> {
+    instances: Vec<Arc<ServedInstance>>,
+    /// The registry's version of each, for what its records do not hold (zone, health).
+    current: Vec<&'a Arc<Instance>>,
+    /// For each, its index in the previous instances if its records are the same.
+    kept: Vec<Option<u32>>,
+}
+
+/// Walks `serving` (in id order) along `previous` (the same set's instances last time):
+/// an instance whose records are the same keeps its `ServedInstance`, others get one
+/// from `build`. `labels`, when given, follows: the labels of instances gone or rebuilt
+/// leave it, those of new ones with an address join it.
+fn walk<'a>(
+    serving: impl Iterator<Item = &'a Arc<Instance>>,
+    previous: &[Arc<ServedInstance>],
+    mut labels: Option<&mut Labels>,
+    build: impl Fn(&Arc<Instance>) -> ServedInstance,
+) -> Served<'a> {
+    let mut old = previous.iter().enumerate().peekable();
+    let mut served = Served {
+        instances: Vec::with_capacity(previous.len()),
+        current: Vec::with_capacity(previous.len()),
+        kept: Vec::with_capacity(previous.len()),
+    };
+    let forget = |gone: &ServedInstance, labels: &mut Option<&mut Labels>| {
+        if let Some(labels) = labels {
+            labels.remove(&gone.label);
+        }
+    };
+    let built = |instance: &Arc<Instance>, labels: &mut Option<&mut Labels>| {
+        let new = Arc::new(build(instance));
+        if let Some(labels) = labels
+            && (new.target_a.is_some() || new.target_aaaa.is_some())
+        {
+            labels.insert(new.label.clone(), new.clone());
+        }
+        new
+    };
+    for instance in serving {
+        served.current.push(instance);
+        // An instance the batch did not touch is the very Arc it was built from: no
+        // need to read (and miss the cache on) either id or its addresses.
+        if let Some((j, same)) = old.next_if(|(_, o)| Arc::ptr_eq(&o.source, instance)) {
+            served.instances.push(same.clone());
+            served.kept.push(Some(j as u32));
+            continue;
+        }
+        while let Some((_, gone)) = old.next_if(|(_, o)| o.source.id < instance.id) {
+            forget(gone, &mut labels);
+        }
+        let (new, was) = match old.next_if(|(_, o)| o.source.id == instance.id) {
+            Some((j, same)) if same_records(&same.source, instance) => {
+                (same.clone(), Some(j as u32))
+            }
+            Some((_, changed)) => {
+                forget(changed, &mut labels);
+                (built(instance, &mut labels), None)
+            }
+            None => (built(instance, &mut labels), None),
+        };
+        served.instances.push(new);
+        served.kept.push(was);
+    }
+    for (_, gone) in old {
+        forget(gone, &mut labels);
+    }
+    served
+}
+
+/// The most values one subset key answers: each is a copy of its instances' records
+/// (values past it, in order, get no name).
+pub const MAX_SUBSET_VALUES: usize = 64;
+
+/// One DNS subset of a service, `value._key.svc.ns`: the instances whose `key`
+/// attribute is `value` (as a label), served among themselves (health, fail-open and
+/// weights judged among them).
+#[derive(Debug)]
+struct SubsetView {
+    key: Box<str>,
+    value: Box<str>,
+    records: ServiceRecords,
+}
+
+/// The subsets of `service` by its policy's keys, each reusing the records of the same
+/// subset in `previous`. `records` is the whole service's, whose owners the subsets'
+/// derive from.
+fn subset_views(
+    records: &ServiceRecords,
+    service: &Service,
+    previous: Option<&ServiceRecords>,
+) -> Box<[SubsetView]> {
+    let policy = &records.policy;
+    let mut views = Vec::new();
+    for key in &policy.subsets {
+        // One pass: each value's members, in id order.
+        let mut members: std::collections::BTreeMap<String, Vec<&Arc<Instance>>> =
+            Default::default();
+        for instance in service.instances.values() {
+            let value = instance
+                .spec
+                .attributes
+                .get(key)
+                .and_then(|v| subset_label(v));
+            if let Some(value) = value {
+                members.entry(value).or_default().push(instance);
+            }
+        }
+        for (value, members) in members.into_iter().take(MAX_SUBSET_VALUES) {
+            let old = previous.and_then(|p| p.subset(key.as_bytes(), value.as_bytes()));
+            let owners = match old {
+                Some(old) => old.owners.clone(),
+                None => Arc::new(Owners {
+                    service: child(&child(&records.owners.service, &format!("_{key}")), &value),
+                    alias: records.owners.alias.clone(),
+                    targets: records.owners.targets.clone(),
+                }),
+            };
+            let served = walk(
+                serving(|| members.iter().copied(), policy),
+                old.map_or(&[], |o| &o.instances),
+                None,
+                |instance| ServedInstance::build(&owners, instance, policy.records).in_subset(),
+            );
+            if served.instances.is_empty() {
+                continue;
+            }
+            let subset = ServiceRecords::assemble(
+                policy,
+                owners,
+                served.instances,
+                &served.kept,
+                imbl::HashMap::new(),
+                old,
+            );
+            views.push(SubsetView {
+                key: key.as_str().into(),
+                value: value.into(),
+                records: subset,
+            });
+        }
+    }
+    views.sort_by(|a, b| (&a.key, &a.value).cmp(&(&b.key, &b.value)));
+    views.into_boxed_slice()
 }
 
 /// One zone's share of a service: its served instances' records, packed as the whole
@@ -369,8 +522,11 @@ pub struct ServedInstance {
 /// The owner names of a service's records, in wire form.
 #[derive(Debug)]
 struct Owners {
+    /// Of the answers: `svc.ns`, or a subset's `value._key.svc.ns`.
     service: Box<[u8]>,
     alias: Box<[u8]>,
+    /// Where SRV targets are, `<label>.<targets>`: always `svc.ns`.
+    targets: Box<[u8]>,
 }
 
 impl ServiceRecords {
@@ -382,64 +538,38 @@ impl ServiceRecords {
         let previous = previous.filter(|p| p.policy == policy);
         let owners = match previous {
             Some(previous) => previous.owners.clone(),
-            None => Arc::new(Owners {
-                service: child(origin, &service.name),
-                alias: child(
-                    &child(origin, policy.protocol.label()),
-                    &format!("_{}", service.name),
-                ),
-            }),
+            None => {
+                let service_name = child(origin, &service.name);
+                Arc::new(Owners {
+                    targets: service_name.clone(),
+                    service: service_name,
+                    alias: child(
+                        &child(origin, policy.protocol.label()),
+                        &format!("_{}", service.name),
+                    ),
+                })
+            }
         };
         let mut by_label = previous.map_or_else(imbl::HashMap::new, |p| p.by_label.clone());
-        let mut old = previous
-            .map(|p| &p.instances[..])
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .peekable();
-        let mut instances = Vec::with_capacity(old.len());
-        // The registry's version of each, for what its records do not hold (zone, health).
-        let mut current = Vec::with_capacity(old.len());
-        // For each instance, its index in `previous` if its records are the same.
-        let mut kept = Vec::with_capacity(old.len());
-        let built = |instance: &Arc<Instance>, by_label: &mut imbl::HashMap<_, _>| {
-            let served = Arc::new(ServedInstance::build(&owners, instance, policy.records));
-            if served.target_a.is_some() || served.target_aaaa.is_some() {
-                by_label.insert(served.label.clone(), served.clone());
-            }
-            served
-        };
-        for instance in service.serving() {
-            current.push(instance);
-            // An instance the batch did not touch is the very Arc it was built from: no
-            // need to read (and miss the cache on) either id or its addresses.
-            if let Some((j, same)) = old.next_if(|(_, o)| Arc::ptr_eq(&o.source, instance)) {
-                instances.push(same.clone());
-                kept.push(Some(j as u32));
-                continue;
-            }
-            while let Some((_, gone)) = old.next_if(|(_, o)| o.source.id < instance.id) {
-                by_label.remove(&gone.label);
-            }
-            let (served, was) = match old.next_if(|(_, o)| o.source.id == instance.id) {
-                Some((j, same)) if same_records(&same.source, instance) => {
-                    (same.clone(), Some(j as u32))
-                }
-                Some((_, changed)) => {
-                    by_label.remove(&changed.label);
-                    (built(instance, &mut by_label), None)
-                }
-                None => (built(instance, &mut by_label), None),
-            };
-            instances.push(served);
-            kept.push(was);
-        }
-        for (_, gone) in old {
-            by_label.remove(&gone.label);
-        }
-        let mut records = Self::assemble(&policy, owners, instances, &kept, by_label, previous);
+        let served = walk(
+            service.serving(),
+            previous.map_or(&[], |p| &p.instances),
+            Some(&mut by_label),
+            |instance| ServedInstance::build(&owners, instance, policy.records),
+        );
+        let mut records = Self::assemble(
+            &policy,
+            owners,
+            served.instances,
+            &served.kept,
+            by_label,
+            previous,
+        );
         if policy.locality == Locality::PreferZone {
-            records.zones = zone_views(&records, &current, previous);
+            records.zones = zone_views(&records, &served.current, previous);
+        }
+        if !policy.subsets.is_empty() {
+            records.subsets = subset_views(&records, service, previous);
         }
         records
     }
@@ -484,7 +614,35 @@ impl ServiceRecords {
             named,
             owners,
             zones: Box::default(),
+            subsets: Box::default(),
         }
+    }
+
+    /// The subset `value._key` of this service (`subsets` in its policy), if any of its
+    /// instances is served there.
+    pub fn subset(&self, key: &[u8], value: &[u8]) -> Option<&Self> {
+        let at = self
+            .subsets
+            .binary_search_by(|view| {
+                (view.key.as_bytes(), view.value.as_bytes()).cmp(&(key, value))
+            })
+            .ok()?;
+        Some(&self.subsets[at].records)
+    }
+
+    /// Whether `_key.svc.ns` is the parent of subset names: an empty non-terminal.
+    pub fn subset_key_in_use(&self, key: &[u8]) -> bool {
+        self.subsets.iter().any(|view| view.key.as_bytes() == key)
+    }
+
+    /// The subset views, for zone transfers: each one's records.
+    pub fn subset_records(&self) -> impl Iterator<Item = &Self> {
+        self.subsets.iter().map(|view| &view.records)
+    }
+
+    /// Whether some of its served instances are in a zone (under `Locality::PreferZone`).
+    pub fn has_zone_views(&self) -> bool {
+        !self.zones.is_empty()
     }
 
     /// The view a client in `zone` is answered from under `Locality::PreferZone`: the
@@ -540,6 +698,17 @@ impl ServiceRecords {
 }
 
 impl ServedInstance {
+    /// The instance as a subset answers it: the same A, AAAA, SRV and CNAME at the
+    /// subset's name, and the same SRV targets' glue; no RFC 2782 alias and no named
+    /// ports, which live under the service's own name.
+    fn in_subset(self) -> Self {
+        Self {
+            srv_alias: None,
+            named: Box::default(),
+            ..self
+        }
+    }
+
     /// Every record of the instance, once.
     pub fn records(&self) -> impl Iterator<Item = &Rr> {
         let all = [
@@ -557,7 +726,7 @@ impl ServedInstance {
 
     fn build(owners: &Owners, instance: &Arc<Instance>, types: RecordTtls) -> Self {
         let label: Arc<str> = instance_label(&instance.id).into();
-        let target = child(&owners.service, &label);
+        let target = child(&owners.targets, &label);
         let spec = &instance.spec;
         let ipv4 = spec.ipv4.map(|ip| ip.octets());
         let ipv6 = spec.ipv6.map(|ip| ip.octets());

@@ -56,8 +56,8 @@ fn random_change(rng: &mut SmallRng) -> Change {
 }
 
 /// A weight now and then (0 included: out of answers while others have one), so a
-/// weight change alone must rebuild the instance; a zone or none, so instances move
-/// between zone views.
+/// weight change alone must rebuild the instance; a zone or none, and subset values, so
+/// instances move between zone and subset views.
 fn random_attributes(rng: &mut SmallRng, n: u8) -> BTreeMap<String, String> {
     let mut attributes = BTreeMap::new();
     if rng.random_bool(0.3) {
@@ -65,6 +65,13 @@ fn random_attributes(rng: &mut SmallRng, n: u8) -> BTreeMap<String, String> {
     }
     if let Some(zone) = ["a", "b", "c"].get(rng.random_range(0..4)) {
         attributes.insert(ZONE_ATTRIBUTE.to_owned(), (*zone).to_owned());
+    }
+    // Subset values: `Blue` and `blue` are one subset, `not_a_label` none.
+    if let Some(track) = ["blue", "Blue", "green", "not_a_label"].get(rng.random_range(0..5)) {
+        attributes.insert("track".to_owned(), (*track).to_owned());
+    }
+    if rng.random_bool(0.3) {
+        attributes.insert("zone".to_owned(), "x".to_owned());
     }
     attributes
 }
@@ -85,7 +92,8 @@ fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
     .collect()
 }
 
-/// The default config, with svc1 and svc2 answered by zone.
+/// The default config, with svc1 and svc2 answered by zone and subset by `track` and
+/// `zone`.
 fn zone_aware() -> Config {
     let text = r#"
         [[namespaces]]
@@ -93,6 +101,7 @@ fn zone_aware() -> Config {
         [[namespaces.services]]
         match = "svc[12]"
         locality = "prefer_zone"
+        subsets = ["track", "zone"]
     "#;
     let config = Config::parse(text).unwrap();
     assert_eq!(
@@ -113,6 +122,7 @@ async fn updated_records_pack_as_built_from_scratch() {
     let mut rng = SmallRng::seed_from_u64(6);
     let mut compared = 0;
     let mut zone_views = 0;
+    let mut subset_views = 0;
     for _ in 0..300 {
         let batch: Vec<_> = (0..rng.random_range(1..=8))
             .map(|_| {
@@ -152,8 +162,20 @@ async fn updated_records_pack_as_built_from_scratch() {
                 assert_eq!(ids(&kept.records), ids(&fresh.records), "{name}");
             }
             zone_views += records.zones.len();
+            assert_eq!(kept.subsets.len(), records.subsets.len(), "{name}");
+            for (kept, fresh) in kept.subsets.iter().zip(&records.subsets) {
+                assert_eq!(
+                    (&kept.key, &kept.value),
+                    (&fresh.key, &fresh.value),
+                    "{name}"
+                );
+                assert_eq!(kept.records.packed, fresh.records.packed, "{name}");
+                assert_eq!(ids(&kept.records), ids(&fresh.records), "{name}");
+            }
+            subset_views += records.subsets.len();
         }
     }
     assert!(compared > 1000, "{compared} candidates compared");
     assert!(zone_views > 500, "{zone_views} zone views compared");
+    assert!(subset_views > 500, "{subset_views} subset views compared");
 }

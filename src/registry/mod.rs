@@ -33,12 +33,12 @@ pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;
 pub use model::{
     Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
-    SourceId, ZONE_ATTRIBUTE, stable_id,
+    SourceId, ZONE_ATTRIBUTE, serving, stable_id,
 };
-pub use names::instance_label;
+pub use names::{instance_label, subset_label};
 pub use policy::{
-    AnswerPolicy, DnsConfig, Locality, MAX_MIN_LOCAL, NamespaceSettings, Protocol, RecordTtls,
-    Routing, ServicePolicyRule, WhenAllUnhealthy,
+    AnswerPolicy, DnsConfig, Locality, MAX_MIN_LOCAL, MAX_SUBSET_KEYS, NamespaceSettings, Protocol,
+    RecordTtls, Routing, ServicePolicyRule, WhenAllUnhealthy, subset_key_problem,
 };
 pub use records::{
     CheckVerdict, InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped,

@@ -270,13 +270,7 @@ impl Service {
     /// every one when none is healthy and the policy fails open (Cloud Map's behaviour);
     /// of those, the ones of weight 0 only when every one has weight 0.
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Instance>> {
-        let candidates = || self.instances.values().filter(|i| !i.is_draining());
-        let any_healthy = candidates().any(|i| i.is_healthy());
-        let fail_open = !any_healthy && self.policy.when_all_unhealthy.serves_all();
-        let served = move || candidates().filter(move |i| i.is_healthy() || fail_open);
-        let weighted = |i: &Instance| i.spec.srv_priority_weight().1 > 0;
-        let any_weighted = served().any(|i| weighted(i));
-        served().filter(move |i| weighted(i) || !any_weighted)
+        serving(|| self.instances.values(), &self.policy)
     }
 
     pub fn healthy_count(&self) -> usize {
@@ -287,6 +281,25 @@ impl Service {
     pub fn in_dns(&self) -> bool {
         !self.meta.http_only
     }
+}
+
+/// What [`Service::serving`] gives for a service made of the instances `instances`
+/// yields (all of a service's, or a DNS subset of them) under `policy`: health,
+/// fail-open and weights are judged among them alone.
+pub fn serving<'a, I>(
+    instances: impl Fn() -> I + Copy + 'a,
+    policy: &AnswerPolicy,
+) -> impl Iterator<Item = &'a Arc<Instance>> + 'a
+where
+    I: Iterator<Item = &'a Arc<Instance>> + 'a,
+{
+    let candidates = move || instances().filter(|i| !i.is_draining());
+    let any_healthy = candidates().any(|i| i.is_healthy());
+    let fail_open = !any_healthy && policy.when_all_unhealthy.serves_all();
+    let served = move || candidates().filter(move |i| i.is_healthy() || fail_open);
+    let weighted = |i: &Instance| i.spec.srv_priority_weight().1 > 0;
+    let any_weighted = served().any(|i| weighted(i));
+    served().filter(move |i| weighted(i) || !any_weighted)
 }
 
 /// A stable id for something muster names itself (config namespaces, implicit services):

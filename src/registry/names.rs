@@ -3,6 +3,21 @@
 
 use crate::fnv::fnv1a64;
 
+/// The label an attribute value takes in a DNS subset name, `<value>._<key>.<svc>.<ns>`:
+/// the value lowercased, when that is a label of `a-z 0-9 -` (no leading or trailing
+/// `-`, at most 63 bytes); `None` otherwise, and the instance is in no subset of that key.
+/// Never starting with `_`, a subset name cannot be a named port's `_<port>._<proto>`.
+pub fn subset_label(value: &str) -> Option<String> {
+    let label = value.to_ascii_lowercase();
+    let plain = (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    plain.then_some(label)
+}
+
 /// The DNS label of an instance, `<label>.<service>.<namespace>`.
 ///
 /// An id that is already a lowercase DNS label (`[a-z0-9_]`, inner `-`, at most 63

@@ -53,6 +53,29 @@ pub enum Locality {
 /// beyond any deployment's need, and the bound keeps the setting a small number.
 pub const MAX_MIN_LOCAL: u32 = 10_000;
 
+/// The most attribute keys one service may be subset by: each multiplies what its
+/// records cost.
+pub const MAX_SUBSET_KEYS: usize = 4;
+
+/// Why `key` cannot subset a service in DNS, if it cannot: it becomes the label
+/// `_<key>`, so it must be a label of `a-z 0-9 -` of at most 62 bytes, and not `tcp` or
+/// `udp`, whose `_tcp`/`_udp` labels name SRV protocols.
+pub fn subset_key_problem(key: &str) -> Option<String> {
+    let plain = (1..=62).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && !key.starts_with('-')
+        && !key.ends_with('-');
+    match key {
+        _ if !plain => Some(format!(
+            "{key:?} is not a label of a-z 0-9 - (at most 62 bytes)"
+        )),
+        "tcp" | "udp" => Some(format!("{key:?} names an SRV protocol")),
+        _ => None,
+    }
+}
+
 /// The transport label of a service's RFC 2782 name, `_svc._tcp.ns` or `_svc._udp.ns`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +146,8 @@ pub struct AnswerPolicy {
     /// Under `Locality::PreferZone`, how many healthy instances the client's zone needs
     /// to be answered alone (at least 1).
     pub min_local: u32,
+    /// Attribute keys whose values name DNS subsets, `<value>._<key>.<svc>.<ns>`.
+    pub subsets: Vec<String>,
 }
 
 /// One `[[namespaces.services]]` rule: a glob and the policy fields it overrides.
@@ -138,6 +163,7 @@ pub struct ServicePolicyRule {
     pub deregister_after: Option<Duration>,
     pub locality: Option<Locality>,
     pub min_local: Option<u32>,
+    pub subsets: Vec<String>,
 }
 
 /// A service's Cloud Map `DnsConfig`: routing and the record types with their TTLs.
@@ -176,6 +202,7 @@ impl NamespaceSettings {
             deregister_after: None,
             locality: Locality::Any,
             min_local: 1,
+            subsets: Vec::new(),
         };
         if let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(service)) {
             if let Some(ttl) = rule.ttl {
@@ -190,6 +217,7 @@ impl NamespaceSettings {
             policy.deregister_after = rule.deregister_after;
             policy.locality = rule.locality.unwrap_or(policy.locality);
             policy.min_local = rule.min_local.unwrap_or(policy.min_local);
+            policy.subsets = rule.subsets.clone();
         }
         if let Some(dns) = dns {
             policy.records = dns.records;
