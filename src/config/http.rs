@@ -27,6 +27,12 @@ pub struct HttpConfig {
     /// Connections open at once from one source (an IPv4 address, an IPv6 /64) on each
     /// listener; beyond it a new one from that source is closed at once.
     pub max_connections_per_source: u32,
+    /// Blocking queries (`GET .../services/{svc}?index=N`) waiting at once; beyond it one
+    /// more gets 503 with `Retry-After`. Each holds a connection, so with
+    /// `max_watch_streams` it stays below `max_connections`, leaving room for writes.
+    pub max_blocking_queries: u32,
+    /// `GET /v1/watch` streams open at once; beyond it one more gets 503.
+    pub max_watch_streams: u32,
     /// Host names clients use to reach muster. While the APIs are open (no credentials in
     /// `[auth]`), a request whose Host header is not an IP literal, `localhost`, one of
     /// these or `data-<one of these>` (the AWS SDKs' DiscoverInstances host) gets 403: a
@@ -50,6 +56,8 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_connections_per_source: 128,
+            max_blocking_queries: 512,
+            max_watch_streams: 256,
             hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -97,6 +105,13 @@ impl HttpConfig {
             problems.push(format!(
                 "http.max_connections_per_source: {} is not from 1 to max_connections ({})",
                 self.max_connections_per_source, self.max_connections
+            ));
+        }
+        let watchers = u64::from(self.max_blocking_queries) + u64::from(self.max_watch_streams);
+        if watchers > u64::from(self.max_connections) {
+            problems.push(format!(
+                "http.max_blocking_queries: with max_watch_streams ({} + {}) above max_connections ({}): watchers could hold every connection",
+                self.max_blocking_queries, self.max_watch_streams, self.max_connections
             ));
         }
         for (i, host) in self.hosts.iter().enumerate() {
@@ -150,6 +165,8 @@ mod tests {
             idle_timeout: Duration::from_secs(7200),
             max_connections: 10,
             max_connections_per_source: 11,
+            max_blocking_queries: 8,
+            max_watch_streams: 8,
             hosts: vec!["ok.example".into(), "bad:80".into(), "a..b".into()],
             tls_cert: Some("cert.pem".into()),
             ..HttpConfig::default()
@@ -159,6 +176,7 @@ mod tests {
             "http.header_timeout",
             "http.idle_timeout",
             "http.max_connections_per_source",
+            "http.max_blocking_queries",
             "http.hosts[1]",
             "http.hosts[2]",
             "http.tls_cert",

@@ -9,6 +9,7 @@
 mod admission;
 mod catalog;
 mod change;
+mod changes;
 pub mod check;
 mod durable;
 mod instances;
@@ -16,6 +17,7 @@ mod metrics;
 mod model;
 mod names;
 mod policy;
+mod recorder;
 mod records;
 #[cfg(feature = "etcd")]
 mod replicated;
@@ -28,6 +30,7 @@ mod writer;
 
 pub use admission::{Admission, BadPattern, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
+pub use changes::{ChangeEntry, Event, Missed, RECENT_CHANGES, RecentChanges};
 pub use check::{CheckSpec, deregister_after_bounds, health_bounds};
 pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;
