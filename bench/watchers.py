@@ -16,7 +16,8 @@ then makes `--changes` changes (the instance's health, alternately down and up, 
 PUT; the next one once every watcher has seen the last and waits again) and records, per
 change, when each watcher saw it. "Notified" is from the PUT being sent to a watcher
 reading the change, so it holds the durable write (fsync) and this client's own reading
-of N sockets: the PUT's round trip is printed beside it.
+of N sockets: the PUT's round trip is printed beside it, and the spread from the first
+watcher notified to the last (the fan-out alone, with this client's reading).
 
     .venv/bin/python bench/watchers.py [--watchers 1000] [--changes 50] [--kinds sse,blocking]
 """
@@ -159,6 +160,7 @@ async def measure(m, kind, watchers, changes):
         task.cancel()
     all_notified = [max(c.seen[k] for c in clients) - sent[k] for k in range(changes)]
     each = [c.seen[k] - sent[k] for c in clients for k in range(changes)]
+    spread = [max(c.seen[k] for c in clients) - min(c.seen[k] for c in clients) for k in range(changes)]
     return {
         "kind": kind,
         "rss_before": before,
@@ -168,6 +170,8 @@ async def measure(m, kind, watchers, changes):
         "all_p99": percentile(all_notified, 0.99) * 1000,
         "each_p50": percentile(each, 0.5) * 1000,
         "each_p99": percentile(each, 0.99) * 1000,
+        "spread_p50": percentile(spread, 0.5) * 1000,
+        "spread_p99": percentile(spread, 0.99) * 1000,
         "put_p50": percentile(round_trips, 0.5) * 1000,
     }
 
@@ -204,11 +208,12 @@ def main():
     print()
     print(f"{args.watchers} watchers of one service, {args.changes} changes:")
     print()
-    print("| watchers | muster RSS before → with them | per watcher | PUT sent → every watcher notified p50 / p99 | → each watcher p50 / p99 | PUT round trip p50 |")
-    print("|---|---|---|---|---|---|")
+    print("| watchers | muster RSS before → with them | per watcher | PUT sent → every watcher notified p50 / p99 | → each watcher p50 / p99 | first → last watcher p50 / p99 | PUT round trip p50 |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {args.watchers} {r['kind']} | {r['rss_before']:.1f} → {r['rss_after']:.1f} MiB | {r['per_watcher_kib']:.1f} KiB | "
-              f"{r['all_p50']:.1f} / {r['all_p99']:.1f} ms | {r['each_p50']:.1f} / {r['each_p99']:.1f} ms | {r['put_p50']:.2f} ms |")
+              f"{r['all_p50']:.1f} / {r['all_p99']:.1f} ms | {r['each_p50']:.1f} / {r['each_p99']:.1f} ms | "
+              f"{r['spread_p50']:.1f} / {r['spread_p99']:.1f} ms | {r['put_p50']:.2f} ms |")
     print()
     print(f"reproduce: {COMMAND}")
 

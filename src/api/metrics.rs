@@ -205,7 +205,9 @@ impl HttpMetrics {
 
     pub(super) fn watch_refused(&self, kind: Kind) {
         let kind = kind.label();
-        self.watchers_refused.get_or_create(&KindLabels { kind }).inc();
+        self.watchers_refused
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     pub(super) fn watch_slow_reader(&self) {

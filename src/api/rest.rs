@@ -260,8 +260,8 @@ async fn get_service(
     };
     if let Some(blocking) = blocking {
         let watched = (namespace.as_str(), name.as_str());
-        if let Err(refused) = state.watch.block(&state.registry, watched, blocking).await {
-            return refused;
+        if let Err(busy) = state.watch.block(&state.registry, watched, blocking).await {
+            return busy.into_response();
         }
     }
     // The index first: the snapshot read after it is at least as new.
@@ -330,7 +330,10 @@ fn instance_json(instance: &Instance) -> Value {
 }
 
 /// A duration field of a body or query (`"3s"`, `"10m"`), parsed.
-pub(super) fn duration(field: &'static str, text: Option<String>) -> Result<Option<Duration>, FieldError> {
+pub(super) fn duration(
+    field: &'static str,
+    text: Option<String>,
+) -> Result<Option<Duration>, FieldError> {
     let parse = |text: String| {
         humantime::parse_duration(&text)
             .map_err(|_| FieldError::new(field, format!("{text:?} is not a duration")))

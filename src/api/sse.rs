@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -67,19 +67,18 @@ pub async fn watch(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    match open(&state, principal, &headers, query) {
-        Ok(response) | Err(response) => response,
+    let (filter, resume) = match filter(&state, principal, query, &headers) {
+        Ok(asked) => asked,
+        Err(error) => return error.into_response(),
+    };
+    match state.watch.admit(Kind::Stream) {
+        Ok(slot) => start(&state, filter, resume, slot),
+        Err(busy) => busy.into_response(),
     }
 }
 
-fn open(
-    state: &ApiState,
-    principal: Principal,
-    headers: &HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Response, Response> {
-    let (filter, resume) = filter(state, principal, query, headers)?;
-    let slot = state.watch.admit(Kind::Stream)?;
+/// Starts the stream's producer and answers with its body.
+fn start(state: &ApiState, filter: Filter, resume: Option<u64>, slot: Slot) -> Response {
     let changes = state.registry.watch_changes();
     let recent = state.registry.recent_changes();
     let (sender, receiver) = mpsc::channel(BUFFER);
@@ -103,7 +102,7 @@ fn open(
     // nginx would otherwise buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers.insert(INDEX_HEADER, HeaderValue::from(recent.index()));
-    Ok(response)
+    response
 }
 
 /// The stream's filter and the index to resume after, from the query and headers; 400
@@ -113,18 +112,17 @@ fn filter(
     principal: Principal,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: &HeaderMap,
-) -> Result<(Filter, Option<u64>), Response> {
-    let params = Params::from_query(query).map_err(IntoResponse::into_response)?;
-    params.only(&["namespace", "service", "index"]).map_err(IntoResponse::into_response)?;
+) -> Result<(Filter, Option<u64>), ApiError> {
+    let params = Params::from_query(query)?;
+    params.only(&["namespace", "service", "index"])?;
     let mut resume = params
         .get("index")
         .map(|text| parse_index("index", text))
-        .transpose()
-        .map_err(IntoResponse::into_response)?;
+        .transpose()?;
     // A reconnecting EventSource sends the last id it saw; it wins over the URL's index.
     if let Some(value) = headers.get("last-event-id") {
         let text = value.to_str().unwrap_or("(not ASCII)");
-        resume = Some(parse_index("Last-Event-ID", text).map_err(IntoResponse::into_response)?);
+        resume = Some(parse_index("Last-Event-ID", text)?);
     }
     let snapshot = state.registry.snapshot();
     let namespace = match params.get("namespace") {
@@ -132,8 +130,11 @@ fn filter(
             let name = ns.trim_end_matches('.').to_ascii_lowercase();
             if snapshot.namespace(&name).is_none() {
                 let message = format!("namespace {ns:?} does not exist");
-                let error = ApiError::new(StatusCode::NOT_FOUND, Some("namespace"), message);
-                return Err(error.into_response());
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    Some("namespace"),
+                    message,
+                ));
             }
             Some(name)
         }
@@ -146,13 +147,16 @@ fn filter(
         (None, None) => true,
         (None, Some(_)) => {
             let message = "service needs namespace";
-            let error = ApiError::new(StatusCode::BAD_REQUEST, Some("service"), message);
-            return Err(error.into_response());
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("service"),
+                message,
+            ));
         }
     };
     if !allowed {
         let message = format!("{principal} has no scope for read on what it asked to watch");
-        return Err(ApiError::new(StatusCode::FORBIDDEN, None, message).into_response());
+        return Err(ApiError::new(StatusCode::FORBIDDEN, None, message));
     }
     let filter = Filter {
         namespace,
@@ -278,8 +282,58 @@ impl hyper::body::Body for Frames {
 mod tests {
     use std::time::SystemTime;
 
+    use hyper::body::Body as _;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
-    use crate::registry::{Event, SourceId};
+    use crate::config::Config;
+    use crate::registry::{Event, Registry, Snapshot, SourceId};
+    use crate::reload::Reloader;
+
+    #[tokio::test]
+    async fn a_reader_a_buffer_behind_is_cut_off_and_its_place_given_back() {
+        let registry = Registry::new(Snapshot::new([], []));
+        let updates = Reloader::new(Config::default()).subscribe();
+        let watchers = Watchers::new(updates, Arc::default(), CancellationToken::new());
+        let watchers = Arc::new(watchers);
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        let slow = Arc::new(AtomicBool::new(false));
+        let stream = Stream {
+            registry: registry.handle(),
+            watchers: watchers.clone(),
+            filter: Filter {
+                namespace: None,
+                service: None,
+                principal: Principal::Anonymous,
+            },
+            cursor: 0,
+            sender,
+            slow: slow.clone(),
+            _slot: watchers.admit(Kind::Stream).unwrap(),
+        };
+        for _ in 0..BUFFER {
+            assert!(stream.send(": ping\n\n".to_owned()));
+        }
+        assert!(!stream.send(": ping\n\n".to_owned()));
+        drop(stream);
+        // The place is free again (a cap of 256 by default, so take them all).
+        let cap = Config::default().http.max_watch_streams as usize;
+        let slots: Vec<_> = (0..cap).map(|_| watchers.admit(Kind::Stream)).collect();
+        assert!(slots.iter().all(Result::is_ok));
+        assert!(watchers.admit(Kind::Stream).is_err());
+        // The body gives what was queued, then an error: hyper drops the connection.
+        let mut frames = Frames { receiver, slow };
+        let mut data = 0;
+        let last = loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut frames).poll_frame(cx)).await;
+            match frame {
+                Some(Ok(_)) => data += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(data, BUFFER);
+        assert!(matches!(last, Some(Err(_))), "{last:?}");
+    }
 
     #[test]
     fn an_event_is_one_sse_frame_with_its_index_and_name() {
@@ -297,7 +351,13 @@ mod tests {
         assert!(frame.starts_with("id: 9\nevent: registered\ndata: {\"index\":9,"));
         assert!(frame.ends_with("}\n\n"));
         assert_eq!(frame.matches('\n').count(), 4);
-        let missed = missed_event(Missed { oldest: 5, last: 20 }, 2);
+        let missed = missed_event(
+            Missed {
+                oldest: 5,
+                last: 20,
+            },
+            2,
+        );
         assert!(missed.starts_with("id: 20\nevent: missed\ndata: {"));
     }
 

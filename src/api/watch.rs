@@ -76,8 +76,8 @@ impl Watchers {
         }
     }
 
-    /// A place for one more watcher of `kind`, or 503 naming the cap when none is left.
-    pub(super) fn admit(&self, kind: Kind) -> Result<Slot, Response> {
+    /// A place for one more watcher of `kind`, or [`Busy`] when none is left.
+    pub(super) fn admit(&self, kind: Kind) -> Result<Slot, Busy> {
         let (slots, cap, key) = {
             let config = self.updates.borrow();
             match kind {
@@ -95,15 +95,7 @@ impl Watchers {
         };
         slots.take(cap as usize).ok_or_else(|| {
             self.metrics.watch_refused(kind);
-            let message = format!(
-                "too many watchers: {key} ({cap}) are open; try again later"
-            );
-            let mut response =
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, None, message).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            Busy { key, cap }
         })
     }
 
@@ -131,12 +123,9 @@ impl Watchers {
         registry: &RegistryHandle,
         (namespace, service): (&str, &str),
         query: Blocking,
-    ) -> Result<(), Response> {
-        let current = |registry: &RegistryHandle| {
-            registry
-                .recent_changes()
-                .service_index(namespace, service)
-        };
+    ) -> Result<(), Busy> {
+        let current =
+            |registry: &RegistryHandle| registry.recent_changes().service_index(namespace, service);
         if query.index == 0 || current(registry) != query.index || query.wait.is_zero() {
             return Ok(());
         }
@@ -153,6 +142,28 @@ impl Watchers {
             }
         }
         Ok(())
+    }
+}
+
+/// Every place of a watcher cap is taken: 503 with `Retry-After`, naming the cap.
+#[derive(Debug)]
+pub struct Busy {
+    key: &'static str,
+    cap: u32,
+}
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let message = format!(
+            "too many watchers: {} ({}) are open; try again later",
+            self.key, self.cap
+        );
+        let mut response =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, None, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
     }
 }
 
@@ -183,7 +194,10 @@ pub fn parse_index(field: &str, text: &str) -> Result<u64, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             Some(field),
-            format!("{text:?} is not an index (a whole number from 0 to {})", u64::MAX),
+            format!(
+                "{text:?} is not an index (a whole number from 0 to {})",
+                u64::MAX
+            ),
         )
     })
 }
@@ -307,7 +321,9 @@ mod tests {
             wait: Duration::from_secs(30),
         };
         assert_eq!(query.unwrap(), Some(expected));
-        let default = Blocking::parse(&params(&[("index", "7")])).unwrap().unwrap();
+        let default = Blocking::parse(&params(&[("index", "7")]))
+            .unwrap()
+            .unwrap();
         assert_eq!(default.wait, DEFAULT_WAIT);
         // A wait without an index blocks on nothing.
         assert_eq!(Blocking::parse(&params(&[("wait", "1s")])).unwrap(), None);

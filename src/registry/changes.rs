@@ -107,17 +107,6 @@ fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
-/// A change before it is numbered (what [`recorder`](super::recorder) finds).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Draft {
-    pub event: Event,
-    pub namespace: String,
-    pub service: Option<String>,
-    pub instance: Option<String>,
-    pub source: Option<SourceId>,
-    pub reason: Option<String>,
-}
-
 /// The recent changes as of one publish: immutable and O(1) to clone.
 #[derive(Clone, Debug)]
 pub struct RecentChanges {
@@ -195,12 +184,14 @@ impl RecentChanges {
         Ok(self.entries.iter().skip(skip))
     }
 
-    /// Numbers `drafts` (changes of the snapshot at `revision`, made at `time`) and
-    /// appends them, dropping the oldest beyond [`RECENT_CHANGES`].
-    pub(super) fn append(&mut self, drafts: Vec<Draft>, revision: u64, time: SystemTime) {
-        for draft in drafts {
+    /// Numbers `found` (the changes of the snapshot at `revision`, made at `time`: their
+    /// own `index` and `time` are not read) and appends them, dropping the oldest beyond
+    /// [`RECENT_CHANGES`].
+    pub(super) fn append(&mut self, found: Vec<ChangeEntry>, revision: u64, time: SystemTime) {
+        for mut draft in found {
             let index = revision.max(self.last.saturating_add(1));
             self.last = index;
+            (draft.index, draft.time) = (index, time);
             match (&draft.event, &draft.service) {
                 (Event::NamespaceDeleted, _) => {
                     self.services.remove(&draft.namespace);
@@ -218,16 +209,7 @@ impl RecentChanges {
                 }
                 (_, None) => {}
             }
-            self.entries.push_back(Arc::new(ChangeEntry {
-                index,
-                time,
-                event: draft.event,
-                namespace: draft.namespace,
-                service: draft.service,
-                instance: draft.instance,
-                source: draft.source,
-                reason: draft.reason,
-            }));
+            self.entries.push_back(Arc::new(draft));
             if self.entries.len() > RECENT_CHANGES
                 && let Some(oldest) = self.entries.pop_front()
             {

@@ -2,8 +2,10 @@ use std::time::SystemTime;
 
 use super::*;
 
-fn instance(event: Event, service: &str, id: &str) -> Draft {
-    Draft {
+fn instance(event: Event, service: &str, id: &str) -> ChangeEntry {
+    ChangeEntry {
+        index: 0,
+        time: SystemTime::UNIX_EPOCH,
         event,
         namespace: "internal".into(),
         service: Some(service.into()),
@@ -21,15 +23,27 @@ fn indexes(recent: &RecentChanges, after: u64) -> Vec<u64> {
 fn an_index_follows_the_revision_and_grows_by_one_at_least() {
     let mut recent = RecentChanges::new(7);
     assert_eq!(recent.index(), 7);
-    recent.append(vec![instance(Event::Registered, "web", "a")], 8, SystemTime::now());
+    recent.append(
+        vec![instance(Event::Registered, "web", "a")],
+        8,
+        SystemTime::now(),
+    );
     assert_eq!(recent.index(), 8);
     // One revision, three entries (a sync): three indexes.
     let three = ["b", "c", "d"].map(|id| instance(Event::Registered, "web", id));
     recent.append(three.to_vec(), 9, SystemTime::now());
     assert_eq!(indexes(&recent, 8), [9, 10, 11]);
     // The revision catches up (etcd's jumps ahead): the index follows it.
-    recent.append(vec![instance(Event::Healthy, "web", "a")], 11, SystemTime::now());
-    recent.append(vec![instance(Event::Healthy, "web", "b")], 40, SystemTime::now());
+    recent.append(
+        vec![instance(Event::Healthy, "web", "a")],
+        11,
+        SystemTime::now(),
+    );
+    recent.append(
+        vec![instance(Event::Healthy, "web", "b")],
+        40,
+        SystemTime::now(),
+    );
     assert_eq!(indexes(&recent, 11), [12, 40]);
     assert_eq!(indexes(&recent, 40), Vec::<u64>::new());
 }
@@ -38,13 +52,21 @@ fn an_index_follows_the_revision_and_grows_by_one_at_least() {
 fn each_service_has_the_index_of_its_last_change() {
     let mut recent = RecentChanges::new(5);
     assert_eq!(recent.service_index("internal", "web"), 5);
-    recent.append(vec![instance(Event::Registered, "web", "a")], 6, SystemTime::now());
-    recent.append(vec![instance(Event::Registered, "db", "a")], 7, SystemTime::now());
+    recent.append(
+        vec![instance(Event::Registered, "web", "a")],
+        6,
+        SystemTime::now(),
+    );
+    recent.append(
+        vec![instance(Event::Registered, "db", "a")],
+        7,
+        SystemTime::now(),
+    );
     assert_eq!(recent.service_index("internal", "web"), 6);
     assert_eq!(recent.service_index("internal", "db"), 7);
     assert_eq!(recent.service_index("other", "web"), 5);
     // A deleted service keeps an index at least that of its deletion.
-    let deleted = Draft {
+    let deleted = ChangeEntry {
         instance: None,
         source: None,
         ..instance(Event::ServiceDeleted, "db", "")
@@ -53,23 +75,14 @@ fn each_service_has_the_index_of_its_last_change() {
     assert_eq!(recent.service_index("internal", "db"), 8);
     assert_eq!(recent.service_index("internal", "web"), 6);
     // So does every service of a deleted namespace.
-    let gone = Draft {
-        service: None,
-        ..deleted_namespace()
-    };
-    recent.append(vec![gone], 9, SystemTime::now());
-    assert_eq!(recent.service_index("internal", "web"), 9);
-}
-
-fn deleted_namespace() -> Draft {
-    Draft {
-        event: Event::NamespaceDeleted,
-        namespace: "internal".into(),
+    let gone = ChangeEntry {
         service: None,
         instance: None,
         source: None,
-        reason: None,
-    }
+        ..instance(Event::NamespaceDeleted, "", "")
+    };
+    recent.append(vec![gone], 9, SystemTime::now());
+    assert_eq!(recent.service_index("internal", "web"), 9);
 }
 
 #[test]
@@ -77,7 +90,11 @@ fn the_ring_keeps_the_last_entries_and_says_when_a_resume_missed_some() {
     let mut recent = RecentChanges::new(0);
     let total = RECENT_CHANGES as u64 + 10;
     for revision in 1..=total {
-        recent.append(vec![instance(Event::Healthy, "web", "a")], revision, SystemTime::now());
+        recent.append(
+            vec![instance(Event::Healthy, "web", "a")],
+            revision,
+            SystemTime::now(),
+        );
     }
     assert_eq!(recent.entries().count(), RECENT_CHANGES);
     assert_eq!(recent.entries().next().unwrap().index, 11);
@@ -96,7 +113,7 @@ fn the_ring_keeps_the_last_entries_and_says_when_a_resume_missed_some() {
 #[test]
 fn entries_serialize_with_rfc3339_times_and_snake_case_events() {
     let mut recent = RecentChanges::new(0);
-    let draft = Draft {
+    let draft = ChangeEntry {
         reason: Some("heartbeat expired".into()),
         ..instance(Event::Unhealthy, "web", "i-1")
     };
@@ -126,7 +143,11 @@ async fn a_publish_with_changes_wakes_subscribers_and_one_without_does_not() {
     let mut recent = (*feed.recent()).clone();
     feed.publish(recent.clone());
     assert!(!woken.has_changed().unwrap());
-    recent.append(vec![instance(Event::Registered, "web", "a")], 2, SystemTime::now());
+    recent.append(
+        vec![instance(Event::Registered, "web", "a")],
+        2,
+        SystemTime::now(),
+    );
     feed.publish(recent);
     woken.changed().await.unwrap();
     assert_eq!(*woken.borrow_and_update(), 2);

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use imbl::ordmap::DiffItem;
 
-use super::changes::{ChangeFeed, Draft, Event, RecentChanges};
+use super::changes::{ChangeEntry, ChangeFeed, Event, RecentChanges};
 use super::model::{Instance, InstanceSpec, Service};
 use super::snapshot::{Namespace, Snapshot};
 use super::state::Touched;
@@ -50,7 +50,7 @@ impl Recorder {
 
 /// The changes from `old` to `new` in what `touched` names: namespaces created and
 /// updated first, then services and instances, then namespaces deleted.
-pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<Draft> {
+pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<ChangeEntry> {
     let mut first = Vec::new();
     let mut last = Vec::new();
     let mut services: BTreeSet<(&str, &str)> = touched
@@ -69,10 +69,14 @@ pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<D
         let before = before.map_or(&empty, |ns| &ns.services);
         let after = after.map_or(&empty, |ns| &ns.services);
         // Services are compared by pointer: the writer copies only those it changes.
-        let changed = after
-            .iter()
-            .filter(|(service, new)| before.get(*service).is_none_or(|old| !Arc::ptr_eq(old, new)));
-        let removed = before.keys().filter(|service| !after.contains_key(*service));
+        let changed = after.iter().filter(|(service, new)| {
+            before
+                .get(*service)
+                .is_none_or(|old| !Arc::ptr_eq(old, new))
+        });
+        let removed = before
+            .keys()
+            .filter(|service| !after.contains_key(*service));
         for service in changed.map(|(service, _)| service).chain(removed) {
             services.insert((name.as_str(), service));
         }
@@ -86,7 +90,10 @@ pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<D
     first
 }
 
-fn namespace_event(before: Option<&Arc<Namespace>>, after: Option<&Arc<Namespace>>) -> Option<Event> {
+fn namespace_event(
+    before: Option<&Arc<Namespace>>,
+    after: Option<&Arc<Namespace>>,
+) -> Option<Event> {
     match (before, after) {
         (None, Some(_)) => Some(Event::NamespaceCreated),
         (Some(_), None) => Some(Event::NamespaceDeleted),
@@ -100,8 +107,11 @@ fn namespace_event(before: Option<&Arc<Namespace>>, after: Option<&Arc<Namespace
     }
 }
 
-fn draft(event: Event, namespace: &str) -> Draft {
-    Draft {
+/// A change found, before [`RecentChanges`] numbers and times it.
+fn draft(event: Event, namespace: &str) -> ChangeEntry {
+    ChangeEntry {
+        index: 0,
+        time: SystemTime::UNIX_EPOCH,
         event,
         namespace: namespace.to_owned(),
         service: None,
@@ -116,7 +126,7 @@ fn service_drafts(
     namespace: &str,
     before: Option<&Arc<Service>>,
     after: Option<&Arc<Service>>,
-    out: &mut Vec<Draft>,
+    out: &mut Vec<ChangeEntry>,
 ) {
     if let (Some(before), Some(after)) = (before, after)
         && Arc::ptr_eq(before, after)
@@ -126,7 +136,7 @@ fn service_drafts(
     let Some(name) = after.or(before).map(|s| s.name.as_str()) else {
         return;
     };
-    let of_service = |event| Draft {
+    let of_service = |event| ChangeEntry {
         service: Some(name.to_owned()),
         ..draft(event, namespace)
     };
@@ -152,7 +162,7 @@ fn service_drafts(
             } => (new, instance_events(old, new)),
         };
         for (event, reason) in events {
-            out.push(Draft {
+            out.push(ChangeEntry {
                 instance: Some(instance.id.clone()),
                 source: Some(instance.source.clone()),
                 reason,

@@ -45,7 +45,11 @@ fn drafts_of(model: &mut State, change: Change) -> Vec<(Event, Option<String>, O
         .collect()
 }
 
-fn of(event: Event, id: Option<&str>, reason: Option<&str>) -> (Event, Option<String>, Option<String>) {
+fn of(
+    event: Event,
+    id: Option<&str>,
+    reason: Option<&str>,
+) -> (Event, Option<String>, Option<String>) {
     (event, id.map(Into::into), reason.map(Into::into))
 }
 
@@ -123,7 +127,11 @@ fn heartbeats_and_reported_health_give_their_reasons() {
     };
     assert_eq!(
         drafts_of(&mut model, down),
-        [of(Event::Unhealthy, Some("a"), Some("reported unhealthy (api)"))]
+        [of(
+            Event::Unhealthy,
+            Some("a"),
+            Some("reported unhealthy (api)")
+        )]
     );
 }
 

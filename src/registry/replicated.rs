@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
 use super::model::SourceId;
+use super::recorder::Recorder;
 use super::round::{Index, Planned, Txn};
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
-use super::recorder::Recorder;
 use super::writer::{Kind, PublishHook, Request, publish};
 use crate::config::EtcdConfig;
 use crate::store::etcd::{

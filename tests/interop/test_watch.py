@@ -11,6 +11,7 @@ import time
 import requests
 
 from harness import wait_until
+from test_auth import new_token
 from test_http_limits import with_http
 
 NS = "internal"
@@ -232,3 +233,24 @@ def test_the_caps_answer_503(muster):
                message="the stream's place given back")
     again = Events(m, "namespace=internal")
     again.close()
+
+
+def test_watching_needs_read_and_sends_only_what_the_token_may_read(muster):
+    admin, admin_table = new_token("admin", ["admin"])
+    reader, reader_table = new_token("reader", [f"read:{NS}/web"])
+    m = muster(admin_table + "\n" + reader_table)
+    m.http.headers["Authorization"] = f"Bearer {admin}"
+    as_reader = {"Authorization": f"Bearer {reader}"}
+    assert requests.get(m.url("/v1/watch?namespace=internal"), timeout=5).status_code == 401
+    r = requests.get(m.url("/v1/watch?namespace=internal&service=db"), headers=as_reader, timeout=5)
+    assert r.status_code == 403, r.text
+    r = requests.get(m.url(f"/v1/namespaces/{NS}/services/db?index=1&wait=1s"), headers=as_reader, timeout=5)
+    assert r.status_code == 403, r.text
+    stream = Events(m, "namespace=internal", headers=as_reader)
+    m.put_instance(NS, "db", "x", body(3))
+    m.put_instance(NS, "web", "a", body(1))
+    _, event, data = stream.next()
+    assert (event, data["service"]) == ("service_created", "web"), data
+    _, event, data = stream.next()
+    assert (event, data["service"], data["instance"]) == ("registered", "web", "a"), data
+    stream.close()
