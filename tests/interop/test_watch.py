@@ -10,7 +10,8 @@ import time
 
 import requests
 
-from harness import wait_until
+from etcd_cluster import etcd_toml
+from harness import namespace_toml, wait_until
 from test_auth import new_token
 from test_http_limits import with_http
 
@@ -254,3 +255,27 @@ def test_watching_needs_read_and_sends_only_what_the_token_may_read(muster):
     _, event, data = stream.next()
     assert (event, data["service"], data["instance"]) == ("registered", "web", "a"), data
     stream.close()
+
+
+def test_on_etcd_a_change_on_one_replica_wakes_watchers_of_another_with_the_same_index(muster, etcd_cluster):
+    a, b = (muster(namespace_toml() + etcd_toml(etcd_cluster.endpoints)) for _ in range(2))
+    for m in (a, b):
+        wait_until(lambda m=m: m.get("/readyz").status_code == 200, timeout=10, message="replica ready")
+    a.put_instance(NS, "web", "x", body(1))
+    wait_until(lambda: b.get(WEB).status_code == 200, timeout=5, message="b has web")
+    index = index_of(b.get(WEB))
+    assert index == index_of(a.get(WEB)), "both replicas number etcd's changes alike"
+    stream = Events(b, "namespace=internal&service=web")
+    proc = subprocess.Popen(["curl", "-sS", b.url(f"{WEB}?index={index}&wait=20s")], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    changed_at = time.monotonic()
+    a.set_health(NS, "web", "x", False)
+    out, _ = proc.communicate(timeout=5)
+    assert time.monotonic() - changed_at < 1.0
+    view = json.loads(out)
+    assert view["instances"][0]["healthy"] is False and view["index"] > index
+    i, event, data = stream.next()
+    stream.close()
+    assert (event, data["instance"], i) == ("unhealthy", "x", view["index"]), data
+    assert index_of(a.get(WEB)) == view["index"]
