@@ -5,6 +5,8 @@
 //! [`RegistryHandle`]; every frontend reads snapshots. Nothing outside this module mutates
 //! the model, and nothing here knows about DNS or HTTP: frontends that need a derived view
 //! (the DNS zone) register a publish hook and rebuild only what a change touched.
+//! Each publish is also recorded as numbered [`ChangeEntry`]s in a bounded ring
+//! ([`RecentChanges`], read from a [`RegistryHandle`]) for watchers and the status page.
 
 mod admission;
 mod catalog;
