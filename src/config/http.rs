@@ -28,8 +28,8 @@ pub struct HttpConfig {
     /// listener; beyond it a new one from that source is closed at once.
     pub max_connections_per_source: u32,
     /// Blocking queries (`GET .../services/{svc}?index=N`) waiting at once; beyond it one
-    /// more gets 503 with `Retry-After`. Each holds a connection, so with
-    /// `max_watch_streams` it stays below `max_connections`, leaving room for writes.
+    /// more gets 503 with `Retry-After`. Each holds a connection: with
+    /// `max_watch_streams`, keep it below `max_connections` to leave room for writes.
     pub max_blocking_queries: u32,
     /// `GET /v1/watch` streams open at once; beyond it one more gets 503.
     pub max_watch_streams: u32,
@@ -107,13 +107,6 @@ impl HttpConfig {
                 self.max_connections_per_source, self.max_connections
             ));
         }
-        let watchers = u64::from(self.max_blocking_queries) + u64::from(self.max_watch_streams);
-        if watchers > u64::from(self.max_connections) {
-            problems.push(format!(
-                "http.max_blocking_queries: with max_watch_streams ({} + {}) above max_connections ({}): watchers could hold every connection",
-                self.max_blocking_queries, self.max_watch_streams, self.max_connections
-            ));
-        }
         for (i, host) in self.hosts.iter().enumerate() {
             if !is_host_name(host) {
                 problems.push(format!(
@@ -165,8 +158,6 @@ mod tests {
             idle_timeout: Duration::from_secs(7200),
             max_connections: 10,
             max_connections_per_source: 11,
-            max_blocking_queries: 8,
-            max_watch_streams: 8,
             hosts: vec!["ok.example".into(), "bad:80".into(), "a..b".into()],
             tls_cert: Some("cert.pem".into()),
             ..HttpConfig::default()
@@ -176,7 +167,6 @@ mod tests {
             "http.header_timeout",
             "http.idle_timeout",
             "http.max_connections_per_source",
-            "http.max_blocking_queries",
             "http.hosts[1]",
             "http.hosts[2]",
             "http.tls_cert",
