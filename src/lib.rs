@@ -173,6 +173,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         cloudmap: Arc::new(api::CloudMapState::new(config.cloudmap.clone())),
         health,
         tasks: tasks.states(),
+        watch: Arc::new(api::Watchers::new(
+            reloader.subscribe(),
+            parts.http.clone(),
+            http_stop.clone(),
+        )),
     };
     let http_task = tokio::spawn(api::serve(
         http_listeners,

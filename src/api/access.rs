@@ -8,6 +8,7 @@
 //! | `GET /v1/namespaces` | some `read` scope; lists what the token may read |
 //! | `GET /v1/namespaces/{ns}/services` | `read` in `ns`; lists what it may read |
 //! | `GET /v1/namespaces/{ns}/services/{svc}` | `read` on `ns/svc` |
+//! | `GET /v1/watch` | some `read` scope; the stream checks and filters what it sends |
 //! | `PUT`, `DELETE .../instances/{id}` | `register` on `ns/svc` |
 //! | `PUT`, `DELETE .../instances/{id}/drain` | `register` on `ns/svc` |
 //! | `PUT .../instances/{id}/health`, `.../heartbeat` | `health` on `ns/svc` |
@@ -61,7 +62,7 @@ fn need(method: &Method, route: &str) -> Need {
         ("GET", "/healthz" | "/readyz") => Need::Nothing,
         ("POST", "/") => Need::Signature,
         ("GET", "/metrics") => Need::ReadAll,
-        ("GET", "/v1/namespaces") => Need::ReadAny,
+        ("GET", "/v1/namespaces" | "/v1/watch") => Need::ReadAny,
         ("GET", "/v1/namespaces/{ns}/services") => Need::ReadIn,
         ("GET", "/v1/namespaces/{ns}/services/{svc}") => Need::Read,
         ("PUT", INSTANCE) => Need::Write(ScopeKind::Register, "register"),
@@ -273,6 +274,7 @@ mod tests {
         assert_eq!(need(&get, "/metrics"), Need::ReadAll);
         assert_eq!(need(&Method::POST, "/"), Need::Signature);
         assert_eq!(need(&get, "/v1/namespaces"), Need::ReadAny);
+        assert_eq!(need(&get, "/v1/watch"), Need::ReadAny);
         assert_eq!(
             need(&Method::PUT, instance),
             Need::Write(ScopeKind::Register, "register")

@@ -10,7 +10,13 @@
 //! - `muster_http_tls_handshake_failures_total`: TLS handshakes that failed;
 //! - `muster_http_tls_reloads_total{result}`: certificate reloads, `ok` or `error`;
 //! - `muster_http_requests_refused_total{reason}`: requests refused before they reached
-//!   an API: `host` (DNS rebinding check), `body_too_large`, `media_type`.
+//!   an API: `host` (DNS rebinding check), `body_too_large`, `media_type`;
+//! - `muster_http_watchers{kind}`: blocking queries waiting (`blocking`) and `/v1/watch`
+//!   streams open (`stream`) now;
+//! - `muster_http_watchers_refused_total{kind}`: watchers refused (503) at
+//!   `max_blocking_queries` or `max_watch_streams`;
+//! - `muster_http_watch_slow_readers_total`: streams cut because their reader fell a
+//!   buffer behind.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +26,7 @@ use prometheus_client::registry::Registry;
 
 use super::admission::Refused;
 use super::connection::Timeout;
+use super::watch::Kind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
@@ -48,6 +55,11 @@ struct RefusedRequestLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 /// The HTTP frontend's metrics, shared by its listeners (each passes its own name).
 #[derive(Default)]
 pub struct HttpMetrics {
@@ -58,6 +70,9 @@ pub struct HttpMetrics {
     tls_handshake_failures: Counter,
     tls_reloads: Family<ResultLabels, Counter>,
     requests_refused: Family<RefusedRequestLabels, Counter>,
+    watchers: Family<KindLabels, Gauge>,
+    watchers_refused: Family<KindLabels, Counter>,
+    watch_slow_readers: Counter,
 }
 
 impl HttpMetrics {
@@ -99,6 +114,24 @@ impl HttpMetrics {
             "Requests refused before an API saw them: host, body_too_large, media_type",
             self.requests_refused.clone(),
         );
+        http.register(
+            "watchers",
+            "Blocking queries waiting (blocking) and /v1/watch streams open (stream)",
+            self.watchers.clone(),
+        );
+        http.register(
+            "watchers_refused",
+            "Watchers refused at max_blocking_queries (blocking) or max_watch_streams (stream)",
+            self.watchers_refused.clone(),
+        );
+        http.register(
+            "watch_slow_readers",
+            "/v1/watch streams cut because their reader fell a buffer behind",
+            self.watch_slow_readers.clone(),
+        );
+        for kind in [Kind::Blocking, Kind::Stream].map(Kind::label) {
+            let _ = self.watchers_refused.get_or_create(&KindLabels { kind });
+        }
         for result in ["ok", "error"] {
             let _ = self.tls_reloads.get_or_create(&ResultLabels { result });
         }
@@ -162,5 +195,22 @@ impl HttpMetrics {
         self.requests_refused
             .get_or_create(&RefusedRequestLabels { reason })
             .inc();
+    }
+
+    /// The gauge of the watchers of `kind` (created at zero).
+    pub(super) fn watchers(&self, kind: Kind) -> Gauge {
+        let kind = kind.label();
+        self.watchers.get_or_create(&KindLabels { kind }).clone()
+    }
+
+    pub(super) fn watch_refused(&self, kind: Kind) {
+        let kind = kind.label();
+        self.watchers_refused
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    pub(super) fn watch_slow_reader(&self) {
+        self.watch_slow_readers.inc();
     }
 }

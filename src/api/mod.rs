@@ -6,7 +6,8 @@
 //! see its write. Must not: touch the registry's state except through changes.
 //!
 //! - `PUT|DELETE /v1/namespaces/{ns}/services/{svc}/instances/{id}`,
-//!   `PUT .../{id}/health`, `PUT .../{id}/heartbeat`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]);
+//!   `PUT .../{id}/health`, `PUT .../{id}/heartbeat`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]),
+//!   blocking queries on the last ([`watch`]) and `GET /v1/watch` ([`sse`]);
 //! - `GET /healthz[?verbose]`, `GET /readyz`, `GET /metrics` ([`ops`]), also on the
 //!   `[ops]` listener when it is configured (and only they are there);
 //! - `POST /` with `X-Amz-Target`: the AWS Cloud Map API ([`cloudmap`]).
@@ -30,7 +31,9 @@ mod metrics;
 mod ops;
 mod rest;
 mod shape;
+mod sse;
 mod tls;
+mod watch;
 
 use std::io;
 use std::net::SocketAddr;
@@ -51,6 +54,7 @@ pub use auth::Auth;
 
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
+pub use watch::Watchers;
 
 /// The largest request body accepted; a larger one gets 413 in the API's shape. The
 /// largest valid request (30 attributes of 1,024 characters, 50 tags) is a few tens of
@@ -70,6 +74,8 @@ pub struct ApiState {
     pub health: Health,
     /// The background tasks' states, for `/healthz`.
     pub tasks: TaskStates,
+    /// Blocking queries' and `/v1/watch` streams' caps and shutdown.
+    pub watch: Arc<Watchers>,
 }
 
 /// The Cloud Map API's own state: how it names ARNs, and its recent operations.

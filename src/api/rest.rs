@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
@@ -17,6 +19,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::{Principal, ScopeKind};
 use super::error::ApiError;
+use super::watch::{Blocking, INDEX_HEADER, Params};
 use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{
@@ -29,6 +32,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/namespaces", get(list_namespaces))
         .route("/v1/namespaces/{ns}/services", get(list_services))
         .route("/v1/namespaces/{ns}/services/{svc}", get(get_service))
+        .route("/v1/watch", get(super::sse::watch))
         .route(
             "/v1/namespaces/{ns}/services/{svc}/instances/{id}",
             put(register).delete(deregister),
@@ -238,20 +242,52 @@ async fn list_services(
     ))
 }
 
+/// A service and its instances, with its index (`X-Muster-Index`); with `?index=N`, a
+/// blocking query that answers once the index is no longer N (or at `wait`).
 async fn get_service(
     State(state): State<ApiState>,
     Path((ns, svc)): Path<(String, String)>,
-) -> Reply {
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let blocking = match Params::from_query(query).and_then(|p| Blocking::parse(&p)) {
+        Ok(blocking) => blocking,
+        Err(error) => return error.into_response(),
+    };
+    let name = svc.to_ascii_lowercase();
+    let namespace = match find_namespace(&state.registry.snapshot(), &ns) {
+        Ok(namespace) => namespace.settings.name.clone(),
+        Err(error) => return error.into_response(),
+    };
+    if let Some(blocking) = blocking {
+        let watched = (namespace.as_str(), name.as_str());
+        if let Err(busy) = state.watch.block(&state.registry, watched, blocking).await {
+            return busy.into_response();
+        }
+    }
+    // The index first: the snapshot read after it is at least as new.
+    let index = state
+        .registry
+        .recent_changes()
+        .service_index(&namespace, &name);
     let snapshot = state.registry.snapshot();
-    let namespace = find_namespace(&snapshot, &ns)?;
+    let reply = service_json(&snapshot, &ns, &svc, index);
+    let mut response = reply.into_response();
+    let headers = response.headers_mut();
+    headers.insert(INDEX_HEADER, HeaderValue::from(index));
+    response
+}
+
+fn service_json(snapshot: &Snapshot, ns: &str, svc: &str, index: u64) -> Reply {
+    let namespace = find_namespace(snapshot, ns)?;
     let service = namespace
         .services
         .get(svc.to_ascii_lowercase().as_str())
-        .ok_or_else(|| not_found("service", &svc))?;
+        .ok_or_else(|| not_found("service", svc))?;
     Ok(Json(json!({
         "namespace": namespace.settings.name,
         "name": service.name,
         "revision": snapshot.revision,
+        "index": index,
         "policy": policy_json(service),
         "instances": service.instances.values().map(|i| instance_json(i)).collect::<Vec<_>>(),
     })))
@@ -296,8 +332,11 @@ fn instance_json(instance: &Instance) -> Value {
     })
 }
 
-/// A duration field of a body (`"3s"`, `"10m"`), parsed.
-fn duration(field: &'static str, text: Option<String>) -> Result<Option<Duration>, FieldError> {
+/// A duration field of a body or query (`"3s"`, `"10m"`), parsed.
+pub(super) fn duration(
+    field: &'static str,
+    text: Option<String>,
+) -> Result<Option<Duration>, FieldError> {
     let parse = |text: String| {
         humantime::parse_duration(&text)
             .map_err(|_| FieldError::new(field, format!("{text:?} is not a duration")))

@@ -27,6 +27,12 @@ pub struct HttpConfig {
     /// Connections open at once from one source (an IPv4 address, an IPv6 /64) on each
     /// listener; beyond it a new one from that source is closed at once.
     pub max_connections_per_source: u32,
+    /// Blocking queries (`GET .../services/{svc}?index=N`) waiting at once; beyond it one
+    /// more gets 503 with `Retry-After`. Each holds a connection: with
+    /// `max_watch_streams`, keep it below `max_connections` to leave room for writes.
+    pub max_blocking_queries: u32,
+    /// `GET /v1/watch` streams open at once; beyond it one more gets 503.
+    pub max_watch_streams: u32,
     /// Host names clients use to reach muster. While the APIs are open (no credentials in
     /// `[auth]`), a request whose Host header is not an IP literal, `localhost`, one of
     /// these or `data-<one of these>` (the AWS SDKs' DiscoverInstances host) gets 403: a
@@ -50,6 +56,8 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_connections_per_source: 128,
+            max_blocking_queries: 512,
+            max_watch_streams: 256,
             hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,

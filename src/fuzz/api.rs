@@ -56,7 +56,7 @@ impl Api {
         );
         registry.on_publish(health.publish_hook());
         supervisor.spawn("health", move || task.run());
-        let writer = runtime.spawn(registry.run(stop));
+        let writer = runtime.spawn(registry.run(stop.clone()));
         let auth = Auth::new(&config.auth, &mut metrics).expect("the default [auth] loads");
         let state = ApiState {
             registry: handle.clone(),
@@ -66,6 +66,11 @@ impl Api {
             cloudmap: Arc::new(CloudMapState::new(config.cloudmap.clone())),
             health,
             tasks: supervisor.states(),
+            watch: Arc::new(api::Watchers::new(
+                crate::reload::Reloader::new(config.clone()).subscribe(),
+                Arc::default(),
+                stop.clone(),
+            )),
         };
         let key = InstanceKey {
             namespace: "internal".into(),

@@ -229,8 +229,9 @@ pub fn deregister_after_bounds(after: Duration) -> Result<(), FieldError> {
     within("deregister_after", after, &DEREGISTER_AFTER)
 }
 
-/// `duration` within `range`, else an error naming `field` and the range.
-fn within(
+/// `duration` within `range`, else an error naming `field` and the range (also the
+/// bounds check of the REST API's query durations, `wait`).
+pub fn within(
     field: &'static str,
     duration: Duration,
     range: &RangeInclusive<Duration>,

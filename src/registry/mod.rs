@@ -5,10 +5,13 @@
 //! [`RegistryHandle`]; every frontend reads snapshots. Nothing outside this module mutates
 //! the model, and nothing here knows about DNS or HTTP: frontends that need a derived view
 //! (the DNS zone) register a publish hook and rebuild only what a change touched.
+//! Each publish is also recorded as numbered [`ChangeEntry`]s in a bounded ring
+//! ([`RecentChanges`], read from a [`RegistryHandle`]) for watchers and the status page.
 
 mod admission;
 mod catalog;
 mod change;
+mod changes;
 pub mod check;
 mod durable;
 mod instances;
@@ -16,6 +19,7 @@ mod metrics;
 mod model;
 mod names;
 mod policy;
+mod recorder;
 mod records;
 #[cfg(feature = "etcd")]
 mod replicated;
@@ -28,6 +32,7 @@ mod writer;
 
 pub use admission::{Admission, BadPattern, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, NamePattern};
 pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, ServiceDef, Tagged};
+pub use changes::{ChangeEntry, Event, Missed, RECENT_CHANGES, RecentChanges};
 pub use check::{CheckSpec, deregister_after_bounds, health_bounds};
 pub use durable::{durable_state, replay};
 pub use metrics::RegistryMetrics;

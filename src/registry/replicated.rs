@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
 use super::model::SourceId;
+use super::recorder::Recorder;
 use super::round::{Index, Planned, Txn};
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
@@ -54,6 +55,7 @@ pub(super) struct Parts {
     pub model: State,
     pub current: Arc<ArcSwap<Snapshot>>,
     pub hooks: Vec<PublishHook>,
+    pub recorder: Recorder,
     pub receiver: mpsc::Receiver<Request>,
     pub admission: Option<Admission>,
 }
@@ -503,6 +505,7 @@ impl Replica {
 
     fn publish(&mut self, touched: &Touched) {
         let parts = &mut self.parts;
-        publish(&parts.model, &mut parts.hooks, &parts.current, touched);
+        let views = (&mut parts.hooks[..], &*parts.current, &mut parts.recorder);
+        publish(&parts.model, views, touched);
     }
 }

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
+use super::changes::{ChangeFeed, RecentChanges};
 use super::durable::{durable_state, replay};
+use super::recorder::Recorder;
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
 use crate::store::{Recovered, Wal};
@@ -54,6 +56,8 @@ pub struct Registry {
     pub(super) model: State,
     pub(super) current: Arc<ArcSwap<Snapshot>>,
     pub(super) hooks: Vec<PublishHook>,
+    /// Records each publish's changes for the handles' [`RecentChanges`].
+    pub(super) recorder: Recorder,
     pub(super) receiver: mpsc::Receiver<Request>,
     handle: RegistryHandle,
     wal: Option<ChangeLog>,
@@ -74,6 +78,8 @@ pub struct RegistryHandle {
     read_only: Arc<ArcSwapOption<String>>,
     /// How the store is doing, for `/healthz?verbose` (set with etcd).
     status: Arc<OnceLock<StatusFn>>,
+    /// The recent changes, for watchers.
+    changes: Arc<ChangeFeed>,
 }
 
 /// Says how the store is doing, in one line.
@@ -84,8 +90,10 @@ impl Registry {
     pub fn new(initial: Snapshot) -> Self {
         let current = Arc::new(ArcSwap::from_pointee(initial.clone()));
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let changes = Arc::new(ChangeFeed::new(initial.revision));
         Self {
             model: State::new(initial),
+            recorder: Recorder::new(changes.clone(), current.load_full()),
             current: current.clone(),
             hooks: Vec::new(),
             receiver,
@@ -94,6 +102,7 @@ impl Registry {
                 current,
                 read_only: Arc::default(),
                 status: Arc::default(),
+                changes,
             },
             wal: None,
             admission: None,
@@ -164,6 +173,7 @@ impl Registry {
                 model,
                 current,
                 hooks,
+                recorder,
                 receiver,
                 admission,
                 ..
@@ -172,6 +182,7 @@ impl Registry {
                 model,
                 current,
                 hooks,
+                recorder,
                 receiver,
                 admission,
             };
@@ -201,6 +212,7 @@ impl Registry {
                 model: &mut self.model,
                 current: &self.current,
                 hooks: &mut self.hooks,
+                recorder: &mut self.recorder,
                 wal: self.wal.as_mut(),
                 admission: self.admission.as_ref(),
                 read_only: &read_only,
@@ -234,6 +246,7 @@ struct Writer<'a> {
     model: &'a mut State,
     current: &'a ArcSwap<Snapshot>,
     hooks: &'a mut [PublishHook],
+    recorder: &'a mut Recorder,
     wal: Option<&'a mut ChangeLog>,
     admission: Option<&'a Admission>,
     read_only: &'a ArcSwapOption<String>,
@@ -345,20 +358,25 @@ impl Writer<'_> {
 
     /// Runs the hooks on the new snapshot, makes it current, and compacts the log when due.
     fn publish(&mut self, touched: &Touched) {
-        let snapshot = publish(self.model, &mut *self.hooks, self.current, touched);
+        let view = (&mut *self.hooks, self.current, &mut *self.recorder);
+        let snapshot = publish(self.model, view, touched);
         if let Some(wal) = self.wal.as_deref_mut() {
             wal.maybe_compact(snapshot.revision, move || durable_state(&snapshot));
         }
     }
 }
 
-/// Runs the hooks on the model's snapshot, then makes it current; returns it.
-pub(super) fn publish(
-    model: &State,
-    hooks: &mut [PublishHook],
-    current: &ArcSwap<Snapshot>,
-    touched: &Touched,
-) -> Arc<Snapshot> {
+/// Where a publish goes: the hooks, the current snapshot, the recent changes.
+pub(super) type Views<'a> = (
+    &'a mut [PublishHook],
+    &'a ArcSwap<Snapshot>,
+    &'a mut Recorder,
+);
+
+/// Runs the hooks on the model's snapshot, makes it current, then records its changes
+/// (waking watchers, who then read it); returns it.
+pub(super) fn publish(model: &State, views: Views<'_>, touched: &Touched) -> Arc<Snapshot> {
+    let (hooks, current, recorder) = views;
     let snapshot = Arc::new(model.snapshot.clone());
     // Derived views first: a reader that sees this snapshot (`/readyz` saying every
     // source synced) then finds the DNS zone built from it too.
@@ -366,6 +384,7 @@ pub(super) fn publish(
         hook(&snapshot, touched);
     }
     current.store(snapshot.clone());
+    recorder.record(&snapshot, touched);
     snapshot
 }
 
@@ -409,6 +428,18 @@ impl RegistryHandle {
     /// Why API writes are refused, while the log cannot be written (a full disk).
     pub fn read_only(&self) -> Option<Arc<String>> {
         self.read_only.load_full()
+    }
+
+    /// The registry's recent changes (a bounded record, each change with its index);
+    /// lock-free, never waits for the writer.
+    pub fn recent_changes(&self) -> Arc<RecentChanges> {
+        self.changes.recent()
+    }
+
+    /// Wakes (`changed()`) after each publish that recorded changes; the value is the
+    /// latest index. Read [`RegistryHandle::recent_changes`] then: it is at least as new.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// How the shared store is doing (etcd reachable, how far behind), when there is one.

@@ -1,0 +1,175 @@
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use super::*;
+use crate::config::Config;
+use crate::registry::change::{Change, InstanceKey};
+use crate::registry::model::{InstanceSpec, SourceId};
+use crate::registry::state::State;
+
+fn model() -> State {
+    let settings = Config::default().settings().unwrap();
+    State::new(Snapshot::new(settings.namespaces, []))
+}
+
+fn key(id: &str) -> InstanceKey {
+    InstanceKey {
+        namespace: "internal".into(),
+        service: "web".into(),
+        id: id.into(),
+    }
+}
+
+fn upsert(id: &str, last_octet: u8) -> Change {
+    Change::Upsert {
+        key: key(id),
+        spec: InstanceSpec {
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, last_octet)),
+            healthy: true,
+            ..InstanceSpec::default()
+        },
+        source: SourceId::api(),
+    }
+}
+
+/// Applies `change` and returns what the recorder finds: (event, instance, reason).
+fn drafts_of(model: &mut State, change: Change) -> Vec<(Event, Option<String>, Option<String>)> {
+    let before = model.snapshot.clone();
+    let mut touched = Touched::default();
+    model
+        .apply(change, SystemTime::now(), &mut touched, None)
+        .unwrap();
+    drafts(&before, &model.snapshot, &touched)
+        .into_iter()
+        .map(|d| (d.event, d.instance, d.reason))
+        .collect()
+}
+
+fn of(
+    event: Event,
+    id: Option<&str>,
+    reason: Option<&str>,
+) -> (Event, Option<String>, Option<String>) {
+    (event, id.map(Into::into), reason.map(Into::into))
+}
+
+#[test]
+fn an_instances_life_is_one_entry_per_thing_that_happened() {
+    let mut model = model();
+    assert_eq!(
+        drafts_of(&mut model, upsert("a", 1)),
+        [
+            of(Event::ServiceCreated, None, None),
+            of(Event::Registered, Some("a"), None)
+        ]
+    );
+    assert_eq!(
+        drafts_of(&mut model, upsert("a", 2)),
+        [of(Event::Replaced, Some("a"), None)]
+    );
+    let fail = Change::CheckResult {
+        key: key("a"),
+        healthy: false,
+        reason: "HTTP 500".into(),
+    };
+    assert_eq!(
+        drafts_of(&mut model, fail),
+        [of(Event::Unhealthy, Some("a"), Some("check: HTTP 500"))]
+    );
+    // A new reason while still failing: visible, so recorded, but not a health change.
+    let still = Change::CheckResult {
+        key: key("a"),
+        healthy: false,
+        reason: "timed out".into(),
+    };
+    assert_eq!(
+        drafts_of(&mut model, still),
+        [of(Event::Updated, Some("a"), Some("check: timed out"))]
+    );
+    let drain = Change::Drain {
+        key: key("a"),
+        draining: true,
+    };
+    assert_eq!(
+        drafts_of(&mut model, drain),
+        [of(Event::Drained, Some("a"), None)]
+    );
+    let remove = Change::Remove {
+        key: key("a"),
+        source: SourceId::api(),
+    };
+    assert_eq!(
+        drafts_of(&mut model, remove),
+        [
+            of(Event::Deregistered, Some("a"), None),
+            of(Event::ServiceDeleted, None, None)
+        ]
+    );
+}
+
+#[test]
+fn heartbeats_and_reported_health_give_their_reasons() {
+    let mut model = model();
+    drafts_of(&mut model, upsert("a", 1));
+    let expired = Change::HeartbeatExpired { key: key("a") };
+    assert_eq!(
+        drafts_of(&mut model, expired),
+        [of(Event::Unhealthy, Some("a"), Some("heartbeat expired"))]
+    );
+    let renewed = Change::Heartbeat { key: key("a") };
+    assert_eq!(
+        drafts_of(&mut model, renewed),
+        [of(Event::Healthy, Some("a"), Some("heartbeat received"))]
+    );
+    let down = Change::SetHealth {
+        key: key("a"),
+        healthy: false,
+    };
+    assert_eq!(
+        drafts_of(&mut model, down),
+        [of(
+            Event::Unhealthy,
+            Some("a"),
+            Some("reported unhealthy (api)")
+        )]
+    );
+}
+
+#[test]
+fn only_what_differs_is_recorded() {
+    let mut model = model();
+    drafts_of(&mut model, upsert("a", 1));
+    drafts_of(&mut model, upsert("b", 2));
+    // Touched but unchanged (an identical registration): nothing.
+    assert_eq!(drafts_of(&mut model, upsert("a", 1)), []);
+    let snapshot = model.snapshot.clone();
+    let mut touched = Touched::default();
+    touched.services.insert(("internal".into(), "web".into()));
+    touched.namespaces.insert("internal".into());
+    assert_eq!(drafts(&snapshot, &snapshot, &touched), []);
+}
+
+#[test]
+fn the_recorder_numbers_publishes_and_wakes_waiters() {
+    let mut model = model();
+    let initial = Arc::new(model.snapshot.clone());
+    let feed = Arc::new(ChangeFeed::new(initial.revision));
+    let mut recorder = Recorder::new(feed.clone(), initial);
+    let mut woken = feed.subscribe();
+    let mut touched = Touched::default();
+    model
+        .apply(upsert("a", 1), SystemTime::now(), &mut touched, None)
+        .unwrap();
+    model.snapshot.revision += 1;
+    let published = Arc::new(model.snapshot.clone());
+    recorder.record(&published, &touched);
+    assert!(woken.has_changed().unwrap());
+    let recent = feed.recent();
+    let index = published.revision + 1;
+    assert_eq!(recent.index(), index);
+    assert_eq!(recent.service_index("internal", "web"), index);
+    // The same snapshot again: nothing new, nobody woken.
+    woken.borrow_and_update();
+    recorder.record(&published, &touched);
+    assert!(!woken.has_changed().unwrap());
+}
