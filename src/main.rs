@@ -135,6 +135,7 @@ fn main() -> ExitCode {
         }
         Command::Client(command) => return client::run(*command),
         Command::Completions { shell } => {
+            client::quiet_pipes();
             clap_complete::generate(shell, &mut Cli::command(), "muster", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }

@@ -129,6 +129,7 @@ impl Failure {
 
 /// Runs one client command; the exit code says how it went.
 pub fn run(command: Command) -> ExitCode {
+    quiet_pipes();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,6 +140,16 @@ pub fn run(command: Command) -> ExitCode {
     match runtime.block_on(dispatch(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => fail(&failure),
+    }
+}
+
+/// A reader that closes the pipe (`muster watch | head -3`) ends the command quietly, as
+/// it ends other Unix tools, instead of a panic in `println!` (Rust ignores SIGPIPE).
+pub fn quiet_pipes() {
+    // SAFETY: restores the default action of one signal, before any other thread exists
+    // and before anything is written.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
