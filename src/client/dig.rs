@@ -143,7 +143,7 @@ async fn explanation(
     report["service"] = json!(service_name);
     let service = match api.get(&service_path(namespace, service_name)).await {
         Ok(service) => service,
-        Err(Failure::Rejected(_)) => {
+        Err(Failure::Rejected(404, _)) => {
             notes.push(format!(
                 "the API has no service {service_name:?} in {namespace}: NXDOMAIN"
             ));

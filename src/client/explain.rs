@@ -6,7 +6,8 @@
 //! draining is unhealthy and the policy is `serve_all`: fail-open); weight 0 while another
 //! served instance weighs more; no record of the asked type (no IPv4 for A, no port for
 //! SRV, no such named port). An instance the rules serve that the answer lacks was left
-//! out by the answer size (`max_answers`, `routing = "weighted"`, one CNAME); one the
+//! out by the answer size (`max_answers`, `routing = "weighted"`, one CNAME: drawn by the
+//! `weight` attribute when weights differ, else uniformly); one the
 //! answer has that the rules exclude changed between the query and the lookup.
 
 use std::net::IpAddr;
@@ -168,10 +169,16 @@ pub fn explain(service: &Value, scope: &Scope, kind: Kind, answered: &[Answered]
         }
         lacks_record(i, scope, kind, cname)
     };
-    let eligible = instances
+    let servable: Vec<u16> = instances
         .iter()
         .filter(|i| in_scope(i, scope) && excluded(i).is_none())
-        .count();
+        .map(weight)
+        .collect();
+    // Records are drawn by weight when the served instances' weights differ, else uniformly.
+    let draw = Draw {
+        servable: servable.len(),
+        weighted: servable.windows(2).any(|pair| pair[0] != pair[1]),
+    };
 
     instances
         .iter()
@@ -191,7 +198,7 @@ pub fn explain(service: &Value, scope: &Scope, kind: Kind, answered: &[Answered]
                     format!("answered, though the API now says: {why} (it changed since?)"),
                 ),
                 (false, Some(why)) => (false, why),
-                (false, None) => (false, size_limit(policy, eligible, answered)),
+                (false, None) => (false, size_limit(policy, &draw, answered)),
             };
             Verdict {
                 id: i["id"].as_str().unwrap_or_default().to_owned(),
@@ -250,20 +257,30 @@ fn matches(instance: &Value, answered: &Answered) -> bool {
     }
 }
 
+/// How an answer picks among the servable instances.
+struct Draw {
+    servable: usize,
+    weighted: bool,
+}
+
 /// Why an instance the rules serve is not in this answer.
-fn size_limit(policy: &Value, eligible: usize, answered: &[Answered]) -> String {
+fn size_limit(policy: &Value, draw: &Draw, answered: &[Answered]) -> String {
+    let how = if draw.weighted {
+        "drawn by weight"
+    } else {
+        "drawn at random"
+    };
     if !policy["records"]["cname"].is_null() {
-        return "servable; a CNAME service answers one instance, picked at random".to_owned();
+        return format!("servable; a CNAME service answers one instance, {how}");
     }
     if policy["routing"] == "weighted" {
-        return "servable; routing = weighted answers one random record".to_owned();
+        return format!("servable; routing = weighted answers one record, {how}");
     }
     let max = policy["max_answers"].as_u64().unwrap_or(0);
-    let eligible = u64::try_from(eligible).unwrap_or(u64::MAX);
-    if max > 0 && eligible > max {
+    let servable = u64::try_from(draw.servable).unwrap_or(u64::MAX);
+    if max > 0 && servable > max {
         return format!(
-            "servable; over max_answers: {max} of the {eligible} servable, a random pick per \
-             answer"
+            "servable; over max_answers: {max} of the {servable} servable, {how} per answer"
         );
     }
     if answered.is_empty() {

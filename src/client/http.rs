@@ -129,7 +129,7 @@ impl Api {
             message.push_str("; send a token with --token-file, MUSTER_TOKEN or token_file");
         }
         if status.is_client_error() {
-            Failure::Rejected(message)
+            Failure::Rejected(status.as_u16(), message)
         } else {
             Failure::Server(message)
         }

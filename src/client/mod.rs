@@ -99,8 +99,9 @@ pub enum Failure {
     Usage(String),
     /// 4: no answer from the server: refused, timed out, or not speaking HTTP or DNS.
     Unreachable(String),
-    /// 5: the server refused the request (4xx: not found, invalid, unauthorized).
-    Rejected(String),
+    /// 5: the server refused the request (4xx: not found, invalid, unauthorized), with
+    /// the status.
+    Rejected(u16, String),
     /// 6: the server failed (5xx) or answered something muster does not answer.
     Server(String),
 }
@@ -111,7 +112,7 @@ impl Failure {
             Failure::Local(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Unreachable(_) => 4,
-            Failure::Rejected(_) => 5,
+            Failure::Rejected(..) => 5,
             Failure::Server(_) => 6,
         }
     }
@@ -121,7 +122,7 @@ impl Failure {
             Failure::Local(m)
             | Failure::Usage(m)
             | Failure::Unreachable(m)
-            | Failure::Rejected(m)
+            | Failure::Rejected(_, m)
             | Failure::Server(m) => m,
         }
     }

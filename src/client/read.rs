@@ -58,10 +58,13 @@ pub async fn show(api: &Api, target: &str) -> Result<(), Failure> {
         .iter()
         .find(|i| i["id"].as_str() == Some(id.as_str()))
         .ok_or_else(|| {
-            Failure::Rejected(format!(
-                "instance {id:?} does not exist in {}/{service}",
-                target.namespace
-            ))
+            Failure::Rejected(
+                404,
+                format!(
+                    "instance {id:?} does not exist in {}/{service}",
+                    target.namespace
+                ),
+            )
         })?;
     if api.output == Output::Json {
         print_json(instance);

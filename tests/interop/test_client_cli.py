@@ -218,6 +218,9 @@ def test_tokens_from_flag_environment_and_client_config(server, tmp_path):
     m = server
     p = cli(m, "register", f"{NS}/tok/t-1", "--ip", "10.6.0.1", token=False)
     assert p.returncode == 5 and "401" in p.stderr and "--token-file" in p.stderr, p.stderr
+    # dig without a token: the DNS answer is printed, the explanation is refused.
+    p = cli(m, "dig", f"tok.{NS}", token=False)
+    assert p.returncode == 5 and "401" in p.stderr and f";; tok.{NS}. A: NXDOMAIN" in p.stdout, p
     ok(cli(m, "register", f"{NS}/tok/t-1", "--ip", "10.6.0.1", token=False,
            env=client_env(MUSTER_TOKEN=m.token)))
     # The client config: server and token file, with nothing on the command line.
