@@ -7,7 +7,8 @@
 //! served instance weighs more; no record of the asked type (no IPv4 for A, no port for
 //! SRV, no such named port). An instance the rules serve that the answer lacks was left
 //! out by the answer size (`max_answers`, `routing = "weighted"`, one CNAME: drawn by the
-//! `weight` attribute when weights differ, else uniformly); one the
+//! `weight` attribute when weights differ, else uniformly), or by `locality =
+//! "prefer_zone"` when the answer holds only one zone's instances; one the
 //! answer has that the rules exclude changed between the query and the lookup.
 
 use std::net::IpAddr;
@@ -169,15 +170,20 @@ pub fn explain(service: &Value, scope: &Scope, kind: Kind, answered: &[Answered]
         }
         lacks_record(i, scope, kind, cname)
     };
-    let servable: Vec<u16> = instances
+    let servable: Vec<&Value> = instances
         .iter()
         .filter(|i| in_scope(i, scope) && excluded(i).is_none())
-        .map(weight)
+        .collect();
+    let local = answered_zone(policy, &servable, answered);
+    let drawn_from: Vec<u16> = servable
+        .iter()
+        .filter(|i| local.is_none() || zone(i) == local)
+        .map(|i| weight(i))
         .collect();
     // Records are drawn by weight when the served instances' weights differ, else uniformly.
     let draw = Draw {
-        servable: servable.len(),
-        weighted: servable.windows(2).any(|pair| pair[0] != pair[1]),
+        servable: drawn_from.len(),
+        weighted: drawn_from.windows(2).any(|pair| pair[0] != pair[1]),
     };
 
     instances
@@ -198,7 +204,17 @@ pub fn explain(service: &Value, scope: &Scope, kind: Kind, answered: &[Answered]
                     format!("answered, though the API now says: {why} (it changed since?)"),
                 ),
                 (false, Some(why)) => (false, why),
-                (false, None) => (false, size_limit(policy, &draw, answered)),
+                (false, None) => match local {
+                    Some(local) if zone(i) != Some(local) => (
+                        false,
+                        format!(
+                            "servable; in {}, and this client was answered from {local} \
+                             (locality = prefer_zone)",
+                            zone(i).unwrap_or("no zone")
+                        ),
+                    ),
+                    _ => (false, size_limit(policy, &draw, answered)),
+                },
             };
             Verdict {
                 id: i["id"].as_str().unwrap_or_default().to_owned(),
@@ -208,6 +224,36 @@ pub fn explain(service: &Value, scope: &Scope, kind: Kind, answered: &[Answered]
             }
         })
         .collect()
+}
+
+/// An instance's availability zone (the attribute Cloud Map and the ECS source set).
+fn zone(instance: &Value) -> Option<&str> {
+    instance["attributes"]["AVAILABILITY_ZONE"].as_str()
+}
+
+/// The zone a `locality = "prefer_zone"` answer was drawn from: the one zone of every
+/// answered servable instance, when servable instances outside it exist. Which zone the
+/// client is in only the server knows (its `[[zones]]`); the answer shows it.
+fn answered_zone<'v>(
+    policy: &Value,
+    servable: &[&'v Value],
+    answered: &[Answered],
+) -> Option<&'v str> {
+    if policy["locality"] != "prefer_zone" {
+        return None;
+    }
+    let mut zones = servable
+        .iter()
+        .filter(|i| answered.iter().any(|a| matches(i, a)))
+        .map(|i| zone(i));
+    let first = zones.next()??;
+    if !zones.all(|z| z == Some(first)) {
+        return None;
+    }
+    servable
+        .iter()
+        .any(|i| zone(i) != Some(first))
+        .then_some(first)
 }
 
 /// Whether the instance belongs to the name: all of them, or the one whose label it is.

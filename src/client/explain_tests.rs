@@ -148,6 +148,44 @@ fn servable_instances_missing_from_the_answer_were_cut_by_its_size() {
 }
 
 #[test]
+fn a_zone_aware_answer_leaves_out_the_other_zones() {
+    let in_zone = |id: &str, ip: &str, zone: &str| {
+        instance(id, ip, json!({"attributes": {"AVAILABILITY_ZONE": zone}}))
+    };
+    let instances = vec![
+        in_zone("a1", "10.0.0.1", "us-east-1a"),
+        in_zone("a2", "10.0.0.2", "us-east-1a"),
+        in_zone("b1", "10.0.1.1", "us-east-1b"),
+        instance("n1", "10.0.2.1", json!({})),
+    ];
+    let local = service(
+        json!({"locality": "prefer_zone", "max_answers": 1}),
+        instances.clone(),
+    );
+    assert_reasons(
+        verdicts(&local, &service_scope(), Kind::A, &addresses(&["10.0.0.2"])),
+        &[
+            ("a1", false, "max_answers: 1 of the 2 servable"),
+            ("a2", true, "healthy"),
+            (
+                "b1",
+                false,
+                "in us-east-1b, and this client was answered from us-east-1a",
+            ),
+            ("n1", false, "in no zone, and this client"),
+        ],
+    );
+    // An answer from several zones fell back to every instance; without locality, zones
+    // say nothing.
+    let all = ["10.0.0.1", "10.0.1.1", "10.0.2.1"];
+    let got = verdicts(&local, &service_scope(), Kind::A, &addresses(&all));
+    assert!(got[1].2.contains("max_answers: 1 of the 4"), "{got:?}");
+    let any = service(json!({"max_answers": 1}), instances);
+    let got = verdicts(&any, &service_scope(), Kind::A, &addresses(&["10.0.0.2"]));
+    assert!(got[2].2.contains("max_answers: 1 of the 4"), "{got:?}");
+}
+
+#[test]
 fn an_answered_instance_the_api_excludes_changed_since() {
     let s = service(
         json!({}),
