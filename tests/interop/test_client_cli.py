@@ -151,6 +151,21 @@ def test_dig_explains_who_was_served_and_why(server):
     assert outside["rcode"] == "REFUSED" and "outside every namespace" in outside["notes"][0]
 
 
+def test_dig_names_the_zone_a_zone_aware_answer_came_from(muster):
+    m = muster(namespace_toml(services=[{"match": "web", "locality": "prefer_zone"}])
+               + '[[zones]]\nname = "zone-a"\ncidrs = ["127.0.0.0/8"]\n')
+    for iid, ip, zone in [("a-1", "10.1.0.1", "zone-a"), ("a-2", "10.1.0.2", "zone-a"),
+                          ("b-1", "10.2.0.1", "zone-b")]:
+        m.put_instance(NS, "web", iid, {"ipv4": ip, "attributes": {"AVAILABILITY_ZONE": zone}})
+    # dnspython, from 127.0.0.1 (zone-a): only zone-a's instances.
+    assert a_records(m, f"web.{NS}") == ["10.1.0.1", "10.1.0.2"]
+    report = json.loads(ok(cli(m, "dig", f"web.{NS}", "-o", "json", token=False)))
+    verdicts = {v["id"]: (v["served"], v["reason"]) for v in report["instances"]}
+    assert verdicts["a-1"] == (True, "healthy") and verdicts["a-2"] == (True, "healthy"), verdicts
+    assert verdicts["b-1"] == (
+        False, "servable; in zone-b, and this client was answered from zone-a (locality = prefer_zone)")
+
+
 def test_dig_goes_over_tcp_when_the_answer_is_truncated(server):
     m = server
     for i in range(120):  # through requests: 120 runs of the client would be slow
