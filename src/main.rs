@@ -21,7 +21,8 @@ mod client;
 /// kept panicking. SIGHUP reloads the configuration file (TLS
 /// certificates, credentials and file sources follow it).
 ///
-/// The client commands (ls, show, register, deregister, health, drain, undrain, dig) talk
+/// The client commands (ls, show, register, deregister, health, drain, undrain, watch, dig)
+/// talk
 /// to a running muster and exit 0 when it did what was asked, 1 when the client's own config
 /// or token file cannot be used, 2 for bad usage, 4 when the server cannot be reached, 5
 /// when it refused the request (4xx), 6 when it failed (5xx); see docs/cli.md.

@@ -52,7 +52,13 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<Value, Failure> {
         let what = format!("{method} {path}");
-        let mut response = self.request(method, path, body, Some(self.timeout)).await?;
+        let mut request = self.builder(method, path).timeout(self.timeout);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let mut response = self.execute(&what, request).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = response
             .chunk()
@@ -66,52 +72,54 @@ impl Api {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let status = response.status();
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            return json.ok_or_else(|| {
-                Failure::Server(format!(
-                    "{what}: {status} with a body that is not JSON: is {} muster?",
-                    self.base
-                ))
-            });
-        }
-        Err(self.refused(&what, status, json.as_ref()))
+        serde_json::from_slice(&bytes).map_err(|_| {
+            Failure::Server(format!(
+                "{what}: {} with a body that is not JSON: is {} muster?",
+                response.status(),
+                self.base
+            ))
+        })
     }
 
-    /// Sends a request and returns the response once its head arrived and was a 2xx;
-    /// `timeout` bounds the whole exchange (None for a stream).
-    pub async fn request(
+    /// Opens a stream (`GET`, no overall timeout: it lasts until either side ends it),
+    /// resuming after `last_event_id` when given.
+    pub async fn stream(
         &self,
-        method: Method,
         path: &str,
-        body: Option<&Value>,
-        timeout: Option<Duration>,
+        last_event_id: Option<&str>,
     ) -> Result<reqwest::Response, Failure> {
-        let what = format!("{method} {path}");
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
+        let mut request = self.builder(Method::GET, path);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
         }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+        self.execute(&format!("GET {path}"), request).await
+    }
+
+    fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
+    }
+
+    /// Sends a request; the response once its head arrived and was a 2xx.
+    async fn execute(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
         let response = request
             .send()
             .await
-            .map_err(|e| self.unreachable(&what, &e))?;
+            .map_err(|e| self.unreachable(what, &e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let bytes = response.bytes().await.unwrap_or_default();
         let json = serde_json::from_slice(&bytes).ok();
-        Err(self.refused(&what, status, json.as_ref()))
+        Err(self.refused(what, status, json.as_ref()))
     }
 
     /// A 4xx or 5xx, with the server's `{"error", "field"}` when it sent one.

@@ -1,5 +1,5 @@
 //! The client commands: `muster ls`, `show`, `register`, `deregister`, `health`, `drain`,
-//! `undrain` and `dig` talk to a running muster, as an operator or a script would,
+//! `undrain`, `watch` and `dig` talk to a running muster, as an operator or a script would,
 //! through its REST API and its DNS port. docs/cli.md is their manual.
 //!
 //! What it owns: turning a command line into REST calls and a DNS query, and their
@@ -13,7 +13,7 @@
 //!   `~/.config/muster/client.toml`, in that order), the output format;
 //! - `http.rs`: the REST calls, with the server's errors mapped to exit codes;
 //! - `read.rs`: `ls` and `show`; `write.rs`: `register`, `deregister`, `health`, `drain`,
-//!   `undrain`;
+//!   `undrain`; `watch.rs`: the change stream (server-sent events);
 //! - `dig.rs`: the DNS query (UDP, TCP on truncation) and its printout; `explain.rs`: the
 //!   pure part, why each instance was served or left out;
 //! - `table.rs`: column-aligned text.
@@ -28,6 +28,7 @@ mod http;
 mod read;
 mod settings;
 mod table;
+mod watch;
 mod write;
 
 use std::process::ExitCode;
@@ -82,6 +83,13 @@ pub enum Command {
     Undrain {
         /// namespace/service/instance-id.
         target: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Follow the registry's changes, a line per change, until interrupted.
+    Watch {
+        /// A namespace, or namespace/service; without it, every namespace.
+        target: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -175,6 +183,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Drain { target, common } => write::drain(&common.connect()?, &target, true).await,
         Command::Undrain { target, common } => {
             write::drain(&common.connect()?, &target, false).await
+        }
+        Command::Watch { target, common } => {
+            watch::watch(&common.connect()?, target.as_deref()).await
         }
         Command::Dig(dig) => dig::dig(dig).await,
     }

@@ -1,5 +1,5 @@
 """The client commands (issue 20, docs/cli.md): the release binary's `muster ls`, `show`,
-`register`, `deregister`, `health`, `drain`, `undrain`, `dig` and `completions` against a
+`register`, `deregister`, `health`, `drain`, `undrain`, `watch`, `dig` and `completions` against a
 running muster. What the writes changed is checked with clients we did not write
 (dnspython for DNS, requests for the REST view); exit codes against the table of
 docs/cli.md, including a server we did not write that answers 5xx or not as muster.
@@ -11,9 +11,11 @@ services so they do not depend on one another's order.
 import http.server
 import json
 import os
+import queue
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -186,6 +188,62 @@ def test_max_answers_leaves_out_servable_instances(server):
     cut = [v for v in report["instances"] if not v["served"]]
     assert len(served) == 8 and len(cut) == 2, report["instances"]
     assert all("max_answers: 8 of the 10" in v["reason"] for v in cut), cut
+
+
+class Follower:
+    """A `muster watch` process whose stdout and stderr lines arrive on queues."""
+
+    def __init__(self, m, *args):
+        argv = [str(muster_bin()), "watch", *args, "--server", f"127.0.0.1:{m.http_port}",
+                "--token-file", str(m.token_file)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=client_env())
+        self.out, self.err = queue.Queue(), queue.Queue()
+        for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, q=lines: [q.put(line) for line in s], daemon=True).start()
+
+    def lines(self, until, timeout=5.0):
+        """stdout lines up to the first for which ``until(line)`` holds."""
+        got, deadline = [], time.monotonic() + timeout
+        while not got or not until(got[-1]):
+            try:
+                got.append(self.out.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"no line after {got}; stderr: {list(self.err.queue)}")
+        return got
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+def test_watch_prints_a_line_per_change(server):
+    m = server
+    scripts = Follower(m, f"{NS}/feed", "-o", "json")
+    people = Follower(m, NS)
+    try:
+        for follower in (scripts, people):
+            line = follower.err.get(timeout=5)
+            assert "watching" in line, f"the stream did not open: {line}"
+        ok(cli(m, "register", f"{NS}/feed/f-1", "--ip", "10.7.0.1"))
+        ok(cli(m, "register", f"{NS}/other/o-1", "--ip", "10.7.0.2"))
+        ok(cli(m, "drain", f"{NS}/feed/f-1"))
+        ok(cli(m, "health", f"{NS}/feed/f-1", "down"))
+        ok(cli(m, "deregister", f"{NS}/feed/f-1"))
+        events = [json.loads(line) for line in scripts.lines(lambda line: '"deregistered"' in line)]
+        assert {e["service"] for e in events} == {"feed"}, "only the service asked for"
+        kinds = [e["event"] for e in events if e["instance"] == "f-1"]
+        assert kinds[0] == "registered" and kinds[-1] == "deregistered", kinds
+        assert kinds.index("drained") < kinds.index("unhealthy"), kinds
+        assert [e["index"] for e in events] == sorted(e["index"] for e in events)
+        # The table for people: time, index, event, ns/svc/id, source, reason; every service.
+        table = people.lines(lambda line: " deregistered " in line)
+        row = next(line for line in table if " registered " in line and "/other/" in line)
+        assert row.split()[2:5] == ["registered", f"{NS}/other/o-1", "api"], row
+        assert any(" unhealthy " in line and "reported unhealthy" in line for line in table), table
+    finally:
+        scripts.stop()
+        people.stop()
 
 
 def closed_port():
