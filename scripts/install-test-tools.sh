@@ -21,8 +21,10 @@ stamp="$venv/.requirements.sha256"
 # etcd-server and etcd-client (etcdctl): the 3-member cluster of the replicated registry's
 # tests (tests/interop/test_etcd.py); protobuf-compiler and libprotobuf-dev (protoc and its
 # well-known types) build the `etcd` feature's client.
+# prometheus: its promtool checks deploy/monitoring/alerts.yml and runs its rule unit tests
+# (tests/interop/test_monitoring.py); Debian ships promtool only inside the server package.
 apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev)
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -98,6 +100,7 @@ check setpriv setpriv --version
 check etcd etcd --version
 check etcdctl etcdctl version
 check protoc protoc --version
+check promtool promtool --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi

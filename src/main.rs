@@ -1,14 +1,17 @@
-//! The `muster` command: parses arguments, loads config, sets up logging, runs.
+//! The `muster` command: parses arguments, loads config, sets up logging, runs the server;
+//! or, for the client commands (`ls`, `register`, `dig`...), hands over to `client/`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use muster::config::{Config, ENV_OVERRIDES};
 use muster::reload::Reloader;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+mod client;
 
 /// DNS-based service discovery: an authoritative DNS server for private namespaces.
 ///
@@ -17,6 +20,12 @@ use tracing_subscriber::EnvFilter;
 /// (DNS or HTTP) stopped while running or a background task (health checks, a source)
 /// kept panicking. SIGHUP reloads the configuration file (TLS
 /// certificates, credentials and file sources follow it).
+///
+/// The client commands (ls, show, register, deregister, health, drain, undrain, watch, dig)
+/// talk
+/// to a running muster and exit 0 when it did what was asked, 1 when the client's own config
+/// or token file cannot be used, 2 for bad usage, 4 when the server cannot be reached, 5
+/// when it refused the request (4xx), 6 when it failed (5xx); see docs/cli.md.
 #[derive(Parser)]
 #[command(version, after_help = env_help())]
 struct Cli {
@@ -50,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: EtcdCommand,
     },
+    /// Boxed: the client's arguments are far larger than the server commands'.
+    #[command(flatten)]
+    Client(Box<client::Command>),
+    /// Print a shell completion script: `muster completions bash > /etc/bash_completion.d/muster`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +133,12 @@ fn main() -> ExitCode {
         Command::Etcd { command } => migrate(command),
         Command::Token(TokenCommand::New { name, scopes }) => {
             return new_token(&name, &scopes);
+        }
+        Command::Client(command) => return client::run(*command),
+        Command::Completions { shell } => {
+            client::quiet_pipes();
+            clap_complete::generate(shell, &mut Cli::command(), "muster", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
         }
     };
     match result {
