@@ -5,9 +5,11 @@ One run: generate S services x K instances; start each server alone on core 0 (t
 and time its load; check that all answer the probe names alike; then, for each server in
 turn, one unmeasured warm-up and one measured dnsperf run on core 1 (saturation, and a
 fixed rate with --rate); with --churn, one more muster run while REST changes are applied,
-then a staleness check; with --rrl RATE, a second muster with response rate limiting,
+then a staleness check; with --rrl RATE, a twin muster with response rate limiting,
 measured interleaved with the first, and the amplification of a one-source flood with RRL
-off and on (bench/dns/rrl.py). Prints a table and writes bench/results/<timestamp>.json.
+off and on (bench/dns/rrl.py); with --locality, a twin muster answering each client from
+its zone, likewise (bench/dns/locality.py). Prints a table and writes
+bench/results/<timestamp>.json.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import time
 
 import compare
 import load
+import locality
 import namespace
 import profiling
 import report
@@ -54,6 +57,12 @@ def parse_args(argv):
         help="also run muster with [dns.rrl] responses_per_second = RATE (nothing exempt), interleaved with plain "
         "muster, and print the CPU/q ratio; RATE must leave every response unlimited (20000 does at 1,000 x 4). "
         "Adds the amplification of a one-source SRV flood with RRL off and on",
+    )  # fmt: skip
+    parser.add_argument(
+        "--locality", action="store_true",
+        help="also run muster with [[zones]] (3 zones x 4 subnets, dnsperf's 127.0.0.0/8 in z0) and locality = "
+        "\"prefer_zone\" on every service, interleaved with plain muster (both with instances spread over the zones), "
+        "print the CPU/q ratio, and check that it answered from the client's zone (z1 with --shape subnet)",
     )  # fmt: skip
     parser.add_argument("--flood-rrl", type=int, default=20, help="responses_per_second of the muster the amplification flood meets with RRL on (default 20)")
     parser.add_argument("--flood-queries", type=int, default=20_000, help="queries in the amplification flood (default 20000)")
@@ -94,6 +103,10 @@ def parse_args(argv):
         parser.error("--churn needs muster among --servers")
     if args.rrl and "muster" not in args.servers:
         parser.error("--rrl needs muster among --servers")
+    if args.locality and "muster" not in args.servers:
+        parser.error("--locality needs muster among --servers")
+    if args.locality and args.instances < len(locality.ZONES):
+        parser.error(f"--locality needs --instances {len(locality.ZONES)} or more, so that every zone has one")
     if args.services < 1 or args.instances < 1 or args.repeat < 1:
         parser.error("--services, --instances and --repeat must be at least 1")
     if args.max_answers is None:
@@ -173,12 +186,12 @@ def start_servers(args, workdir, probe):
     try:
         serial = 1
         if "muster" in args.servers:
-            instances = namespace.muster_instances(args.services, args.instances)
+            instances = namespace.muster_instances(args.services, args.instances, locality.attributes if args.locality else None)
             muster = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers)
             started.append(start(muster, probe, info))
             serial = muster_serial(muster)
-            if args.rrl:
-                twin = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers, "muster+rrl", rrl.toml(args.rrl))
+            for label, config in twins(args).items():
+                twin = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers, label, **config)
                 started.append(start(twin, probe, info))
         zone_path = os.path.join(workdir, "internal.zone")
         with open(zone_path, "w") as f:
@@ -194,6 +207,18 @@ def start_servers(args, workdir, probe):
             server.stop()
         raise
     return started, info, notes
+
+
+def twins(args):
+    """The twins of muster the flags ask for, by label, with what their configuration
+    adds: each is muster with one feature on, measured interleaved with muster and
+    compared with it (`report.twin_ratios`)."""
+    chosen = {}
+    if args.rrl:
+        chosen[rrl.LABEL] = {"extra_toml": rrl.toml(args.rrl)}
+    if args.locality:
+        chosen[locality.LABEL] = {"extra_toml": locality.zones_toml(), "rule_toml": locality.RULE_TOML}
+    return chosen
 
 
 def check_answers(args, started):
@@ -220,11 +245,11 @@ def median_row(rows):
     return chosen
 
 
-def measure_server(server, args, query_file, workdir, twin=None):
-    """Every planned run of one server (and of its RRL `twin`), `--repeat` times,
+def measure_server(server, args, query_file, workdir, twins=()):
+    """Every planned run of one server (and of muster's `twins`), `--repeat` times,
     interleaved so that drift over time hits each plan alike (with churn: plain, churn,
     plain, churn, ...; with a twin: muster, muster+rrl, muster, muster+rrl, ...)."""
-    servers = [server] + ([twin] if twin else [])
+    servers = [server, *twins]
     plans = [(s, s.name, None) for s in servers]
     if args.rate:
         plans += [(s, s.name, args.rate) for s in servers]
@@ -290,33 +315,47 @@ def run(args, workdir):
     instances = args.services * args.instances
     say(f"namespace: {args.services} services x {args.instances} instances = {instances:,} instances")
     started, info, notes = start_servers(args, workdir, probe)
-    rows, churn_result, profiles, rrl_result = [], None, {}, {}
+    rows, churn_result, profiles, twin_results = [], None, {}, {}
     by_name = {s.name: s for s in started}
+    twin_servers = [by_name[label] for label in twins(args)]
     try:
         for server in started:
-            if server.name == "muster+rrl":
+            if server in twin_servers:
                 continue  # measured with muster
-            twin = by_name.get("muster+rrl") if server.name == "muster" else None
-            server_rows, server_churn = measure_server(server, args, query_file, workdir, twin)
+            own_twins = twin_servers if server.name == "muster" else []
+            server_rows, server_churn = measure_server(server, args, query_file, workdir, own_twins)
             rows += server_rows
             churn_result = churn_result or server_churn
             if server.name == "muster" and args.profile:
                 profiles = profile_muster(server, args, query_file, workdir)
-            if twin:
-                rrl_result = measure_rrl(args, workdir, server, twin, rows)
-                twin.stop()
+            if own_twins:
+                twin_results = twin_figures(args, workdir, server, by_name, rows)
             # Stopped once measured, so the next server has its core to itself.
-            server.stop()
+            for done in [server, *own_twins]:
+                done.stop()
     finally:
         for server in started:
             server.stop()
-    return info, rows, churn_result, notes, profiles, rrl_result
+    return info, rows, churn_result, notes, profiles, twin_results
+
+
+def twin_figures(args, workdir, muster, by_name, rows):
+    """What each twin adds once its runs and muster's are done, by feature: its ratios
+    to muster and the checks that it did what it is there for."""
+    results = {}
+    if rrl.LABEL in by_name:
+        results["rrl"] = measure_rrl(args, workdir, muster, by_name[rrl.LABEL], rows)
+    if locality.LABEL in by_name:
+        checked = locality.check(muster, by_name[locality.LABEL], args.services, args.instances, args.max_answers, args.shape)
+        say(f"{locality.LABEL} answered from zone {checked['client_zone']}, muster from every zone")
+        results["locality"] = locality.result(rows, checked)
+    return results
 
 
 def measure_rrl(args, workdir, muster, twin, rows):
     """What the limiter cost (muster+rrl's runs against muster's), whether it limited
     anything then, and the amplification of a one-source flood with RRL off and on."""
-    result = {"rate": args.rrl, "limited": rrl.limited(twin), "ratios": rrl.ratios(rows), "amplification": {}}
+    result = {"rate": args.rrl, "limited": rrl.limited(twin), "ratios": report.twin_ratios(rows, rrl.LABEL), "amplification": {}}
     query = rrl.flood_query(args.services)
     say(f"amplification flood: {args.flood_queries} SRV queries from one address, RRL off")
     result["amplification"]["RRL off"] = rrl.amplification(muster.port, query, args.flood_queries, args.flood_seconds)
@@ -409,14 +448,14 @@ def main(argv):
     workdir = tempfile.mkdtemp(prefix="muster-bench-")
     began = time.monotonic()
     try:
-        info, rows, churn_result, notes, profiles, rrl_result = run(args, workdir)
+        info, rows, churn_result, notes, profiles, twin_results = run(args, workdir)
     except (ServerError, load.LoadError, profiling.ProfileError) as error:
         sys.exit(f"bench: FAILED: {error}\n(files in {workdir})")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report.classify(rows)
-    ratio_table = report.ratios([r for r in rows if r["label"] not in ("muster+churn", "muster+rrl")])
+    ratio_table = report.ratios([r for r in rows if not r["label"].startswith("muster+")])
     result = {
         "timestamp": stamp,
         "command": "bench/dns/run " + " ".join(argv),
@@ -428,7 +467,8 @@ def main(argv):
         "runs": rows,
         "ratios": ratio_table,
         "churn": churn_result,
-        "rrl": rrl_result,
+        "rrl": twin_results.get("rrl", {}),
+        "locality": twin_results.get("locality", {}),
         "answer_differences": notes,
         "profiles": profiles,
         "elapsed_seconds": time.monotonic() - began,
@@ -444,9 +484,12 @@ def main(argv):
     if churn_result:
         print("\nChurn:")
         print(report.churn_lines(churn_result))
-    if rrl_result:
+    if "rrl" in twin_results:
         print("\nResponse rate limiting:")
-        print(rrl.lines(rrl_result))
+        print(rrl.lines(twin_results["rrl"]))
+    if "locality" in twin_results:
+        print("\nZone-aware answers:")
+        print(locality.lines(twin_results["locality"]))
     for name, summary in profiles.items():
         print(f"\nProfile of {name} at saturation:")
         print(profiling.lines(summary))

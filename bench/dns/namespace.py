@@ -49,8 +49,9 @@ def port(instance):
     return FIRST_PORT + instance
 
 
-def muster_instances(services, instances):
-    """The file source's JSON document (`{"instances": [...]}`)."""
+def muster_instances(services, instances, attributes=None):
+    """The file source's JSON document (`{"instances": [...]}`); `attributes(k)`, when
+    given, is instance k's attributes in every service (they change no record)."""
     entries = [
         {
             "namespace": NAMESPACE,
@@ -58,6 +59,7 @@ def muster_instances(services, instances):
             "id": instance_id(k),
             "ipv4": address(s, k, instances),
             "port": port(k),
+            **({"attributes": attributes(k)} if attributes else {}),
         }
         for s in range(services)
         for k in range(instances)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import statistics
 
 COLUMNS = (
     ("server", "server", "{}"),
@@ -72,6 +73,40 @@ def ratios(rows):
                 if muster.get(key) is not None and labelled[other].get(key)
             }
     return result
+
+
+def twin_ratios(rows, twin, base="muster"):
+    """CPU per query and QPS of `twin` (a muster with one feature on, measured
+    interleaved with `base`) over `base`, per mode: the ratio of the two medians over the
+    repeats, and each repeat's ratio (the i-th runs of both, measured back to back)."""
+    by_mode = {}
+    for row in rows:
+        by_mode.setdefault(row["mode"], {})[row["label"]] = row
+    result = {}
+    for mode, labelled in by_mode.items():
+        if base not in labelled or twin not in labelled:
+            continue
+        on = labelled[twin].get("repeats", [labelled[twin]])
+        off = labelled[base].get("repeats", [labelled[base]])
+        result[mode] = {
+            key: statistics.median([r[key] for r in on]) / statistics.median([r[key] for r in off]) for key in ("cpu_us_per_query", "qps")
+        }
+        result[mode]["repeats"] = [
+            {key: a[key] / b[key] for key in ("cpu_us_per_query", "qps")} for a, b in zip(on, off)
+        ]  # fmt: skip
+    return result
+
+
+def twin_ratio_lines(twin, ratios, base="muster"):
+    """One line per mode: `twin / base (mode): CPU/q X, QPS Y`, and each repeat's."""
+    lines = []
+    for mode, ratio in ratios.items():
+        line = f"  {twin} / {base} ({mode}): CPU/q {ratio['cpu_us_per_query']:.3f}, QPS {ratio['qps']:.3f}"
+        if len(ratio["repeats"]) > 1:
+            each = ", ".join(f"{r['cpu_us_per_query']:.3f}" for r in ratio["repeats"])
+            line += f" (medians; each repeat's CPU/q {each})"
+        lines.append(line)
+    return lines
 
 
 def ratio_lines(ratio_table):

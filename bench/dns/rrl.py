@@ -25,7 +25,11 @@ import time
 import dns.flags
 import dns.message
 
+import report
 from namespace import NAMESPACE, service_name
+
+# The twin muster with RRL on, in the results.
+LABEL = "muster+rrl"
 
 
 def toml(rate):
@@ -105,29 +109,12 @@ def amplification(port, query, count, seconds):
     }
 
 
-def ratios(rows):
-    """CPU per query (and QPS) of muster+rrl over muster, per mode."""
-    by_mode = {}
-    for row in rows:
-        by_mode.setdefault(row["mode"], {})[row["label"]] = row
-    result = {}
-    for mode, labelled in by_mode.items():
-        if "muster" in labelled and "muster+rrl" in labelled:
-            on, off = labelled["muster+rrl"], labelled["muster"]
-            result[mode] = {
-                "cpu_us_per_query": on["cpu_us_per_query"] / off["cpu_us_per_query"],
-                "qps": on["qps"] / off["qps"],
-            }
-    return result
-
-
 def lines(result):
     out = []
     if result.get("ratios"):
         out.append(f"  RRL at {result['rate']:,}/s, nothing exempt; limited during the runs: "
                    f"{result['limited']['dropped']} dropped, {result['limited']['slipped']} slipped")
-        for mode, ratio in result["ratios"].items():
-            out.append(f"  muster+rrl / muster ({mode}): CPU/q {ratio['cpu_us_per_query']:.3f}, QPS {ratio['qps']:.3f}")
+        out += report.twin_ratio_lines(LABEL, result["ratios"])
     for label, flood in result.get("amplification", {}).items():
         out.append(
             f"  amplification, {label}: {flood['queries']:,} x {flood['query_bytes']}-byte SRV queries from one "

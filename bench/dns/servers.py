@@ -200,9 +200,10 @@ class Server:
 class Muster(Server):
     name = "muster"
 
-    def __init__(self, workdir, core, binary, instances_json, max_answers, label="muster", extra_toml=""):
+    def __init__(self, workdir, core, binary, instances_json, max_answers, label="muster", extra_toml="", rule_toml=""):
         """`label` names this muster in the results (and its folder); `extra_toml` is
-        appended to its configuration (`bench/dns/rrl.py` adds `[dns.rrl]`)."""
+        appended to its configuration (`bench/dns/rrl.py` adds `[dns.rrl]`), `rule_toml`
+        to its catch-all service rule (`bench/dns/locality.py` adds `locality`)."""
         self.name = label
         super().__init__(workdir, core)
         self.binary = binary
@@ -228,7 +229,7 @@ negative_ttl = {NEGATIVE_TTL}
 [[namespaces.services]]
 match = "*"
 max_answers = {max_answers}
-
+{rule_toml}
 [[sources.file]]
 path = "{self.instances_path}"
 

@@ -7,12 +7,19 @@ about privacy pad. dnsperf cannot send an option with empty data, so NSID and TC
 keepalive (empty in queries) are left to the differential test (tests/it/fast_path.rs).
 """
 
+import ipaddress
 import random
 
 # A client cookie alone (RFC 7873): 8 bytes.
 COOKIE = "10:0102030405060708"
-# Client Subnet (RFC 7871): IPv4, source /24, scope 0, 192.0.2.
-SUBNET = "8:00011800c00002"
+# The client subnet the `subnet` shape's queries speak for.
+CLIENT_SUBNET = ipaddress.IPv4Network("192.0.2.0/24")
+# Client Subnet (RFC 7871 §6): family 1 (IPv4), source prefix, scope 0, the address cut
+# to the prefix's bytes: 8:00011800c00002.
+SUBNET = "8:0001%02x00%s" % (
+    CLIENT_SUBNET.prefixlen,
+    CLIENT_SUBNET.network_address.packed[: (CLIENT_SUBNET.prefixlen + 7) // 8].hex(),
+)
 # Padding (RFC 7830): 64 zero bytes.
 PADDING = "12:" + "00" * 64
 
