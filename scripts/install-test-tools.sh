@@ -21,8 +21,10 @@ stamp="$venv/.requirements.sha256"
 # etcd-server and etcd-client (etcdctl): the 3-member cluster of the replicated registry's
 # tests (tests/interop/test_etcd.py); protobuf-compiler and libprotobuf-dev (protoc and its
 # well-known types) build the `etcd` feature's client.
+# chromium: the headless browser that loads the status page (tests/interop/test_status_page.py:
+# rendered DOM, live update, screenshots).
 apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev)
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev chromium)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -98,6 +100,7 @@ check setpriv setpriv --version
 check etcd etcd --version
 check etcdctl etcdctl version
 check protoc protoc --version
+check chromium chromium --headless --no-sandbox --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi

@@ -66,6 +66,7 @@ impl Api {
             cloudmap: Arc::new(CloudMapState::new(config.cloudmap.clone())),
             health,
             tasks: supervisor.states(),
+            status: Arc::new(api::StatusState::new(crate::dns::PublishedZone::default())),
         };
         let key = InstanceKey {
             namespace: "internal".into(),
