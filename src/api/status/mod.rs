@@ -212,6 +212,34 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// `text` with the query string of every URL in it left out (`http://a/p?…`): a check's
+/// reason names the URL it asked, and a query can carry a credential. Check paths are
+/// printable ASCII without spaces, so a URL ends at white space; a `:` that ends it (the
+/// reason's own `URL: what failed`) is kept.
+fn without_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let end = rest[start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |n| start + n);
+        let url = &rest[..end];
+        match url[start..].find('?') {
+            Some(at) => {
+                out.push_str(&url[..start + at]);
+                out.push_str("?…");
+                if url.ends_with(':') {
+                    out.push(':');
+                }
+            }
+            None => out.push_str(url),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The serial of a zone's SOA record.
 fn soa_serial(soa: &hickory_proto::rr::Record) -> u32 {
     match &soa.data {

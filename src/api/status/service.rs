@@ -5,8 +5,8 @@
 
 use axum::http::StatusCode;
 
-use super::Rendered;
 use super::html::Html;
+use super::{Rendered, without_queries};
 use crate::dns::ZoneSnapshot;
 use crate::registry::{CheckSpec, Instance, Service, Snapshot};
 
@@ -56,9 +56,8 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, ns: &str, svc: &str) -> 
             true => html.marked("ok", "healthy"),
             false => html.marked("bad", "unhealthy"),
         };
-        let check = instance.check(&service.policy);
-        html.cell(why_unhealthy(instance, check).join("; "));
-        match check {
+        html.cell(why_unhealthy(instance).join("; "));
+        match instance.check(&service.policy) {
             Some(check) => html.cell(check_text(check)),
             None => html.marked("muted", "none"),
         };
@@ -150,7 +149,7 @@ fn ports(html: &mut Html, instance: &Instance) {
 
 /// Each reason the instance is out of answers, as the registry holds them. The check's
 /// reason names the URL it asked; its query string is left out (see [`check_text`]).
-fn why_unhealthy(instance: &Instance, check: Option<&CheckSpec>) -> Vec<String> {
+fn why_unhealthy(instance: &Instance) -> Vec<String> {
     let mut why = Vec::new();
     if !instance.spec.healthy {
         why.push(format!("{} reports it unhealthy", instance.source));
@@ -163,16 +162,9 @@ fn why_unhealthy(instance: &Instance, check: Option<&CheckSpec>) -> Vec<String> 
         ));
     }
     if !instance.check_ok {
-        let reason = instance.check_reason.as_deref();
-        let query = check
-            .and_then(|c| c.http.as_deref())
-            .and_then(|path| path.split_once('?'))
-            .map(|(_, query)| query)
-            .filter(|query| !query.is_empty());
-        why.push(match (reason, query) {
-            (Some(reason), Some(query)) => reason.replace(query, "…"),
-            (Some(reason), None) => reason.to_owned(),
-            (None, _) => "its check fails".to_owned(),
+        why.push(match &instance.check_reason {
+            Some(reason) => without_queries(reason),
+            None => "its check fails".to_owned(),
         });
     }
     why

@@ -167,6 +167,21 @@ async fn the_namespaces_page_counts_and_links_each_service() {
     assert!(page.contains(&serial), "{page}");
 }
 
+#[test]
+fn urls_lose_their_query_strings_and_nothing_else() {
+    let reason = "2 consecutive checks failed: http://10.0.0.3:80/h?t=a:b&c=d: HTTP 500";
+    assert_eq!(
+        without_queries(reason),
+        "2 consecutive checks failed: http://10.0.0.3:80/h?…: HTTP 500"
+    );
+    assert_eq!(without_queries("http://a/b?c"), "http://a/b?…");
+    assert_eq!(
+        without_queries("TCP 10.0.0.1:80: refused? yes"),
+        "TCP 10.0.0.1:80: refused? yes"
+    );
+    assert_eq!(without_queries("http://a/b: x ?y"), "http://a/b: x ?y");
+}
+
 fn fragment_request(etag: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(etag) = etag {
