@@ -419,3 +419,19 @@ def test_a_killed_instance_turns_unhealthy_on_the_loaded_page(status, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_changes_page_lists_recent_changes_newest_first(status):
+    """After the live test: the check's verdict is the newest instance change."""
+    dom = dump_dom(status.ops_url("/ui/changes"))
+    rows = [cells(r) for r in re.findall(r'<tr data-index="\\d+">(.*?)</tr>', dom, re.S)]
+    events = [(r[2], r[3]) for r in rows]
+    assert ("registered", "web-1 in web.internal") in events, events
+    assert ("drained", "api-drained in api.internal") in events, events
+    unhealthy = [r for r in rows if r[2] == "unhealthy" and r[3] == "api-1 in api.internal"]
+    assert unhealthy and unhealthy[0][4] == "api", rows
+    assert "/healthz?…" in unhealthy[0][5] and "cannot connect" in unhealthy[0][5], unhealthy
+    indexes = [int(r[0]) for r in rows]
+    assert indexes == sorted(indexes, reverse=True), indexes
+    assert_no_secret(status, dom, "/ui/changes")
+    screenshot(status.ops_url("/ui/changes"), "changes")

@@ -107,9 +107,10 @@ fn percent_encode(segment: &str, out: &mut String) {
 }
 
 /// The pages, in the order of the navigation bar: (path under `/ui`, title).
-pub const PAGES: [(&str, &str); 3] = [
+pub const PAGES: [(&str, &str); 4] = [
     ("/ui/", "Namespaces"),
     ("/ui/sources", "Sources"),
+    ("/ui/changes", "Changes"),
     ("/ui/dns", "DNS"),
 ];
 

@@ -21,6 +21,7 @@
 //! `read` once credentials are configured: the pages show every namespace); on the
 //! `[ops]` listener without credentials, as `/metrics` there (docs/security.md).
 
+mod changes;
 mod dns;
 mod html;
 mod namespaces;
@@ -67,6 +68,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/ui/", get(namespaces_page))
         .route("/ui/namespaces/{ns}/services/{svc}", get(service_page))
         .route("/ui/sources", get(sources_page))
+        .route("/ui/changes", get(changes_page))
         .route("/ui/dns", get(dns_page))
         .route("/ui/assets/style.css", get(style))
         .route("/ui/assets/live.js", get(script))
@@ -126,6 +128,15 @@ async fn sources_page(
         samples: &samples,
     };
     respond(sources::render(&view), query, &headers)
+}
+
+async fn changes_page(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let recent = state.registry.recent_changes();
+    respond(changes::render(&recent), query, &headers)
 }
 
 async fn dns_page(

@@ -182,6 +182,32 @@ fn urls_lose_their_query_strings_and_nothing_else() {
     assert_eq!(without_queries("http://a/b: x ?y"), "http://a/b: x ?y");
 }
 
+#[tokio::test]
+async fn the_changes_page_lists_the_newest_change_first_with_its_reason() {
+    let fixture = Fixture::new();
+    fixture.apply(upsert("i-1", spec("10.0.0.1"))).await;
+    fixture
+        .apply(Change::CheckResult {
+            key: key("i-1"),
+            healthy: false,
+            reason: "2 consecutive checks failed: <refused>".into(),
+        })
+        .await;
+    let recent = fixture.registry.recent_changes();
+    let page = changes::render(&recent).body.into_string();
+    let unhealthy = page.find(">unhealthy<").expect("an unhealthy row");
+    let registered = page.find(">registered<").expect("a registered row");
+    assert!(unhealthy < registered, "newest first: {page}");
+    assert!(
+        page.contains("i-1 in <a href=\"/ui/namespaces/internal/services/web\">web.internal</a>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("2 consecutive checks failed: &lt;refused&gt;"),
+        "{page}"
+    );
+}
+
 fn fragment_request(etag: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(etag) = etag {
