@@ -424,7 +424,7 @@ def test_a_killed_instance_turns_unhealthy_on_the_loaded_page(status, tmp_path):
 def test_changes_page_lists_recent_changes_newest_first(status):
     """After the live test: the check's verdict is the newest instance change."""
     dom = dump_dom(status.ops_url("/ui/changes"))
-    rows = [cells(r) for r in re.findall(r'<tr data-index="\\d+">(.*?)</tr>', dom, re.S)]
+    rows = [cells(r) for r in re.findall(r'<tr data-index="\d+">(.*?)</tr>', dom, re.S)]
     events = [(r[2], r[3]) for r in rows]
     assert ("registered", "web-1 in web.internal") in events, events
     assert ("drained", "api-drained in api.internal") in events, events
