@@ -169,7 +169,7 @@ def row(dom, attribute, value):
 
 
 def cells(row_html):
-    return [re.sub(r"<[^>]+>", " ", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
+    return [" ".join(re.sub(r"<[^>]+>", " ", c).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
 
 
 def assert_no_secret(status, text, where):
