@@ -23,8 +23,10 @@ stamp="$venv/.requirements.sha256"
 # well-known types) build the `etcd` feature's client.
 # prometheus: its promtool checks deploy/monitoring/alerts.yml and runs its rule unit tests
 # (tests/interop/test_monitoring.py); Debian ships promtool only inside the server package.
+# chromium: the headless browser that loads the status page (tests/interop/test_status_page.py:
+# rendered DOM, live update, screenshots).
 apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus)
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus chromium)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -101,6 +103,7 @@ check etcd etcd --version
 check etcdctl etcdctl version
 check protoc protoc --version
 check promtool promtool --version
+check chromium chromium --headless --no-sandbox --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi

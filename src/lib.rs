@@ -149,6 +149,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !transfers.notify.is_empty() {
         spawn_notify(&tasks, &zone, &transfers, &parts.dns, &sources_stop);
     }
+    let status = Arc::new(api::StatusState::new(zone.clone()));
     let dns = (zone, transfers, forwarder, parts.dns);
     let handler = dns_handler(&config, &settings, dns, handle.clone(), &mut metrics);
     let dns_task = tokio::spawn(dns::serve(
@@ -178,6 +179,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             parts.http.clone(),
             http_stop.clone(),
         )),
+        status,
     };
     let http_task = tokio::spawn(api::serve(
         http_listeners,

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /healthz`, `GET /readyz` | nothing |
 //! | `GET /metrics` | `read` on everything |
+//! | `GET /ui/...` (the status pages) | `read` on everything |
 //! | `POST /` (Cloud Map) | a SigV4 signature, checked by the Cloud Map handler |
 //! | `GET /v1/namespaces` | some `read` scope; lists what the token may read |
 //! | `GET /v1/namespaces/{ns}/services` | `read` in `ns`; lists what it may read |
@@ -62,6 +63,7 @@ fn need(method: &Method, route: &str) -> Need {
         ("GET", "/healthz" | "/readyz") => Need::Nothing,
         ("POST", "/") => Need::Signature,
         ("GET", "/metrics") => Need::ReadAll,
+        ("GET", route) if route == "/ui" || route.starts_with("/ui/") => Need::ReadAll,
         ("GET", "/v1/namespaces" | "/v1/watch") => Need::ReadAny,
         ("GET", "/v1/namespaces/{ns}/services") => Need::ReadIn,
         ("GET", "/v1/namespaces/{ns}/services/{svc}") => Need::Read,
@@ -272,6 +274,12 @@ mod tests {
         let get = Method::GET;
         assert_eq!(need(&get, "/healthz"), Need::Nothing);
         assert_eq!(need(&get, "/metrics"), Need::ReadAll);
+        assert_eq!(need(&get, "/ui/"), Need::ReadAll);
+        assert_eq!(
+            need(&get, "/ui/namespaces/{ns}/services/{svc}"),
+            Need::ReadAll
+        );
+        assert_eq!(need(&get, "/uix"), Need::Admin);
         assert_eq!(need(&Method::POST, "/"), Need::Signature);
         assert_eq!(need(&get, "/v1/namespaces"), Need::ReadAny);
         assert_eq!(need(&get, "/v1/watch"), Need::ReadAny);

@@ -8,15 +8,17 @@
 //! - `PUT|DELETE /v1/namespaces/{ns}/services/{svc}/instances/{id}`,
 //!   `PUT .../{id}/health`, `PUT .../{id}/heartbeat`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]),
 //!   blocking queries on the last ([`watch`]) and `GET /v1/watch` ([`sse`]);
-//! - `GET /healthz[?verbose]`, `GET /readyz`, `GET /metrics` ([`ops`]), also on the
-//!   `[ops]` listener when it is configured (and only they are there);
+//! - `GET /healthz[?verbose]`, `GET /readyz`, `GET /metrics` ([`ops`]) and the status
+//!   pages under `GET /ui/` ([`status`]), also on the `[ops]` listener when it is
+//!   configured (and only they are there);
 //! - `POST /` with `X-Amz-Target`: the AWS Cloud Map API ([`cloudmap`]).
 //!
 //! Around them: muster's own accept loop ([`listener`], [`admission`]) and connections
 //! ([`connection`]: HTTP/1.1, header and idle timeouts, optional [`tls`]), the checks
 //! every request passes and the JSON shape of every error ([`guard`], [`shape`]), and
 //! their metrics ([`metrics`]). See docs/security.md, "The HTTP listeners". Every route
-//! but `/healthz` and `/readyz` is authenticated and authorized ([`access`], [`auth`]).
+//! of the `[http]` listener but `/healthz` and `/readyz` is authenticated and authorized
+//! ([`access`], [`auth`]).
 
 mod access;
 mod admission;
@@ -32,6 +34,7 @@ mod ops;
 mod rest;
 mod shape;
 mod sse;
+mod status;
 mod tls;
 mod watch;
 
@@ -54,6 +57,7 @@ pub use auth::Auth;
 
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
+pub use status::StatusState;
 pub use watch::Watchers;
 
 /// The largest request body accepted; a larger one gets 413 in the API's shape. The
@@ -76,6 +80,8 @@ pub struct ApiState {
     pub tasks: TaskStates,
     /// Blocking queries' and `/v1/watch` streams' caps and shutdown.
     pub watch: Arc<Watchers>,
+    /// What the status pages read besides the rest: the published DNS zone.
+    pub status: Arc<StatusState>,
 }
 
 /// The Cloud Map API's own state: how it names ARNs, and its recent operations.
@@ -98,6 +104,7 @@ impl CloudMapState {
 pub(crate) fn router(state: ApiState) -> Router {
     rest::routes()
         .merge(ops::routes())
+        .merge(status::routes())
         .route("/", axum::routing::post(cloudmap::handle))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -105,6 +112,13 @@ pub(crate) fn router(state: ApiState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The `[ops]` listener's routes: the operations endpoints and the status pages, without
+/// authentication (docs/security.md: the ops listener is for operators and scrapers, and
+/// neither shows a secret).
+fn ops_router(state: ApiState) -> Router {
+    ops::routes().merge(status::routes()).with_state(state)
 }
 
 /// The HTTP frontend's bound sockets and certificate, ready to serve.
@@ -182,7 +196,7 @@ pub async fn serve(
         listener::Listener {
             name: "ops",
             socket: ops,
-            api: guard::Guarded::new(ops::routes().with_state(state), guard),
+            api: guard::Guarded::new(ops_router(state), guard),
             tls: None,
         },
         updates,

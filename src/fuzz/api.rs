@@ -71,6 +71,7 @@ impl Api {
                 Arc::default(),
                 stop.clone(),
             )),
+            status: Arc::new(api::StatusState::new(crate::dns::PublishedZone::default())),
         };
         let key = InstanceKey {
             namespace: "internal".into(),

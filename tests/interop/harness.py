@@ -498,6 +498,18 @@ def assert_negative(msg, rcode, zone="internal", negative_ttl=1):
     assert soa[0].minimum == negative_ttl, f"SOA minimum {soa[0].minimum}, want {negative_ttl}"
 
 
+def new_token(name, scopes):
+    """`muster token new NAME --scope ...`: the token and its [[auth.tokens]] table."""
+    args = [str(muster_bin()), "token", "new", name]
+    for scope in scopes:
+        args += ["--scope", scope]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=True)
+    token, table = done.stdout.split("\n", 1)
+    assert token.startswith("mst_") and "[[auth.tokens]]" in table, done.stdout
+    assert token not in table, "the config table holds only the hash"
+    return token, table
+
+
 def wait_until(predicate, timeout=2.0, interval=0.05, message="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -27,7 +27,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from harness import Muster, muster_bin, namespace_toml, toml_value, wait_until
+from harness import Muster, muster_bin, namespace_toml, new_token, toml_value, wait_until
 
 AWS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "aws"
 PROD, DEV = "prod.example", "dev.example"
@@ -40,18 +40,6 @@ TOKEN_SCOPES = {
     "prober": [f"health:{PROD}/*"],
 }
 NAMESPACES = namespace_toml("internal") + namespace_toml(PROD) + namespace_toml(DEV)
-
-
-def new_token(name, scopes):
-    """`muster token new NAME --scope ...`: the token and its [[auth.tokens]] table."""
-    args = [str(muster_bin()), "token", "new", name]
-    for scope in scopes:
-        args += ["--scope", scope]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=True)
-    token, table = done.stdout.split("\n", 1)
-    assert token.startswith("mst_") and "[[auth.tokens]]" in table, done.stdout
-    assert token not in table, "the config table holds only the hash"
-    return token, table
 
 
 def keys_toml(secret_file):
