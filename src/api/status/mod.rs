@@ -42,6 +42,21 @@ use super::shape::OwnShape;
 use crate::dns::PublishedZone;
 use crate::fnv::fnv1a64;
 use html::Html;
+
+/// The most rows a table shows: a page is re-rendered every half second while it is
+/// open, so its size must not grow with a 100,000-service namespace.
+pub(super) const MAX_ROWS: usize = 1_000;
+
+/// Says how many of `total` rows a table left out, if it left some out.
+fn more(html: &mut Html, total: usize, what: &'static str) {
+    if let Some(hidden) = total.checked_sub(MAX_ROWS).filter(|&n| n > 0) {
+        html.tag("<p class=\"muted\">")
+            .text(format_args!(
+                "and {hidden} more {what}, not shown (the REST API lists them all)"
+            ))
+            .tag("</p>");
+    }
+}
 use samples::{Rate, Samples};
 
 /// What the status pages keep beyond the API's state: the DNS zone as published (for

@@ -2,7 +2,7 @@
 //! instances, healthy, draining and served counts.
 
 use super::html::Html;
-use super::{Rendered, soa_serial};
+use super::{MAX_ROWS, Rendered, more, soa_serial};
 use crate::dns::ZoneSnapshot;
 use crate::registry::{RecordTtls, RegistryHandle, Snapshot};
 
@@ -62,7 +62,7 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, registry: &RegistryHandl
             "in DNS",
             "TTLs (A / AAAA / SRV / CNAME)",
         ]);
-        for service in namespace.services.values() {
+        for service in namespace.services.values().take(MAX_ROWS) {
             let total = service.instances.len();
             let healthy = service.healthy_count();
             let draining = service
@@ -93,7 +93,9 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, registry: &RegistryHandl
                 .cell(ttls(&service.policy.records))
                 .tag("</tr>");
         }
-        html.tag("</table></section>");
+        html.tag("</table>");
+        more(&mut html, namespace.services.len(), "services");
+        html.tag("</section>");
     }
     Rendered::new("Namespaces", "/ui/", html)
 }

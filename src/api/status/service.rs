@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 
 use super::html::Html;
-use super::{Rendered, without_queries};
+use super::{MAX_ROWS, Rendered, more, without_queries};
 use crate::dns::ZoneSnapshot;
 use crate::registry::{CheckSpec, Instance, Service, Snapshot};
 
@@ -44,7 +44,14 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, ns: &str, svc: &str) -> 
         "attributes",
         "DNS records",
     ]);
-    for instance in service.instances.values() {
+    // Both in id order: one walk finds each instance's served records.
+    let mut served = records
+        .map_or(&[][..], |r| &r.instances[..])
+        .iter()
+        .peekable();
+    for instance in service.instances.values().take(MAX_ROWS) {
+        while served.next_if(|s| s.source.id < instance.id).is_some() {}
+        let served = served.next_if(|s| s.source.id == instance.id);
         html.tag("<tr data-instance=\"")
             .text(&instance.id)
             .tag("\">")
@@ -68,7 +75,6 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, ns: &str, svc: &str) -> 
         };
         attributes(&mut html, instance);
         html.tag("<td class=\"records\">");
-        let served = records.and_then(|r| r.instances.iter().find(|s| s.source.id == instance.id));
         match served {
             Some(served) => {
                 for rr in served.records() {
@@ -84,7 +90,9 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, ns: &str, svc: &str) -> 
         }
         html.tag("</td></tr>");
     }
-    html.tag("</table><p>");
+    html.tag("</table>");
+    more(&mut html, service.instances.len(), "instances");
+    html.tag("<p>");
     html.link(&[], "All namespaces").tag("</p>");
     Rendered::new(format!("{}.{}", service.name, namespace), "", html)
 }

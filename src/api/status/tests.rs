@@ -246,3 +246,34 @@ fn a_fragment_is_304_while_unchanged_and_the_page_carries_its_etag() {
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()[header::ETAG].to_str().unwrap(), etag);
 }
+
+#[tokio::test]
+async fn a_big_service_shows_its_first_rows_and_says_how_many_more() {
+    let fixture = Fixture::new();
+    let instances = (0..MAX_ROWS + 5).map(|n| {
+        let ip = format!("10.1.{}.{}", n / 250, n % 250 + 1);
+        (key(&format!("i-{n:05}")), spec(&ip))
+    });
+    fixture
+        .apply(Change::Sync {
+            source: SourceId::api(),
+            instances: instances.collect(),
+        })
+        .await;
+    let page = fixture.service_page("web").body.into_string();
+    assert_eq!(page.matches("<tr data-instance=").count(), MAX_ROWS);
+    assert!(
+        page.contains("and 5 more instances, not shown"),
+        "tail of the page"
+    );
+    // The walk pairs each row with its own records, first and last.
+    let row = |id: &str| {
+        let row = page
+            .split(&format!("data-instance=\"{id}\""))
+            .nth(1)
+            .unwrap();
+        row.split("</tr>").next().unwrap().to_owned()
+    };
+    assert!(row("i-00000").contains("i-00000.web.internal. 5 IN A 10.1.0.1</code>"));
+    assert!(row("i-00999").contains("i-00999.web.internal. 5 IN A 10.1.3.250</code>"));
+}
