@@ -1,6 +1,7 @@
 //! How instances are named in DNS: the registry owns instance ids, so it owns the one
 //! label each id gets, which the DNS zone serves and the REST API and UPDATE report.
 
+use super::validate::{is_label, is_label_within};
 use crate::fnv::fnv1a64;
 
 /// The label an attribute value takes in a DNS subset name, `<value>._<key>.<svc>.<ns>`:
@@ -9,13 +10,7 @@ use crate::fnv::fnv1a64;
 /// Never starting with `_`, a subset name cannot be a named port's `_<port>._<proto>`.
 pub fn subset_label(value: &str) -> Option<String> {
     let label = value.to_ascii_lowercase();
-    let plain = (1..=63).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
-        && !label.starts_with('-')
-        && !label.ends_with('-');
-    plain.then_some(label)
+    is_label_within(&label, 63, b"-").then_some(label)
 }
 
 /// The DNS label of an instance, `<label>.<service>.<namespace>`.
@@ -27,7 +22,7 @@ pub fn subset_label(value: &str) -> Option<String> {
 /// FNV-1a 64 hash of the exact id: stable across restarts and replicas, and distinct
 /// for ids that differ only in case or punctuation.
 pub fn instance_label(id: &str) -> String {
-    if is_plain_label(id) {
+    if is_label(id) {
         return id.to_owned();
     }
     let sanitized: String = id
@@ -45,18 +40,6 @@ pub fn instance_label(id: &str) -> String {
     } else {
         format!("{sanitized}-{hash:012x}")
     }
-}
-
-/// A label made only of `[a-z0-9_-]`, not starting or ending with `-`, 1 to 63 bytes.
-fn is_plain_label(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 #[cfg(test)]

@@ -61,14 +61,8 @@ pub const MAX_SUBSET_KEYS: usize = 4;
 /// `_<key>`, so it must be a label of `a-z 0-9 -` of at most 62 bytes, and not `tcp` or
 /// `udp`, whose `_tcp`/`_udp` labels name SRV protocols.
 pub fn subset_key_problem(key: &str) -> Option<String> {
-    let plain = (1..=62).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
-        && !key.starts_with('-')
-        && !key.ends_with('-');
     match key {
-        _ if !plain => Some(format!(
+        _ if !super::validate::is_label_within(key, 62, b"-") => Some(format!(
             "{key:?} is not a label of a-z 0-9 - (at most 62 bytes)"
         )),
         "tcp" | "udp" => Some(format!("{key:?} names an SRV protocol")),

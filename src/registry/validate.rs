@@ -144,11 +144,16 @@ pub fn port(port: u16) -> Result<u16, FieldError> {
 
 /// One DNS label of `[a-z0-9_-]`, not starting or ending with `-`.
 pub fn is_label(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    (1..=63).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+    is_label_within(label, 63, b"_-")
+}
+
+/// Whether `label` is 1 to `max` bytes of `a-z 0-9` and the bytes of `also`, without a
+/// leading or trailing `-`.
+pub fn is_label_within(label: &str, max: usize, also: &[u8]) -> bool {
+    (1..=max).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || also.contains(&b))
         && !label.starts_with('-')
         && !label.ends_with('-')
 }
