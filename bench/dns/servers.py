@@ -270,8 +270,10 @@ write_rate = 0
 class Knot(Server):
     name = "knot"
 
-    def __init__(self, workdir, core, zone_path):
+    def __init__(self, workdir, core, zone_path, transfer=False):
+        """`transfer`: allow AXFR from 127.0.0.1 (bench/dns/axfr.py)."""
         super().__init__(workdir, core)
+        acl = "\nacl:\n  - id: local\n    address: 127.0.0.1\n    action: transfer\n" if transfer else ""
         # One UDP and one TCP worker; RRL is a module Knot loads only when configured.
         self.write_config(
             "knot.conf",
@@ -294,10 +296,11 @@ template:
     storage: "{self.workdir}"
     journal-content: none
     zonefile-sync: -1
-
+{acl}
 zone:
   - domain: {NAMESPACE}.
     file: "{zone_path}"
+{"    acl: local" if transfer else ""}
 """,
         )
 
@@ -308,7 +311,8 @@ zone:
 class Nsd(Server):
     name = "nsd"
 
-    def __init__(self, workdir, core, zone_path):
+    def __init__(self, workdir, core, zone_path, transfer=False):
+        """`transfer`: allow AXFR from 127.0.0.1 (bench/dns/axfr.py)."""
         super().__init__(workdir, core)
         # One server process, response rate limiting off (its default of 200 qps per
         # source block throttles a loopback benchmark), no database, no remote control.
@@ -337,6 +341,7 @@ remote-control:
 zone:
     name: {NAMESPACE}.
     zonefile: "{zone_path}"
+{"    provide-xfr: 127.0.0.1 NOKEY" if transfer else ""}
 """,
         )
 

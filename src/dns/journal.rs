@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use hickory_proto::rr::{Record, RecordType};
+use foldhash::fast::RandomState;
+use hickory_proto::rr::RecordType;
 
 use super::service_records::ServiceRecords;
 use super::wire::Rr;
@@ -15,36 +16,29 @@ use super::zone::NamespaceRecords;
 /// secondary further behind gets the whole zone.
 pub const JOURNAL_RECORDS: usize = 100_000;
 
-/// The changes from one serial to the next, as IXFR (RFC 1995) sends them.
+/// The changes from one serial to the next, as IXFR (RFC 1995) sends them, in the wire
+/// form a transfer writes.
 #[derive(Debug)]
 pub struct Delta {
     /// The SOA before and after.
-    pub from: Record,
-    pub to: Record,
-    pub removed: Vec<Record>,
-    pub added: Vec<Record>,
+    pub from: Rr,
+    pub to: Rr,
+    pub removed: Vec<Rr>,
+    pub added: Vec<Rr>,
 }
 
 impl Delta {
     pub fn serial_before(&self) -> u32 {
-        serial(&self.from)
+        self.from.soa_serial()
     }
 
     pub fn serial_after(&self) -> u32 {
-        serial(&self.to)
+        self.to.soa_serial()
     }
 
     /// Records this delta holds, for the journal's size limit.
     pub fn len(&self) -> usize {
         self.removed.len() + self.added.len() + 2
-    }
-}
-
-/// The SOA serial of an SOA record.
-pub fn serial(soa: &Record) -> u32 {
-    match &soa.data {
-        hickory_proto::rr::RData::SOA(soa) => soa.serial,
-        _ => 0,
     }
 }
 
@@ -59,12 +53,14 @@ pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = &Rr> + Send
 }
 
 /// A service's records for a secondary, its DNS subsets' included: all of them, not a
-/// `max_answers` pick, and
-/// duplicates (two instances on one address) once, told apart by their wire form (TTL
-/// included; hickory's `Record` equality ignores the TTL and it has no `Hash`). A CNAME service keeps one CNAME, as
-/// a name may hold only one.
+/// `max_answers` pick, and duplicates (two instances on one address) once, told apart by
+/// their wire form (TTL included). A CNAME service keeps one CNAME, as a name may hold
+/// only one.
 pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::with_capacity_and_hasher(
+        service.instances.len().saturating_mul(4),
+        RandomState::default(),
+    );
     let mut records = Vec::new();
     // The service's own names, then each subset's (whose glue is the service's).
     for view in std::iter::once(service).chain(service.subset_records()) {
@@ -101,21 +97,21 @@ pub fn delta(
     new: &NamespaceRecords,
     services: Option<&[&str]>,
 ) -> Option<Arc<Delta>> {
-    let (from, to) = (old.soa.record(), new.soa.record());
-    if serial(&from) == serial(&to) {
+    let (from, to) = (old.soa.clone(), new.soa.clone());
+    if from.soa_serial() == to.soa_serial() {
         return None;
     }
     let (before, after) = match services {
         None => (zone_records(old).collect(), zone_records(new).collect()),
         Some(names) => (services_records(old, names), services_records(new, names)),
     };
-    let before_set: HashSet<&[u8]> = before.iter().map(|r| r.wire()).collect();
-    let after_set: HashSet<&[u8]> = after.iter().map(|r| r.wire()).collect();
-    let only_in = |records: &[&Rr], other: &HashSet<&[u8]>| -> Vec<Record> {
+    let before_set: HashSet<&[u8], RandomState> = before.iter().map(|r| r.wire()).collect();
+    let after_set: HashSet<&[u8], RandomState> = after.iter().map(|r| r.wire()).collect();
+    let only_in = |records: &[&Rr], other: &HashSet<&[u8], RandomState>| -> Vec<Rr> {
         records
             .iter()
             .filter(|r| !other.contains(r.wire()))
-            .map(|r| r.record())
+            .map(|&r| r.clone())
             .collect()
     };
     Some(Arc::new(Delta {

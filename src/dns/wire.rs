@@ -22,6 +22,9 @@ pub const QUESTION_POINTER: u16 = 0xC00C;
 pub const MAX_POINTER_OFFSET: usize = 0x3FFF;
 /// Class IN.
 const CLASS_IN: u16 = 1;
+/// Where an SOA's serial starts, counted from the end of its RDATA (serial, refresh,
+/// retry, expire, minimum: five 32-bit numbers).
+const SOA_SERIAL_FROM_END: usize = 20;
 
 thread_local! {
     /// The buffer hickory encodes records into for [`Rr::new`].
@@ -94,11 +97,22 @@ impl Rr {
         RecordType::from(u16::from_be_bytes([self.wire[at], self.wire[at + 1]]))
     }
 
-    /// The same SOA record with the serial `serial` (the first of the five numbers that
-    /// end an SOA's RDATA).
+    /// The serial of this SOA record, read from the wire (the first of the five numbers
+    /// that end an SOA's RDATA).
+    pub fn soa_serial(&self) -> u32 {
+        let at = self.wire.len() - SOA_SERIAL_FROM_END;
+        u32::from_be_bytes([
+            self.wire[at],
+            self.wire[at + 1],
+            self.wire[at + 2],
+            self.wire[at + 3],
+        ])
+    }
+
+    /// The same SOA record with the serial `serial`.
     pub fn with_soa_serial(&self, serial: u32) -> Self {
         let mut wire = self.wire.clone();
-        let at = wire.len() - 20;
+        let at = wire.len() - SOA_SERIAL_FROM_END;
         wire[at..at + 4].copy_from_slice(&serial.to_be_bytes());
         Self {
             wire,
@@ -125,7 +139,17 @@ impl Rr {
     /// top bits included).
     pub fn put_with_owner_at(&self, out: &mut Vec<u8>, pointer: u16) {
         out.extend_from_slice(&pointer.to_be_bytes());
-        out.extend_from_slice(&self.wire[usize::from(self.owner_len)..]);
+        out.extend_from_slice(self.after_owner());
+    }
+
+    /// The owner name, uncompressed.
+    pub fn owner(&self) -> &[u8] {
+        &self.wire[..usize::from(self.owner_len)]
+    }
+
+    /// Everything after the owner name: type, class, TTL, length and RDATA.
+    pub fn after_owner(&self) -> &[u8] {
+        &self.wire[usize::from(self.owner_len)..]
     }
 }
 
@@ -229,6 +253,7 @@ mod tests {
         };
         let patched = Rr::new(&soa(1)).unwrap().with_soa_serial(0xdead_beef);
         assert_eq!(patched.record(), soa(0xdead_beef));
+        assert_eq!(patched.soa_serial(), 0xdead_beef);
     }
 
     #[test]

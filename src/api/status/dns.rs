@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use super::Rendered;
 use super::html::Html;
 use super::samples::Samples;
-use super::{Rendered, soa_serial};
 use crate::dns::ZoneSnapshot;
 
 /// The query counter, whose rate is the page's queries per second.
@@ -113,7 +113,7 @@ fn zones(html: &mut Html, zone: &ZoneSnapshot) {
     let mut zones: Vec<_> = zone.namespaces().collect();
     zones.sort_by(|a, b| a.name.cmp(&b.name));
     for records in zones {
-        let serial = soa_serial(&records.soa.record());
+        let serial = records.soa.soa_serial();
         html.tag("<tr data-zone=\"")
             .text(&records.name)
             .tag("\">")

@@ -266,13 +266,5 @@ fn without_queries(text: &str) -> String {
     out
 }
 
-/// The serial of a zone's SOA record.
-fn soa_serial(soa: &hickory_proto::rr::Record) -> u32 {
-    match &soa.data {
-        hickory_proto::rr::RData::SOA(soa) => soa.serial,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! instances, healthy, draining and served counts.
 
 use super::html::Html;
-use super::{MAX_ROWS, Rendered, more, soa_serial};
+use super::{MAX_ROWS, Rendered, more};
 use crate::dns::ZoneSnapshot;
 use crate::registry::{RecordTtls, RegistryHandle, Snapshot};
 
@@ -30,7 +30,7 @@ pub fn render(snapshot: &Snapshot, zone: &ZoneSnapshot, registry: &RegistryHandl
     }
     for (name, namespace) in &snapshot.namespaces {
         let records = zone.namespace(name);
-        let serial = records.map(|z| soa_serial(&z.soa.record()));
+        let serial = records.map(|z| z.soa.soa_serial());
         let settings = &namespace.settings;
         html.tag("<section class=\"namespace\" data-namespace=\"")
             .text(name)

@@ -16,12 +16,11 @@ use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, Res
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 
-use crate::dns::handler::{Handler, response_metadata};
+use crate::dns::handler::{Handler, Responder, response_metadata};
 use crate::dns::wire::MIN_UDP_PAYLOAD;
 use crate::logging::Throttle;
 
@@ -50,7 +49,7 @@ pub async fn full_path(
 /// Runs the full path for `packet` from `src` over `protocol`: every response message
 /// (several for a zone transfer) goes to `response_handle`. Sends nothing for a packet
 /// without a header or one that is itself a response, FORMERR for one that does not parse.
-pub async fn handle<R: ResponseHandler>(
+pub async fn handle<R: Responder>(
     handler: &Handler,
     packet: Vec<u8>,
     src: SocketAddr,
@@ -78,9 +77,7 @@ pub async fn handle<R: ResponseHandler>(
     if request.metadata.message_type == MessageType::Response {
         return;
     }
-    handler
-        .handle_request::<_, TokioTime>(&request, response_handle)
-        .await;
+    handler.handle_request(&request, response_handle).await;
 }
 
 /// Whether a question's name points into the header. hickory echoes the question
@@ -188,5 +185,13 @@ impl ResponseHandler for Capture {
         let (info, bytes) = encode(response, self.protocol)?;
         let _ = self.response.set(bytes);
         Ok(info)
+    }
+}
+
+#[async_trait::async_trait]
+impl Responder for Capture {
+    async fn send_encoded(&mut self, message: Vec<u8>) -> Result<(), NetError> {
+        let _ = self.response.set(message);
+        Ok(())
     }
 }

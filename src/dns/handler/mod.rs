@@ -1,4 +1,4 @@
-//! The hickory request handler: checks the message, then answers it from the zone
+//! The full path's request handler: checks the message, then answers it from the zone
 //! ([`answer`]) or hands it to what serves the rest: [`forward`]ing names outside the
 //! namespaces, zone [`transfer`]s, DNS [`update`]s. How a response is sized, truncated,
 //! signed and sent is [`send`].
@@ -14,8 +14,8 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, OpCode, ResponseCode};
 use hickory_proto::rr::DNSClass;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::net::NetError;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 
 use super::answer::{Answer, answer};
 use super::fast;
@@ -143,9 +143,19 @@ impl Handler {
     }
 }
 
+/// Where the full path's responses go: hickory's `ResponseHandler`, which takes only
+/// hickory's message type, and messages muster encoded itself (a zone transfer's,
+/// written from the zone's wire forms).
 #[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+pub trait Responder: ResponseHandler {
+    /// Sends one encoded DNS message.
+    async fn send_encoded(&mut self, message: Vec<u8>) -> Result<(), NetError>;
+}
+
+impl Handler {
+    /// Answers `request` through `response_handle`, as hickory's `RequestHandler` would
+    /// (muster's servers call it; hickory's do not run).
+    pub async fn handle_request<R: Responder>(
         &self,
         request: &Request,
         mut response_handle: R,

@@ -1,22 +1,27 @@
-//! Answering AXFR and IXFR: the allow list, TCP only for AXFR, one message at a time.
+//! Answering AXFR and IXFR: the allow list, TCP only for AXFR, one message at a time,
+//! each written from the zone's wire forms and signed when the request was.
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::op::{Header, HeaderCounts, ResponseCode};
+use hickory_proto::rr::RecordType;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::server::{Request, ResponseInfo};
 
-use super::Handler;
-use super::send::{send, send_signed};
+use super::send::send;
+use super::{Handler, Responder};
 use crate::dns::metrics::TRANSFER_REFUSED;
-use crate::dns::transfer::{self, Signer};
+use crate::dns::transfer::{self, Messages, Signer};
+use crate::dns::wire::HEADER_LEN;
 use crate::dns::zone::NamespaceRecords;
+
+/// Where ARCOUNT sits in the header.
+const ADDITIONAL_COUNT_AT: usize = 10;
 
 impl Handler {
     /// Answers an AXFR or IXFR for the namespace `zone`: over TCP in as many messages as
     /// needed, each signed when the request was; an IXFR over UDP gets the current SOA
     /// (RFC 1995 2), which makes the client come back over TCP.
-    pub(super) async fn transfer<R: ResponseHandler>(
+    pub(super) async fn transfer<R: Responder>(
         &self,
         request: &Request,
         zone: &NamespaceRecords,
@@ -54,26 +59,49 @@ impl Handler {
         self.metrics.count(Some(qtype), ResponseCode::NoError);
         tracing::debug!(source = %request.src(), zone = %zone.name, kind = kind.label(), "zone transfer");
         metadata.authoritative = true;
-        let mut info = None;
-        for message in transfer::split(parts, |part| part.len_bound()) {
-            // Decoded one message at a time: over TCP the next is built once the client
-            // has taken this one.
-            let records: Vec<Record> = message.into_iter().map(transfer::Part::record).collect();
-            let build = || {
-                MessageResponseBuilder::new(&request.queries, None).build(
-                    metadata,
-                    records.iter(),
-                    [],
-                    [],
-                    [],
-                )
-            };
-            let sent = send_signed(&mut response_handle, build, signer.as_mut(), request).await;
-            if sent.response_code == ResponseCode::ServFail {
-                return sent;
+        let header = Header {
+            metadata,
+            counts: HeaderCounts {
+                queries: 1,
+                ..HeaderCounts::default()
+            },
+        };
+        let mut template = Vec::with_capacity(HEADER_LEN);
+        let emitted = header.emit(&mut BinEncoder::new(&mut template));
+        let template: [u8; HEADER_LEN] = match emitted.ok().and_then(|()| template.try_into().ok())
+        {
+            Some(template) => template,
+            None => return failed(header),
+        };
+        let question = request.queries.as_bytes();
+        let mut messages = Messages::new(parts);
+        let mut message = Vec::with_capacity(transfer::MESSAGE_BUDGET);
+        // Over TCP the next message is written once the connection has taken this one.
+        while messages.write_next(&template, question, &mut message) {
+            if let Some(signer) = signer.as_mut()
+                && sign(&mut message, signer, header.metadata.id).is_none()
+            {
+                return failed(header);
             }
-            info = Some(sent);
+            if response_handle.send_encoded(message.clone()).await.is_err() {
+                return failed(header);
+            }
         }
-        info.expect("a transfer has at least the SOA")
+        header.into()
     }
+}
+
+/// Appends the TSIG of `message` (one more additional record).
+fn sign(message: &mut Vec<u8>, signer: &mut Signer, id: u16) -> Option<()> {
+    let tsig = signer.sign(message, id);
+    let end = u32::try_from(message.len()).ok()?;
+    tsig.emit(&mut BinEncoder::with_offset(message, end)).ok()?;
+    message[ADDITIONAL_COUNT_AT..ADDITIONAL_COUNT_AT + 2].copy_from_slice(&1u16.to_be_bytes());
+    Some(())
+}
+
+/// What a transfer cut short reports: SERVFAIL.
+fn failed(mut header: Header) -> ResponseInfo {
+    header.metadata.response_code = ResponseCode::ServFail;
+    header.into()
 }

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::frames::{Input, OUTPUT_HIGH, Output};
 use super::metrics::{TcpMetrics, Timeout};
 use crate::dns::fast::{self, Handling, Scratch, respond};
-use crate::dns::handler::Handler;
+use crate::dns::handler::{Handler, Responder};
 
 /// Messages a full-path task may have encoded before the connection takes them.
 const RESPONSES_AHEAD: usize = 2;
@@ -265,11 +265,18 @@ impl ResponseHandler for Outbox {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, bytes) = fast::encode(response, Protocol::Tcp)?;
-        self.0
-            .send(bytes)
-            .await
-            .map_err(|_| NetError::from("the TCP connection closed"))?;
+        self.send_encoded(bytes).await?;
         Ok(info)
+    }
+}
+
+#[async_trait::async_trait]
+impl Responder for Outbox {
+    async fn send_encoded(&mut self, message: Vec<u8>) -> Result<(), NetError> {
+        self.0
+            .send(message)
+            .await
+            .map_err(|_| NetError::from("the TCP connection closed"))
     }
 }
 

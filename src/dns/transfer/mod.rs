@@ -10,6 +10,7 @@
 //!
 //! Metrics: `muster_dns_transfers_total{kind}`, `muster_dns_notify_total{result}`.
 
+mod message;
 mod notify;
 mod tsig;
 
@@ -21,14 +22,12 @@ use ipnet::IpNet;
 
 use crate::config::TransferSettings;
 use crate::dns::journal;
-use crate::dns::wire::{Rr, record_len_bound};
+use crate::dns::wire::Rr;
 use crate::dns::zone::NamespaceRecords;
 
+pub use message::{MESSAGE_BUDGET, Messages};
 pub use notify::run as notify_secondaries;
 pub use tsig::{Rejection, Signer, TsigKey};
-
-/// Bytes of records (before name compression) per message of a transfer.
-const MESSAGE_BUDGET: usize = 16 * 1024;
 
 /// Who may transfer, with which keys, and whom to NOTIFY.
 #[derive(Clone, Debug, Default)]
@@ -122,40 +121,11 @@ fn request_tsig(additionals: &[Record]) -> Option<Record<TSIG>> {
     })
 }
 
-/// A record of a transfer's answer as the zone holds it, decoded only when the message
-/// that carries it is built: a transfer holds one message of decoded records at a time,
-/// however large the zone.
-#[derive(Clone, Copy, Debug)]
-pub enum Part<'z> {
-    /// A record of the zone, in wire form.
-    Wire(&'z Rr),
-    /// A record of the journal.
-    Record(&'z Record),
-}
-
-impl Part<'_> {
-    /// The record, decoded.
-    pub fn record(self) -> Record {
-        match self {
-            Part::Wire(rr) => rr.record(),
-            Part::Record(record) => record.clone(),
-        }
-    }
-
-    /// Bytes of the record uncompressed (a bound of them for a journal record).
-    pub fn len_bound(self) -> usize {
-        match self {
-            Part::Wire(rr) => rr.len(),
-            Part::Record(record) => record_len_bound(record),
-        }
-    }
-}
-
 /// The answer records of an AXFR, or of an IXFR from `client_serial`, in order, read from
 /// the zone as they are taken; and which kind of answer that is.
 pub fn answer_records(zone: &NamespaceRecords, client_serial: Option<u32>) -> (Kind, Parts<'_>) {
-    let soa = Part::Wire(&zone.soa);
-    let current = journal::serial(&zone.soa.record());
+    let soa = &zone.soa;
+    let current = soa.soa_serial();
     let Some(client) = client_serial else {
         return (Kind::Axfr, full(zone));
     };
@@ -174,7 +144,6 @@ pub fn answer_records(zone: &NamespaceRecords, client_serial: Option<u32>) -> (K
             .chain(&delta.removed)
             .chain(std::iter::once(&delta.to))
             .chain(&delta.added)
-            .map(Part::Record)
     });
     let answer = std::iter::once(soa)
         .chain(deltas)
@@ -182,19 +151,18 @@ pub fn answer_records(zone: &NamespaceRecords, client_serial: Option<u32>) -> (K
     (Kind::Ixfr, Box::new(answer))
 }
 
-/// The records of a transfer, in order.
-pub type Parts<'z> = Box<dyn Iterator<Item = Part<'z>> + Send + 'z>;
+/// The records of a transfer, in order, read from the zone as they are written.
+pub type Parts<'z> = Box<dyn Iterator<Item = &'z Rr> + Send + 'z>;
 
 /// The answer to an IXFR from a client that is current: the zone's SOA alone.
 pub fn current_soa(zone: &NamespaceRecords) -> Parts<'_> {
-    Box::new(std::iter::once(Part::Wire(&zone.soa)))
+    Box::new(std::iter::once(&zone.soa))
 }
 
 /// SOA, every record, SOA.
 fn full(zone: &NamespaceRecords) -> Parts<'_> {
-    let soa = std::iter::once(Part::Wire(&zone.soa));
-    let records = journal::zone_records(zone).map(Part::Wire);
-    Box::new(soa.clone().chain(records).chain(soa))
+    let soa = std::iter::once(&zone.soa);
+    Box::new(soa.clone().chain(journal::zone_records(zone)).chain(soa))
 }
 
 /// The serial an IXFR client has: the SOA in its authority section (RFC 1995 3).
@@ -202,25 +170,6 @@ pub fn client_serial(authorities: &[Record]) -> Option<u32> {
     authorities.iter().find_map(|record| match &record.data {
         RData::SOA(soa) => Some(soa.serial),
         _ => None,
-    })
-}
-
-/// Groups `records` into messages of at most [`MESSAGE_BUDGET`] bytes (one record per
-/// message at least), using `len_bound` as each record's size; a message is taken from
-/// `records` only when the one before it has been used.
-pub fn split<T>(
-    records: impl IntoIterator<Item = T>,
-    len_bound: impl Fn(&T) -> usize,
-) -> impl Iterator<Item = Vec<T>> {
-    let mut records = records.into_iter().peekable();
-    std::iter::from_fn(move || {
-        let mut message = vec![records.next()?];
-        let mut size = len_bound(&message[0]);
-        while let Some(record) = records.next_if(|r| size + len_bound(r) <= MESSAGE_BUDGET) {
-            size += len_bound(&record);
-            message.push(record);
-        }
-        Some(message)
     })
 }
 

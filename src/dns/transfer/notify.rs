@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::tsig::{Signer, TsigKey};
-use crate::dns::journal::serial;
 use crate::dns::metrics::{DnsMetrics, NOTIFY_ACKNOWLEDGED, NOTIFY_RETRIED};
 use crate::dns::zone::PublishedZone;
 
@@ -43,7 +42,7 @@ pub async fn run(
     loop {
         let current = zone.load_full();
         for namespace in current.namespaces() {
-            let serial = serial(&namespace.soa.record());
+            let serial = namespace.soa.soa_serial();
             if notified.insert(namespace.name.clone(), serial) == Some(serial) {
                 continue;
             }

@@ -47,13 +47,18 @@ impl Fixture {
     }
 
     fn serial(&self) -> u32 {
-        crate::dns::journal::serial(&self.view.load().namespace("internal").unwrap().soa.record())
+        self.view
+            .load()
+            .namespace("internal")
+            .unwrap()
+            .soa
+            .soa_serial()
     }
 
     fn answer(&self, client: Option<u32>) -> (Kind, Vec<String>) {
         let zone = self.view.load_full();
         let (kind, records) = answer_records(zone.namespace("internal").unwrap(), client);
-        (kind, records.map(|part| text(&part.record())).collect())
+        (kind, records.map(|rr| text(&rr.record())).collect())
     }
 }
 
@@ -127,22 +132,6 @@ async fn the_journal_drops_its_oldest_changes_beyond_its_limit() {
         "first change dropped"
     );
     assert_eq!(fixture.answer(Some(second)).0, Kind::Ixfr);
-}
-
-#[test]
-fn split_keeps_messages_within_the_budget_and_in_order() {
-    let soa = Record::from_rdata(
-        "internal.".parse().unwrap(),
-        5,
-        RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::LOCALHOST)),
-    );
-    let records: Vec<&Record> = std::iter::repeat_n(&soa, 1000).collect();
-    let messages: Vec<_> = split(&records, |_| 100).collect();
-    assert_eq!(messages.len(), 1000usize.div_ceil(MESSAGE_BUDGET / 100));
-    assert!(messages.iter().all(|m| m.len() * 100 <= MESSAGE_BUDGET));
-    assert_eq!(messages.concat().len(), 1000);
-    let huge: Vec<_> = split(&records[..2], |_| MESSAGE_BUDGET * 2).collect();
-    assert_eq!(huge.len(), 2, "a record larger than the budget goes alone");
 }
 
 /// Named ports' SRV records are part of the zone: AXFR carries them and IXFR lists a
