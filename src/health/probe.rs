@@ -45,6 +45,7 @@ async fn http(
 ) -> Verdict {
     let url = format!("http://{address}{path}");
     let mut request = client.get(&url).timeout(timeout);
+    let url = shown(&url);
     if let Some(host) = &check.host {
         request = request.header(reqwest::header::HOST, host);
     }
@@ -59,6 +60,16 @@ async fn http(
             format!("{url}: cannot connect ({})", root_cause(&error)),
         ),
         Err(error) => failed(&error, format!("{url}: {}", root_cause(&error))),
+    }
+}
+
+/// `url` as a failure reason names it: without its query, which can carry a credential,
+/// while every reader of the instance (REST, the change stream, the status pages) sees
+/// the reason.
+fn shown(url: &str) -> String {
+    match url.split_once('?') {
+        Some((before, _)) => format!("{before}?…"),
+        None => url.to_owned(),
     }
 }
 
@@ -113,5 +124,14 @@ mod tests {
         ));
         let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert_eq!(failed(&refused, "x".into()), Verdict::Fail("x".into()));
+    }
+
+    #[test]
+    fn reasons_leave_out_the_query() {
+        assert_eq!(
+            shown("http://10.0.0.1:80/h?token=s3cret"),
+            "http://10.0.0.1:80/h?…"
+        );
+        assert_eq!(shown("http://10.0.0.1:80/h"), "http://10.0.0.1:80/h");
     }
 }

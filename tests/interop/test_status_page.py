@@ -407,6 +407,8 @@ def test_a_killed_instance_turns_unhealthy_on_the_loaded_page(status, tmp_path):
         why = tools.evaluate('document.querySelector(\'tr[data-instance="api-1"]\').children[5].textContent')
         assert why.startswith("2 consecutive checks failed: http://127.0.0.1:"), why
         assert "/healthz?…" in why and "cannot connect" in why, why
+        rest_why = status.m.service("internal", "api")["instances"][0]["check_reason"]
+        assert "/healthz?…" in rest_why and CHECK_QUERY_SECRET not in rest_why, rest_why
         assert tools.evaluate("document.getElementById('live-state').textContent") == "live"
         shot = tools.call("Page.captureScreenshot", format="png")["data"]
         (ARTIFACTS / "service-api-unhealthy.png").write_bytes(base64.b64decode(shot))
