@@ -19,7 +19,6 @@ harness compares the UDP latency percentiles of runs with them against runs with
 """
 
 import errno
-import selectors
 import socket
 import struct
 import time
@@ -72,36 +71,22 @@ class SlowClients:
         try:
             while (now := time.monotonic()) < deadline:
                 for k, s in enumerate(stuffers):
-                    try:
-                        sent_bytes += s.send(self.batch)
-                    except BlockingIOError:
-                        pass
-                    except OSError as error:
-                        if error.errno not in (errno.EPIPE, errno.ECONNRESET):
-                            raise
-                        s.close()
+                    sent = _send(s, self.batch)
+                    if sent is None:
                         closed_stuffers += 1
                         stuffers[k] = self._connect()
+                    sent_bytes += sent or 0
                 if now >= next_trickle:
                     next_trickle = now + TRICKLE_PAUSE
                     for entry in tricklers:
                         s, at = entry
-                        try:
-                            s.send(self.trickle_query[at % len(self.trickle_query) : at % len(self.trickle_query) + 1])
-                            entry[1] = at + 1
-                        except (BlockingIOError, InterruptedError):
-                            pass
-                        except OSError as error:
-                            if error.errno not in (errno.EPIPE, errno.ECONNRESET):
-                                raise
-                            s.close()
+                        at %= len(self.trickle_query)
+                        sent = _send(s, self.trickle_query[at : at + 1])
+                        if sent is None or _closed_by_peer(s):
                             closed_tricklers += 1
                             entry[0], entry[1] = self._connect(), 0
                         else:
-                            if _closed_by_peer(s):
-                                s.close()
-                                closed_tricklers += 1
-                                entry[0], entry[1] = self._connect(), 0
+                            entry[1] = at + sent
                 if now >= next_sample:
                     next_sample = now + SAMPLE_EVERY
                     rss.append(memory_kib(self.muster.process.pid)["rss_kib"])
@@ -123,22 +108,32 @@ class SlowClients:
         }
 
 
-def _closed_by_peer(s):
-    """Whether muster closed `s` (EOF or reset waiting to be read); a trickler reads
-    nothing else, as muster never answers half a message."""
-    selector = selectors.DefaultSelector()
+def _send(s, data):
+    """Sends what the non-blocking `s` takes of `data`: bytes sent, or None (and `s`
+    closed) if muster closed the connection."""
     try:
-        selector.register(s, selectors.EVENT_READ)
-        if not selector.select(0):
-            return False
-        try:
-            return s.recv(1) == b""
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except BlockingIOError:
-            return False
-    finally:
-        selector.close()
+        return s.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError as error:
+        if error.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+        s.close()
+        return None
+
+
+def _closed_by_peer(s):
+    """Whether muster closed `s` (EOF or reset waiting to be read), then closes it; a
+    trickler reads nothing else, as muster never answers half a message."""
+    try:
+        closed = s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        closed = True
+    except BlockingIOError:
+        closed = False
+    if closed:
+        s.close()
+    return closed
 
 
 LATENCIES = ("p50_us", "p99_us", "p999_us", "max_us")
