@@ -262,14 +262,15 @@ def measure_server(server, args, query_file, workdir, twins=()):
     plans = [(s, s.name, None) for s in servers]
     if args.rate:
         plans += [(s, s.name, args.rate) for s in servers]
-    churn = None
-    if server.name == "muster" and args.churn:
-        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
-        plans.append((server, "muster+churn", None))
     slow = None
     if server.name == "muster" and args.slow_tcp:
         slow = slow_tcp.SlowClients(server, args.slow_tcp, args.slow_tcp, args.services)
         plans.append((server, slow_tcp.LABEL, args.rate))
+    # Churn's plan comes last: its figures below are read from the last row.
+    churn = None
+    if server.name == "muster" and args.churn:
+        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
+        plans.append((server, "muster+churn", None))
     results = {(label, rate): [] for _, label, rate in plans}
     for _ in range(args.repeat):
         for target, label, rate in plans:
@@ -286,7 +287,7 @@ def measure_server(server, args, query_file, workdir, twins=()):
         slow_result = slow_tcp.result(results[(server.name, args.rate)], results[(slow_tcp.LABEL, args.rate)], slow_runs)
     rows = [median_row(results[(label, rate)]) for _, label, rate in plans]
     if slow:
-        rows[-1]["slow_tcp"] = slow_result
+        rows[[label for _, label, _ in plans].index(slow_tcp.LABEL)]["slow_tcp"] = slow_result
     if not churn:
         return rows, None
     base, churned = rows[0], rows[-1]
