@@ -31,6 +31,7 @@ import profiling
 import report
 import rrl
 import shapes
+import slow_tcp
 from churn import Churn
 from servers import Floor, Knot, Muster, Nsd, ServerError, query
 
@@ -78,6 +79,12 @@ def parse_args(argv):
         "--transport", choices=("udp", "tcp"), default="udp",
         help="dnsperf -m: udp (default), or tcp (-c connections, -q queries pipelined over them; the UDP floor is left out)",
     )
+    parser.add_argument(
+        "--slow-tcp", type=int, default=0,
+        help="also run muster at the fixed rate (UDP) while N TCP connections send queries and never read the answers "
+        "and N more send a query one byte at a time (bench/dns/slow_tcp.py), interleaved with the plain fixed-rate "
+        "runs; prints UDP latency with and without them, and muster's peak memory",
+    )  # fmt: skip
     parser.add_argument("--queries", type=int, default=100_000, help="lines in the query file (default 100000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
@@ -103,6 +110,8 @@ def parse_args(argv):
         parser.error("--churn needs muster among --servers")
     if args.rrl and "muster" not in args.servers:
         parser.error("--rrl needs muster among --servers")
+    if args.slow_tcp and ("muster" not in args.servers or not args.rate or args.transport != "udp"):
+        parser.error("--slow-tcp needs muster among --servers, a --rate and --transport udp")
     if args.locality and "muster" not in args.servers:
         parser.error("--locality needs muster among --servers")
     if args.locality and args.instances < len(locality.ZONES):
@@ -253,6 +262,11 @@ def measure_server(server, args, query_file, workdir, twins=()):
     plans = [(s, s.name, None) for s in servers]
     if args.rate:
         plans += [(s, s.name, args.rate) for s in servers]
+    slow = None
+    if server.name == "muster" and args.slow_tcp:
+        slow = slow_tcp.SlowClients(server, args.slow_tcp, args.slow_tcp, args.services)
+        plans.append((server, slow_tcp.LABEL, args.rate))
+    # Churn's plan comes last: its figures below are read from the last row.
     churn = None
     if server.name == "muster" and args.churn:
         churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
@@ -260,15 +274,20 @@ def measure_server(server, args, query_file, workdir, twins=()):
     results = {(label, rate): [] for _, label, rate in plans}
     for _ in range(args.repeat):
         for target, label, rate in plans:
-            during = churn.run if label == "muster+churn" else None
+            during = {"muster+churn": churn and churn.run, slow_tcp.LABEL: slow and slow.run}.get(label)
             row = measure(target, args, query_file, workdir, label, rate=rate, during=during)
-            if during:
+            if label == "muster+churn":
                 row["mode"] = f"churn {args.churn}/s"
-                row["churn"]["verify"] = churn.verify()
+                row["during"]["verify"] = churn.verify()
                 churn.cleanup()
             results[(label, rate)].append(row)
-    churn_runs = [row.pop("churn") for row in results.get(("muster+churn", None), [])]
+    churn_runs = [row.pop("during") for row in results.get(("muster+churn", None), [])]
+    if slow:
+        slow_runs = [row.pop("during") for row in results[(slow_tcp.LABEL, args.rate)]]
+        slow_result = slow_tcp.result(results[(server.name, args.rate)], results[(slow_tcp.LABEL, args.rate)], slow_runs)
     rows = [median_row(results[(label, rate)]) for _, label, rate in plans]
+    if slow:
+        rows[[label for _, label, _ in plans].index(slow_tcp.LABEL)]["slow_tcp"] = slow_result
     if not churn:
         return rows, None
     base, churned = rows[0], rows[-1]
@@ -490,6 +509,10 @@ def main(argv):
     if "locality" in twin_results:
         print("\nZone-aware answers:")
         print(locality.lines(twin_results["locality"]))
+    slow = next((r["slow_tcp"] for r in rows if "slow_tcp" in r), None)
+    if slow:
+        print("\nSlow TCP clients (UDP latency at the fixed rate, without and with them):")
+        print(slow_tcp.lines(slow))
     for name, summary in profiles.items():
         print(f"\nProfile of {name} at saturation:")
         print(profiling.lines(summary))

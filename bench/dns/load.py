@@ -140,7 +140,7 @@ def run(server, query_file, workdir, label, seconds, clients, outstanding, rate=
         **(latency_percentiles(verbose_path) if verbose else {}),
     }
     if extra is not None:
-        row["churn"] = extra
+        row["during"] = extra
     os.remove(verbose_path)
     return row
 

@@ -1,7 +1,8 @@
 """DNS over TCP under abuse ([dns.tcp], src/dns/tcp): connection caps in all and per
 source, an idle timeout that closes idle clients but not a secondary reading a large
-AXFR slowly, a client that stops reading, pipelined queries answered as they are ready,
-half-sent messages, and descriptor exhaustion (no spinning, TCP back once descriptors
+AXFR slowly, clients that stop reading (a transfer, or pipelined queries; UDP is not
+delayed, and what muster and the kernel hold for them is bounded), pipelined queries
+answered as they are ready, half-sent messages, and descriptor exhaustion (no spinning, TCP back once descriptors
 are free). Clients are raw sockets speaking RFC 1035 framing, messages built and parsed
 by dnspython."""
 
@@ -363,3 +364,81 @@ def test_running_out_of_descriptors_does_not_spin_and_tcp_recovers(muster, tmp_p
     wait_until(answered, timeout=10, message="TCP answers again once the connections closed")
     assert metric(m, "muster_dns_tcp_accept_errors_total", reason="descriptors") > 0, "it ran out"
     assert m.log_tail(1000).count("cannot accept DNS TCP connections") == 1, "logged once per 10 s"
+
+
+def server_queues(port):
+    """(bytes in the send queue, bytes unread in the receive queue) of each established
+    socket on local port `port`, from /proc/net/tcp (the kernel's tx_queue: sent and not
+    acknowledged, plus not yet sent)."""
+    queues = []
+    for line in open("/proc/net/tcp").readlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01":
+            tx, rx = (int(v, 16) for v in fields[4].split(":"))
+            queues.append((tx, rx))
+    return queues
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+STUFFERS = 16
+
+
+def stuff(s, batch):
+    """Sends `batch` on the non-blocking `s` until the kernel takes no more."""
+    while True:
+        try:
+            if s.send(batch) == 0:
+                return
+        except BlockingIOError:
+            return
+
+
+def test_clients_that_never_read_do_not_delay_udp_and_are_closed(muster):
+    m = muster(tcp_toml(idle_timeout="1s"))
+    for n in range(8):
+        m.put_instance("internal", f"web{n}", "i-1", {"ipv4": f"10.0.0.{n + 1}", "port": 80})
+    queries = [dns.message.make_query(f"web{n % 8}.internal", "SRV").to_wire() for n in range(64)]
+    batch = b"".join(struct.pack("!H", len(w)) + w for w in queries)
+    rss_before = rss_kib(m.proc.pid)
+    stuffers = [connect(m, source=f"127.0.0.{2 + n // 8}", rcvbuf=4096) for n in range(STUFFERS)]
+    for s in stuffers:
+        s.setblocking(False)
+    udp_seconds = []
+    # Stuff each connection until muster stops reading it (its responses unread), asking
+    # over UDP in between, for as long as the connections are open.
+    started = time.monotonic()
+    while time.monotonic() - started < 0.8:
+        for s in stuffers:
+            stuff(s, batch)
+        asked = time.monotonic()
+        r = m.dns_query("web3.internal", timeout=2)
+        udp_seconds.append(time.monotonic() - asked)
+        assert answer_rdata(r, "A") == ["10.0.0.4"]
+    udp_seconds.sort()
+    # Unloaded, a UDP answer takes ~1 ms; the bound allows for a loaded 2-core machine.
+    assert udp_seconds[-1] < 0.25, f"UDP answers took up to {udp_seconds[-1]:.3f} s: {udp_seconds[-5:]}"
+    queues = server_queues(m.dns_port)
+    assert len(queues) == STUFFERS, queues
+    # muster stopped reading each (queries wait in its receive queue), and the kernel holds
+    # a bounded part of its answers: 64 KiB unsent and one write past it (without
+    # TCP_NOTSENT_LOWAT, ~3 MB each), plus the 4 KiB window the client offers.
+    assert all(rx > 0 for _, rx in queues), f"muster still reads some: {queues}"
+    assert max(tx for tx, _ in queues) < 256 * 1024, f"send queues (bytes): {sorted(tx for tx, _ in queues)}"
+    # muster itself holds 64 KiB of responses per connection and one read.
+    grew = rss_kib(m.proc.pid) - rss_before
+    assert grew < 16 * 1024, f"VmRSS grew {grew} KiB"
+    wait_until(
+        lambda: metric(m, "muster_dns_tcp_timeouts_total", kind="write") == STUFFERS,
+        timeout=5,
+        message="every connection that stopped reading is closed after idle_timeout",
+    )
+    assert metric(m, "muster_dns_tcp_connections") == 0
+    for s in stuffers:
+        s.close()

@@ -8,6 +8,12 @@
 //! messages a full-path task may have encoded ahead ([`RESPONSES_AHEAD`]), and
 //! `max_in_flight` full-path tasks. A zone transfer's task waits for room before encoding
 //! its next message, so a secondary that reads slowly holds a few messages, not the zone.
+//! The kernel's part is bounded too: its send buffer grows to megabytes (`tcp_wmem`) for a
+//! client that sends queries and never reads the answers, so the socket takes more only
+//! while less than [`KERNEL_UNSENT`] bytes of it are unsent (`TCP_NOTSENT_LOWAT`). Such a
+//! client then stops being answered after about `OUTPUT_HIGH + KERNEL_UNSENT` bytes plus
+//! its own receive window, and muster stops reading from it until the write timeout
+//! closes it.
 //!
 //! The connection closes when the client closes it and everything is answered, when
 //! nothing happens for `idle_timeout` (time spent answering does not count), when the
@@ -46,6 +52,11 @@ use crate::dns::handler::{Handler, Responder};
 
 /// Messages a full-path task may have encoded before the connection takes them.
 const RESPONSES_AHEAD: usize = 2;
+/// Bytes of responses the kernel may hold unsent per connection. Bytes in flight (sent,
+/// not yet acknowledged) are not counted, so a transfer to a reader far away still gets
+/// the window the kernel sizes for it; measured with a client that never reads, the
+/// kernel otherwise held ~3 MB per connection (bench/README.md, "TCP").
+const KERNEL_UNSENT: libc::c_int = 64 * 1024;
 
 /// What bounds one connection (from `[dns.tcp]`).
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +78,7 @@ pub async fn serve(
     // Responses are whole messages, written as soon as they are ready.
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    limit_unsent(fd);
     let (mut reader, mut writer) = stream.split();
     let (outbox, mut responses) = mpsc::channel(RESPONSES_AHEAD);
     let mut queries = Queries::new(handler, peer, outbox);
@@ -234,6 +246,25 @@ fn deadline(
         .into_iter()
         .flatten()
         .min_by_key(|(at, _)| *at)
+}
+
+/// Caps what the kernel holds unsent for the socket `fd` at [`KERNEL_UNSENT`]. If the
+/// kernel refuses (it has had the option since Linux 3.12), the send buffer's own limit
+/// still bounds it.
+fn limit_unsent(fd: RawFd) {
+    let value = KERNEL_UNSENT;
+    let size = libc::socklen_t::try_from(std::mem::size_of_val(&value)).unwrap_or(4);
+    // SAFETY: TCP_NOTSENT_LOWAT reads one int from the pointer given, which points at a
+    // live local; `fd` is the connection's socket, open for as long as the caller runs.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&value).cast(),
+            size,
+        );
+    }
 }
 
 /// Bytes written to the socket `fd` that its peer has not acknowledged yet (`None` if
