@@ -4,8 +4,10 @@
 One run: generate S services x K instances; start each server alone on core 0 (taskset)
 and time its load; check that all answer the probe names alike; then, for each server in
 turn, one unmeasured warm-up and one measured dnsperf run on core 1 (saturation, and a
-fixed rate with --rate); with --churn, one more muster run while REST changes are applied,
-then a staleness check; with --rrl RATE, a twin muster with response rate limiting,
+fixed rate with --rate); with --churn, one more muster run while REST changes are applied
+(--churn-batch: many per request), then a staleness check, with the log's fsync times
+from /metrics beside the writes' latency (bench/dns/histogram.py), and with
+--churn-alone the same churn with no DNS load for muster's CPU per change; with --rrl RATE, a twin muster with response rate limiting,
 measured interleaved with the first, and the amplification of a one-source flood with RRL
 off and on (bench/dns/rrl.py); with --locality, a twin muster answering each client from
 its zone, likewise (bench/dns/locality.py). Prints a table and writes
@@ -53,6 +55,19 @@ def parse_args(argv):
     )
     parser.add_argument("--churn", type=int, default=0, help="also run muster while applying N REST changes/s")
     parser.add_argument("--churn-clients", type=int, default=16, help="HTTP connections applying the churn (default 16)")
+    parser.add_argument(
+        "--churn-batch", type=int, default=1,
+        help="changes per churn request: 1 sends PUT/DELETE (default), more send them together as POST /v1/namespaces/NS/batch",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="a folder for muster's data_dir (its log) instead of the run's temporary folder: e.g. a tmpfs "
+        "(/dev/shm), to take the disk's fsync out of the churn's write latency",
+    )
+    parser.add_argument(
+        "--churn-alone", action="store_true",
+        help="also apply the churn once with no DNS load, for muster's CPU per change (its CPU over the run / changes)",
+    )
     parser.add_argument(
         "--rrl", type=int, default=0,
         help="also run muster with [dns.rrl] responses_per_second = RATE (nothing exempt), interleaved with plain "
@@ -196,7 +211,7 @@ def start_servers(args, workdir, probe):
         serial = 1
         if "muster" in args.servers:
             instances = namespace.muster_instances(args.services, args.instances, locality.attributes if args.locality else None)
-            muster = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers)
+            muster = Muster(workdir, SERVER_CORE, args.muster_bin, instances, args.max_answers, data_root=args.data_dir)
             started.append(start(muster, probe, info))
             serial = muster_serial(muster)
             for label, config in twins(args).items():
@@ -269,10 +284,13 @@ def measure_server(server, args, query_file, workdir, twins=()):
     # Churn's plan comes last: its figures below are read from the last row.
     churn = None
     if server.name == "muster" and args.churn:
-        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
+        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients, batch=args.churn_batch)
         plans.append((server, "muster+churn", None))
     results = {(label, rate): [] for _, label, rate in plans}
+    alone = []
     for _ in range(args.repeat):
+        if churn and args.churn_alone:
+            alone.append(churn_alone(server, churn, args.duration))
         for target, label, rate in plans:
             during = {"muster+churn": churn and churn.run, slow_tcp.LABEL: slow and slow.run}.get(label)
             row = measure(target, args, query_file, workdir, label, rate=rate, during=during)
@@ -304,7 +322,21 @@ def measure_server(server, args, query_file, workdir, twins=()):
         "baseline_qps_runs": [row["qps"] for row in results[plans[0][1:]]],
         "cpu_us_per_query": churned["cpu_us_per_query"],
         "baseline_cpu_us_per_query": base["cpu_us_per_query"],
+        "alone": alone,
     }
+
+
+def churn_alone(server, churn, seconds):
+    """The churn with no DNS load: muster's CPU over the run per change applied."""
+    cpu_before = server.cpu_seconds()
+    stats = churn.run(time.monotonic() + seconds)
+    cpu = server.cpu_seconds() - cpu_before
+    stats["cpu_seconds"] = cpu
+    stats["cpu_us_per_change"] = cpu / stats["writes"] * 1e6 if stats["writes"] else None
+    stats["verify"] = churn.verify()
+    churn.cleanup()
+    say(f"churn alone: {stats['achieved_per_s']:,.0f} changes/s, {stats['cpu_us_per_change']:.1f} µs of muster CPU per change")
+    return stats
 
 
 def profile_muster(server, args, query_file, workdir):
@@ -316,7 +348,7 @@ def profile_muster(server, args, query_file, workdir):
         )  # fmt: skip
     }
     if args.churn:
-        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients)
+        churn = Churn(server, args.churn_bin, args.services, args.churn, clients=args.churn_clients, batch=args.churn_batch)
         profiles["muster+churn"] = profiling.record(
             server, query_file, workdir, "muster+churn", args.duration, args.clients, args.outstanding,
             flags=flags, during=churn.run, transport=args.transport,
@@ -465,6 +497,8 @@ def main(argv):
             sys.exit(f"bench: {binary} is missing; build it (run without --skip-build)")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     workdir = tempfile.mkdtemp(prefix="muster-bench-")
+    if args.data_dir:
+        args.data_dir = tempfile.mkdtemp(prefix="muster-bench-data-", dir=args.data_dir)
     began = time.monotonic()
     try:
         info, rows, churn_result, notes, profiles, twin_results = run(args, workdir)
@@ -473,6 +507,8 @@ def main(argv):
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+            if args.data_dir:
+                shutil.rmtree(args.data_dir, ignore_errors=True)
     report.classify(rows)
     ratio_table = report.ratios([r for r in rows if not r["label"].startswith("muster+")])
     result = {

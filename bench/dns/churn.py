@@ -27,15 +27,19 @@ import time
 
 import dns.rcode
 
+import histogram
 from namespace import NAMESPACE, service_name
 from servers import query
 
 CHURN_ID = "churn"
+FSYNC = "muster_store_fsync_seconds"
+RECORDS = "muster_store_records_total"
 
 
 class Churn:
-    def __init__(self, muster, binary, services, rate, clients=16, sample_every=20):
+    def __init__(self, muster, binary, services, rate, clients=16, sample_every=20, batch=1):
         self.muster = muster
+        self.batch = batch
         self.binary = binary
         self.services = services
         self.rate = rate
@@ -54,12 +58,15 @@ class Churn:
         if left:
             raise RuntimeError(f"churn run started with {len(left)} churn instances registered; cleanup() first")
         seconds = max(0.0, deadline - time.monotonic())
+        metrics = (FSYNC, RECORDS)
+        before = histogram.scrape(self.muster, metrics)
         command = [
             self.binary, "--http", f"127.0.0.1:{self.muster.http_port}", "--dns", f"127.0.0.1:{self.muster.port}",
             "--namespace", NAMESPACE, "--services", str(self.services), "--rate", str(self.rate),
-            "--clients", str(self.clients), "--seconds", f"{seconds:.3f}", "--sample-every", str(self.sample_every),
+            "--clients", str(self.clients), "--seconds", f"{seconds:.3f}", "--sample-every", str(self.sample_every), "--batch", str(self.batch),
         ]  # fmt: skip
         finished = subprocess.run(command, capture_output=True, text=True)
+        after = histogram.scrape(self.muster, metrics)
         if finished.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({finished.returncode}): {finished.stderr.strip()}")
         result = json.loads(finished.stdout)
@@ -70,6 +77,8 @@ class Churn:
         stats["target_per_s"] = self.rate
         stats["achieved_per_s"] = stats["writes"] / elapsed if elapsed > 0 else 0.0
         stats["services_touched"] = len(self.last)
+        records = after.get(RECORDS, 0.0) - before.get(RECORDS, 0.0)
+        stats["fsync"] = histogram.summary(histogram.difference(before, after, FSYNC), records)
         return stats
 
     def _send(self, connection, method, path, body):

@@ -138,6 +138,14 @@ def churn_lines(churn):
             f"({run['puts']} PUT, {run['deletes']} DELETE, {len(run['errors'])} errors) over {run['services_touched']} services; "
             f"write answered in p50 {run['write_ms']['p50']:.2f} ms, p99 {run['write_ms']['p99']:.2f} ms, max {run['write_ms']['max']:.2f} ms"
         )
+        lines.append("    " + fsync_line(run["fsync"]))
+        lines.append("    slowest requests (sent at s, took ms): " + ", ".join(f"{at:.2f} s {ms:.0f}" for at, ms in run["slowest"][:5]))
+    for run in churn.get("alone", []):
+        lines.append(
+            f"  alone (no DNS load): achieved {run['achieved_per_s']:.0f}/s, {run['cpu_us_per_change']:.1f} µs muster CPU per change, "
+            f"write answered in p50 {run['write_ms']['p50']:.2f} ms, p99 {run['write_ms']['p99']:.2f} ms, "
+            f"{run['verify']['stale']} stale after; " + fsync_line(run["fsync"])
+        )
     lines += [
         f"  QPS {churn['qps']:,.0f} vs {churn['baseline_qps']:,.0f} without churn: drop {churn['qps_drop']:.1%}; "
         f"CPU/q {churn['cpu_us_per_query']:.2f} vs {churn['baseline_cpu_us_per_query']:.2f} µs",
@@ -155,6 +163,22 @@ def churn_lines(churn):
     for run in churn["runs"]:
         lines += [f"    {example}" for example in run["verify"]["examples"][:5]]
     return "\n".join(lines)
+
+
+def fsync_line(fsync):
+    """The log's side of a churn run: batches written and fsynced, records per batch, and
+    the fsync time's quantiles (bucket upper bounds, bench/dns/histogram.py)."""
+    if not fsync["count"]:
+        return "log: no fsync during the run"
+
+    def ms(seconds):
+        return "over the last bucket" if seconds == float("inf") else f"≤ {seconds * 1000:.2f} ms"
+
+    return (
+        f"log: {fsync['count']:.0f} fsyncs, {fsync['records_per_fsync']:.1f} records each, "
+        f"mean {fsync['mean_s'] * 1000:.2f} ms, p50 {ms(fsync['p50_s'])}, p99 {ms(fsync['p99_s'])}, "
+        f"max {ms(fsync['max_bucket_s'])}"
+    )
 
 
 def write_json(result, directory, stamp):

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -200,12 +201,14 @@ class Server:
 class Muster(Server):
     name = "muster"
 
-    def __init__(self, workdir, core, binary, instances_json, max_answers, label="muster", extra_toml="", rule_toml=""):
+    def __init__(self, workdir, core, binary, instances_json, max_answers, label="muster", extra_toml="", rule_toml="", data_root=None):
         """`label` names this muster in the results (and its folder); `extra_toml` is
         appended to its configuration (`bench/dns/rrl.py` adds `[dns.rrl]`), `rule_toml`
-        to its catch-all service rule (`bench/dns/locality.py` adds `locality`)."""
+        to its catch-all service rule (`bench/dns/locality.py` adds `locality`);
+        `data_root`, when given, holds its data_dir (its log) instead of its folder."""
         self.name = label
         super().__init__(workdir, core)
+        data_dir = tempfile.mkdtemp(prefix=f"{label}-data-", dir=data_root) if data_root else f"{self.workdir}/data"
         self.binary = binary
         self.http_port = free_port()
         self.instances_path = os.path.join(self.workdir, "instances.json")
@@ -213,7 +216,7 @@ class Muster(Server):
             f.write(instances_json)
         self.write_config(
             "muster.toml",
-            f"""data_dir = "{self.workdir}/data"
+            f"""data_dir = "{data_dir}"
 
 [dns]
 listen = ["127.0.0.1:{self.port}"]

@@ -11,6 +11,7 @@
 //! | `GET /v1/namespaces/{ns}/services/{svc}` | `read` on `ns/svc` |
 //! | `GET /v1/watch` | some `read` scope; the stream checks and filters what it sends |
 //! | `PUT`, `DELETE .../instances/{id}` | `register` on `ns/svc` |
+//! | `POST /v1/namespaces/{ns}/batch` | `register` in `ns`; the handler checks each item's service and draws one write per change |
 //! | `PUT`, `DELETE .../instances/{id}/drain` | `register` on `ns/svc` |
 //! | `PUT .../instances/{id}/health`, `.../heartbeat` | `health` on `ns/svc` |
 //! | any other route | `admin` |
@@ -54,6 +55,9 @@ enum Need {
     Write(ScopeKind, &'static str),
     /// A heartbeat: `health`, not rate limited, audited at DEBUG when accepted.
     Heartbeat,
+    /// A REST batch: `register` in the namespace here; the handler checks each item's
+    /// service and draws one write per change, which it counts only once it has read them.
+    Batch,
     Admin,
 }
 
@@ -68,6 +72,7 @@ fn need(method: &Method, route: &str) -> Need {
         ("GET", "/v1/namespaces/{ns}/services") => Need::ReadIn,
         ("GET", "/v1/namespaces/{ns}/services/{svc}") => Need::Read,
         ("PUT", INSTANCE) => Need::Write(ScopeKind::Register, "register"),
+        ("POST", "/v1/namespaces/{ns}/batch") => Need::Batch,
         ("DELETE", INSTANCE) => Need::Write(ScopeKind::Register, "deregister"),
         ("PUT", route) if route.strip_prefix(INSTANCE) == Some("/health") => {
             Need::Write(ScopeKind::Health, "set_health")
@@ -125,6 +130,7 @@ pub async fn guard(
     let (kind, operation) = match need {
         Need::Write(kind, operation) => (kind, operation),
         Need::Heartbeat => (ScopeKind::Health, "heartbeat"),
+        Need::Batch => (ScopeKind::Register, "batch"),
         read => {
             let principal = match authenticated {
                 Ok(principal) => principal,
@@ -151,7 +157,7 @@ pub async fn guard(
         operation,
         resource: &resource,
     };
-    if need != Need::Heartbeat {
+    if !matches!(need, Need::Heartbeat | Need::Batch) {
         let bucket = match &authenticated {
             Ok(principal) => principal.bucket(source.ip()),
             Err(_) => BucketKey::source(source.ip()),
@@ -165,7 +171,7 @@ pub async fn guard(
     }
     let response = match &authenticated {
         Err(error) => unauthenticated(*error),
-        Ok(principal) if !principal.may(kind, &namespace, &service) => {
+        Ok(principal) if !may_write(principal, &need, kind, &namespace, &service) => {
             state.auth.metrics.denied(API, "forbidden");
             forbidden(principal, operation, &namespace, &service)
         }
@@ -181,6 +187,19 @@ pub async fn guard(
         Some(kind) => write.record(status.as_u16(), Some(kind)),
     }
     response
+}
+
+fn may_write(
+    principal: &Principal,
+    need: &Need,
+    kind: ScopeKind,
+    namespace: &str,
+    service: &str,
+) -> bool {
+    match need {
+        Need::Batch => principal.may_in(kind, namespace),
+        _ => principal.may(kind, namespace, service),
+    }
 }
 
 fn may_read(principal: &Principal, need: &Need, namespace: &str, service: &str) -> bool {
@@ -233,7 +252,8 @@ fn forbidden(principal: &Principal, what: &str, namespace: &str, service: &str) 
     response
 }
 
-fn too_many(retry_after: std::time::Duration) -> Response {
+/// 429 with `Retry-After`: the caller's write bucket is empty.
+pub(super) fn too_many(retry_after: std::time::Duration) -> Response {
     let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -302,6 +322,10 @@ mod tests {
         assert_eq!(
             need(&Method::DELETE, &format!("{instance}/drain")),
             Need::Write(ScopeKind::Register, "undrain")
+        );
+        assert_eq!(
+            need(&Method::POST, "/v1/namespaces/{ns}/batch"),
+            Need::Batch
         );
         assert_eq!(need(&Method::PUT, "/v1/something/new"), Need::Admin);
     }

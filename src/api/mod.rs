@@ -8,6 +8,7 @@
 //! - `PUT|DELETE /v1/namespaces/{ns}/services/{svc}/instances/{id}`,
 //!   `PUT .../{id}/health`, `PUT .../{id}/heartbeat`, `GET /v1/namespaces[/{ns}/services[/{svc}]]` ([`rest`]),
 //!   blocking queries on the last ([`watch`]) and `GET /v1/watch` ([`sse`]);
+//! - `POST /v1/namespaces/{ns}/batch`: many registrations at once ([`batch`]);
 //! - `GET /healthz[?verbose]`, `GET /readyz`, `GET /metrics` ([`ops`]) and the status
 //!   pages under `GET /ui/` ([`status`]), also on the `[ops]` listener when it is
 //!   configured (and only they are there);
@@ -23,6 +24,7 @@
 mod access;
 mod admission;
 pub mod auth;
+mod batch;
 mod cloudmap;
 mod connection;
 mod error;

@@ -10,7 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +33,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/namespaces/{ns}/services", get(list_services))
         .route("/v1/namespaces/{ns}/services/{svc}", get(get_service))
         .route("/v1/watch", get(super::sse::watch))
+        .route("/v1/namespaces/{ns}/batch", post(super::batch::apply))
         .route(
             "/v1/namespaces/{ns}/services/{svc}/instances/{id}",
             put(register).delete(deregister),
@@ -53,10 +54,10 @@ pub fn routes() -> Router<ApiState> {
 
 type Reply = Result<Json<Value>, ApiError>;
 
-/// `PUT .../instances/{id}` body.
+/// `PUT .../instances/{id}` body (and a batch's `instance`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(super) struct RegisterBody {
     ipv4: Option<String>,
     ipv6: Option<String>,
     port: Option<u16>,
@@ -95,15 +96,7 @@ async fn register(
     let key = instance_key(&snapshot, &ns, &svc, &id)?;
     let body: RegisterBody = parse_body(&body)?;
     let spec = body.validated()?;
-    // The check that will run: the instance's own, or its service's policy's.
-    let policy = match snapshot.service(&key.namespace, &key.service) {
-        Some(service) => service.policy.clone(),
-        None => find_namespace(&snapshot, &key.namespace)?
-            .settings
-            .policy_for(&key.service, None),
-    };
-    state.health.limits().admit(&spec, &policy)?;
-    state.health.admit_heartbeat(&spec)?;
+    admit(&state, &snapshot, &key, &spec)?;
     let change = Change::Upsert {
         key: key.clone(),
         spec,
@@ -116,6 +109,25 @@ async fn register(
         "id": key.id,
         "revision": applied.revision,
     })))
+}
+
+/// Holds an instance about to be registered to the health task's limits: the check that
+/// will run (its own, or its service's policy's) and its heartbeat TTL.
+pub(super) fn admit(
+    state: &ApiState,
+    snapshot: &Snapshot,
+    key: &InstanceKey,
+    spec: &InstanceSpec,
+) -> Result<(), ApiError> {
+    let policy = match snapshot.service(&key.namespace, &key.service) {
+        Some(service) => service.policy.clone(),
+        None => find_namespace(snapshot, &key.namespace)?
+            .settings
+            .policy_for(&key.service, None),
+    };
+    state.health.limits().admit(spec, &policy)?;
+    state.health.admit_heartbeat(spec)?;
+    Ok(())
 }
 
 async fn deregister(
@@ -357,7 +369,10 @@ fn not_found(field: &str, name: &str) -> ApiError {
 }
 
 /// The namespace a path names (case and a trailing dot do not matter), or a 404.
-fn find_namespace<'s>(snapshot: &'s Snapshot, ns: &str) -> Result<&'s Arc<Namespace>, ApiError> {
+pub(super) fn find_namespace<'s>(
+    snapshot: &'s Snapshot,
+    ns: &str,
+) -> Result<&'s Arc<Namespace>, ApiError> {
     snapshot
         .namespace(&ns.trim_end_matches('.').to_ascii_lowercase())
         .ok_or_else(|| not_found("namespace", ns))
@@ -383,7 +398,7 @@ fn instance_key(
 
 /// Parses a JSON body. `field` names the top-level field at fault (`attributes` for a bad
 /// `attributes.zone`); the message gives the full path.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -409,7 +424,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 impl RegisterBody {
-    fn validated(self) -> Result<InstanceSpec, FieldError> {
+    pub(super) fn validated(self) -> Result<InstanceSpec, FieldError> {
         let ipv4 = self
             .ipv4
             .map(|ip| {

@@ -218,10 +218,23 @@ impl Auth {
         key: BucketKey,
         api: &'static str,
     ) -> Result<(), Throttled> {
+        self.take_writes(credentials, key, api, 1)
+    }
+
+    /// Takes `count` writes at once (a REST batch: one per change), or none.
+    pub fn take_writes(
+        &self,
+        credentials: &Credentials,
+        key: BucketKey,
+        api: &'static str,
+        count: u32,
+    ) -> Result<(), Throttled> {
         let Some((rate, burst)) = credentials.rate else {
             return Ok(());
         };
-        let taken = self.limiter.take(key, rate, burst, Instant::now());
+        let taken = self
+            .limiter
+            .take_many(key, count, rate, burst, Instant::now());
         if taken.is_err() {
             self.metrics.throttled(api);
         }

@@ -110,13 +110,25 @@ impl Limiter {
     }
 
     /// Takes one write from `key`'s bucket (`rate` per second, at most `burst` at once).
-    pub fn take(
+    #[cfg(test)]
+    fn take(&self, key: BucketKey, rate: f64, burst: f64, now: Instant) -> Result<(), Throttled> {
+        self.take_many(key, 1, rate, burst, now)
+    }
+
+    /// Takes `count` writes from `key`'s bucket at once (a REST batch, one per change),
+    /// or none. A count above `burst` is admitted once the bucket is full and leaves it
+    /// in debt, refusing writes until the rate has paid for the whole count: over time
+    /// a principal still writes at most `rate` per second plus one burst.
+    pub fn take_many(
         &self,
         key: BucketKey,
+        count: u32,
         rate: f64,
         burst: f64,
         now: Instant,
     ) -> Result<(), Throttled> {
+        let cost = f64::from(count);
+        let needed = cost.min(burst);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let key = state.admit(key, self.capacity, rate, burst, now);
         if key == BucketKey::Overflow {
@@ -131,8 +143,8 @@ impl Limiter {
         });
         self.buckets.set(tracked as i64);
         bucket.refill(now, rate, burst);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= needed {
+            bucket.tokens -= cost;
             return Ok(());
         }
         bucket.refused = bucket.refused.saturating_add(1);
@@ -143,7 +155,7 @@ impl Limiter {
             bucket.reported = Some(now);
             std::mem::take(&mut bucket.refused)
         });
-        let missing = 1.0 - bucket.tokens;
+        let missing = needed - bucket.tokens;
         Err(Throttled {
             retry_after: Duration::from_secs_f64((missing / rate).clamp(0.001, 3600.0)),
             report,
@@ -207,6 +219,31 @@ mod tests {
 
     fn ip(text: &str) -> BucketKey {
         BucketKey::source(text.parse().unwrap())
+    }
+
+    #[test]
+    fn a_batch_takes_one_write_per_change_and_a_large_one_leaves_a_debt() {
+        let limiter = Limiter::default();
+        let start = Instant::now();
+        assert!(
+            limiter
+                .take_many(ip("10.0.0.1"), 3, 2.0, 5.0, start)
+                .is_ok()
+        );
+        let short = limiter.take_many(ip("10.0.0.1"), 3, 2.0, 5.0, start);
+        assert_eq!(short.unwrap_err().retry_after, Duration::from_millis(500));
+        assert!(limiter.take(ip("10.0.0.1"), 2.0, 5.0, start).is_ok());
+        // 8 > burst: admitted only when the bucket is full, then 3 in debt: 4 s before
+        // the next single write (1 token), at 2 per second.
+        let full = start + Duration::from_secs(2);
+        assert!(limiter.take_many(ip("10.0.0.2"), 8, 2.0, 5.0, full).is_ok());
+        let refused = limiter.take(ip("10.0.0.2"), 2.0, 5.0, full).unwrap_err();
+        assert_eq!(refused.retry_after, Duration::from_secs(2));
+        assert!(
+            limiter
+                .take(ip("10.0.0.2"), 2.0, 5.0, full + Duration::from_secs(2))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //! measures muster. `bench/dns/churn.py` starts it, reads its JSON and checks the end state.
 //!
 //! `churn_load --http 127.0.0.1:PORT --dns 127.0.0.1:PORT --namespace internal
-//! --services S --rate N --clients C --seconds D [--sample-every 20]`
+//! --services S --rate N --clients C --seconds D [--sample-every 20] [--batch B]`
 //!
 //! Each change is a PUT (new address) or DELETE of the instance `churn` of one service,
 //! `/v1/namespaces/NS/services/svcN/instances/churn`. The churned services are min(S, N)
 //! services spread evenly over the namespace, taken in turn, so each gets about one change
 //! per second and sees PUTs and DELETEs. Client k of C (one thread, one keep-alive
-//! connection) owns every C-th of them and sends change j at `start + j * C / N`, so the
-//! last write to every service is well defined. A service's third round is a DELETE when
+//! connection) owns every C-th of them and sends change j at `start + (j + k / C) * C / N`
+//! (the clients take turns, so the changes are spread evenly over time), and the last
+//! write to every service is well defined. A service's third round is a DELETE when
 //! the service has an address; the others are PUTs of 10.255.0.1 + ((j * C + k) % 65000).
 //! The run starts with no churn instance registered (churn.py deletes them after a run).
+//! With `--batch B` (at most the services a client owns), each request carries the client's
+//! next B changes as one `POST /v1/namespaces/NS/batch`, sent every `B * C / N` seconds.
 //!
 //! Every `sample-every`-th write is followed at once by a UDP query `churn.svcN.NS A`,
 //! which must already show it (muster answers a write only once DNS has it): the address
@@ -19,9 +22,11 @@
 //!
 //! It prints one JSON object: writes, puts, deletes, errors and stale reads (the first 20
 //! of each), read checks, probe timeouts, `write_ms` (p50, p99 and max of the time from
-//! sending a write to its answer, which muster sends once DNS answers with it), elapsed
-//! seconds, and `last`, each service's last acknowledged write (an address, or null after
-//! a DELETE).
+//! sending a request to its answer, which muster sends once DNS answers with it),
+//! `slowest` (the 10 slowest requests as [seconds after the start it was sent, ms it
+//! took]: stalls that hit every client at once are one slow batch of the log), `requests`
+//! (acknowledged), elapsed seconds, and `last`, each service's last acknowledged write (an
+//! address, or null after a DELETE).
 //!
 //! Written in Rust, std only, because the load generator shares dnsperf's core: the Python
 //! client it replaces took ~15% of that core at 1,000 changes/s and so cut the queries
@@ -40,6 +45,8 @@ const FIRST_CHURN_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 /// Examples of errors and stale reads kept in the output.
 const EXAMPLES: usize = 20;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The slowest requests listed in the output, with when they were sent.
+const SLOWEST: usize = 10;
 
 struct Options {
     http: String,
@@ -50,6 +57,8 @@ struct Options {
     clients: u64,
     seconds: f64,
     sample_every: u64,
+    /// Changes per request: 1 sends PUT/DELETE, more send `POST .../batch`.
+    batch: u64,
 }
 
 fn options() -> Options {
@@ -62,6 +71,7 @@ fn options() -> Options {
         clients: 16,
         seconds: 10.0,
         sample_every: 20,
+        batch: 1,
     };
     for (flag, value) in flags::pairs() {
         match flag.as_str() {
@@ -73,6 +83,7 @@ fn options() -> Options {
             "--clients" => options.clients = value.number(),
             "--seconds" => options.seconds = value.seconds(),
             "--sample-every" => options.sample_every = value.number().max(1),
+            "--batch" => options.batch = value.number().max(1),
             other => flags::unknown(other),
         }
     }
@@ -85,6 +96,10 @@ fn options() -> Options {
         "--services and --rate must be positive"
     );
     options.clients = options.clients.clamp(1, options.services.min(options.rate));
+    // A batch never holds one service twice: at most the services a client owns.
+    options.batch = options
+        .batch
+        .min(options.services.min(options.rate) / options.clients);
     options
 }
 
@@ -98,8 +113,10 @@ struct Tally {
     read_checks: u64,
     stale_reads: Vec<String>,
     probe_timeouts: u64,
-    /// How long each acknowledged write took, request sent to response read.
+    /// How long each acknowledged request took, sent to response read.
     write_times: Vec<Duration>,
+    /// The slowest requests: (sent, seconds after the start; took).
+    slowest: Vec<(Duration, Duration)>,
     /// Service index → its last acknowledged write (None: deleted).
     last: BTreeMap<u64, Option<Ipv4Addr>>,
 }
@@ -129,7 +146,8 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
         .skip(k as usize)
         .step_by(options.clients as usize)
         .collect();
-    let interval = Duration::from_secs_f64(options.clients as f64 / options.rate as f64);
+    let batch = options.batch;
+    let interval = Duration::from_secs_f64((options.clients * batch) as f64 / options.rate as f64);
     let probe = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
     probe
         .set_read_timeout(Some(PROBE_TIMEOUT))
@@ -138,25 +156,29 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
     let mut connection = http1::Connection::open(&options.http).ok();
     let mut present = BTreeMap::new();
     for j in 0u64.. {
-        let due = started + interval * j as u32;
+        // Clients take turns, k/C of an interval apart: the rate is spread over time, as
+        // independent clients' writes are, rather than C writes arriving at once.
+        let due = started + interval.mul_f64(j as f64 + k as f64 / options.clients as f64);
         if due >= deadline {
             break;
         }
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let service = owned[(j % owned.len() as u64) as usize];
-        let round = j / owned.len() as u64;
-        let path = format!(
-            "/v1/namespaces/{}/services/svc{service}/instances/churn",
-            options.namespace
-        );
-        let address = if present.get(&service).is_some_and(Option::is_some) && round % 3 == 2 {
-            None
-        } else {
-            let offset = ((j * options.clients + k) % 65_000) as u32;
-            Some(Ipv4Addr::from(u32::from(FIRST_CHURN_ADDRESS) + offset))
-        };
-        let body = address.map(|a| format!(r#"{{"ipv4": "{a}", "port": 9000}}"#));
-        let method = if address.is_some() { "PUT" } else { "DELETE" };
+        // Change c of this client: service owned[c % len], in its round c / len.
+        let changes: Vec<(u64, Option<Ipv4Addr>)> = (j * batch..(j + 1) * batch)
+            .map(|c| {
+                let service = owned[(c % owned.len() as u64) as usize];
+                let round = c / owned.len() as u64;
+                let address =
+                    if present.get(&service).is_some_and(Option::is_some) && round % 3 == 2 {
+                        None
+                    } else {
+                        let offset = ((c * options.clients + k) % 65_000) as u32;
+                        Some(Ipv4Addr::from(u32::from(FIRST_CHURN_ADDRESS) + offset))
+                    };
+                (service, address)
+            })
+            .collect();
+        let (method, path, body) = request(options, &changes);
         // A connection that failed is dropped; the next change opens a new one.
         let sent = Instant::now();
         let outcome = connection
@@ -170,21 +192,29 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
         let took = sent.elapsed();
         let acknowledged = matches!(outcome, Ok(200));
         if acknowledged {
-            present.insert(service, address);
+            present.extend(changes.iter().copied());
         }
+        let (service, address) = changes[0];
         let check = (acknowledged && j % options.sample_every == 0)
             .then(|| read_check(&probe, options, service, address));
         let mut tally = tally.lock().expect("no client panicked");
-        tally.writes += 1;
+        tally.writes += changes.len() as u64;
         match outcome {
             Ok(200) => {
-                *if address.is_some() {
-                    &mut tally.puts
-                } else {
-                    &mut tally.deletes
-                } += 1;
-                tally.last.insert(service, address);
+                for &(service, address) in &changes {
+                    *if address.is_some() {
+                        &mut tally.puts
+                    } else {
+                        &mut tally.deletes
+                    } += 1;
+                    tally.last.insert(service, address);
+                }
                 tally.write_times.push(took);
+                tally.slowest.push((sent - started, took));
+                tally
+                    .slowest
+                    .sort_by_key(|&(_, took)| std::cmp::Reverse(took));
+                tally.slowest.truncate(SLOWEST);
             }
             Ok(status) => note(&mut tally.errors, format!("svc{service}: HTTP {status}")),
             Err(error) => note(&mut tally.errors, format!("svc{service}: {error}")),
@@ -199,6 +229,37 @@ fn client(options: &Options, k: u64, started: Instant, deadline: Instant, tally:
             None => {}
         }
     }
+}
+
+/// The request that makes `changes` ((service, address or None to delete)): a PUT or
+/// DELETE of `churn` for one change, a `POST .../batch` of them all for more.
+fn request(
+    options: &Options,
+    changes: &[(u64, Option<Ipv4Addr>)],
+) -> (&'static str, String, Option<String>) {
+    let ns = &options.namespace;
+    if let [(service, address)] = changes {
+        let path = format!("/v1/namespaces/{ns}/services/svc{service}/instances/churn");
+        return match address {
+            Some(a) => (
+                "PUT",
+                path,
+                Some(format!(r#"{{"ipv4": "{a}", "port": 9000}}"#)),
+            ),
+            None => ("DELETE", path, None),
+        };
+    }
+    let items: Vec<String> = changes
+        .iter()
+        .map(|(service, address)| match address {
+            Some(a) => format!(
+                r#"{{"op": "register", "service": "svc{service}", "id": "churn", "instance": {{"ipv4": "{a}", "port": 9000}}}}"#
+            ),
+            None => format!(r#"{{"op": "deregister", "service": "svc{service}", "id": "churn"}}"#),
+        })
+        .collect();
+    let body = format!(r#"{{"changes": [{}]}}"#, items.join(", "));
+    ("POST", format!("/v1/namespaces/{ns}/batch"), Some(body))
 }
 
 fn note(examples: &mut Vec<String>, example: String) {
@@ -309,8 +370,19 @@ fn print_json(tally: &Tally, elapsed: f64) {
         })
         .collect();
     let ms = |q| quantile_ms(&tally.write_times, q);
+    let slowest: Vec<String> = tally
+        .slowest
+        .iter()
+        .map(|(sent, took)| {
+            format!(
+                "[{:.3}, {:.3}]",
+                sent.as_secs_f64(),
+                took.as_secs_f64() * 1000.0
+            )
+        })
+        .collect();
     println!(
-        r#"{{"writes": {}, "puts": {}, "deletes": {}, "errors": {}, "read_checks": {}, "stale_reads": {}, "probe_timeouts": {}, "write_ms": {{"p50": {:.3}, "p99": {:.3}, "max": {:.3}}}, "elapsed": {elapsed:.3}, "last": {{{}}}}}"#,
+        r#"{{"writes": {}, "puts": {}, "deletes": {}, "errors": {}, "read_checks": {}, "stale_reads": {}, "probe_timeouts": {}, "write_ms": {{"p50": {:.3}, "p99": {:.3}, "max": {:.3}}}, "slowest": [{}], "requests": {}, "elapsed": {elapsed:.3}, "last": {{{}}}}}"#,
         tally.writes,
         tally.puts,
         tally.deletes,
@@ -321,6 +393,8 @@ fn print_json(tally: &Tally, elapsed: f64) {
         ms(0.5),
         ms(0.99),
         ms(1.0),
+        slowest.join(", "),
+        tally.write_times.len(),
         last.join(", "),
     );
 }
