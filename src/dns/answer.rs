@@ -166,7 +166,7 @@ pub fn plan<'z>(
             let (first, second) = (name.label(0), name.label(1));
             if let Some(records) = service(namespace, second) {
                 let label = std::str::from_utf8(first).unwrap_or("");
-                let Some(instance) = records.by_label.get(label) else {
+                let Some(instance) = records.by_label(label) else {
                     // `_tcp.svc.ns` above a named port's `_http._tcp.svc.ns`, or
                     // `_version.svc.ns` above a subset's `v2._version.svc.ns`.
                     let below = named_ports::protocol_in_use(&records.named, first)

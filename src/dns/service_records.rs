@@ -25,9 +25,11 @@ pub struct ServiceRecords {
     pub policy: Arc<AnswerPolicy>,
     /// Served instances in id order (the registry's order, which the next update walks).
     pub instances: Vec<Arc<ServedInstance>>,
-    /// Instance label → instance, for `iid.svc.ns` (a persistent map: updated per
-    /// instance, shared with the previous version).
-    pub by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
+    /// The indices in `instances` of those with SRV-target addresses, in label order,
+    /// for `iid.svc.ns`: 4 bytes an instance, where a persistent map took a 1 KiB node
+    /// per service and 32 bytes an instance. Carried over from the previous version and
+    /// merged with the instances built anew, so a change costs a walk, not a sort.
+    labels: Box<[u32]>,
     /// The named ports the served instances have, each answered at
     /// `_<name>._<protocol>.svc.ns` (a [`PickKind::Named`] indexes it).
     pub named: Vec<NamedName>,
@@ -45,9 +47,6 @@ pub struct ServiceRecords {
     owners: Arc<Owners>,
 }
 
-/// Instance label → instance, for `iid.svc.ns`.
-type Labels = imbl::HashMap<Arc<str>, Arc<ServedInstance>>;
-
 /// A service's served instances as one build sees them.
 struct Served<'a> {
     instances: Vec<Arc<ServedInstance>>,
@@ -59,12 +58,10 @@ struct Served<'a> {
 
 /// Walks `serving` (in id order) along `previous` (the same set's instances last time):
 /// an instance whose records are the same keeps its `ServedInstance`, others get one
-/// from `build`. `labels`, when given, follows: the labels of instances gone or rebuilt
-/// leave it, those of new ones with an address join it.
+/// from `build`.
 fn walk<'a>(
     serving: impl Iterator<Item = &'a Arc<Instance>>,
     previous: &[Arc<ServedInstance>],
-    mut labels: Option<&mut Labels>,
     build: impl Fn(&Arc<Instance>) -> ServedInstance,
 ) -> Served<'a> {
     let mut old = previous.iter().enumerate().peekable();
@@ -72,20 +69,6 @@ fn walk<'a>(
         instances: Vec::with_capacity(previous.len()),
         current: Vec::with_capacity(previous.len()),
         kept: Vec::with_capacity(previous.len()),
-    };
-    let forget = |gone: &ServedInstance, labels: &mut Option<&mut Labels>| {
-        if let Some(labels) = labels {
-            labels.remove(&gone.label);
-        }
-    };
-    let built = |instance: &Arc<Instance>, labels: &mut Option<&mut Labels>| {
-        let new = Arc::new(build(instance));
-        if let Some(labels) = labels
-            && (new.target_a.is_some() || new.target_aaaa.is_some())
-        {
-            labels.insert(new.label.clone(), new.clone());
-        }
-        new
     };
     for instance in serving {
         served.current.push(instance);
@@ -96,26 +79,58 @@ fn walk<'a>(
             served.kept.push(Some(j as u32));
             continue;
         }
-        while let Some((_, gone)) = old.next_if(|(_, o)| o.source.id < instance.id) {
-            forget(gone, &mut labels);
-        }
+        while old.next_if(|(_, o)| o.source.id < instance.id).is_some() {}
         let (new, was) = match old.next_if(|(_, o)| o.source.id == instance.id) {
             Some((j, same)) if same_records(&same.source, instance) => {
                 (same.clone(), Some(j as u32))
             }
-            Some((_, changed)) => {
-                forget(changed, &mut labels);
-                (built(instance, &mut labels), None)
-            }
-            None => (built(instance, &mut labels), None),
+            _ => (Arc::new(build(instance)), None),
         };
         served.instances.push(new);
         served.kept.push(was);
     }
-    for (_, gone) in old {
-        forget(gone, &mut labels);
-    }
     served
+}
+
+/// The indices of `instances` that have SRV-target addresses, in label order: those
+/// kept from `previous` (`kept[i]` is instance i's index there) in the order `previous`
+/// had them, merged with the new ones, sorted.
+fn label_order(
+    instances: &[Arc<ServedInstance>],
+    kept: &[Option<u32>],
+    previous: Option<&ServiceRecords>,
+) -> Box<[u32]> {
+    let label = |i: u32| &*instances[i as usize].label;
+    let mut now_at = vec![u32::MAX; previous.map_or(0, |p| p.instances.len())];
+    for (i, was) in kept.iter().enumerate() {
+        if let Some(j) = was {
+            now_at[*j as usize] = i as u32;
+        }
+    }
+    let mut carried = previous
+        .map_or(&[][..], |p| &p.labels[..])
+        .iter()
+        .map(|&j| now_at[j as usize])
+        .filter(|&i| i != u32::MAX)
+        .peekable();
+    let mut fresh: Vec<u32> = (0..instances.len() as u32)
+        .filter(|&i| kept[i as usize].is_none() && instances[i as usize].has_target())
+        .collect();
+    fresh.sort_unstable_by(|&a, &b| label(a).cmp(label(b)));
+    let mut fresh = fresh.into_iter().peekable();
+    let mut order = Vec::with_capacity(instances.len());
+    loop {
+        let next = match (carried.peek(), fresh.peek()) {
+            (Some(&c), Some(&f)) if label(f) < label(c) => fresh.next(),
+            (Some(_), _) => carried.next(),
+            (None, _) => fresh.next(),
+        };
+        match next {
+            Some(i) => order.push(i),
+            None => break,
+        }
+    }
+    order.into_boxed_slice()
 }
 
 /// The most values one subset key answers: each is a copy of its instances' records
@@ -169,7 +184,6 @@ fn subset_views(
             let served = walk(
                 serving(|| members.iter().copied(), policy),
                 old.map_or(&[], |o| &o.instances),
-                None,
                 |instance| ServedInstance::build(&owners, instance, policy.records).in_subset(),
             );
             if served.instances.is_empty() {
@@ -180,7 +194,7 @@ fn subset_views(
                 owners,
                 served.instances,
                 &served.kept,
-                imbl::HashMap::new(),
+                false,
                 old,
             );
             views.push(SubsetView {
@@ -253,7 +267,7 @@ fn zone_views(
                     records.owners.clone(),
                     instances,
                     &kept,
-                    imbl::HashMap::new(),
+                    false,
                     old.map(|view| &view.records),
                 ),
             }
@@ -417,6 +431,11 @@ impl Packed {
             }
         }
         packed.starts.push(packed.candidates.len());
+        // Reserved for the worst case (every record whole, every kind for every
+        // instance): about three times what a service of A and SRV records packs into.
+        // Kept for good, so given back.
+        packed.bytes.shrink_to_fit();
+        packed.candidates.shrink_to_fit();
         packed
     }
 
@@ -550,11 +569,9 @@ impl ServiceRecords {
                 })
             }
         };
-        let mut by_label = previous.map_or_else(imbl::HashMap::new, |p| p.by_label.clone());
         let served = walk(
             service.serving(),
             previous.map_or(&[], |p| &p.instances),
-            Some(&mut by_label),
             |instance| ServedInstance::build(&owners, instance, policy.records),
         );
         let mut records = Self::assemble(
@@ -562,7 +579,7 @@ impl ServiceRecords {
             owners,
             served.instances,
             &served.kept,
-            by_label,
+            true,
             previous,
         );
         if policy.locality == Locality::PreferZone {
@@ -575,13 +592,14 @@ impl ServiceRecords {
     }
 
     /// The records of `instances` (in id order; `kept[i]` is the index in `previous` of
-    /// an instance whose records are the same), sharing `owners`, with `by_label`.
+    /// an instance whose records are the same), sharing `owners`; `with_labels` for the
+    /// service's own names (a subset or zone view answers no `iid.svc.ns`).
     fn assemble(
         policy: &Arc<AnswerPolicy>,
         owners: Arc<Owners>,
         instances: Vec<Arc<ServedInstance>>,
         kept: &[Option<u32>],
-        by_label: imbl::HashMap<Arc<str>, Arc<ServedInstance>>,
+        with_labels: bool,
         previous: Option<&Self>,
     ) -> Self {
         let named = named_ports::names(&instances);
@@ -605,12 +623,16 @@ impl ServiceRecords {
             let old = previous.map_or(&empty, |p| &p.packed);
             Packed::build(&instances, kept, old, &kinds)
         };
+        let labels = match with_labels {
+            true => label_order(&instances, kept, previous),
+            false => Box::default(),
+        };
         Self {
             cumulative_weights: packed.cumulative_weights(&instances),
             packed,
             policy: policy.clone(),
             instances,
-            by_label,
+            labels,
             named,
             owners,
             zones: Box::default(),
@@ -656,7 +678,22 @@ impl ServiceRecords {
     /// Whether `svc.ns` exists in DNS: some served instance has a record at it or below
     /// it. A service with none is absent, as Route 53 has no record there (NXDOMAIN).
     pub fn has_names(&self) -> bool {
-        !self.packed.candidates.is_empty() || !self.by_label.is_empty()
+        !self.packed.candidates.is_empty() || !self.labels.is_empty()
+    }
+
+    /// The instances with an address at their SRV target `label.svc.ns`, in label order.
+    pub fn labelled(&self) -> impl Iterator<Item = &ServedInstance> {
+        self.labels.iter().map(|&i| &*self.instances[i as usize])
+    }
+
+    /// The instance whose SRV target is `label.svc.ns`, if it has an address there.
+    pub fn by_label(&self, label: &str) -> Option<&ServedInstance> {
+        let instance = |i: u32| &*self.instances[i as usize];
+        let at = self
+            .labels
+            .binary_search_by(|&i| (*instance(i).label).cmp(label))
+            .ok()?;
+        Some(instance(self.labels[at]))
     }
 
     /// The instances a pick of `kind` chooses from.
@@ -698,6 +735,11 @@ impl ServiceRecords {
 }
 
 impl ServedInstance {
+    /// Whether its SRV target `label.svc.ns` has an address record.
+    fn has_target(&self) -> bool {
+        self.target_a.is_some() || self.target_aaaa.is_some()
+    }
+
     /// The instance as a subset answers it: the same A, AAAA, SRV and CNAME at the
     /// subset's name, and the same SRV targets' glue; no RFC 2782 alias and no named
     /// ports, which live under the service's own name.

@@ -145,6 +145,8 @@ async fn updated_records_pack_as_built_from_scratch() {
             let kept = &updated.services[name];
             assert_eq!(kept.named, records.named, "{name}");
             assert_eq!(kept.packed, records.packed, "{name}");
+            // The label order merged from the previous one is the one sorted afresh.
+            assert_eq!(kept.labels, records.labels, "{name}");
             let ids = |r: &super::ServiceRecords| {
                 r.instances
                     .iter()

@@ -193,6 +193,17 @@ impl ZoneSnapshot {
             let (Some(old), Some(new)) = (previous.namespace(name), self.namespace(name)) else {
                 continue;
             };
+            if !previous.synced {
+                // Before every source synced, DNS answered SERVFAIL: the first sync's
+                // delta would be every record the sources brought (as hickory records,
+                // gigabytes at a million instances, dropped again for the journal's
+                // limit). A secondary that transferred the unsynced zone gets a full
+                // transfer, as when it is further behind than the journal.
+                if let Some(zone) = self.namespace_mut(name) {
+                    (zone.journal, zone.journal_records) = (imbl::Vector::new(), 0);
+                }
+                continue;
+            }
             let rebuilt = touched.namespaces.contains(name);
             let touched_services = services.get(name).map_or(&[][..], Vec::as_slice);
             let Some(change) = delta(old, new, (!rebuilt).then_some(touched_services)) else {

@@ -83,6 +83,7 @@ impl State {
         if old.is_some_and(|old| old.spec == spec && old.heartbeat_ok) {
             return Ok(false);
         }
+        let existed = old.is_some();
         let mut instance = Instance {
             id: key.id.clone(),
             source: source.clone(),
@@ -124,7 +125,9 @@ impl State {
         touched
             .services
             .insert((key.namespace.clone(), key.service.clone()));
-        self.owned.entry(source).or_default().insert(key);
+        if !existed {
+            self.owned.add(&source, &key.namespace, &key.service);
+        }
         Ok(true)
     }
 
@@ -170,9 +173,7 @@ impl State {
             namespace.services.remove(key.service.as_str());
             self.snapshot.service_ids.remove(&id);
         }
-        if let Some(keys) = self.owned.get_mut(&old.source) {
-            keys.remove(key);
-        }
+        self.owned.remove(&old.source, &key.namespace, &key.service);
         touched
             .services
             .insert((key.namespace.clone(), key.service.clone()));
@@ -187,16 +188,8 @@ impl State {
     ) -> bool {
         let mut changed = self.snapshot.unsynced.remove(&source).is_some();
         let wanted: BTreeMap<InstanceKey, InstanceSpec> = instances.into_iter().collect();
-        let stale: Vec<InstanceKey> = self
-            .owned
-            .get(&source)
-            .map(|keys| {
-                keys.iter()
-                    .filter(|k| !wanted.contains_key(*k))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut stale = self.owned.keys(&self.snapshot, &source);
+        stale.retain(|k| !wanted.contains_key(k));
         for key in stale {
             self.remove(&key, touched);
             changed = true;

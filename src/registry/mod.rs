@@ -18,6 +18,7 @@ mod instances;
 mod metrics;
 mod model;
 mod names;
+mod owned;
 mod policy;
 mod recorder;
 mod records;

@@ -233,8 +233,9 @@ fn the_store_wins_over_a_local_source_and_deletes_keep_local_instances() {
         .put_record(&RecordKey::Instance(f1.clone()), record, &mut touched)
         .unwrap();
     assert_eq!(model.instance(&f1).unwrap().source, SourceId::api());
-    assert_eq!(model.owned[&SourceId::api()].len(), 3);
-    assert!(!model.owned[&SourceId::new("file:x")].contains(&f1));
+    assert_eq!(model.owned.count(&SourceId::api()), 3);
+    let file = SourceId::new("file:x");
+    assert!(!model.owned.keys(&model.snapshot, &file).contains(&f1));
     // A declared service deleted in etcd while a file instance is in it here: implicit.
     model
         .put_record(

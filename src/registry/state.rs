@@ -5,13 +5,14 @@
 //! changes to instances are in [`instances`](super::instances), those to namespaces and
 //! services (the catalog) in [`catalog`](super::catalog).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::admission::Admission;
 use super::change::{Change, ChangeError, InstanceKey};
 use super::model::{Instance, Service, SourceId};
+use super::owned::Ownership;
 use super::snapshot::{Namespace, Snapshot};
 
 /// What a batch of changes modified, so derived views rebuild only that.
@@ -26,27 +27,13 @@ pub struct Touched {
 /// The writer's mutable state: the working snapshot plus an index of who owns what.
 pub(super) struct State {
     pub snapshot: Snapshot,
-    pub(super) owned: HashMap<SourceId, HashSet<InstanceKey>>,
+    pub(super) owned: Ownership,
 }
 
 impl State {
     /// The model of `snapshot`, with its ownership index rebuilt from it.
     pub fn new(snapshot: Snapshot) -> Self {
-        let mut owned: HashMap<SourceId, HashSet<InstanceKey>> = HashMap::new();
-        for (namespace, ns) in &snapshot.namespaces {
-            for (service, svc) in &ns.services {
-                for instance in svc.instances.values() {
-                    owned
-                        .entry(instance.source.clone())
-                        .or_default()
-                        .insert(InstanceKey {
-                            namespace: namespace.clone(),
-                            service: service.to_string(),
-                            id: instance.id.clone(),
-                        });
-                }
-            }
-        }
+        let owned = Ownership::of(&snapshot);
         Self { snapshot, owned }
     }
 
@@ -201,10 +188,9 @@ impl State {
         match change {
             Change::Upsert { key, .. } | Change::Remove { key, .. } => vec![key.clone()],
             Change::Sync { source, instances } => {
-                let owned = self.owned.get(source).into_iter().flatten().cloned();
-                owned
-                    .chain(instances.iter().map(|(k, _)| k.clone()))
-                    .collect()
+                let mut keys = self.owned.keys(&self.snapshot, source);
+                keys.extend(instances.iter().map(|(k, _)| k.clone()));
+                keys
             }
             Change::Batch { changes, .. } => changes.iter().map(|(k, _)| k.clone()).collect(),
             _ => Vec::new(),
@@ -212,35 +198,29 @@ impl State {
     }
 
     /// Puts the model back to `snapshot`, taken before changes that added or removed at
-    /// most the instances `keys`: the ownership index is mended for those keys only, not
-    /// rebuilt (which is O(instances)).
+    /// most the instances `keys`: the ownership index is counted again for their services only,
+    /// not rebuilt (which is O(instances)).
     pub(super) fn restore<'a>(
         &mut self,
         snapshot: Snapshot,
         keys: impl IntoIterator<Item = &'a InstanceKey>,
     ) {
         self.snapshot = snapshot;
-        for key in keys {
-            for owned in self.owned.values_mut() {
-                owned.remove(key);
-            }
-            if let Ok(instance) = self.instance(key) {
-                let source = instance.source.clone();
-                self.owned.entry(source).or_default().insert(key.clone());
-            }
+        let services: BTreeSet<(&str, &str)> = keys
+            .into_iter()
+            .map(|key| (key.namespace.as_str(), key.service.as_str()))
+            .collect();
+        for (namespace, service) in services {
+            self.owned.recount(&self.snapshot, namespace, service);
         }
     }
 
     /// Instances the APIs and DNS UPDATE keys (`update:<key>`) registered, in all:
     /// what `[limits] instances` bounds (a few sources, so summing is cheap).
     pub(super) fn api_instances(&self) -> usize {
-        self.owned
-            .iter()
-            .filter(|(source, _)| {
-                **source == SourceId::api() || source.as_str().starts_with("update:")
-            })
-            .map(|(_, keys)| keys.len())
-            .sum()
+        self.owned.count_where(|source| {
+            *source == SourceId::api() || source.as_str().starts_with("update:")
+        })
     }
 }
 

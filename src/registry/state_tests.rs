@@ -283,8 +283,9 @@ fn a_batch_applies_whole_or_not_at_all() {
     let ids: Vec<&str> = web.instances.keys().map(|k| &**k).collect();
     assert_eq!(ids, ["mine", "theirs"], "nothing of the batch stayed");
     assert_eq!(model.snapshot.revision, revision);
-    let owned = &model.owned[&update];
+    let owned = model.owned.keys(&model.snapshot, &update);
     assert!(owned.contains(&key("web", "mine")) && !owned.contains(&key("web", "new")));
+    assert_eq!(model.owned.count(&update), 1);
 
     let accepted = Change::Batch {
         source: update.clone(),
@@ -297,7 +298,7 @@ fn a_batch_applies_whole_or_not_at_all() {
     let web = model.snapshot.service("internal", "web").unwrap();
     let ids: Vec<&str> = web.instances.keys().map(|k| &**k).collect();
     assert_eq!(ids, ["new", "theirs"]);
-    assert_eq!(model.owned[&update].len(), 1);
+    assert_eq!(model.owned.count(&update), 1);
 }
 
 #[test]

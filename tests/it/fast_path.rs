@@ -126,8 +126,8 @@ fn names(zone: &ZoneSnapshot) -> Vec<String> {
             names.push(format!("_{service}._udp.{origin}"));
             names.push(format!("missing.{service}.{origin}"));
             names.push(format!("a.b.{service}.{origin}"));
-            for label in records.by_label.keys() {
-                names.push(format!("{label}.{service}.{origin}"));
+            for instance in records.labelled() {
+                names.push(format!("{}.{service}.{origin}", instance.label));
             }
         }
     }

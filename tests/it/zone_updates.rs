@@ -56,12 +56,13 @@ fn served(zone: &ZoneSnapshot) -> Vec<(String, usize)> {
         .services
         .get("big")
         .unwrap();
-    assert_eq!(records.by_label.len(), records.instances.len());
+    assert_eq!(records.labelled().count(), records.instances.len());
     records
         .instances
         .iter()
         .map(|i| {
-            assert!(Arc::ptr_eq(&records.by_label[&i.label], i), "{}", i.label);
+            let found = records.by_label(&i.label).unwrap();
+            assert!(std::ptr::eq(found, &**i), "{}", i.label);
             (i.source.id.clone(), Arc::as_ptr(i) as usize)
         })
         .collect()
@@ -86,7 +87,9 @@ async fn one_instance_changes_one_instances_records() {
         .get("big")
         .unwrap();
     assert_eq!(
-        records.by_label["i-050"]
+        records
+            .by_label("i-050")
+            .unwrap()
             .a
             .as_ref()
             .unwrap()
@@ -134,8 +137,7 @@ async fn one_instance_changes_one_instances_records() {
             .services
             .get("big")
             .unwrap()
-            .by_label
-            .get("i-003")
+            .by_label("i-003")
             .is_none()
     );
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::config::FileSourceConfig;
@@ -31,13 +32,15 @@ pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
         .inspect_err(|error| tracing::warn!(%source, %error, "cannot watch the file; polling it"))
         .ok();
     let mut last = Seen::Nothing;
+    let mut polled = false;
     loop {
-        load(&path, &source, &mut last, &context).await;
+        load(&path, &source, &mut last, &context, polled).await;
+        polled = false;
         tokio::select! {
             _ = context.shutdown.cancelled() => return,
             _ = changed.recv() => tokio::time::sleep(SETTLE).await,
             Ok(()) = context.reload.changed() => last = Seen::Nothing,
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(POLL) => polled = true,
         }
         while changed.try_recv().is_ok() {}
     }
@@ -65,16 +68,39 @@ fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::Recomm
     Ok(watcher)
 }
 
-/// What the last read found, so an unchanged file is not applied (or reported) again.
+/// What the last read found, so an unchanged file is not applied (or reported) again:
+/// the SHA-256 of its text, not the text (89 MB kept for good with a million instances),
+/// and its size, modification time and inode when it was read.
 #[derive(PartialEq)]
 enum Seen {
     Nothing,
     Unreadable,
-    Text(String),
+    Digest([u8; 32], Option<Stamp>),
+}
+
+/// A file's size, modification time and inode.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+async fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    Some((metadata.len(), metadata.modified().ok(), metadata.ino()))
 }
 
 /// Reads and applies the file if its text changed; errors keep the last good state.
-async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceContext) {
+/// `polled` (no event came): the file is read only if its stamp moved, so a large file
+/// is not read and hashed every [`POLL`] for nothing (89 MB at a million instances).
+async fn load(
+    path: &Path,
+    source: &SourceId,
+    last: &mut Seen,
+    context: &SourceContext,
+    polled: bool,
+) {
+    let stamp = stamp(path).await;
+    if polled && stamp.is_some() && matches!(last, Seen::Digest(_, seen) if *seen == stamp) {
+        return;
+    }
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(error) => {
@@ -85,11 +111,19 @@ async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceC
             return;
         }
     };
-    if matches!(last, Seen::Text(previous) if *previous == text) {
+    let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    if let Seen::Digest(seen, at) = last
+        && *seen == digest
+    {
+        *at = stamp;
         return;
     }
+    let seen = Seen::Digest(digest, stamp);
     let json = path.extension().is_some_and(|e| e == "json");
-    let result = match parse(&text, json) {
+    let parsed = parse(&text, json);
+    // Freed before the registry builds its state from the instances, not after.
+    drop(text);
+    let result = match parsed {
         Ok(instances) => {
             let change = Change::Sync {
                 source: source.clone(),
@@ -109,7 +143,7 @@ async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceC
             tracing::error!(%source, %error, "file not applied; keeping the last good state")
         }
     }
-    *last = Seen::Text(text);
+    *last = seen;
 }
 
 #[cfg(test)]
