@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::config::FileSourceConfig;
 use super::parse::parse;
 use crate::registry::{Change, SourceId};
-use crate::sources::SourceContext;
+use crate::sources::{SourceContext, SourceStatus};
 
 /// Editors write a file in several steps; wait this long after the last event.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -25,6 +25,7 @@ pub fn source_id(config: &FileSourceConfig) -> SourceId {
 /// reload (SIGHUP) rereads and reapplies it.
 pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
     let source = source_id(&config);
+    let status = context.statuses.register(source.clone());
     let path = config.path;
     let (events, mut changed) = mpsc::channel::<()>(1);
     let _watcher = watch(&path, events)
@@ -32,7 +33,7 @@ pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
         .ok();
     let mut last = Seen::Nothing;
     loop {
-        load(&path, &source, &mut last, &context).await;
+        load(&path, (&source, &status), &mut last, &context).await;
         tokio::select! {
             _ = context.shutdown.cancelled() => return,
             _ = changed.recv() => tokio::time::sleep(SETTLE).await,
@@ -70,23 +71,36 @@ fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::Recomm
 enum Seen {
     Nothing,
     Unreadable,
-    Text(String),
+    /// Text that was applied: read again unchanged, the source is still in sync.
+    Applied(String),
+    /// Text that did not parse or was refused: its error stands until the file changes.
+    Refused(String),
 }
 
-/// Reads and applies the file if its text changed; errors keep the last good state.
-async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceContext) {
+/// Reads and applies the file if its text changed; errors keep the last good state. A
+/// good read (applied, or unchanged since applied) is a sync; a failed one the status's
+/// last error.
+async fn load(
+    path: &Path,
+    (source, status): (&SourceId, &SourceStatus),
+    last: &mut Seen,
+    context: &SourceContext,
+) {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(error) => {
             if *last != Seen::Unreadable {
                 tracing::error!(%source, %error, "cannot read the file; keeping the last good state");
             }
+            status.failed(&format_args!("cannot read the file: {error}"));
             *last = Seen::Unreadable;
             return;
         }
     };
-    if matches!(last, Seen::Text(previous) if *previous == text) {
-        return;
+    match last {
+        Seen::Applied(previous) if *previous == text => return status.synced(),
+        Seen::Refused(previous) if *previous == text => return,
+        _ => {}
     }
     let json = path.extension().is_some_and(|e| e == "json");
     let result = match parse(&text, json) {
@@ -103,13 +117,18 @@ async fn load(path: &Path, source: &SourceId, last: &mut Seen, context: &SourceC
         }
         Err(error) => Err(error.to_string()),
     };
-    match result {
-        Ok(applied) => tracing::info!(%source, revision = applied.revision, "file applied"),
-        Err(error) => {
-            tracing::error!(%source, %error, "file not applied; keeping the last good state")
+    *last = match result {
+        Ok(applied) => {
+            tracing::info!(%source, revision = applied.revision, "file applied");
+            status.synced();
+            Seen::Applied(text)
         }
-    }
-    *last = Seen::Text(text);
+        Err(error) => {
+            tracing::error!(%source, %error, "file not applied; keeping the last good state");
+            status.failed(&format_args!("not applied: {error}"));
+            Seen::Refused(text)
+        }
+    };
 }
 
 #[cfg(test)]
