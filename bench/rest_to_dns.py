@@ -9,6 +9,12 @@ writes were already visible on the first query (read-your-writes). With `--drain
 writes drain `i-1` and return it in turn (`PUT`/`DELETE .../drain`, beside an `i-2`
 that stays), and the answer must lose or regain its address.
 
+Then it reads muster's own measure of the same writes from `/metrics`: the change → DNS
+lag histogram (`muster_registry_publish_lag_seconds{cause="api"}`, from the write's
+arrival at the registry to the publish of the snapshot and zone that serve it), the
+difference of its buckets over the run, with p50/p99 interpolated within a bucket as
+Prometheus's histogram_quantile does.
+
     python3 bench/rest_to_dns.py --writes 1000 [--drain] [--dns 127.0.0.1:8053] [--http 127.0.0.1:8054]
 """
 
@@ -43,6 +49,7 @@ def main():
             put = urllib.request.Request(url[: -len("i-1")] + iid, data=body, method="PUT")
             urllib.request.urlopen(put).read()
 
+    lag_before = publish_lag(args.http)
     write_ms, visible_ms, first_try = [], [], 0
     for i in range(args.writes):
         if args.drain:
@@ -76,6 +83,38 @@ def main():
     print(f"visible on the first query after the response: {first_try}/{args.writes}")
     print(f"response -> DNS answer changed (ms, includes one UDP query): p50 {percentile(visible_ms, 0.5):.3f}  p99 {percentile(visible_ms, 0.99):.3f}  max {max(visible_ms):.3f}")
     print(f"PUT round trip (ms): p50 {percentile(write_ms, 0.5):.3f}  p99 {percentile(write_ms, 0.99):.3f}  mean {statistics.mean(write_ms):.3f}")
+    lag = {le: n - lag_before.get(le, 0) for le, n in publish_lag(args.http).items()}
+    count = lag.get(float("inf"), 0)
+    print(f"muster_registry_publish_lag_seconds{{cause=\"api\"}}: {count:.0f} changes; "
+          f"p50 {bucket_quantile(lag, 0.5) * 1000:.3f} ms  p99 {bucket_quantile(lag, 0.99) * 1000:.3f} ms")
+
+
+def publish_lag(http):
+    """The API cause's cumulative buckets of the change → DNS lag: {le: count}."""
+    with urllib.request.urlopen(f"http://{http}/metrics") as response:
+        text = response.read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("muster_registry_publish_lag_seconds_bucket{") and 'cause="api"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_quantile(buckets, q):
+    """histogram_quantile(q) of cumulative buckets: linear within the bucket it falls in."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total == 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le in bounds:
+        if buckets[le] >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(buckets[le] - below, 1e-12)
+        lower, below = le, buckets[le]
+    return lower
 
 
 if __name__ == "__main__":

@@ -106,8 +106,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let admission = config.admission(&settings);
     let namespaces = settings.namespaces.clone();
     let source_ids = unsynced_sources(&config);
+    let statuses = sources::SourceStatuses::new(&mut metrics);
+    let sources = (source_ids, &statuses);
     let (mut registry, replayed) =
-        open_registry(&config, namespaces, source_ids, admission, &mut metrics)?;
+        open_registry(&config, namespaces, sources, admission, &mut metrics)?;
     let handle = registry.handle();
     #[cfg(feature = "etcd")]
     let etcd_metrics = registry.etcd_metrics();
@@ -141,6 +143,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tasks.spawn("health", move || health_task.run());
 
     let parts = Metrics::new(&mut metrics);
+    registry.set_metrics(parts.registry.clone());
 
     let registry_stop = CancellationToken::new();
     let registry_task = registry.spawn(registry_stop.clone());
@@ -149,7 +152,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !transfers.notify.is_empty() {
         spawn_notify(&tasks, &zone, &transfers, &parts.dns, &sources_stop);
     }
-    let status = Arc::new(api::StatusState::new(zone.clone()));
+    let status = Arc::new(api::StatusState::new(zone.clone(), statuses.clone()));
     let dns = (zone, transfers, forwarder, parts.dns);
     let handler = dns_handler(&config, &settings, dns, handle.clone(), &mut metrics);
     let dns_task = tokio::spawn(dns::serve(
@@ -193,6 +196,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry: handle,
         shutdown: sources_stop.clone(),
         reload: reloader.subscribe(),
+        statuses,
     };
     spawn_sources(&tasks, &config, &context, &parts.ecs, members.as_ref());
     tracing::info!(dns = ?dns_addrs, http = %http_addr, ops = ?ops_addr, replayed, open_files, "muster is serving");
@@ -448,12 +452,13 @@ fn replicas(
     Some((members, prefix))
 }
 
-/// The registry on its store: the local log (replayed), or etcd with `[etcd]`. Returns
-/// it and how many logged changes were replayed.
+/// The registry on its store: the local log (replayed), or etcd with `[etcd]` (a source
+/// itself, with its status among the sources'). Returns it and how many logged changes
+/// were replayed.
 fn open_registry(
     config: &Config,
     namespaces: Vec<registry::NamespaceSettings>,
-    source_ids: Vec<registry::SourceId>,
+    (source_ids, statuses): (Vec<registry::SourceId>, &sources::SourceStatuses),
     admission: registry::Admission,
     metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<(Registry, usize), Error> {
@@ -462,13 +467,17 @@ fn open_registry(
         let etcd_metrics = Arc::new(store::etcd::EtcdMetrics::default());
         etcd_metrics.register(metrics);
         let store = registry::SourceId::new(registry::STORE_SOURCE);
+        let status = statuses.register(store.clone());
         let initial = registry::Snapshot::new(namespaces, source_ids.into_iter().chain([store]));
         let shared = registry::Shared {
             config: etcd.clone(),
             metrics: etcd_metrics,
+            status,
         };
         return Ok((Registry::replicated(initial, shared, admission), 0));
     }
+    #[cfg(not(feature = "etcd"))]
+    let _ = statuses;
     // The API's registrations are back once the log is replayed: it needs no sync.
     let (wal, recovered) = store::Wal::open(&config.data_dir, metrics)?;
     let replayed = recovered.changes.len();

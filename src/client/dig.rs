@@ -1,13 +1,17 @@
 //! `muster dig NAME [TYPE]`: one real query to muster's DNS port (UDP, again over TCP when
 //! the answer is truncated), the answer printed, then the REST view of the service that
-//! explains it (`explain.rs`).
+//! explains it (`explain.rs`). With `--subnet CIDR` the query carries an EDNS Client
+//! Subnet option (RFC 7871), so muster answers as it would a client in that subnet (a
+//! resolver forwarding for it) and the explanation is that client's.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -35,6 +39,10 @@ pub struct Dig {
     /// muster's DNS address [default: `dns` in the client config, else 127.0.0.1:8053].
     #[arg(long, env = "MUSTER_DNS_ADDR", value_name = "HOST:PORT")]
     dns: Option<String>,
+    /// Ask as a client in this subnet (EDNS Client Subnet): a zone-aware service answers
+    /// from that client's zone, and the explanation is that client's.
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<IpNet>,
     #[command(flatten)]
     common: Common,
 }
@@ -59,7 +67,8 @@ pub async fn dig(args: Dig) -> Result<(), Failure> {
         .or_else(|| api.dns.clone())
         .unwrap_or_else(|| DEFAULT_DNS.to_owned());
     let server = resolve(&server).await?;
-    let exchange = ask(server, &name, qtype).await?;
+    let subnet = args.subnet.map(|net| ClientSubnet::from(net.trunc()));
+    let exchange = ask(server, &name, qtype, subnet).await?;
     let records = |section: &[Record]| section.iter().map(|r| r.to_string()).collect::<Vec<_>>();
     let response = &exchange.response;
     let rcode = mnemonic(u16::from(response.metadata.response_code));
@@ -87,6 +96,10 @@ pub async fn dig(args: Dig) -> Result<(), Failure> {
         "transport": exchange.transport, "server": server.to_string(),
         "answer": records(&response.answers), "authority": records(&response.authorities),
     });
+    let asked_as = args.subnet.map(|net| {
+        report["subnet"] = json!(net.trunc().to_string());
+        subnet_note(net.trunc(), response)
+    });
     if api.output == Output::Table {
         println!(";; {summary}");
         for record in response.answers.iter().chain(&response.authorities) {
@@ -94,6 +107,13 @@ pub async fn dig(args: Dig) -> Result<(), Failure> {
         }
     }
     let explained = explanation(&api, &args.name, kind, &answered, &mut report).await;
+    if let Some(note) = asked_as {
+        let notes = report["notes"].as_array_mut();
+        match notes {
+            Some(notes) => notes.insert(0, json!(note)),
+            None => report["notes"] = json!([note]),
+        }
+    }
     if api.output == Output::Json {
         print_json(&report);
     } else {
@@ -213,6 +233,31 @@ fn print_explanation(report: &Value) {
     }
 }
 
+/// What the answer says about the subnet asked as: the prefix muster's answer holds for
+/// (the SCOPE it echoed), or that it did not tailor the answer to it.
+fn subnet_note(subnet: IpNet, response: &Message) -> String {
+    let echoed = response
+        .edns
+        .as_ref()
+        .and_then(|edns| edns.option(EdnsCode::Subnet));
+    match echoed {
+        // The address comes back as sent; SCOPE says how much of it the answer is for.
+        Some(EdnsOption::Subnet(echo)) => {
+            let scope = IpNet::new(echo.addr(), echo.scope_prefix()).map_or_else(
+                |_| format!("/{}", echo.scope_prefix()),
+                |n| n.trunc().to_string(),
+            );
+            format!(
+                "asked as a client in {subnet} (EDNS Client Subnet); the answer holds for {scope}"
+            )
+        }
+        _ => format!(
+            "asked as a client in {subnet} (EDNS Client Subnet); the answer does not depend \
+             on it (not echoed: the service is not zone-aware)"
+        ),
+    }
+}
+
 /// What the answer section says about instances (the additional section's glue is not
 /// an answer).
 fn answered(answers: &[Record]) -> Vec<Answered> {
@@ -264,14 +309,23 @@ async fn resolve(server: &str) -> Result<SocketAddr, Failure> {
     addresses.next().ok_or_else(usage)
 }
 
-/// Asks over UDP (two tries), then over TCP if the answer came truncated.
-async fn ask(server: SocketAddr, name: &Name, qtype: RecordType) -> Result<Exchange, Failure> {
+/// Asks over UDP (two tries), then over TCP if the answer came truncated; for a client
+/// in `subnet` when given.
+async fn ask(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+    subnet: Option<ClientSubnet>,
+) -> Result<Exchange, Failure> {
     let started = Instant::now();
     let mut query = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     query.metadata.recursion_desired = true;
     query.add_query(Query::query(name.clone(), qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(PAYLOAD);
+    if let Some(subnet) = subnet {
+        edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    }
     query.set_edns(edns);
     let wire = query
         .to_vec()

@@ -25,9 +25,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(settings: Settings) -> Result<Self, Failure> {
+        let https = settings.server.starts_with("https://");
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(super::tls::config(https, settings.ca_file.as_deref())?)
             .build()
             .map_err(|e| Failure::Local(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

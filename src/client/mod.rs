@@ -11,7 +11,8 @@
 //!
 //! - `settings.rs`: where the server is and which token to send (flag, environment,
 //!   `~/.config/muster/client.toml`, in that order), the output format;
-//! - `http.rs`: the REST calls, with the server's errors mapped to exit codes;
+//! - `http.rs`: the REST calls, with the server's errors mapped to exit codes; `tls.rs`:
+//!   the trust for an `https://` server (`--ca-file`, else the system's roots);
 //! - `read.rs`: `ls` and `show`; `write.rs`: `register`, `deregister`, `health`, `drain`,
 //!   `undrain`; `watch.rs`: the change stream (server-sent events);
 //! - `dig.rs`: the DNS query (UDP, TCP on truncation) and its printout; `explain.rs`: the
@@ -28,6 +29,7 @@ mod http;
 mod read;
 mod settings;
 mod table;
+mod tls;
 mod watch;
 mod write;
 

@@ -19,10 +19,14 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// The flags every client command takes.
 #[derive(clap::Args, Clone)]
 pub struct Common {
-    /// muster's HTTP address [default: `server` in the client config, else
-    /// http://127.0.0.1:8054]. Plain HTTP only.
+    /// muster's HTTP address, http:// or https:// [default: `server` in the client
+    /// config, else http://127.0.0.1:8054].
     #[arg(long, env = "MUSTER_ADDR", value_name = "URL")]
     server: Option<String>,
+    /// PEM certificates to trust for an https:// server (a self-signed one, or a private
+    /// CA's) instead of the system's roots.
+    #[arg(long, env = "MUSTER_CA_FILE", value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// A REST bearer token. Prefer MUSTER_TOKEN or --token-file: arguments show in `ps`.
     #[arg(long, env = "MUSTER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -58,11 +62,15 @@ struct ClientFile {
     token_file: Option<PathBuf>,
     /// muster's DNS address, for `muster dig`.
     dns: Option<String>,
+    /// PEM certificates to trust for an https:// server.
+    ca_file: Option<PathBuf>,
 }
 
 /// The settings after every source was consulted.
 pub struct Settings {
     pub server: String,
+    /// The certificates an https:// server is checked against; the system's without it.
+    pub ca_file: Option<PathBuf>,
     pub token: Option<String>,
     /// The config file's DNS address, when it has one.
     pub dns: Option<String>,
@@ -89,6 +97,7 @@ impl Common {
         };
         Ok(Settings {
             server: base_url(&server)?,
+            ca_file: self.ca_file.clone().or(file.ca_file),
             token: token.filter(|t| !t.is_empty()),
             dns: file.dns,
             output: self.output,
@@ -149,29 +158,25 @@ fn read_small(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(failed)
 }
 
-/// `host:port` or `http://host:port[/]` → `http://host:port`. HTTPS is refused: this client
-/// is built without a TLS stack of its own (docs/cli.md says how to reach a TLS listener).
+/// `host:port`, `http://host:port[/]` or `https://host:port[/]` → the scheme (http by
+/// default) and `host:port`.
 fn base_url(server: &str) -> Result<String, Failure> {
-    let server = server.trim().trim_end_matches('/');
-    if server.starts_with("https://") {
-        return Err(Failure::Usage(format!(
-            "{server}: the client speaks plain HTTP; reach a TLS listener through a local \
-             tunnel (docs/cli.md)"
-        )));
-    }
-    let url = match server.strip_prefix("http://") {
-        Some(rest) => rest,
-        None if server.contains("://") => {
-            return Err(Failure::Usage(format!("{server}: not an http:// address")));
+    let server = server.trim();
+    let (scheme, url) = match server.split_once("://") {
+        Some((scheme @ ("http" | "https"), rest)) => (scheme, rest.trim_end_matches('/')),
+        Some(_) => {
+            return Err(Failure::Usage(format!(
+                "{server}: not an http:// or https:// address"
+            )));
         }
-        None => server,
+        None => ("http", server.trim_end_matches('/')),
     };
     if url.is_empty() || url.contains('/') {
         return Err(Failure::Usage(format!(
-            "{server:?}: expected host:port or http://host:port"
+            "{server:?}: expected host:port, http://host:port or https://host:port"
         )));
     }
-    Ok(format!("http://{url}"))
+    Ok(format!("{scheme}://{url}"))
 }
 
 #[cfg(test)]
@@ -182,7 +187,8 @@ mod tests {
     fn server_addresses_take_either_form() {
         assert_eq!(base_url("127.0.0.1:8054").unwrap(), "http://127.0.0.1:8054");
         assert_eq!(base_url("http://m:80/").unwrap(), "http://m:80");
-        for bad in ["https://m:443", "ftp://m", "http://m/v1", ""] {
+        assert_eq!(base_url("https://m:443/").unwrap(), "https://m:443");
+        for bad in ["ftp://m", "http://m/v1", "https://", ""] {
             assert!(matches!(base_url(bad), Err(Failure::Usage(_))), "{bad}");
         }
     }

@@ -71,7 +71,10 @@ impl Api {
                 Arc::default(),
                 stop.clone(),
             )),
-            status: Arc::new(api::StatusState::new(crate::dns::PublishedZone::default())),
+            status: Arc::new(api::StatusState::new(
+                crate::dns::PublishedZone::default(),
+                crate::sources::SourceStatuses::default(),
+            )),
         };
         let key = InstanceKey {
             namespace: "internal".into(),

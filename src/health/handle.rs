@@ -119,13 +119,17 @@ impl Health {
         shutdown: CancellationToken,
     ) -> (Self, HealthTask) {
         let (commands, receiver) = mpsc::unbounded_channel();
+        // reqwest is built with TLS for the client commands, and builds every client on
+        // rustls's process-wide provider: aws-lc-rs, as the listener and the AWS SDK.
+        // Checks themselves are plain HTTP.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // A fresh connection per check, as kubelet's and Consul's HTTP probes do: over
             // a kept-alive connection a check passes after the listener has closed.
             .pool_max_idle_per_host(0)
             .build()
-            .expect("an HTTP client without TLS builds");
+            .expect("an HTTP client builds");
         let limits = Arc::new(limits);
         let parts = Parts {
             #[cfg(feature = "etcd")]

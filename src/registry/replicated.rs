@@ -22,13 +22,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
+use super::metrics::{RegistryMetrics, cause};
 use super::model::SourceId;
 use super::recorder::Recorder;
 use super::round::{Index, Planned, Txn};
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
-use super::writer::{Kind, PublishHook, Request, publish};
+use super::writer::{Kind, Lag, PublishHook, Request, publish};
 use crate::config::EtcdConfig;
+use crate::sources::SourceStatus;
 use crate::store::etcd::{
     Committed, Connection, EtcdError, EtcdMetrics, Loaded, Stored, Update, follow,
 };
@@ -48,6 +50,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub struct Shared {
     pub config: EtcdConfig,
     pub metrics: Arc<EtcdMetrics>,
+    /// The store's sync state as a source (`etcd`): synced by each load and update the
+    /// watch delivers, its last error the watch's.
+    pub status: SourceStatus,
 }
 
 /// The writer's parts (from [`Registry`](super::Registry)).
@@ -58,6 +63,7 @@ pub(super) struct Parts {
     pub recorder: Recorder,
     pub receiver: mpsc::Receiver<Request>,
     pub admission: Option<Admission>,
+    pub metrics: Arc<RegistryMetrics>,
 }
 
 type Reply = oneshot::Sender<Result<Applied, ChangeError>>;
@@ -70,6 +76,8 @@ struct Pending {
     reply: Reply,
     deadline: Instant,
     attempts: u32,
+    /// Its cause and arrival, observed once the watch brought it back and it was published.
+    lag: Lag,
 }
 
 type Outcome = Result<Result<Committed, EtcdError>, tokio::task::JoinError>;
@@ -86,6 +94,7 @@ struct Replica {
     index: Index,
     connection: Connection,
     metrics: Arc<EtcdMetrics>,
+    status: SourceStatus,
     request_timeout: Duration,
     loaded: bool,
     /// Every change up to this revision has been applied and published.
@@ -112,6 +121,7 @@ pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToke
         shared.config.clone(),
         connection.clone(),
         shared.metrics.clone(),
+        shared.status.clone(),
         updates_sender,
         progress_receiver,
         stop_following.clone(),
@@ -121,6 +131,7 @@ pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToke
         index: Index::new(),
         connection,
         metrics: shared.metrics,
+        status: shared.status,
         request_timeout: shared.config.request_timeout,
         loaded: false,
         delivered: 0,
@@ -194,6 +205,7 @@ impl Replica {
         let mut changed = false;
         let mut answers = Vec::new();
         for request in batch.drain(..) {
+            let lag = (cause(&request.change), request.received);
             if request.kind != Kind::Local {
                 self.queue.push_back(Pending {
                     change: request.change,
@@ -201,6 +213,7 @@ impl Replica {
                     reply: request.reply,
                     deadline,
                     attempts: 0,
+                    lag,
                 });
                 continue;
             }
@@ -209,14 +222,12 @@ impl Replica {
                 .model
                 .apply(request.change, now, &mut touched, None);
             changed |= matches!(result, Ok(true));
-            answers.push((request.reply, result));
+            answers.push((request.reply, result, lag));
         }
         if changed {
             self.publish(&touched);
         }
-        for (reply, result) in answers {
-            let _ = reply.send(result.map(|_| self.applied()));
-        }
+        self.answer(answers);
     }
 
     /// Plans and sends a round when none is in flight and the last conflict is applied.
@@ -307,12 +318,22 @@ impl Replica {
                 .parts
                 .model
                 .apply(pending.change, now, &mut touched, admission);
-            answers.push((pending.reply, result));
+            answers.push((pending.reply, result, pending.lag));
         }
         if !answers.is_empty() {
             self.publish(&touched);
         }
-        for (reply, result) in answers {
+        self.answer(answers);
+    }
+
+    /// Answers changes applied here (after their publish), observing the lag of those
+    /// that changed something.
+    fn answer(&self, answers: Vec<(Reply, Result<bool, ChangeError>, Lag)>) {
+        let published = Instant::now();
+        for (reply, result, (cause, received)) in answers {
+            if let Ok(true) = result {
+                self.parts.metrics.published(cause, received, published);
+            }
             let _ = reply.send(result.map(|_| self.applied()));
         }
     }
@@ -377,8 +398,11 @@ impl Replica {
             .into_iter()
             .partition(|(revision, _, _)| *revision <= delivered);
         self.waiting = waiting;
+        let published = Instant::now();
         for (revision, pending, complete) in done.into_iter().rev() {
             if complete {
+                let (cause, received) = pending.lag;
+                self.parts.metrics.published(cause, received, published);
                 let revision = u64::try_from(revision).unwrap_or(0);
                 let _ = pending.reply.send(Ok(Applied { revision }));
             } else {
@@ -419,6 +443,7 @@ impl Replica {
 
     /// Applies what the watch delivered, as one batch.
     fn update(&mut self, update: Update) {
+        self.status.synced();
         match update {
             Update::Loaded(loaded) => self.reload(loaded),
             Update::Changes { revision, records } => {

@@ -12,6 +12,7 @@ use super::admission::Admission;
 use super::change::{Applied, Change, ChangeError};
 use super::changes::{ChangeFeed, RecentChanges};
 use super::durable::{durable_state, replay};
+use super::metrics::{RegistryMetrics, cause};
 use super::recorder::Recorder;
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
@@ -49,7 +50,13 @@ pub(super) struct Request {
     pub change: Change,
     pub kind: Kind,
     pub reply: oneshot::Sender<Result<Applied, ChangeError>>,
+    /// When it was sent to the writer: where its change → DNS lag starts.
+    pub received: Instant,
 }
+
+/// A change that changed something, waiting for the publish that serves it: its cause
+/// and arrival, for `muster_registry_publish_lag_seconds`.
+pub(super) type Lag = (&'static str, Instant);
 
 /// The registry before its writer starts: where frontends attach their publish hooks.
 pub struct Registry {
@@ -67,6 +74,8 @@ pub struct Registry {
     /// With `[etcd]`: the shared store instead of the log.
     #[cfg(feature = "etcd")]
     pub(super) shared: Option<super::replicated::Shared>,
+    /// Where the change → DNS lag is observed.
+    pub(super) metrics: Arc<RegistryMetrics>,
 }
 
 /// A cheap, cloneable way to submit changes and read the latest snapshot.
@@ -108,7 +117,13 @@ impl Registry {
             admission: None,
             #[cfg(feature = "etcd")]
             shared: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Observes the change → DNS lag into `metrics` (the ones `/metrics` serves).
+    pub fn set_metrics(&mut self, metrics: Arc<RegistryMetrics>) {
+        self.metrics = metrics;
     }
 
     /// A registry whose API-owned state is etcd's, shared with every replica on the same
@@ -176,6 +191,7 @@ impl Registry {
                 recorder,
                 receiver,
                 admission,
+                metrics,
                 ..
             } = self;
             let parts = super::replicated::Parts {
@@ -185,6 +201,7 @@ impl Registry {
                 recorder,
                 receiver,
                 admission,
+                metrics,
             };
             return super::replicated::run(parts, shared, shutdown).await;
         }
@@ -216,6 +233,7 @@ impl Registry {
                 wal: self.wal.as_mut(),
                 admission: self.admission.as_ref(),
                 read_only: &read_only,
+                metrics: &self.metrics,
             };
             writer.apply_batch(&mut batch);
         }
@@ -250,11 +268,15 @@ struct Writer<'a> {
     wal: Option<&'a mut ChangeLog>,
     admission: Option<&'a Admission>,
     read_only: &'a ArcSwapOption<String>,
+    metrics: &'a RegistryMetrics,
 }
 
+/// A writer's answer, and the lag to observe once published if its change changed
+/// something.
 type Reply = (
     oneshot::Sender<Result<Applied, ChangeError>>,
     Result<Applied, ChangeError>,
+    Option<Lag>,
 );
 
 impl Writer<'_> {
@@ -279,19 +301,23 @@ impl Writer<'_> {
             .drain(..)
             .partition(|r| r.kind == Kind::Api && logging);
         for request in unlogged {
+            let lag = (cause(&request.change), request.received);
             let result = self.model.apply(request.change, now, &mut touched, None);
-            changed |= matches!(result, Ok(true));
-            replies.push((request.reply, self.applied(result)));
+            let lag = matches!(result, Ok(true)).then_some(lag);
+            changed |= lag.is_some();
+            replies.push((request.reply, self.applied(result), lag));
         }
         let unlogged_changed = changed;
         let before = (!logged.is_empty()).then(|| (self.model.snapshot.clone(), touched.clone()));
         let mut staged = Vec::new();
         for request in logged {
+            let lag = (cause(&request.change), request.received);
             let result = self.apply_logged(request.change, now, &mut touched);
-            if matches!(result, Ok(true)) {
+            let lag = matches!(result, Ok(true)).then_some(lag);
+            if lag.is_some() {
                 staged.push(replies.len());
             }
-            replies.push((request.reply, self.applied(result)));
+            replies.push((request.reply, self.applied(result), lag));
         }
         changed |= !staged.is_empty();
         if let Some(wal) = self.wal.as_deref_mut() {
@@ -306,18 +332,23 @@ impl Writer<'_> {
                 let refused = ChangeError::Storage(error.to_string());
                 for index in staged {
                     replies[index].1 = Err(refused.clone());
+                    replies[index].2 = None;
                 }
                 changed = unlogged_changed;
             }
         }
         if changed {
             self.publish(&touched);
+            let published = Instant::now();
+            for (cause, received) in replies.iter().filter_map(|r| r.2) {
+                self.metrics.published(cause, received, published);
+            }
         }
         let reason = self.wal.as_deref().and_then(|w| w.read_only());
         if reason != self.read_only.load().as_deref().map(String::as_str) {
             self.read_only.store(reason.map(|r| Arc::new(r.to_owned())));
         }
-        for (reply, result) in replies {
+        for (reply, result, _) in replies {
             let _ = reply.send(result);
         }
     }
@@ -412,6 +443,7 @@ impl RegistryHandle {
             change,
             kind,
             reply,
+            received: Instant::now(),
         };
         self.sender
             .send(request)

@@ -9,12 +9,20 @@
 //! source that is not a watcher; it lives in `crate::api`. `contract_tests.rs` checks
 //! this contract (readiness, a sync replaces what the source owns, owner rules) on each
 //! source's real changes.
+//!
+//! Every watcher also keeps its sync state in the one shape of [`status`] (when it last
+//! synced, its last error), registered in the context's [`SourceStatuses`] under its
+//! source id: `muster_source_*` (`metrics.rs`) and the status page read it there.
 
 #[cfg(test)]
 pub(crate) mod contract_tests;
 pub mod ecs;
 pub mod file;
+mod metrics;
+pub mod status;
 pub mod update;
+
+pub use status::{SourceStatus, SourceStatuses, SyncState};
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,4 +36,6 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Reloaded configurations (SIGHUP): a source that can follow one does.
     pub reload: ConfigUpdates,
+    /// Where each source registers its sync state.
+    pub statuses: SourceStatuses,
 }

@@ -17,10 +17,14 @@ import subprocess
 import threading
 import time
 
+import dns.edns
+import dns.message
+import dns.query
 import pytest
 
 from harness import answer_rdata, muster_bin, namespace_toml
 from test_auth import new_token
+from test_http_limits import make_certificate, with_http
 
 NS = "internal"
 
@@ -155,7 +159,8 @@ def test_dig_explains_who_was_served_and_why(server):
 
 def test_dig_names_the_zone_a_zone_aware_answer_came_from(muster):
     m = muster(namespace_toml(services=[{"match": "web", "locality": "prefer_zone"}])
-               + '[[zones]]\nname = "zone-a"\ncidrs = ["127.0.0.0/8"]\n')
+               + '[[zones]]\nname = "zone-a"\ncidrs = ["127.0.0.0/8"]\n'
+               + '[[zones]]\nname = "zone-b"\ncidrs = ["10.2.0.0/16"]\n')
     for iid, ip, zone in [("a-1", "10.1.0.1", "zone-a"), ("a-2", "10.1.0.2", "zone-a"),
                           ("b-1", "10.2.0.1", "zone-b")]:
         m.put_instance(NS, "web", iid, {"ipv4": ip, "attributes": {"AVAILABILITY_ZONE": zone}})
@@ -166,6 +171,64 @@ def test_dig_names_the_zone_a_zone_aware_answer_came_from(muster):
     assert verdicts["a-1"] == (True, "healthy") and verdicts["a-2"] == (True, "healthy"), verdicts
     assert verdicts["b-1"] == (
         False, "servable; in zone-b, and this client was answered from zone-a (locality = prefer_zone)")
+
+    # --subnet: asked as a client in zone-b, through an EDNS Client Subnet option. dnspython,
+    # with the same option, gets zone-b's instance, and muster echoes the zone's prefix.
+    query = dns.message.make_query(f"web.{NS}", "A", use_edns=0,
+                                   options=[dns.edns.ECSOption("10.2.7.0", 24)])
+    response = dns.query.udp(query, "127.0.0.1", port=m.dns_port, timeout=2)
+    assert sorted(answer_rdata(response, "A")) == ["10.2.0.1"]
+    assert [o.scopelen for o in response.options if isinstance(o, dns.edns.ECSOption)] == [16]
+    report = json.loads(ok(cli(m, "dig", f"web.{NS}", "--subnet", "10.2.7.0/24", "-o", "json",
+                               token=False)))
+    assert report["subnet"] == "10.2.7.0/24", report
+    assert [r.split()[-1] for r in report["answer"]] == ["10.2.0.1"], report
+    verdicts = {v["id"]: (v["served"], v["reason"]) for v in report["instances"]}
+    assert verdicts["b-1"] == (True, "healthy"), verdicts
+    assert verdicts["a-1"] == (
+        False, "servable; in zone-a, and this client was answered from zone-b (locality = prefer_zone)")
+    assert report["notes"][0] == (
+        "asked as a client in 10.2.7.0/24 (EDNS Client Subnet); the answer holds for 10.2.0.0/16")
+    # Host bits are cut to the prefix; the table says the same.
+    table = ok(cli(m, "dig", f"web.{NS}", "--subnet", "10.2.7.9/24", token=False))
+    assert ";; asked as a client in 10.2.7.0/24" in table, table
+    assert cli(m, "dig", f"web.{NS}", "--subnet", "10.2.7.0/33", token=False).returncode == 2
+
+
+def test_https_with_a_ca_file_from_flag_environment_or_config(muster, tmp_path):
+    """muster's TLS listener with a self-signed certificate: trusted through --ca-file,
+    MUSTER_CA_FILE or ca_file; without it the system's roots do not know it (exit 4)."""
+    cert, key, _ = make_certificate("cli")
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    m = muster(start=False)
+    with_http(m, f'tls_cert = "{tmp_path / "cert.pem"}"\ntls_key = "{tmp_path / "key.pem"}"\n')
+    m.url = lambda path: f"https://127.0.0.1:{m.http_port}{path}"
+    m.http.verify = str(tmp_path / "cert.pem")
+    m.http.trust_env = False
+    m.start()
+    base = ["--server", f"https://127.0.0.1:{m.http_port}"]
+    ca = str(tmp_path / "cert.pem")
+    ok(run_client("register", f"{NS}/tls/t-1", "--ip", "10.7.0.1", *base, "--ca-file", ca))
+    seen = m.get(f"/v1/namespaces/{NS}/services/tls")  # requests, over TLS
+    assert seen.status_code == 200 and "10.7.0.1" in seen.text, seen.text
+    listed = json.loads(ok(run_client("ls", f"{NS}/tls", "-o", "json", *base,
+                                      env=client_env(MUSTER_CA_FILE=ca))))
+    assert [i["id"] for i in listed["instances"]] == ["t-1"], listed
+    (tmp_path / "client.toml").write_text(f'ca_file = "{ca}"\n')
+    ok(run_client("show", f"{NS}/tls/t-1", *base, "--client-config", str(tmp_path / "client.toml")))
+    untrusted = run_client("ls", *base)
+    assert untrusted.returncode == 4 and "certificate" in untrusted.stderr.lower(), untrusted
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    p = run_client("ls", *base, "--ca-file", str(tmp_path / "empty.pem"))
+    assert p.returncode == 1 and "no PEM certificate" in p.stderr, p
+    # Plain HTTP to the TLS port is not an answer either.
+    assert run_client("ls", "--server", f"http://127.0.0.1:{m.http_port}").returncode == 4
+
+
+def run_client(*args, env=None):
+    return subprocess.run([str(muster_bin()), *args], capture_output=True, text=True, timeout=20,
+                          env=env or client_env())
 
 
 def test_dig_goes_over_tcp_when_the_answer_is_truncated(server):

@@ -81,11 +81,19 @@ def test_the_docs_name_metrics():
     assert any(is_etcd(n) for n in names)
 
 
-def test_every_documented_metric_is_served(muster):
+def with_a_file_source(tmp_path):
+    """A file source's table: the per-source series (`muster_source_*`) exist once a
+    source runs, and a family without a series is not listed."""
+    path = tmp_path / "instances.toml"
+    path.write_text('[[instances]]\nnamespace = "internal"\nservice = "db"\nid = "db-1"\nipv4 = "10.0.9.1"\n')
+    return f'\n[[sources.file]]\npath = "{path}"\n'
+
+
+def test_every_documented_metric_is_served(muster, tmp_path):
     names = {
         n: p for n, p in documented().items() if not (is_etcd(n) or is_ecs(n)) and n not in NOT_METRICS
     }
-    m = muster("")
+    m = muster(with_a_file_source(tmp_path))
     assert missing(m, names) == []
 
 

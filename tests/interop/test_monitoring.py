@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from test_metrics_documented import documented, exposed, is_ecs, is_etcd
+from test_metrics_documented import documented, exposed, is_ecs, is_etcd, with_a_file_source
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
@@ -113,15 +113,17 @@ def unserved(names, text):
     return missing
 
 
-def test_every_metric_the_dashboard_and_alerts_name_is_served(muster):
+def test_every_metric_the_dashboard_and_alerts_name_is_served(muster, tmp_path):
     names = named()
     # The dashboard covers what issue 20 lists: answers, changes, health, the store, sources.
     for wanted in ("muster_dns_queries_total", "muster_registry_revision",
                    "muster_health_transitions_total", "muster_store_fsync_seconds_bucket",
                    "muster_ecs_event_lag_seconds_bucket", "muster_etcd_up",
-                   "muster_dns_rrl_dropped_total", "muster_ecs_reconcile_drift_total"):
+                   "muster_dns_rrl_dropped_total", "muster_ecs_reconcile_drift_total",
+                   "muster_source_synced", "muster_source_last_sync_timestamp_seconds",
+                   "muster_registry_publish_lag_seconds_bucket"):
         assert wanted in names, f"{wanted} is in neither the dashboard nor the alerts"
-    m = muster("")
+    m = muster(with_a_file_source(tmp_path))
     text = m.get("/metrics").text
     assert unserved(names, text) == []
     # The check tells a real name from a made-up one.

@@ -241,12 +241,36 @@ def test_service_page_shows_checks_drain_and_hides_the_check_query(status):
 def test_sources_page_shows_each_source_synced(status):
     dom = dump_dom(status.ops_url("/ui/sources"))
     file = cells(row(dom, "data-source", f"file:{status.file}"))
-    assert file[1:5] == ["file", "synced", "1", "1"], file
-    assert file[5].startswith(f"file:{status.file}: running (0 restarts)"), file
+    assert file[1:3] == ["file", "synced"] and file[4:7] == ["none", "1", "1"], file
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+s ago\)", file[3]), file
+    assert file[7].startswith(f"file:{status.file}: running (0 restarts)"), file
     api = cells(row(dom, "data-source", "api"))
-    assert api[1:4] == ["api", "synced", "5"], api
+    assert api[1:6] == ["api", "synced", "-", "-", "5"], api
     assert "Log:" in dom and "takes writes" in dom
     assert_no_secret(status, dom, "/ui/sources")
+
+    # The file breaks: its last good state stays, the page says why, then that it recovered.
+    source = f"file:{status.file}"
+    good = status.file.read_text()
+    metrics = status.ops_url("/metrics")
+    synced = f'muster_source_synced{{source="{source}"}} 1'
+    assert synced in requests.get(metrics, timeout=5).text
+    status.file.write_text(good + "[[instances]]\nnamespace = ")
+    try:
+        wait_until(lambda: "failing;" in requests.get(status.ops_url("/ui/sources"), timeout=5).text,
+                   timeout=5, message="the file's error on the page")
+        # The served HTML (the DOM of this page is checked above; a second browser is slow).
+        file = cells(row(requests.get(status.ops_url("/ui/sources"), timeout=5).text, "data-source", source))
+        assert file[2] == "synced" and file[5] == "1", file
+        assert file[4].startswith("not applied: ") and "(failing; " in file[4], file
+    finally:
+        status.file.write_text(good)
+    wait_until(lambda: "recovered;" in requests.get(status.ops_url("/ui/sources"), timeout=5).text,
+               timeout=8, message="the file read again")
+    text = requests.get(metrics, timeout=5).text
+    assert synced in text, text
+    last = re.search(rf'muster_source_last_sync_timestamp_seconds{{source="{re.escape(source)}"}} (\S+)', text)
+    assert last and abs(float(last.group(1)) - time.time()) < 10, last
     screenshot(status.ops_url("/ui/sources"), "sources")
 
 

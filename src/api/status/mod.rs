@@ -41,6 +41,7 @@ use super::ApiState;
 use super::shape::OwnShape;
 use crate::dns::PublishedZone;
 use crate::fnv::fnv1a64;
+use crate::sources::SourceStatuses;
 use html::Html;
 
 /// The most rows a table shows: a page is re-rendered every half second while it is
@@ -60,18 +61,20 @@ fn more(html: &mut Html, total: usize, what: &'static str) {
 use samples::{Rate, Samples};
 
 /// What the status pages keep beyond the API's state: the DNS zone as published (for
-/// the records of each instance and the zones' serials), and the query counter's samples
-/// (for queries per second).
+/// the records of each instance and the zones' serials), the query counter's samples
+/// (for queries per second), and the sources' sync states.
 pub struct StatusState {
     zone: PublishedZone,
     queries: Rate,
+    sources: SourceStatuses,
 }
 
 impl StatusState {
-    pub fn new(zone: PublishedZone) -> Self {
+    pub fn new(zone: PublishedZone, sources: SourceStatuses) -> Self {
         Self {
             zone,
             queries: Rate::default(),
+            sources,
         }
     }
 }
@@ -138,6 +141,8 @@ async fn sources_page(
     let view = sources::View {
         snapshot: &state.registry.snapshot(),
         tasks: state.tasks.list(),
+        statuses: state.status.sources.list(),
+        now: std::time::SystemTime::now(),
         store: state.registry.store_status(),
         read_only: state.registry.read_only(),
         samples: &samples,

@@ -1,14 +1,17 @@
 //! `/ui/sources`: every source (the files, ECS clusters, the API, DNS UPDATE, etcd) with
-//! whether it has synced, the instances it owns and its task's state; ECS's reconcile
-//! and drift counters and API errors; the store (the log, etcd when configured).
+//! whether it has synced, its last sync (with its age) and last error, the instances it
+//! owns and its task's state; ECS's reconcile and drift counters and API errors; the
+//! store (the log, etcd when configured).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::Rendered;
 use super::html::Html;
 use super::samples::Samples;
-use crate::registry::Snapshot;
+use crate::registry::{Snapshot, SourceId};
+use crate::sources::SyncState;
 use crate::task::{State, TaskStatus};
 
 /// What the page reads.
@@ -16,6 +19,10 @@ pub struct View<'a> {
     pub snapshot: &'a Snapshot,
     /// The supervisor's tasks by name (sources run as tasks named by their source).
     pub tasks: Vec<(String, TaskStatus)>,
+    /// The watchers' sync states (files, ECS clusters, etcd), by source id.
+    pub statuses: Vec<(SourceId, SyncState)>,
+    /// When the page is rendered, for the ages.
+    pub now: SystemTime,
     /// The shared store's one-line status (etcd), when there is one.
     pub store: Option<String>,
     /// Why the log refuses writes, when it does.
@@ -29,6 +36,7 @@ struct Row {
     instances: usize,
     healthy: usize,
     task: Option<(String, TaskStatus)>,
+    sync: Option<SyncState>,
 }
 
 pub fn render(view: &View<'_>) -> Rendered {
@@ -45,6 +53,9 @@ pub fn render(view: &View<'_>) -> Rendered {
     for source in &view.snapshot.unsynced {
         rows.entry(source.to_string()).or_default();
     }
+    for (source, state) in &view.statuses {
+        rows.entry(source.to_string()).or_default().sync = Some(state.clone());
+    }
     for (name, status) in &view.tasks {
         for source in task_sources(name) {
             rows.entry(source).or_default().task = Some((name.clone(), *status));
@@ -55,6 +66,8 @@ pub fn render(view: &View<'_>) -> Rendered {
         "source",
         "kind",
         "synced",
+        "last sync",
+        "last error",
         "instances",
         "healthy",
         "task",
@@ -70,6 +83,7 @@ pub fn render(view: &View<'_>) -> Rendered {
             true => html.marked("ok", "synced"),
             false => html.marked("warn", "not yet"),
         };
+        sync_cells(&mut html, row.sync.as_ref(), view.now);
         html.cell(row.instances).cell(row.healthy);
         match &row.task {
             None => html.marked("muted", "-"),
@@ -93,6 +107,36 @@ pub fn render(view: &View<'_>) -> Rendered {
     }
     store(&mut html, view);
     Rendered::new("Sources", "/ui/sources", html)
+}
+
+/// A watcher's last sync and last error, each with its age; `-` for sources that keep
+/// no sync state (the API, DNS UPDATE keys).
+fn sync_cells(html: &mut Html, sync: Option<&SyncState>, now: SystemTime) {
+    let Some(sync) = sync else {
+        html.marked("muted", "-").marked("muted", "-");
+        return;
+    };
+    match sync.last_sync {
+        Some(at) => html.cell(when(at, now)),
+        None => html.marked("warn", "never"),
+    };
+    match &sync.last_error {
+        None => html.marked("muted", "none"),
+        Some((at, error)) => {
+            let (class, state) = match sync.failing() {
+                true => ("bad", "failing"),
+                false => ("muted", "recovered"),
+            };
+            html.marked(class, format!("{error} ({state}; {})", when(*at, now)))
+        }
+    };
+}
+
+/// A time on the page: UTC to the second, and how long ago.
+fn when(at: SystemTime, now: SystemTime) -> String {
+    let age = now.duration_since(at).unwrap_or_default();
+    let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+    format!("{} ({age} ago)", humantime::format_rfc3339_seconds(at))
 }
 
 /// The sources a supervised task runs: a file source's task is named by its source id,

@@ -277,3 +277,50 @@ async fn a_big_service_shows_its_first_rows_and_says_how_many_more() {
     assert!(row("i-00000").contains("i-00000.web.internal. 5 IN A 10.1.0.1</code>"));
     assert!(row("i-00999").contains("i-00999.web.internal. 5 IN A 10.1.3.250</code>"));
 }
+
+#[tokio::test]
+async fn the_sources_page_shows_each_sync_with_its_age_and_the_last_error_escaped() {
+    let fixture = Fixture::new();
+    let statuses = crate::sources::SourceStatuses::default();
+    let file = statuses.register(SourceId::new("file:/etc/muster/<b>.toml"));
+    file.synced();
+    file.failed(&"cannot read the file: <denied>");
+    statuses
+        .register(SourceId::new("ecs:prod"))
+        .failed(&"reconcile failed: ListTasks: AccessDenied");
+    let ok = statuses.register(SourceId::new("ecs:staging"));
+    ok.failed(&"reconcile failed: throttled");
+    ok.synced();
+    let samples = samples::Samples::read(&prometheus_client::registry::Registry::default());
+    let view = sources::View {
+        snapshot: &fixture.registry.snapshot(),
+        tasks: Vec::new(),
+        statuses: statuses.list(),
+        now: std::time::SystemTime::now() + std::time::Duration::from_secs(90),
+        store: None,
+        read_only: None,
+        samples: &samples,
+    };
+    let page = sources::render(&view).body.into_string();
+    let row = |source: &str| {
+        let start = page
+            .find(&format!("data-source=\"{source}\""))
+            .expect(source);
+        page[start..start + page[start..].find("</tr>").unwrap()].to_owned()
+    };
+    let file = row("file:/etc/muster/&lt;b&gt;.toml");
+    assert!(
+        file.contains("cannot read the file: &lt;denied&gt; (failing; "),
+        "{file}"
+    );
+    assert!(file.contains("(1m 30s ago)"), "{file}");
+    assert!(
+        !page.contains("<denied>") && !page.contains("<b>"),
+        "{page}"
+    );
+    let prod = row("ecs:prod");
+    assert!(prod.contains(">never<"), "{prod}");
+    assert!(prod.contains("AccessDenied (failing; "), "{prod}");
+    let staging = row("ecs:staging");
+    assert!(staging.contains("throttled (recovered; "), "{staging}");
+}

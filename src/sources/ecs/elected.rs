@@ -32,6 +32,9 @@ pub async fn run_elected(
         run(config.clone(), leading, metrics.clone()).await;
         term.cancel();
         metrics.leading(false);
+        for id in super::source_ids(&config) {
+            context.statuses.stand_by(&id);
+        }
         if !context.shutdown.is_cancelled() {
             tracing::warn!(%clusters, "this replica no longer runs the ECS source (its member lease was lost)");
         }

@@ -42,6 +42,9 @@
 //!   (`malformed = "keep"`).
 //! - **Config:** [`EcsSourceConfig`] (`[[sources.ecs]]`).
 //! - **Readiness:** each cluster's source is synced by its first successful reconcile.
+//! - **Sync state** ([`crate::sources::status`], per cluster): synced by every reconcile
+//!   the registry took; a failed reconcile is the cluster's last error, a failed SQS
+//!   receive every cluster's. With `[etcd]`, only while this replica runs the source.
 //! - **Replicas:** with `[etcd]`, one replica elected among the members runs it and its
 //!   changes go to etcd, which every replica serves (`elected.rs`, docs/etcd.md); its
 //!   readiness is then the etcd store's (the last leader's instances are served).

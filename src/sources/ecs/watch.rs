@@ -2,7 +2,7 @@
 //! owns the task state and applies both to the registry in the order they arrive
 //! (the event path itself is `events.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use super::hosts::Hosts;
 use super::mapping::{self, Placement};
 use super::metrics::EcsMetrics;
 use super::parse::{TaskDefinition, TaskFacts};
-use crate::sources::SourceContext;
+use crate::sources::{SourceContext, SourceStatus};
 
 /// First retry delay after an AWS error.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -58,11 +58,34 @@ pub struct Shared {
     pub hosts: Hosts,
     /// Container instance lookups of the event path under way at once.
     pub lookup_permits: Semaphore,
+    /// Each cluster's sync state, by cluster name: synced by an applied reconcile.
+    pub statuses: BTreeMap<String, SourceStatus>,
+}
+
+impl Shared {
+    /// Records a failure of `cluster`'s reconcile, or of the queue (`None`: every
+    /// cluster's events come through it).
+    fn failed(&self, cluster: Option<&str>, error: &dyn std::fmt::Display) {
+        for (name, status) in &self.statuses {
+            if cluster.is_none_or(|c| c == name) {
+                status.failed(error);
+            }
+        }
+    }
 }
 
 /// Watches the configured clusters until shutdown.
 pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<EcsMetrics>) {
     let aws = Arc::new(Aws::connect(&config, metrics.clone()).await);
+    let statuses = config
+        .cluster_names()
+        .map(|c| {
+            (
+                c.to_owned(),
+                context.statuses.register(super::state::source_id(c)),
+            )
+        })
+        .collect();
     let shared = Arc::new(Shared {
         config,
         aws,
@@ -70,6 +93,7 @@ pub async fn run(config: EcsSourceConfig, context: SourceContext, metrics: Arc<E
         generation: AtomicU64::new(0),
         hosts: Hosts::default(),
         lookup_permits: Semaphore::new(LOOKUPS_IN_FLIGHT),
+        statuses,
     });
     let clusters: Vec<String> = shared.config.cluster_names().map(str::to_owned).collect();
     let mut workers = JoinSet::new();
@@ -148,7 +172,14 @@ async fn apply_reconcile(
     let _ = applied.send(result.is_ok());
     if let Err(error) = result {
         tracing::warn!(%cluster, %error, "reconcile not applied; describing again soon");
+        shared.failed(
+            Some(&cluster),
+            &format_args!("reconcile not applied: {error}"),
+        );
         return;
+    }
+    if let Some(status) = shared.statuses.get(&cluster) {
+        status.synced();
     }
     if drift.total() > 0 {
         tracing::info!(%cluster, ?drift, "reconcile corrected instances that events had missed");
@@ -197,6 +228,7 @@ async fn reconcile_loop(shared: Arc<Shared>, cluster: String, out: mpsc::Sender<
                 if !backoff.is_failing() {
                     tracing::error!(%cluster, %error, "reconcile failed; keeping the last known tasks and retrying");
                 }
+                shared.failed(Some(&cluster), &format_args!("reconcile failed: {error}"));
                 backoff.failed()
             }
         };
@@ -277,6 +309,7 @@ async fn poll_loop(shared: Arc<Shared>, queue: String, out: mpsc::Sender<Batch>)
                 if !backoff.is_failing() {
                     tracing::error!(%queue, %error, "cannot receive events; retrying (reconciles go on)");
                 }
+                shared.failed(None, &format_args!("cannot receive events: {error}"));
                 tokio::time::sleep(backoff.failed()).await;
                 continue;
             }

@@ -8,6 +8,9 @@
 //! - **Config:** [`FileSourceConfig`].
 //! - **Readiness:** synced after the first good read. A file that is missing or invalid is
 //!   reported and the last good state is kept (at start: not ready until it is fixed).
+//! - **Sync state** ([`crate::sources::status`]): synced by every read that applied the
+//!   file or found it unchanged since it was (every 5 s at least); a read or apply that
+//!   failed is the last error.
 //! - **Format:** see [`parse`]; `.json` files are JSON, anything else TOML.
 
 mod config;

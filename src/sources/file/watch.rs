@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::config::FileSourceConfig;
 use super::parse::parse;
 use crate::registry::{Change, SourceId};
-use crate::sources::SourceContext;
+use crate::sources::{SourceContext, SourceStatus};
 
 /// Editors write a file in several steps; wait this long after the last event.
 const SETTLE: Duration = Duration::from_millis(50);
@@ -26,6 +26,7 @@ pub fn source_id(config: &FileSourceConfig) -> SourceId {
 /// reload (SIGHUP) rereads and reapplies it.
 pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
     let source = source_id(&config);
+    let status = context.statuses.register(source.clone());
     let path = config.path;
     let (events, mut changed) = mpsc::channel::<()>(1);
     let _watcher = watch(&path, events)
@@ -34,7 +35,7 @@ pub async fn run(config: FileSourceConfig, mut context: SourceContext) {
     let mut last = Seen::Nothing;
     let mut polled = false;
     loop {
-        load(&path, &source, &mut last, &context, polled).await;
+        load(&path, (&source, &status), &mut last, &context, polled).await;
         polled = false;
         tokio::select! {
             _ = context.shutdown.cancelled() => return,
@@ -70,12 +71,18 @@ fn watch(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::Recomm
 
 /// What the last read found, so an unchanged file is not applied (or reported) again:
 /// the SHA-256 of its text, not the text (89 MB kept for good with a million instances),
-/// and its size, modification time and inode when it was read.
+/// its size, modification time and inode when it was read, and whether it was applied
+/// (read again unchanged, the source is still in sync) or refused (its error stands
+/// until the file changes).
 #[derive(PartialEq)]
 enum Seen {
     Nothing,
     Unreadable,
-    Digest([u8; 32], Option<Stamp>),
+    Digest {
+        digest: [u8; 32],
+        stamp: Option<Stamp>,
+        applied: bool,
+    },
 }
 
 /// A file's size, modification time and inode.
@@ -87,18 +94,27 @@ async fn stamp(path: &Path) -> Option<Stamp> {
     Some((metadata.len(), metadata.modified().ok(), metadata.ino()))
 }
 
-/// Reads and applies the file if its text changed; errors keep the last good state.
-/// `polled` (no event came): the file is read only if its stamp moved, so a large file
-/// is not read and hashed every [`POLL`] for nothing (89 MB at a million instances).
+/// Reads and applies the file if its text changed; errors keep the last good state. A
+/// good read (applied, or unchanged since applied) is a sync; a failed one the status's
+/// last error. `polled` (no event came): the file is read only if its stamp moved, so a
+/// large file is not read and hashed every [`POLL`] for nothing (89 MB at a million
+/// instances).
 async fn load(
     path: &Path,
-    source: &SourceId,
+    (source, status): (&SourceId, &SourceStatus),
     last: &mut Seen,
     context: &SourceContext,
     polled: bool,
 ) {
     let stamp = stamp(path).await;
-    if polled && stamp.is_some() && matches!(last, Seen::Digest(_, seen) if *seen == stamp) {
+    if polled
+        && stamp.is_some()
+        && let Seen::Digest { stamp: seen, applied, .. } = last
+        && *seen == stamp
+    {
+        if *applied {
+            status.synced();
+        }
         return;
     }
     let text = match tokio::fs::read_to_string(path).await {
@@ -107,18 +123,25 @@ async fn load(
             if *last != Seen::Unreadable {
                 tracing::error!(%source, %error, "cannot read the file; keeping the last good state");
             }
+            status.failed(&format_args!("cannot read the file: {error}"));
             *last = Seen::Unreadable;
             return;
         }
     };
     let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    if let Seen::Digest(seen, at) = last
+    if let Seen::Digest {
+        digest: seen,
+        stamp: at,
+        applied,
+    } = last
         && *seen == digest
     {
         *at = stamp;
+        if *applied {
+            status.synced();
+        }
         return;
     }
-    let seen = Seen::Digest(digest, stamp);
     let json = path.extension().is_some_and(|e| e == "json");
     let parsed = parse(&text, json);
     // Freed before the registry builds its state from the instances, not after.
@@ -137,13 +160,23 @@ async fn load(
         }
         Err(error) => Err(error.to_string()),
     };
-    match result {
-        Ok(applied) => tracing::info!(%source, revision = applied.revision, "file applied"),
-        Err(error) => {
-            tracing::error!(%source, %error, "file not applied; keeping the last good state")
+    let applied = match result {
+        Ok(applied) => {
+            tracing::info!(%source, revision = applied.revision, "file applied");
+            status.synced();
+            true
         }
-    }
-    *last = seen;
+        Err(error) => {
+            tracing::error!(%source, %error, "file not applied; keeping the last good state");
+            status.failed(&format_args!("not applied: {error}"));
+            false
+        }
+    };
+    *last = Seen::Digest {
+        digest,
+        stamp,
+        applied,
+    };
 }
 
 #[cfg(test)]

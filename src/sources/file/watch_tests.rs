@@ -46,13 +46,18 @@ async fn the_source_contract_holds() {
     let source = source_id(&config);
     let (registry, stop) = contract_tests::registry(&source);
     let (_reloads, reload) = tokio::sync::watch::channel(Arc::new(Config::default()));
+    let statuses = crate::sources::SourceStatuses::default();
     let context = SourceContext {
         registry: registry.clone(),
         shutdown: stop.clone(),
         reload,
+        statuses: statuses.clone(),
     };
     let running = tokio::spawn(run(config.clone(), context));
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = statuses.register(source.clone());
+    let missing = status.state();
+    assert!(!missing.synced() && missing.failing(), "{missing:?}");
     contract_tests::check(&registry, &source, "web", async |ids: &[&str]| {
         let before = registry.snapshot().revision;
         write(&config.path, &instances(ids));
@@ -72,6 +77,11 @@ async fn the_source_contract_holds() {
         "a broken file lost the state"
     );
     assert_eq!(registry.snapshot().revision, before);
+    let broken = status.state();
+    assert!(broken.synced() && broken.failing(), "{broken:?}");
+    let error = broken.last_error.unwrap().1;
+    assert!(error.starts_with("not applied: "), "{error}");
+    assert!(!error.contains('\n'), "{error}");
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(1), running)

@@ -17,6 +17,7 @@ use super::client::{Etcd, EtcdError, Loaded, Stored};
 use super::keys;
 use super::metrics::EtcdMetrics;
 use crate::config::EtcdConfig;
+use crate::sources::SourceStatus;
 
 /// What the writer receives, in etcd's order.
 #[derive(Debug)]
@@ -49,11 +50,13 @@ enum Ended {
 /// watch asks etcd to confirm how far it has delivered (the writer's wait after a failed
 /// compare); a broken one stops waiting out its backoff and tries again at once, then
 /// every [`MIN_BACKOFF`] for as long as that write may wait (`request_timeout`): the
-/// first try often meets a member still starting up after quorum came back.
+/// first try often meets a member still starting up after quorum came back. Why etcd is
+/// unreachable goes to `status` too, the store's last error as a source.
 pub async fn follow(
     config: EtcdConfig,
     connection: Connection,
     metrics: Arc<EtcdMetrics>,
+    status: SourceStatus,
     updates: mpsc::Sender<Update>,
     mut progress: mpsc::Receiver<()>,
     shutdown: CancellationToken,
@@ -118,6 +121,7 @@ pub async fn follow(
         if metrics.reachable() {
             tracing::warn!(%problem, "etcd is unreachable; DNS serves the last state, writes get 503");
         }
+        status.failed(&problem);
         metrics.set_reachable(Some(problem));
         tokio::select! {
             _ = shutdown.cancelled() => return,
