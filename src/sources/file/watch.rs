@@ -109,7 +109,11 @@ async fn load(
     let stamp = stamp(path).await;
     if polled
         && stamp.is_some()
-        && let Seen::Digest { stamp: seen, applied, .. } = last
+        && let Seen::Digest {
+            stamp: seen,
+            applied,
+            ..
+        } = last
         && *seen == stamp
     {
         if *applied {
