@@ -25,8 +25,9 @@ stamp="$venv/.requirements.sha256"
 # (tests/interop/test_monitoring.py); Debian ships promtool only inside the server package.
 # chromium: the headless browser that loads the status page (tests/interop/test_status_page.py:
 # rendered DOM, live update, screenshots).
+# curl: a second HTTP client in the REST, batch, watch and auth tests.
 apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus chromium)
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus chromium curl)
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -104,6 +105,7 @@ check etcdctl etcdctl version
 check protoc protoc --version
 check promtool promtool --version
 check chromium chromium --headless --no-sandbox --version
+check curl curl --version
 if [ ${#failed[@]} -gt 0 ]; then
   die "missing or broken: ${failed[*]}"
 fi
