@@ -76,14 +76,17 @@ impl Handler {
         let question = request.queries.as_bytes();
         let mut messages = Messages::new(parts);
         let mut message = Vec::with_capacity(transfer::MESSAGE_BUDGET);
-        // Over TCP the next message is written once the connection has taken this one.
+        // Each message is handed over whole, not copied; over TCP the next is written once
+        // the connection has taken this one.
         while messages.write_next(&template, question, &mut message) {
             if let Some(signer) = signer.as_mut()
                 && sign(&mut message, signer, header.metadata.id).is_none()
             {
                 return failed(header);
             }
-            if response_handle.send_encoded(message.clone()).await.is_err() {
+            let full =
+                std::mem::replace(&mut message, Vec::with_capacity(transfer::MESSAGE_BUDGET));
+            if response_handle.send_encoded(full).await.is_err() {
                 return failed(header);
             }
         }

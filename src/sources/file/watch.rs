@@ -85,6 +85,16 @@ enum Seen {
     },
 }
 
+impl Seen {
+    /// The file is as last read: still a sync if that text was applied; a refused text's
+    /// error stands.
+    fn unchanged(&self, status: &SourceStatus) {
+        if let Seen::Digest { applied: true, .. } = self {
+            status.synced();
+        }
+    }
+}
+
 /// A file's size, modification time and inode.
 type Stamp = (u64, Option<std::time::SystemTime>, u64);
 
@@ -109,17 +119,10 @@ async fn load(
     let stamp = stamp(path).await;
     if polled
         && stamp.is_some()
-        && let Seen::Digest {
-            stamp: seen,
-            applied,
-            ..
-        } = last
+        && let Seen::Digest { stamp: seen, .. } = last
         && *seen == stamp
     {
-        if *applied {
-            status.synced();
-        }
-        return;
+        return last.unchanged(status);
     }
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
@@ -136,15 +139,12 @@ async fn load(
     if let Seen::Digest {
         digest: seen,
         stamp: at,
-        applied,
+        ..
     } = last
         && *seen == digest
     {
         *at = stamp;
-        if *applied {
-            status.synced();
-        }
-        return;
+        return last.unchanged(status);
     }
     let json = path.extension().is_some_and(|e| e == "json");
     let parsed = parse(&text, json);
