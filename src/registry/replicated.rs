@@ -4,8 +4,11 @@
 //! API changes are planned in rounds ([`round`](super::round)): validated against the
 //! applied state, sent as one transaction, and answered once etcd committed it *and*
 //! the watch brought it back and it was published here (read-your-writes). A failed
-//! compare (another replica won a race) waits until the watch has applied at least the
-//! revision etcd reported, then validates again, a bounded number of times. Changes of
+//! compare (another replica won a race) waits until the watch has applied the revision
+//! etcd reported, then validates again, a bounded number of times. Both wait for an
+//! event: every transaction, committed or not, writes the serial marker, so its revision
+//! always comes back (progress notifications are not trusted, see
+//! [`follow`](crate::store::etcd::follow)). Changes of
 //! per-replica sources (files, health checks, heartbeats) are applied at once, as in
 //! local mode, and do not move the serial: it is etcd's revision of the last applied
 //! change. Every write is answered within `request_timeout`: 503 when etcd did not
@@ -97,7 +100,8 @@ struct Replica {
     status: SourceStatus,
     request_timeout: Duration,
     loaded: bool,
-    /// Every change up to this revision has been applied and published.
+    /// Every change up to this revision has been applied and published (from the watch's
+    /// events and loads only).
     delivered: i64,
     queue: VecDeque<Pending>,
     /// The round in flight: its changes (and whether each is whole in it) and its commit.
@@ -108,13 +112,14 @@ struct Replica {
     gate: Option<i64>,
     /// After a transaction got no answer: the next round waits until then.
     pause: Option<Instant>,
-    progress: mpsc::Sender<()>,
+    /// Tells a broken watch that a write waits for it.
+    hurry: mpsc::Sender<()>,
 }
 
 /// Runs the writer until `shutdown` and every accepted write is answered.
 pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToken) {
     let (updates_sender, mut updates) = mpsc::channel(64);
-    let (progress, progress_receiver) = mpsc::channel(1);
+    let (hurry, hurry_receiver) = mpsc::channel(1);
     let connection = Connection::default();
     let stop_following = CancellationToken::new();
     let follower = tokio::spawn(follow(
@@ -123,7 +128,7 @@ pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToke
         shared.metrics.clone(),
         shared.status.clone(),
         updates_sender,
-        progress_receiver,
+        hurry_receiver,
         stop_following.clone(),
     ));
     let mut replica = Replica {
@@ -140,7 +145,7 @@ pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToke
         waiting: Vec::new(),
         gate: None,
         pause: None,
-        progress,
+        hurry,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let (mut stopping, mut drained) = (false, false);
@@ -348,7 +353,7 @@ impl Replica {
                 if !self.metrics.reachable() {
                     // Committed while the watch is down (quorum just came back): it
                     // must not wait out its backoff while this write waits for it.
-                    let _ = self.progress.try_send(());
+                    let _ = self.hurry.try_send(());
                 }
                 let staged = staged
                     .into_iter()
@@ -369,8 +374,8 @@ impl Replica {
                     }
                 }
                 self.gate = Some(revision);
-                if self.delivered < revision {
-                    let _ = self.progress.try_send(());
+                if !self.metrics.reachable() {
+                    let _ = self.hurry.try_send(());
                 }
                 return;
             }
@@ -453,10 +458,6 @@ impl Replica {
                 }
                 self.set_revision(revision);
                 self.publish(&touched);
-            }
-            Update::Progress(revision) => {
-                self.metrics.observe_revision(revision);
-                self.delivered = self.delivered.max(revision);
             }
         }
         self.settle();

@@ -498,6 +498,13 @@ def test_import_and_export_move_the_api_state_between_the_log_and_etcd(muster, e
     local.put_instance(NS, "web", "w1", body(1, attributes={"zone": "a"}))
     local.put_instance(NS, "web", "w2", body(2, healthy=False))
     local.put_instance("shop", "cart", "c1", body(3))
+    # More records than one etcd transaction holds: imported in several.
+    bulk = [
+        {"op": "register", "service": "bulk", "id": f"b{i}", "instance": body(i % 250 + 1)}
+        for i in range(300)
+    ]
+    r = local.http.post(local.url(f"/v1/namespaces/{NS}/batch"), json={"changes": bulk}, timeout=10)
+    assert r.status_code == 200, r.text
     local.stop()
     etcd = etcd_toml(etcd_cluster.endpoints)
     local.extra_toml = CONFIG + etcd
@@ -517,6 +524,7 @@ def test_import_and_export_move_the_api_state_between_the_log_and_etcd(muster, e
     assert addresses(replica, "web.internal.") == ["10.1.0.1"]  # w2 is unhealthy
     instances = {i["id"]: i for i in replica.service(NS, "web")["instances"]}
     assert instances["w1"]["attributes"] == {"zone": "a"} and not instances["w2"]["healthy"]
+    assert len(replica.service(NS, "bulk")["instances"]) == 300
     replica.put_instance("shop", "cart", "c2", body(4))
     # Export into an empty data_dir: a local muster serves the same state.
     exported = muster(CONFIG + etcd, start=False)

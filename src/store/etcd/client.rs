@@ -10,9 +10,10 @@ use super::metrics::EtcdMetrics;
 use crate::config::EtcdConfig;
 use crate::registry::{Record, RecordKey};
 
-/// Operations per transaction, and compares per transaction: etcd's `--max-txn-ops`
-/// default, which a cluster may raise but not one muster can count on.
-pub const MAX_TXN_OPS: usize = 128;
+/// Operations, and compares, a caller may put in one transaction: etcd's `--max-txn-ops`
+/// default (128, which a cluster may raise but not one muster can count on), less the
+/// serial marker [`Etcd::commit`] adds.
+pub const MAX_TXN_OPS: usize = 128 - 1;
 /// Bytes of values per transaction: well under etcd's 1.5 MiB `--max-request-bytes`,
 /// leaving room for keys and compares.
 pub const MAX_TXN_BYTES: usize = 1 << 20;
@@ -234,6 +235,11 @@ impl Etcd {
     }
 
     /// Commits `ops` if every expectation holds, within the request timeout.
+    ///
+    /// Either way the transaction writes the serial marker, so its revision comes back to
+    /// every watch as an event: a writer waits for that event, committed or not, and never
+    /// for a progress notification, which etcd before 3.4.24 and 3.5.8 may send ahead of
+    /// the events a watch still owes (etcd-io/etcd#15220).
     pub async fn commit(&self, expects: &[Expect], ops: &[Op]) -> Result<Committed, EtcdError> {
         let compares: Vec<Compare> = expects.iter().map(|e| self.compare(e)).collect();
         let mut writes: Vec<TxnOp> = ops
@@ -243,10 +249,16 @@ impl Etcd {
                 Op::Delete(key) => TxnOp::delete(self.layout.key(key), None),
             })
             .collect();
+        let marker = || TxnOp::put(self.layout.serial_marker(), Vec::new(), None);
+        let mut otherwise = Vec::new();
         if !writes.is_empty() {
-            writes.push(TxnOp::put(self.layout.serial_marker(), Vec::new(), None));
+            writes.push(marker());
+            otherwise.push(marker());
         }
-        let txn = Txn::new().when(compares).and_then(writes);
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(writes)
+            .or_else(otherwise);
         let mut kv = self.kv.clone();
         let response = self.timed("txn", kv.txn(txn)).await?;
         let revision = response.header().map_or(0, |h| h.revision());

@@ -26,8 +26,6 @@ pub enum Update {
     Loaded(Loaded),
     /// The changes of one watch response (one or more revisions, each whole).
     Changes { revision: i64, records: Vec<Stored> },
-    /// Every change up to this revision has been delivered.
-    Progress(i64),
 }
 
 /// The connection the writer and the watch share, made by the watch (with retries).
@@ -46,19 +44,24 @@ enum Ended {
 }
 
 /// Follows the prefix until `shutdown`: connects, loads, watches, and reloads or resumes
-/// as needed. A request on `progress` means a write is waiting for the watch: a live
-/// watch asks etcd to confirm how far it has delivered (the writer's wait after a failed
-/// compare); a broken one stops waiting out its backoff and tries again at once, then
-/// every [`MIN_BACKOFF`] for as long as that write may wait (`request_timeout`): the
-/// first try often meets a member still starting up after quorum came back. Why etcd is
-/// unreachable goes to `status` too, the store's last error as a source.
+/// as needed. A request on `hurry` means a write is waiting for the watch to bring back
+/// its transaction's revision: a broken watch stops waiting out its backoff and tries
+/// again at once, then every [`MIN_BACKOFF`] for as long as that write may wait
+/// (`request_timeout`): the first try often meets a member still starting up after
+/// quorum came back. Why etcd is unreachable goes to `status` too, the store's last
+/// error as a source.
+///
+/// It never asks etcd for a progress notification: etcd before 3.4.24 and 3.5.8 may
+/// answer one with a revision whose events the watch has not sent yet
+/// (etcd-io/etcd#15220), and a write answered on that word would not be served yet.
+/// Every transaction writes the serial marker instead (see `Etcd::commit`).
 pub async fn follow(
     config: EtcdConfig,
     connection: Connection,
     metrics: Arc<EtcdMetrics>,
     status: SourceStatus,
     updates: mpsc::Sender<Update>,
-    mut progress: mpsc::Receiver<()>,
+    mut hurry: mpsc::Receiver<()>,
     shutdown: CancellationToken,
 ) {
     let mut next: Option<i64> = None;
@@ -88,7 +91,7 @@ pub async fn follow(
                 &etcd,
                 from,
                 &updates,
-                &mut progress,
+                &mut hurry,
                 &mut hurry_until,
                 &shutdown,
             );
@@ -126,7 +129,7 @@ pub async fn follow(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
-            Some(()) = progress.recv() => {
+            Some(()) = hurry.recv() => {
                 hurry_until = Some(Instant::now() + config.request_timeout);
             }
         }
@@ -137,13 +140,13 @@ pub async fn follow(
     }
 }
 
-/// Watches from `from` until the watch ends. A progress request sets `hurry_until`: a
+/// Watches from `from` until the watch ends. A request on `hurry` sets `hurry_until`: a
 /// write waits on this watch, so if it breaks now it is retried without backing off.
 async fn watch(
     etcd: &Etcd,
     mut from: i64,
     updates: &mpsc::Sender<Update>,
-    progress: &mut mpsc::Receiver<()>,
+    hurry: &mut mpsc::Receiver<()>,
     hurry_until: &mut Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Ended {
@@ -163,11 +166,8 @@ async fn watch(
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ended::Shutdown,
-            Some(()) = progress.recv() => {
+            Some(()) = hurry.recv() => {
                 *hurry_until = Some(Instant::now() + etcd.request_timeout);
-                if let Err(error) = stream.request_progress().await {
-                    return Ended::Broken(error.to_string(), from, created);
-                }
                 continue;
             }
             message = stream.message() => message,
@@ -191,35 +191,35 @@ async fn watch(
             etcd.metrics.set_reachable(None);
             continue;
         }
-        let update = if response.events().is_empty() {
-            Update::Progress(header)
-        } else {
-            let mut records = Vec::with_capacity(response.events().len());
-            let mut revision = from;
-            let marker = etcd.layout.serial_marker();
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                revision = revision.max(kv.mod_revision());
-                if kv.key() == marker.as_slice() {
-                    continue;
-                }
-                let value = (event.event_type() == EventType::Put).then(|| kv.value());
-                match etcd.decode(kv.key(), value) {
-                    Ok((key, record)) => records.push(Stored {
-                        key,
-                        record,
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                    }),
-                    Err(error) => {
-                        etcd.metrics.skipped.inc();
-                        tracing::debug!(%error, "skipped an etcd key");
-                    }
+        if response.events().is_empty() {
+            // Only a progress notification has no events, and this watch asks for none.
+            continue;
+        }
+        let mut records = Vec::with_capacity(response.events().len());
+        let mut revision = from;
+        let marker = etcd.layout.serial_marker();
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            revision = revision.max(kv.mod_revision());
+            if kv.key() == marker.as_slice() {
+                continue;
+            }
+            let value = (event.event_type() == EventType::Put).then(|| kv.value());
+            match etcd.decode(kv.key(), value) {
+                Ok((key, record)) => records.push(Stored {
+                    key,
+                    record,
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                }),
+                Err(error) => {
+                    etcd.metrics.skipped.inc();
+                    tracing::debug!(%error, "skipped an etcd key");
                 }
             }
-            from = revision + 1;
-            Update::Changes { revision, records }
-        };
+        }
+        from = revision + 1;
+        let update = Update::Changes { revision, records };
         if updates.send(update).await.is_err() {
             return Ended::Shutdown;
         }
