@@ -86,6 +86,7 @@ def test_a_flood_from_one_source_gets_its_rate_then_slips_every_other_response(m
     assert abs(len(truncated) - limited / 2) <= 1, (len(truncated), limited)
     for r in truncated:
         assert not r.answer and not r.additional and r.question[0].name.to_text() == "web.internal."
+        assert r.edns == 0, "an EDNS query's TC answer keeps its OPT (RFC 6891)"
     dropped = sent - len(whole) - len(truncated)
     assert metric(m, "slipped", "positive") == len(truncated)
     assert metric(m, "dropped", "positive") == dropped

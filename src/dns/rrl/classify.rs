@@ -130,6 +130,63 @@ fn zone_of_negative(
     read_name(response, at, zone).map(|_| ())
 }
 
+/// What a slipped response must know of the records after the question.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trailer {
+    /// Where the OPT record is: RFC 6891 has an EDNS query's answer carry one, TC or not.
+    pub opt: Option<std::ops::Range<usize>>,
+    /// Whether a TSIG record signs the response.
+    pub signed: bool,
+}
+
+const TYPE_OPT: [u8; 2] = 41u16.to_be_bytes();
+const TYPE_TSIG: [u8; 2] = 250u16.to_be_bytes();
+
+/// Finds the OPT record and any TSIG record in `response`'s additional section, reading
+/// every record after the question (which ends at `question_end`). A record it cannot
+/// read ends the search with what it found before it.
+pub fn trailer(response: &[u8], question_end: usize) -> Trailer {
+    let mut found = Trailer::default();
+    let Some(header) = response.get(..HEADER_LEN) else {
+        return found;
+    };
+    let count = |at: usize| usize::from(u16::from_be_bytes([header[at], header[at + 1]]));
+    let before = count(6) + count(8);
+    let mut at = question_end;
+    for index in 0..before + count(10) {
+        let start = at;
+        let Some(end) = skip_name(response, at) else {
+            return found;
+        };
+        let (Some(kind), Some(rdlength)) =
+            (response.get(end..end + 2), response.get(end + 8..end + 10))
+        else {
+            return found;
+        };
+        at = end + 10 + usize::from(u16::from_be_bytes([rdlength[0], rdlength[1]]));
+        if at > response.len() {
+            return found;
+        }
+        if index >= before && kind == TYPE_OPT {
+            found.opt = Some(start..at);
+        }
+        found.signed |= index >= before && kind == TYPE_TSIG;
+    }
+    found
+}
+
+/// Where the name at `at` ends, without following its compression pointer.
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match *message.get(at)? {
+            0 => return Some(at + 1),
+            len @ 1..=63 => at += 1 + usize::from(len),
+            0xC0..=0xFF => return Some(at + 2),
+            _ => return None,
+        }
+    }
+}
+
 /// A name as lowercase wire form (labels with their lengths, no root), on the stack.
 struct NameBuffer {
     bytes: [u8; 255],

@@ -7,7 +7,9 @@
 //! `ipv6_prefix`) share their limits, per class of answer ([`Class`]: positive keyed by
 //! name and type, NXDOMAIN by zone, NODATA by name, errors by nothing more). Each key
 //! may get `responses_per_second`, a second's worth at once; beyond it every `slip`th
-//! response goes out empty with TC set and the others are dropped. `exempt` networks
+//! response goes out empty with TC set (keeping its OPT record) and the others are
+//! dropped. A signed response (TSIG) that would slip is dropped: unsigned, its client
+//! would reject it. `exempt` networks
 //! (loopback by default) are never limited. TCP is not limited.
 //!
 //! Owns: the decision and the table of buckets ([`table`]) shared by the UDP threads
@@ -30,7 +32,7 @@ use crate::config::RrlConfig;
 use crate::dns::metrics::QuerySlot;
 
 pub use classify::Class;
-use classify::classify;
+use classify::{classify, trailer};
 pub use table::Verdict;
 use table::{Rate, Table};
 
@@ -92,11 +94,11 @@ impl Rrl {
         let classified = classify(response, &mut key);
         key.write_u8(classified.class as u8);
         let bucket = self.table.index(key.finish());
-        let verdict = self.table.charge(bucket, now, &self.rate);
+        let mut verdict = self.table.charge(bucket, now, &self.rate);
         match verdict {
             Verdict::Send => return true,
-            Verdict::Slip => slip(response, classified.question_end),
-            Verdict::Drop => {}
+            Verdict::Slip if !slip(response, classified.question_end) => verdict = Verdict::Drop,
+            Verdict::Slip | Verdict::Drop => {}
         }
         slot.count_limited(verdict, classified.class);
         verdict == Verdict::Slip
@@ -117,14 +119,28 @@ impl Rrl {
     }
 }
 
-/// Empties `response` to its header and question (no records, no OPT) and sets TC: what
-/// a limited response slips out as, small, so a real resolver asks again over TCP.
-fn slip(response: &mut Vec<u8>, question_end: usize) {
-    response.truncate(question_end);
+/// Empties `response` to its header, question and OPT record, and sets TC: what a
+/// limited response slips out as, small, so a real resolver asks again over TCP. False
+/// (send nothing) for a signed response, which cannot be signed again here.
+fn slip(response: &mut Vec<u8>, question_end: usize) -> bool {
+    let trailer = trailer(response, question_end);
+    if trailer.signed {
+        return false;
+    }
+    let mut additional = 0;
+    if let Some(opt) = trailer.opt {
+        response.copy_within(opt.clone(), question_end);
+        additional = 1;
+        response.truncate(question_end + opt.len());
+    } else {
+        response.truncate(question_end);
+    }
     if response.len() >= 12 {
         response[2] |= FLAG_TC;
-        response[6..12].fill(0);
+        response[6..10].fill(0);
+        response[10..12].copy_from_slice(&u16::to_be_bytes(additional));
     }
+    true
 }
 
 #[cfg(test)]
@@ -191,10 +207,48 @@ mod tests {
     #[test]
     fn a_slipped_response_is_the_question_with_tc() {
         let mut response = answer();
-        slip(&mut response, 12 + 14 + 4);
+        assert!(slip(&mut response, 12 + 14 + 4));
         assert_eq!(response.len(), 30);
         assert_eq!(response[2] & FLAG_TC, FLAG_TC);
         assert_eq!(&response[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// `answer()` with an additional record of `kind` owned by `owner`.
+    fn with_additional(owner: &[u8], kind: u16, rdata: &[u8]) -> Vec<u8> {
+        let mut bytes = answer();
+        bytes[11] = 1;
+        bytes.extend_from_slice(owner);
+        bytes.extend_from_slice(&kind.to_be_bytes());
+        bytes.extend_from_slice(&[0x04, 0xD0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&u16::try_from(rdata.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(rdata);
+        bytes
+    }
+
+    #[test]
+    fn a_slipped_edns_response_keeps_its_opt_record() {
+        let opt = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut response = with_additional(&[0], 41, &opt);
+        assert!(slip(&mut response, 30));
+        assert_eq!(&response[4..12], &[0, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(&response[30..], &with_additional(&[0], 41, &opt)[46..]);
+    }
+
+    #[test]
+    fn a_signed_response_is_dropped_rather_than_slipped_unsigned() {
+        let mut response = with_additional(b"\x03key\x00", 250, &[0; 20]);
+        assert!(!slip(&mut response, 30));
+        let rrl = rrl(&[]);
+        let slot = QuerySlot::default();
+        let mut sent = 0;
+        for _ in 0..20 {
+            let mut response = with_additional(b"\x03key\x00", 250, &[0; 20]);
+            sent +=
+                usize::from(rrl.admit("192.0.2.1".parse().unwrap(), &mut response, 1_000, &slot));
+        }
+        assert_eq!(sent, 10, "the rate, and no slips");
+        assert_eq!(slot.limited(Verdict::Slip, Class::Positive), 0);
+        assert_eq!(slot.limited(Verdict::Drop, Class::Positive), 10);
     }
 
     #[test]
