@@ -19,7 +19,9 @@
 //! A missing or unknown token is 401 with `WWW-Authenticate: Bearer`, a missing scope
 //! 403, both in the REST error shape. Writes (all but heartbeats, which renew a timer)
 //! draw from the write bucket first (429 with `Retry-After` when it is empty) and are
-//! audited with their answer's status. The handlers find the [`Principal`] in the
+//! audited with their answer's status. So does a request on any route that fails to
+//! authenticate, from its source's bucket: no client tries tokens faster than the write
+//! rate, whichever route it tries them on. The handlers find the [`Principal`] in the
 //! request's extensions, to filter the lists.
 
 use std::collections::HashMap;
@@ -134,7 +136,13 @@ pub async fn guard(
         read => {
             let principal = match authenticated {
                 Ok(principal) => principal,
-                Err(error) => return unauthenticated(error),
+                Err(error) => {
+                    let bucket = BucketKey::source(source.ip());
+                    if let Err(throttled) = state.auth.take_write(&credentials, bucket, API) {
+                        return too_many(throttled.retry_after);
+                    }
+                    return unauthenticated(error);
+                }
             };
             if !may_read(&principal, &read, &namespace, &service) {
                 state.auth.metrics.denied(API, "forbidden");
@@ -157,7 +165,9 @@ pub async fn guard(
         operation,
         resource: &resource,
     };
-    if !matches!(need, Need::Heartbeat | Need::Batch) {
+    // An authenticated batch draws one per change in its handler, once it has read them.
+    let exempt = matches!(need, Need::Heartbeat | Need::Batch) && authenticated.is_ok();
+    if !exempt {
         let bucket = match &authenticated {
             Ok(principal) => principal.bucket(source.ip()),
             Err(_) => BucketKey::source(source.ip()),

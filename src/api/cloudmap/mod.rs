@@ -82,6 +82,15 @@ async fn serve(
     let signed = authenticate(state, &credentials, method, uri, headers, body);
     let named = operation(headers);
     let known = named.as_ref().ok().and_then(|name| access::operation(name));
+    let writes = matches!(known, Some((_, true)));
+    if signed.is_err() && !writes {
+        // A request that fails authentication costs its source a write whatever it asks
+        // for (a write draws below, audited): no client tries keys faster than the rate.
+        let bucket = BucketKey::source(source.ip());
+        if state.auth.take_write(&credentials, bucket, API).is_err() {
+            return Err(rate_exceeded());
+        }
+    }
     let operation = match known {
         Some((operation, true)) => operation,
         Some((operation, false)) => return call(state, &signed?, operation, body).await.0,
@@ -109,7 +118,7 @@ async fn serve(
         if let Some(count) = throttled.report {
             write.record_throttled(count);
         }
-        return Err(CloudMapError::new("ThrottlingException", "Rate exceeded"));
+        return Err(rate_exceeded());
     }
     let (result, resource) = match &signed {
         Ok(principal) => call(state, principal, operation, body).await,
@@ -121,6 +130,10 @@ async fn serve(
         Err(error) => write.record(error.status().as_u16(), Some(error.kind)),
     }
     result
+}
+
+fn rate_exceeded() -> CloudMapError {
+    CloudMapError::new("ThrottlingException", "Rate exceeded")
 }
 
 /// The principal that signed the request, or the AWS error that says why none did.
