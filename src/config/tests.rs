@@ -276,3 +276,39 @@ fn zones_and_locality_are_checked() {
     let settings = Config::parse(&good).unwrap().settings().unwrap();
     assert_eq!(settings.zones.len(), 3);
 }
+
+#[test]
+fn zones_are_bounded_in_number_and_subnets() {
+    let zone = |name: &str, cidrs: &[String]| {
+        let cidrs: Vec<String> = cidrs.iter().map(|c| format!("\"{c}\"")).collect();
+        format!(
+            "[[zones]]\nname = \"{name}\"\ncidrs = [{}]\n",
+            cidrs.join(", ")
+        )
+    };
+    let subnets: Vec<String> = (0..1_025)
+        .map(|n| format!("10.{}.{}.0/24", n / 256, n % 256))
+        .collect();
+    let problems = |text: &str| match Config::parse(text).unwrap().settings() {
+        Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+        Ok(_) => String::new(),
+        Err(other) => panic!("{other}"),
+    };
+    assert_eq!(
+        problems(&zone("a", &subnets[..1_024])),
+        "",
+        "1,024 subnets are allowed"
+    );
+    let over = problems(&(zone("a", &subnets[..1_000]) + &zone("b", &subnets[1_000..])));
+    assert!(over.contains("zones: 1025 subnets, at most 1024"), "{over}");
+    let many: String = (0..65)
+        .map(|n| zone(&format!("z{n}"), &subnets[n..=n]))
+        .collect();
+    let over = problems(&many);
+    assert!(over.contains("zones: 65 zones, at most 64"), "{over}");
+    assert_eq!(
+        problems(&many[..many.rfind("[[zones]]").unwrap()]),
+        "",
+        "64 zones are allowed"
+    );
+}

@@ -67,3 +67,21 @@ def test_zone_transfers_carry_the_subset_names(muster):
     m.put_instance(NS, "web", "w1", {"ipv4": "10.7.2.1", "port": 80, "attributes": {"version": "v2"}})
     out = m.kdig("internal", "AXFR", "+tcp")
     assert "v2._version.web.internal." in out and "v1._version.web.internal." not in out, out
+
+
+def test_a_key_answers_its_first_64_values_and_no_more(muster):
+    # Each value's name is a copy of its instances' records, so one key holds at most 64
+    # (docs/dns.md): values in label order, the 65th and later get no name.
+    m = muster(CONFIG)
+    changes = [
+        {"op": "register", "service": "web", "id": f"w{n}",
+         "instance": {"ipv4": f"10.7.3.{n + 1}", "attributes": {"version": f"v{n:02}"}}}
+        for n in range(70)
+    ]
+    r = m.http.post(m.url(f"/v1/namespaces/{NS}/batch"), json={"changes": changes}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert a_of(m, "v00._version.web.internal.") == {"10.7.3.1"}
+    assert a_of(m, "v63._version.web.internal.") == {"10.7.3.64"}
+    for n in (64, 69):
+        assert m.dns_query(f"v{n}._version.web.internal.", "A").rcode() == 3, f"v{n} has no name"
+    assert len(a_of(m, "web.internal.")) == 2, "the service itself answers as before"
