@@ -14,8 +14,8 @@ use super::locality::Client;
 use super::named_ports;
 use super::qname::QueryName;
 use super::sample;
-use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords};
-use super::wire::Rr;
+use super::service_records::{Candidate, PickKind, ServedInstance, ServiceRecords, Slot};
+use super::wire::RrRef;
 use super::zone::{NamespaceRecords, ZoneSnapshot};
 use crate::registry::{Locality, Routing};
 
@@ -40,7 +40,7 @@ impl Answer {
             rcode,
             authoritative: true,
             answers: Vec::new(),
-            authorities: vec![zone.soa.record()],
+            authorities: vec![zone.soa.view().record()],
             additionals: Vec::new(),
             client_subnet_scope: None,
         }
@@ -68,7 +68,7 @@ pub enum Plan<'z> {
     /// NXDOMAIN or NODATA (`NoError`), with the namespace's SOA.
     Negative(ResponseCode, &'z NamespaceRecords),
     /// Exactly one record (the apex SOA or NS, one instance's address).
-    Single(&'z Rr),
+    Single(RrRef<'z>),
     /// A random subset of a service's instances, as many as its policy allows; never
     /// empty (an empty set is NODATA).
     Pick(Pick<'z>),
@@ -90,15 +90,15 @@ pub struct Pick<'z> {
 
 impl<'z> Pick<'z> {
     /// The answer record of the `n`th candidate.
-    pub fn answer(&self, n: usize) -> Option<&'z Rr> {
+    pub fn answer(&self, n: usize) -> Option<RrRef<'z>> {
         let instance = self.instance(n);
         match self.kind {
-            PickKind::A => instance.a.as_ref(),
-            PickKind::Aaaa => instance.aaaa.as_ref(),
-            PickKind::Srv => instance.srv.as_ref(),
-            PickKind::SrvAlias => instance.srv_alias.as_ref(),
+            PickKind::A => instance.record(Slot::A),
+            PickKind::Aaaa => instance.record(Slot::Aaaa),
+            PickKind::Srv => instance.record(Slot::Srv),
+            PickKind::SrvAlias => instance.record(Slot::SrvAlias),
             PickKind::Named(n) => named_ports::find(&instance.named, &self.records.named[n]),
-            PickKind::Cname => instance.cname.as_ref(),
+            PickKind::Cname => instance.record(Slot::Cname),
         }
     }
 
@@ -153,8 +153,8 @@ pub fn plan<'z>(
     let below_origin = name.label_count() - namespace.origin_depth();
     match below_origin {
         0 => match qtype {
-            RecordType::SOA | RecordType::ANY => Plan::Single(&namespace.soa),
-            RecordType::NS => Plan::Single(&namespace.ns),
+            RecordType::SOA | RecordType::ANY => Plan::Single(namespace.soa.view()),
+            RecordType::NS => Plan::Single(namespace.ns.view()),
             _ => nodata,
         },
         1 => match service(namespace, name.label(0)).filter(|r| r.has_names()) {
@@ -176,9 +176,11 @@ pub fn plan<'z>(
                     return if below { nodata } else { nxdomain };
                 };
                 let record = match qtype {
-                    RecordType::A => instance.target_a.as_ref(),
-                    RecordType::AAAA => instance.target_aaaa.as_ref(),
-                    RecordType::ANY => instance.target_a.as_ref().or(instance.target_aaaa.as_ref()),
+                    RecordType::A => instance.record(Slot::TargetA),
+                    RecordType::AAAA => instance.record(Slot::TargetAaaa),
+                    RecordType::ANY => instance
+                        .record(Slot::TargetA)
+                        .or(instance.record(Slot::TargetAaaa)),
                     _ => None,
                 };
                 return record.map_or(nodata, Plan::Single);
@@ -342,11 +344,11 @@ pub fn answer(
             let mut answers = Vec::with_capacity(chosen.len());
             let mut additionals = Vec::new();
             for &n in &chosen {
-                answers.extend(pick.answer(n).map(Rr::record));
+                answers.extend(pick.answer(n).map(RrRef::record));
                 if pick.has_glue() {
                     let instance = pick.instance(n);
-                    additionals.extend(instance.target_a.as_ref().map(Rr::record));
-                    additionals.extend(instance.target_aaaa.as_ref().map(Rr::record));
+                    additionals.extend(instance.record(Slot::TargetA).map(RrRef::record));
+                    additionals.extend(instance.record(Slot::TargetAaaa).map(RrRef::record));
                 }
             }
             Answer {

@@ -9,7 +9,7 @@ use foldhash::fast::RandomState;
 use hickory_proto::rr::RecordType;
 
 use super::service_records::ServiceRecords;
-use super::wire::Rr;
+use super::wire::{Rr, RrRef};
 use super::zone::NamespaceRecords;
 
 /// Records kept per namespace journal: enough for thousands of small changes; a
@@ -44,8 +44,8 @@ impl Delta {
 
 /// Every record of the namespace except the SOA: the apex NS, then each service's, one
 /// service at a time.
-pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = &Rr> + Send {
-    std::iter::once(&zone.ns).chain(
+pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = RrRef<'_>> + Send {
+    std::iter::once(zone.ns.view()).chain(
         zone.services
             .values()
             .flat_map(|service| service_records(service)),
@@ -56,7 +56,7 @@ pub fn zone_records(zone: &NamespaceRecords) -> impl Iterator<Item = &Rr> + Send
 /// `max_answers` pick, and duplicates (two instances on one address) once, told apart by
 /// their wire form (TTL included). A CNAME service keeps one CNAME, as a name may hold
 /// only one.
-pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
+pub fn service_records(service: &ServiceRecords) -> Vec<RrRef<'_>> {
     let mut seen = HashSet::with_capacity_and_hasher(
         service.instances.len().saturating_mul(4),
         RandomState::default(),
@@ -82,7 +82,7 @@ pub fn service_records(service: &ServiceRecords) -> Vec<&Rr> {
 }
 
 /// The records of the services `names` of `zone`.
-fn services_records<'z>(zone: &'z NamespaceRecords, names: &[&str]) -> Vec<&'z Rr> {
+fn services_records<'z>(zone: &'z NamespaceRecords, names: &[&str]) -> Vec<RrRef<'z>> {
     names
         .iter()
         .filter_map(|name| zone.services.get(*name))
@@ -107,11 +107,11 @@ pub fn delta(
     };
     let before_set: HashSet<&[u8], RandomState> = before.iter().map(|r| r.wire()).collect();
     let after_set: HashSet<&[u8], RandomState> = after.iter().map(|r| r.wire()).collect();
-    let only_in = |records: &[&Rr], other: &HashSet<&[u8], RandomState>| -> Vec<Rr> {
+    let only_in = |records: &[RrRef<'_>], other: &HashSet<&[u8], RandomState>| -> Vec<Rr> {
         records
             .iter()
             .filter(|r| !other.contains(r.wire()))
-            .map(|&r| r.clone())
+            .map(|r| r.to_rr())
             .collect()
     };
     Some(Arc::new(Delta {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use hickory_proto::rr::RecordType;
 
 use super::service_records::ServedInstance;
-use super::wire::{Rr, child_name};
+use super::wire::{Rr, RrRef, child_name};
 use crate::registry::{NamedPort, Protocol};
 
 /// One named port's SRV record of one instance.
@@ -73,11 +73,11 @@ pub fn records(
 }
 
 /// The instance's record for `name`, if it has that port.
-pub fn find<'i>(records: &'i [NamedSrv], name: &NamedName) -> Option<&'i Rr> {
+pub fn find<'i>(records: &'i [NamedSrv], name: &NamedName) -> Option<RrRef<'i>> {
     let at = records
         .binary_search_by(|r| r.name.key().cmp(&name.key()))
         .ok()?;
-    Some(&records[at].rr)
+    Some(records[at].rr.view())
 }
 
 /// Names a service answers at most: every name is one more pass over the service's

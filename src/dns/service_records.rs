@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::named_ports::{self, NamedName, NamedSrv};
-use super::wire::{QUESTION_POINTER, Rr, child_name, wire_name};
+use super::wire::{QUESTION_POINTER, RrRef, child_name, put_record, wire_name};
 use crate::registry::{
     AnswerPolicy, Instance, Locality, RecordTtls, Service, ZONE_ATTRIBUTE, instance_label, serving,
     subset_label,
@@ -100,7 +100,7 @@ fn label_order(
     kept: &[Option<u32>],
     previous: Option<&ServiceRecords>,
 ) -> Box<[u32]> {
-    let label = |i: u32| &*instances[i as usize].label;
+    let label = |i: u32| instances[i as usize].label();
     let mut now_at = vec![u32::MAX; previous.map_or(0, |p| p.instances.len())];
     for (i, was) in kept.iter().enumerate() {
         if let Some(j) = was {
@@ -184,7 +184,7 @@ fn subset_views(
             let served = walk(
                 serving(|| members.iter().copied(), policy),
                 old.map_or(&[], |o| &o.instances),
-                |instance| ServedInstance::build(&owners, instance, policy.records).in_subset(),
+                |instance| ServedInstance::build(&owners, instance, policy.records, true),
             );
             if served.instances.is_empty() {
                 continue;
@@ -334,16 +334,16 @@ fn kind_index(kind: PickKind) -> usize {
 }
 
 /// The record of an instance a kind of pick answers with.
-type AnswerOf = fn(&ServedInstance) -> Option<&Rr>;
+type AnswerOf = fn(&ServedInstance) -> Option<RrRef<'_>>;
 
 /// The pick kinds every service has, first in `Packed` order, with the record each
 /// answers with; named ports follow.
 const KINDS: [(PickKind, AnswerOf); 5] = [
-    (PickKind::A, |i| i.a.as_ref()),
-    (PickKind::Aaaa, |i| i.aaaa.as_ref()),
-    (PickKind::Srv, |i| i.srv.as_ref()),
-    (PickKind::SrvAlias, |i| i.srv_alias.as_ref()),
-    (PickKind::Cname, |i| i.cname.as_ref()),
+    (PickKind::A, |i| i.record(Slot::A)),
+    (PickKind::Aaaa, |i| i.record(Slot::Aaaa)),
+    (PickKind::Srv, |i| i.record(Slot::Srv)),
+    (PickKind::SrvAlias, |i| i.record(Slot::SrvAlias)),
+    (PickKind::Cname, |i| i.record(Slot::Cname)),
 ];
 
 /// One kind of pick as `Packed::build` sees it: the record each instance answers with,
@@ -362,7 +362,7 @@ enum Answer<'a> {
 }
 
 impl Answer<'_> {
-    fn of<'i>(&self, instance: &'i ServedInstance) -> Option<&'i Rr> {
+    fn of<'i>(&self, instance: &'i ServedInstance) -> Option<RrRef<'i>> {
         match self {
             Self::Fixed(answer) => answer(instance),
             Self::Named(name) => named_ports::find(&instance.named, name),
@@ -387,7 +387,7 @@ impl Packed {
             .zip(kept)
             .filter(|(_, kept)| kept.is_none())
             .flat_map(|(i, _)| i.records())
-            .map(Rr::len)
+            .map(RrRef::len)
             .sum();
         // A record's full length bounds its packed length (owners become pointers).
         let mut packed = Self {
@@ -441,14 +441,14 @@ impl Packed {
 
     /// Appends the answer `rr` of `instance` and, `with_glue`, its SRV target's
     /// addresses; returns its candidate (instance index to be set).
-    fn push(&mut self, rr: &Rr, instance: &ServedInstance, with_glue: bool) -> Candidate {
+    fn push(&mut self, rr: RrRef<'_>, instance: &ServedInstance, with_glue: bool) -> Candidate {
         let at = self.bytes.len();
         rr.put_with_owner_at(&mut self.bytes, QUESTION_POINTER);
         let answer_len = self.bytes.len() - at;
         let mut bound = rr.len();
         let mut glue_lens = [0; 2];
-        let glue_records =
-            [&instance.target_a, &instance.target_aaaa].map(|g| g.as_ref().filter(|_| with_glue));
+        let glue_records = [Slot::TargetA, Slot::TargetAaaa]
+            .map(|slot| instance.record(slot).filter(|_| with_glue));
         for (len, rr) in glue_lens.iter_mut().zip(glue_records) {
             if let Some(rr) = rr {
                 let start = self.bytes.len();
@@ -515,27 +515,65 @@ impl Packed {
 }
 
 /// One served instance's records. SRV targets are `<label>.<svc>.<ns>`, whose A/AAAA
-/// are `target_a`/`target_aaaa` (the glue).
+/// are the [`Slot::TargetA`]/[`Slot::TargetAaaa`] records (the glue).
 #[derive(Debug)]
 pub struct ServedInstance {
     /// The registry's instance the records were built from.
     pub source: Arc<Instance>,
-    pub label: Arc<str>,
-    /// Owner `svc.ns`.
-    pub a: Option<Rr>,
-    pub aaaa: Option<Rr>,
-    pub srv: Option<Rr>,
-    /// Owner `_svc._proto.ns`.
-    pub srv_alias: Option<Rr>,
-    /// Owner `svc.ns` (Cloud Map CNAME services).
-    pub cname: Option<Rr>,
+    /// Its records of each [`Slot`], in one allocation (its label is their targets'
+    /// first label, not kept apart).
+    records: SlotRecords,
     /// Owners `_<name>._<protocol>.svc.ns`, one per named port, in name order.
     pub named: Box<[NamedSrv]>,
-    /// Owner `<label>.svc.ns`.
-    pub target_a: Option<Rr>,
-    pub target_aaaa: Option<Rr>,
     /// Its `weight` attribute: how often a pick chooses it, relative to the others.
     pub weight: u16,
+}
+
+/// The records an instance may have, one each, besides named ports' SRV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Owner `svc.ns`.
+    A,
+    Aaaa,
+    Srv,
+    /// Owner `_svc._proto.ns`.
+    SrvAlias,
+    /// Owner `svc.ns` (Cloud Map CNAME services).
+    Cname,
+    /// Owner `<label>.svc.ns`, the SRV target.
+    TargetA,
+    TargetAaaa,
+}
+
+/// How many [`Slot`]s there are.
+const SLOTS: usize = 7;
+
+/// One slot's record as [`ServedInstance::build`] writes it: its owner, type, TTL (none:
+/// the service has no such records) and RDATA in at most two parts (none: the instance
+/// has no such record).
+type SlotSpec<'a> = (&'a [u8], RecordType, Option<u32>, Option<[&'a [u8]; 2]>);
+
+/// An instance's records of each [`Slot`], back to back in one buffer: one allocation
+/// an instance where a `Box` per record took four (A, SRV, RFC 2782 SRV, the target's
+/// A), each 24 bytes in the instance plus its own heap block, which a zone transfer
+/// then read as one cache and TLB miss each.
+#[derive(Debug)]
+struct SlotRecords {
+    wire: Box<[u8]>,
+    /// Where each slot's record ends in `wire`; it starts where the previous one ends,
+    /// so an absent record is an empty range.
+    ends: [u16; SLOTS],
+    /// The length of each record's owner name (at most 255 bytes, RFC 1035).
+    owner_lens: [u8; SLOTS],
+}
+
+impl SlotRecords {
+    fn get(&self, slot: Slot) -> Option<RrRef<'_>> {
+        let at = slot as usize;
+        let start = at.checked_sub(1).map_or(0, |before| self.ends[before]);
+        let record = &self.wire[usize::from(start)..usize::from(self.ends[at])];
+        (!record.is_empty()).then(|| RrRef::new(record, u16::from(self.owner_lens[at])))
+    }
 }
 
 /// The owner names of a service's records, in wire form.
@@ -572,7 +610,7 @@ impl ServiceRecords {
         let served = walk(
             service.serving(),
             previous.map_or(&[], |p| &p.instances),
-            |instance| ServedInstance::build(&owners, instance, policy.records),
+            |instance| ServedInstance::build(&owners, instance, policy.records, false),
         );
         let mut records = Self::assemble(
             &policy,
@@ -691,7 +729,7 @@ impl ServiceRecords {
         let instance = |i: u32| &*self.instances[i as usize];
         let at = self
             .labels
-            .binary_search_by(|&i| (*instance(i).label).cmp(label))
+            .binary_search_by(|&i| instance(i).label().cmp(label.as_bytes()))
             .ok()?;
         Some(instance(self.labels[at]))
     }
@@ -737,37 +775,52 @@ impl ServiceRecords {
 impl ServedInstance {
     /// Whether its SRV target `label.svc.ns` has an address record.
     fn has_target(&self) -> bool {
-        self.target_a.is_some() || self.target_aaaa.is_some()
+        self.record(Slot::TargetA).is_some() || self.record(Slot::TargetAaaa).is_some()
     }
 
-    /// The instance as a subset answers it: the same A, AAAA, SRV and CNAME at the
-    /// subset's name, and the same SRV targets' glue; no RFC 2782 alias and no named
-    /// ports, which live under the service's own name.
-    fn in_subset(self) -> Self {
-        Self {
-            srv_alias: None,
-            named: Box::default(),
-            ..self
-        }
+    /// The label of its SRV target `label.svc.ns`, read from the target's address
+    /// record; empty without one (it then has no name of its own).
+    pub fn label(&self) -> &[u8] {
+        let target = self.record(Slot::TargetA).or(self.record(Slot::TargetAaaa));
+        let owner = target.map_or(&[][..], RrRef::owner);
+        let len = owner.first().map_or(0, |&len| usize::from(len));
+        owner.get(1..1 + len).unwrap_or_default()
+    }
+
+    /// Its record of `slot`, if it has one.
+    pub fn record(&self, slot: Slot) -> Option<RrRef<'_>> {
+        self.records.get(slot)
     }
 
     /// Every record of the instance, once.
-    pub fn records(&self) -> impl Iterator<Item = &Rr> {
-        let all = [
-            &self.a,
-            &self.aaaa,
-            &self.srv,
-            &self.srv_alias,
-            &self.cname,
-            &self.target_a,
-            &self.target_aaaa,
+    pub fn records(&self) -> impl Iterator<Item = RrRef<'_>> {
+        let slots = [
+            Slot::A,
+            Slot::Aaaa,
+            Slot::Srv,
+            Slot::SrvAlias,
+            Slot::Cname,
+            Slot::TargetA,
+            Slot::TargetAaaa,
         ];
-        let named = self.named.iter().map(|n| &n.rr);
-        all.into_iter().flatten().chain(named)
+        let named = self.named.iter().map(|n| n.rr.view());
+        slots
+            .into_iter()
+            .filter_map(|slot| self.record(slot))
+            .chain(named)
     }
 
-    fn build(owners: &Owners, instance: &Arc<Instance>, types: RecordTtls) -> Self {
-        let label: Arc<str> = instance_label(&instance.id).into();
+    /// The records of `instance` under `owners`, with the TTLs of `types`. `in_subset`,
+    /// as a subset answers it: the same A, AAAA, SRV and CNAME at the subset's name, and
+    /// the same SRV targets' glue; no RFC 2782 alias and no named ports, which live
+    /// under the service's own name.
+    fn build(
+        owners: &Owners,
+        instance: &Arc<Instance>,
+        types: RecordTtls,
+        in_subset: bool,
+    ) -> Self {
+        let label = instance_label(&instance.id);
         let target = child(&owners.targets, &label);
         let spec = &instance.spec;
         let ipv4 = spec.ipv4.map(|ip| ip.octets());
@@ -791,28 +844,63 @@ impl ServedInstance {
                 name.set_fqdn(true);
                 wire_name(&name)
             });
-        // RDATA in at most two parts (SRV's fields, then its target).
-        let record = |owner: &[u8], record_type, ttl: Option<u32>, rdata: Option<[&[u8]; 2]>| {
-            Rr::from_parts(owner, record_type, ttl?, &rdata?)
-        };
         let a = ipv4.as_ref().map(|ip| [&ip[..], &[]]);
         let aaaa = ipv6.as_ref().map(|ip| [&ip[..], &[]]);
         let srv = srv.as_ref().map(|fields| [&fields[..], &target]);
         let cname = cname.as_ref().map(|name| [&name[..], &[]]);
         let service = &owners.service;
-        Self {
-            source: instance.clone(),
-            a: record(service, RecordType::A, types.a, a),
-            aaaa: record(service, RecordType::AAAA, types.aaaa, aaaa),
-            srv: record(service, RecordType::SRV, types.srv, srv),
-            srv_alias: record(&owners.alias, RecordType::SRV, types.srv, srv),
-            cname: record(service, RecordType::CNAME, types.cname, cname),
-            named: named_ports::records(service, &target, &spec.ports, types.srv, srv_fields),
+        // In slot order; RDATA in at most two parts (SRV's fields, then its target).
+        let alias = srv.filter(|_| !in_subset);
+        let slots: [SlotSpec<'_>; SLOTS] = [
+            (service, RecordType::A, types.a, a),
+            (service, RecordType::AAAA, types.aaaa, aaaa),
+            (service, RecordType::SRV, types.srv, srv),
+            (&owners.alias, RecordType::SRV, types.srv, alias),
+            (service, RecordType::CNAME, types.cname, cname),
             // SRV targets have addresses whenever the service has SRV records, as Cloud
             // Map creates them.
-            target_a: record(&target, RecordType::A, types.a.or(types.srv), a),
-            target_aaaa: record(&target, RecordType::AAAA, types.aaaa.or(types.srv), aaaa),
-            label,
+            (&target, RecordType::A, types.a.or(types.srv), a),
+            (&target, RecordType::AAAA, types.aaaa.or(types.srv), aaaa),
+        ];
+        // Allocated at its exact size: a shrink would leave the larger block in place.
+        let capacity = slots
+            .iter()
+            .filter(|(_, _, ttl, _)| ttl.is_some())
+            .filter_map(|(owner, _, _, rdata)| {
+                Some(
+                    owner.len() + 10 + rdata.as_ref()?.iter().map(|part| part.len()).sum::<usize>(),
+                )
+            })
+            .sum();
+        let mut wire = Vec::with_capacity(capacity);
+        let mut ends = [0; SLOTS];
+        let mut owner_lens = [0; SLOTS];
+        for (at, (owner, record_type, ttl, rdata)) in slots.into_iter().enumerate() {
+            let start = wire.len();
+            // Owners are at most 255 bytes, and 7 records of at most 255 + 10 + 261
+            // bytes fit 16 bits; a record that would not is left out.
+            if let (Some(ttl), Some(rdata), Ok(owner_len)) = (ttl, rdata, u8::try_from(owner.len()))
+                && put_record(&mut wire, owner, record_type, ttl, &rdata).is_some()
+                && u16::try_from(wire.len()).is_ok()
+            {
+                owner_lens[at] = owner_len;
+            } else {
+                wire.truncate(start);
+            }
+            ends[at] = wire.len() as u16;
+        }
+        let named = match in_subset {
+            true => Box::default(),
+            false => named_ports::records(service, &target, &spec.ports, types.srv, srv_fields),
+        };
+        Self {
+            source: instance.clone(),
+            records: SlotRecords {
+                wire: wire.into_boxed_slice(),
+                ends,
+                owner_lens,
+            },
+            named,
             weight,
         }
     }

@@ -72,41 +72,24 @@ impl Rr {
     ) -> Option<Self> {
         let rdata_len: usize = rdata.iter().map(|part| part.len()).sum();
         let mut wire = Vec::with_capacity(owner.len() + 10 + rdata_len);
-        wire.extend_from_slice(owner);
-        wire.extend_from_slice(&u16::from(record_type).to_be_bytes());
-        wire.extend_from_slice(&CLASS_IN.to_be_bytes());
-        wire.extend_from_slice(&ttl.to_be_bytes());
-        wire.extend_from_slice(&u16::try_from(rdata_len).ok()?.to_be_bytes());
-        for part in rdata {
-            wire.extend_from_slice(part);
-        }
+        put_record(&mut wire, owner, record_type, ttl, rdata)?;
         Some(Self {
             wire: wire.into_boxed_slice(),
             owner_len: u16::try_from(owner.len()).ok()?,
         })
     }
 
-    /// The record as hickory's type, for the full path and zone transfers.
-    pub fn record(&self) -> Record {
-        Record::read(&mut BinDecoder::new(&self.wire)).expect("an Rr holds one encoded record")
+    /// The record, borrowed: what every reader takes.
+    pub fn view(&self) -> RrRef<'_> {
+        RrRef {
+            wire: &self.wire,
+            owner_len: self.owner_len,
+        }
     }
 
-    /// Its type, read from the wire.
-    pub fn record_type(&self) -> RecordType {
-        let at = usize::from(self.owner_len);
-        RecordType::from(u16::from_be_bytes([self.wire[at], self.wire[at + 1]]))
-    }
-
-    /// The serial of this SOA record, read from the wire (the first of the five numbers
-    /// that end an SOA's RDATA).
+    /// The serial of this SOA record (see [`RrRef::soa_serial`]).
     pub fn soa_serial(&self) -> u32 {
-        let at = self.wire.len() - SOA_SERIAL_FROM_END;
-        u32::from_be_bytes([
-            self.wire[at],
-            self.wire[at + 1],
-            self.wire[at + 2],
-            self.wire[at + 3],
-        ])
+        self.view().soa_serial()
     }
 
     /// The same SOA record with the serial `serial`.
@@ -119,36 +102,107 @@ impl Rr {
             owner_len: self.owner_len,
         }
     }
+}
+
+/// Appends a class IN record of `record_type` at `owner` whose RDATA is `rdata`'s parts
+/// in order, uncompressed; `None` (and `out` unchanged) if the RDATA would not fit a
+/// record's 16-bit length.
+pub fn put_record(
+    out: &mut Vec<u8>,
+    owner: &[u8],
+    record_type: RecordType,
+    ttl: u32,
+    rdata: &[&[u8]],
+) -> Option<()> {
+    let rdata_len: usize = rdata.iter().map(|part| part.len()).sum();
+    let rdata_len = u16::try_from(rdata_len).ok()?;
+    out.extend_from_slice(owner);
+    out.extend_from_slice(&u16::from(record_type).to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&rdata_len.to_be_bytes());
+    for part in rdata {
+        out.extend_from_slice(part);
+    }
+    Some(())
+}
+
+/// A record in its uncompressed wire form, borrowed from an [`Rr`] or from the one
+/// buffer that holds all of an instance's records (`service_records`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RrRef<'a> {
+    wire: &'a [u8],
+    /// Bytes of the owner name at the start of `wire`.
+    owner_len: u16,
+}
+
+impl<'a> RrRef<'a> {
+    /// The record at the start of `wire`, whose owner name is `owner_len` bytes: what
+    /// [`put_record`] wrote.
+    pub fn new(wire: &'a [u8], owner_len: u16) -> Self {
+        Self { wire, owner_len }
+    }
+
+    /// A copy that owns its bytes (a journal's differences outlive the zone's version).
+    pub fn to_rr(self) -> Rr {
+        Rr {
+            wire: self.wire.into(),
+            owner_len: self.owner_len,
+        }
+    }
+
+    /// The record as hickory's type, for the full path and zone transfers.
+    pub fn record(self) -> Record {
+        Record::read(&mut BinDecoder::new(self.wire)).expect("an Rr holds one encoded record")
+    }
+
+    /// Its type, read from the wire.
+    pub fn record_type(self) -> RecordType {
+        let at = usize::from(self.owner_len);
+        RecordType::from(u16::from_be_bytes([self.wire[at], self.wire[at + 1]]))
+    }
+
+    /// The serial of this SOA record, read from the wire (the first of the five numbers
+    /// that end an SOA's RDATA).
+    pub fn soa_serial(self) -> u32 {
+        let at = self.wire.len() - SOA_SERIAL_FROM_END;
+        u32::from_be_bytes([
+            self.wire[at],
+            self.wire[at + 1],
+            self.wire[at + 2],
+            self.wire[at + 3],
+        ])
+    }
 
     /// Bytes of the record written with its owner in full: the size bound of the record.
-    pub fn len(&self) -> usize {
+    pub fn len(self) -> usize {
         self.wire.len()
     }
 
     /// The uncompressed encoding: also the record's identity, TTL included.
-    pub fn wire(&self) -> &[u8] {
-        &self.wire
+    pub fn wire(self) -> &'a [u8] {
+        self.wire
     }
 
     /// Appends the record with its owner name written in full.
-    pub fn put_full(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.wire);
+    pub fn put_full(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.wire);
     }
 
     /// Appends the record with its owner as the compression pointer `pointer` (the two
     /// top bits included).
-    pub fn put_with_owner_at(&self, out: &mut Vec<u8>, pointer: u16) {
+    pub fn put_with_owner_at(self, out: &mut Vec<u8>, pointer: u16) {
         out.extend_from_slice(&pointer.to_be_bytes());
         out.extend_from_slice(self.after_owner());
     }
 
     /// The owner name, uncompressed.
-    pub fn owner(&self) -> &[u8] {
+    pub fn owner(self) -> &'a [u8] {
         &self.wire[..usize::from(self.owner_len)]
     }
 
     /// Everything after the owner name: type, class, TTL, length and RDATA.
-    pub fn after_owner(&self) -> &[u8] {
+    pub fn after_owner(self) -> &'a [u8] {
         &self.wire[usize::from(self.owner_len)..]
     }
 }
@@ -239,8 +293,8 @@ mod tests {
             let record = Record::from_rdata(owner.clone(), 300, data);
             let built = Rr::from_parts(&owner_wire, record.record_type(), 300, &parts).unwrap();
             assert_eq!(Some(&built), Rr::new(&record).as_ref(), "{record}");
-            assert_eq!(built.record(), record);
-            assert_eq!(built.record_type(), record.record_type());
+            assert_eq!(built.view().record(), record);
+            assert_eq!(built.view().record_type(), record.record_type());
         }
     }
 
@@ -252,7 +306,7 @@ mod tests {
             Record::from_rdata(origin.clone(), 5, RData::SOA(data))
         };
         let patched = Rr::new(&soa(1)).unwrap().with_soa_serial(0xdead_beef);
-        assert_eq!(patched.record(), soa(0xdead_beef));
+        assert_eq!(patched.view().record(), soa(0xdead_beef));
         assert_eq!(patched.soa_serial(), 0xdead_beef);
     }
 

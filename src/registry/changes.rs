@@ -20,6 +20,7 @@
 //! possibly below indexes handed out before: readers treat an index above the current
 //! one as "start over" (as Consul does).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,6 +29,7 @@ use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
 use super::model::SourceId;
+use super::recorder::Draft;
 
 /// Entries kept at most: enough for a client that reconnects within seconds of a burst
 /// (a deploy) to resume, small enough to copy for a status page (~100 KiB).
@@ -184,38 +186,69 @@ impl RecentChanges {
         Ok(self.entries.iter().skip(skip))
     }
 
-    /// Numbers `found` (the changes of the snapshot at `revision`, made at `time`: their
-    /// own `index` and `time` are not read) and appends them, dropping the oldest beyond
-    /// [`RECENT_CHANGES`].
-    pub(super) fn append(&mut self, found: Vec<ChangeEntry>, revision: u64, time: SystemTime) {
-        for mut draft in found {
-            let index = revision.max(self.last.saturating_add(1));
-            self.last = index;
-            (draft.index, draft.time) = (index, time);
-            match (&draft.event, &draft.service) {
-                (Event::NamespaceDeleted, _) => {
-                    self.services.remove(&draft.namespace);
-                    self.unlisted = index;
-                }
-                (Event::ServiceDeleted, Some(service)) => {
-                    if let Some(services) = self.services.get_mut(&draft.namespace) {
-                        services.remove(service);
-                    }
-                    self.unlisted = index;
-                }
-                (_, Some(service)) => {
-                    let services = self.services.entry(draft.namespace.clone()).or_default();
-                    services.insert(service.clone(), index);
-                }
-                (_, None) => {}
+    /// Numbers the changes `found` hands its sink (those of the snapshot at `revision`,
+    /// made at `time`) and appends them, dropping the oldest beyond [`RECENT_CHANGES`]:
+    /// only the last ones become entries, so a sync of a million registrations builds
+    /// [`RECENT_CHANGES`] entries, not a million.
+    pub(super) fn append<'a>(
+        &mut self,
+        revision: u64,
+        time: SystemTime,
+        found: impl FnOnce(&mut dyn FnMut(Draft<'a>)),
+    ) {
+        let mut kept = VecDeque::new();
+        found(&mut |draft| {
+            let index = self.number(&draft, revision);
+            if kept.len() == RECENT_CHANGES
+                && let Some((dropped, _)) = kept.pop_front()
+            {
+                self.evicted = dropped;
             }
-            self.entries.push_back(Arc::new(draft));
+            kept.push_back((index, draft));
+        });
+        for (index, draft) in kept {
+            self.entries.push_back(Arc::new(draft.entry(index, time)));
             if self.entries.len() > RECENT_CHANGES
                 && let Some(oldest) = self.entries.pop_front()
             {
-                self.evicted = oldest.index;
+                // A draft dropped above was newer than the entries held before.
+                self.evicted = self.evicted.max(oldest.index);
             }
         }
+    }
+
+    /// The index of `draft`, the next one; its service's index moves to it.
+    fn number(&mut self, draft: &Draft<'_>, revision: u64) -> u64 {
+        let index = revision.max(self.last.saturating_add(1));
+        self.last = index;
+        match (draft.event, draft.service) {
+            (Event::NamespaceDeleted, _) => {
+                self.services.remove(draft.namespace);
+                self.unlisted = index;
+            }
+            (Event::ServiceDeleted, Some(service)) => {
+                if let Some(services) = self.services.get_mut(draft.namespace) {
+                    services.remove(service);
+                }
+                self.unlisted = index;
+            }
+            (_, Some(service)) => {
+                // Looked up by reference first: the names are copied once per service.
+                let known = self
+                    .services
+                    .get_mut(draft.namespace)
+                    .and_then(|services| services.get_mut(service));
+                match known {
+                    Some(known) => *known = index,
+                    None => {
+                        let services = self.services.entry(draft.namespace.to_owned()).or_default();
+                        services.insert(service.to_owned(), index);
+                    }
+                }
+            }
+            (_, None) => {}
+        }
+        index
     }
 }
 

@@ -37,37 +37,51 @@ impl Recorder {
 
     /// Records what `snapshot` changed in `touched`, and wakes the waiters.
     pub fn record(&mut self, snapshot: &Arc<Snapshot>, touched: &Touched) {
-        let drafts = drafts(&self.previous, snapshot, touched);
-        self.previous = snapshot.clone();
-        if drafts.is_empty() {
-            return;
-        }
+        let before = self.recent.index();
         self.recent
-            .append(drafts, snapshot.revision, SystemTime::now());
-        self.feed.publish(self.recent.clone());
+            .append(snapshot.revision, SystemTime::now(), |found| {
+                drafts(&self.previous, snapshot, touched, found);
+            });
+        self.previous = snapshot.clone();
+        if self.recent.index() != before {
+            self.feed.publish(self.recent.clone());
+        }
     }
 }
 
-/// The changes from `old` to `new` in what `touched` names: namespaces created and
-/// updated first, then services and instances, then namespaces deleted.
-pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<ChangeEntry> {
-    let mut first = Vec::new();
+/// The changes from `old` to `new` in what `touched` names, each handed to `found`:
+/// namespaces created and updated first, then services and instances, then namespaces
+/// deleted. Drafts borrow from the snapshots, so a sync of a million registrations
+/// allocates nothing for the changes [`RecentChanges`] will not keep.
+pub(super) fn drafts<'a>(
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    touched: &'a Touched,
+    found: &mut dyn FnMut(Draft<'a>),
+) {
     let mut last = Vec::new();
     let mut services: BTreeSet<(&str, &str)> = touched
         .services
         .iter()
         .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
         .collect();
-    let empty = imbl::OrdMap::new();
     for name in &touched.namespaces {
         let (before, after) = (old.namespace(name), new.namespace(name));
         match namespace_event(before, after) {
-            Some(Event::NamespaceDeleted) => last.push(draft(Event::NamespaceDeleted, name)),
-            Some(event) => first.push(draft(event, name)),
+            Some(Event::NamespaceDeleted) => last.push(Draft::of(Event::NamespaceDeleted, name)),
+            Some(event) => found(Draft::of(event, name)),
             None => {}
         }
-        let before = before.map_or(&empty, |ns| &ns.services);
-        let after = after.map_or(&empty, |ns| &ns.services);
+        let (Some(before), Some(after)) =
+            (before.map(|ns| &ns.services), after.map(|ns| &ns.services))
+        else {
+            // Created or deleted: every service it has (had) is changed.
+            let all = before.or(after).map(|ns| &ns.services);
+            for service in all.into_iter().flat_map(|services| services.keys()) {
+                services.insert((name.as_str(), service));
+            }
+            continue;
+        };
         // Services are compared by pointer: the writer copies only those it changes.
         let changed = after.iter().filter(|(service, new)| {
             before
@@ -84,10 +98,9 @@ pub(super) fn drafts(old: &Snapshot, new: &Snapshot, touched: &Touched) -> Vec<C
     for (namespace, name) in services {
         let before = old.service(namespace, name);
         let after = new.service(namespace, name);
-        service_drafts(namespace, before, after, &mut first);
+        service_drafts(namespace, before, after, found);
     }
-    first.extend(last);
-    first
+    last.into_iter().for_each(found);
 }
 
 fn namespace_event(
@@ -107,26 +120,59 @@ fn namespace_event(
     }
 }
 
-/// A change found, before [`RecentChanges`] numbers and times it.
-fn draft(event: Event, namespace: &str) -> ChangeEntry {
-    ChangeEntry {
-        index: 0,
-        time: SystemTime::UNIX_EPOCH,
-        event,
-        namespace: namespace.to_owned(),
-        service: None,
-        instance: None,
-        source: None,
-        reason: None,
+/// A change found, borrowed from the snapshots compared: [`RecentChanges`] numbers it
+/// and turns it into a [`ChangeEntry`] only if it is among the entries kept.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Draft<'a> {
+    pub event: Event,
+    pub namespace: &'a str,
+    /// None for a namespace's own events.
+    pub service: Option<&'a str>,
+    /// The instance (its new version, or the one removed), for instance events.
+    pub instance: Option<&'a Instance>,
+    /// For health and update events, the instance's version before: the reason is read
+    /// from both.
+    pub was: Option<&'a Instance>,
+}
+
+impl<'a> Draft<'a> {
+    fn of(event: Event, namespace: &'a str) -> Self {
+        Self {
+            event,
+            namespace,
+            service: None,
+            instance: None,
+            was: None,
+        }
+    }
+
+    /// The entry this draft is, with its `index` and `time`.
+    pub fn entry(&self, index: u64, time: SystemTime) -> ChangeEntry {
+        let reason = match (self.event, self.was, self.instance) {
+            (Event::Healthy | Event::Unhealthy | Event::Updated, Some(old), Some(new)) => {
+                Some(health_reason(old, new))
+            }
+            _ => None,
+        };
+        ChangeEntry {
+            index,
+            time,
+            event: self.event,
+            namespace: self.namespace.to_owned(),
+            service: self.service.map(str::to_owned),
+            instance: self.instance.map(|i| i.id.clone()),
+            source: self.instance.map(|i| i.source.clone()),
+            reason,
+        }
     }
 }
 
 /// The changes of one service: its creation, its instances', its update or deletion.
-fn service_drafts(
-    namespace: &str,
-    before: Option<&Arc<Service>>,
-    after: Option<&Arc<Service>>,
-    out: &mut Vec<ChangeEntry>,
+fn service_drafts<'a>(
+    namespace: &'a str,
+    before: Option<&'a Arc<Service>>,
+    after: Option<&'a Arc<Service>>,
+    found: &mut dyn FnMut(Draft<'a>),
 ) {
     if let (Some(before), Some(after)) = (before, after)
         && Arc::ptr_eq(before, after)
@@ -136,75 +182,80 @@ fn service_drafts(
     let Some(name) = after.or(before).map(|s| s.name.as_str()) else {
         return;
     };
-    let of_service = |event| ChangeEntry {
-        service: Some(name.to_owned()),
-        ..draft(event, namespace)
+    let of_service = |event| Draft {
+        service: Some(name),
+        ..Draft::of(event, namespace)
     };
     match (before, after) {
-        (None, Some(_)) => out.push(of_service(Event::ServiceCreated)),
+        (None, Some(_)) => found(of_service(Event::ServiceCreated)),
         (Some(before), Some(after))
             if *before.meta != *after.meta || *before.policy != *after.policy =>
         {
-            out.push(of_service(Event::ServiceUpdated));
+            found(of_service(Event::ServiceUpdated));
         }
         _ => {}
     }
-    let empty = imbl::OrdMap::new();
-    let old = before.map_or(&empty, |s| &s.instances);
-    let new = after.map_or(&empty, |s| &s.instances);
-    for item in old.diff(new) {
-        let (instance, events) = match item {
-            DiffItem::Add(_, added) => (added, vec![(Event::Registered, None)]),
-            DiffItem::Remove(_, removed) => (removed, vec![(Event::Deregistered, None)]),
-            DiffItem::Update {
-                old: (_, old),
-                new: (_, new),
-            } => (new, instance_events(old, new)),
-        };
-        for (event, reason) in events {
-            out.push(ChangeEntry {
-                instance: Some(instance.id.clone()),
-                source: Some(instance.source.clone()),
-                reason,
-                ..of_service(event)
-            });
+    let of_instance = |event, instance: &'a Arc<Instance>, was: Option<&'a Arc<Instance>>| Draft {
+        instance: Some(&**instance),
+        was: was.map(|was| &**was),
+        ..of_service(event)
+    };
+    match (before, after) {
+        (Some(before), Some(after)) => {
+            for item in before.instances.diff(&after.instances) {
+                match item {
+                    DiffItem::Add(_, added) => found(of_instance(Event::Registered, added, None)),
+                    DiffItem::Remove(_, removed) => {
+                        found(of_instance(Event::Deregistered, removed, None));
+                    }
+                    DiffItem::Update {
+                        old: (_, old),
+                        new: (_, new),
+                    } => {
+                        for event in instance_events(old, new) {
+                            found(of_instance(event, new, Some(old)));
+                        }
+                    }
+                }
+            }
         }
-    }
-    if before.is_some() && after.is_none() {
-        out.push(of_service(Event::ServiceDeleted));
+        // Created or deleted: a walk, without diff's comparison of every entry.
+        (None, Some(after)) => {
+            for added in after.instances.values() {
+                found(of_instance(Event::Registered, added, None));
+            }
+        }
+        (Some(before), None) => {
+            for removed in before.instances.values() {
+                found(of_instance(Event::Deregistered, removed, None));
+            }
+            found(of_service(Event::ServiceDeleted));
+        }
+        (None, None) => {}
     }
 }
 
-/// What changed in one instance, each with its reason.
-pub(super) fn instance_events(old: &Instance, new: &Instance) -> Vec<(Event, Option<String>)> {
-    let mut events = Vec::new();
+/// What changed in one instance, in order: a new registration, health, draining; or,
+/// when none of them, an update.
+fn instance_events(old: &Instance, new: &Instance) -> impl Iterator<Item = Event> {
     // The source's word on health is in the spec, but is a health change, not a new
     // registration (`PUT .../health`).
     let same_health = || InstanceSpec {
         healthy: old.spec.healthy,
         ..new.spec.clone()
     };
-    if old.source != new.source || old.spec != new.spec && old.spec != same_health() {
-        events.push((Event::Replaced, None));
-    }
-    if old.is_healthy() != new.is_healthy() {
-        let event = match new.is_healthy() {
-            true => Event::Healthy,
-            false => Event::Unhealthy,
-        };
-        events.push((event, Some(health_reason(old, new))));
-    }
-    if old.is_draining() != new.is_draining() {
-        let event = match new.is_draining() {
-            true => Event::Drained,
-            false => Event::Undrained,
-        };
-        events.push((event, None));
-    }
-    if events.is_empty() {
-        events.push((Event::Updated, Some(health_reason(old, new))));
-    }
-    events
+    let replaced = old.source != new.source || old.spec != new.spec && old.spec != same_health();
+    let health = (old.is_healthy() != new.is_healthy()).then(|| match new.is_healthy() {
+        true => Event::Healthy,
+        false => Event::Unhealthy,
+    });
+    let drain = (old.is_draining() != new.is_draining()).then(|| match new.is_draining() {
+        true => Event::Drained,
+        false => Event::Undrained,
+    });
+    let events = [replaced.then_some(Event::Replaced), health, drain];
+    let updated = events.iter().all(Option::is_none).then_some(Event::Updated);
+    events.into_iter().chain([updated]).flatten()
 }
 
 /// Why an instance's health changed (or, for [`Event::Updated`], what else did): the

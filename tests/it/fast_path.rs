@@ -127,7 +127,8 @@ fn names(zone: &ZoneSnapshot) -> Vec<String> {
             names.push(format!("missing.{service}.{origin}"));
             names.push(format!("a.b.{service}.{origin}"));
             for instance in records.labelled() {
-                names.push(format!("{}.{service}.{origin}", instance.label));
+                let label = String::from_utf8_lossy(instance.label());
+                names.push(format!("{label}.{service}.{origin}"));
             }
         }
     }
@@ -236,8 +237,8 @@ fn universe(zone: &ZoneSnapshot) -> HashMap<(String, RecordType), BTreeSet<Strin
             .insert(text(record));
     };
     for namespace in zone.namespaces() {
-        add(&namespace.soa.record());
-        add(&namespace.ns.record());
+        add(&namespace.soa.view().record());
+        add(&namespace.ns.view().record());
         for records in namespace.services.values() {
             for rr in records.instances.iter().flat_map(|i| i.records()) {
                 add(&rr.record());

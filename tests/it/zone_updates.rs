@@ -61,8 +61,9 @@ fn served(zone: &ZoneSnapshot) -> Vec<(String, usize)> {
         .instances
         .iter()
         .map(|i| {
-            let found = records.by_label(&i.label).unwrap();
-            assert!(std::ptr::eq(found, &**i), "{}", i.label);
+            let label = std::str::from_utf8(i.label()).unwrap();
+            let found = records.by_label(label).unwrap();
+            assert!(std::ptr::eq(found, &**i), "{label}");
             (i.source.id.clone(), Arc::as_ptr(i) as usize)
         })
         .collect()
@@ -90,8 +91,8 @@ async fn one_instance_changes_one_instances_records() {
         records
             .by_label("i-050")
             .unwrap()
-            .a
-            .as_ref()
+            .records()
+            .next()
             .unwrap()
             .record()
             .data

@@ -132,10 +132,11 @@ pub fn respond(
     let (rcode, counts) = match plan {
         Plan::Refused | Plan::ServFail => return Handling::HandOff,
         Plan::Negative(rcode, namespace) => {
-            if namespace.soa.len() > budget {
+            let soa = namespace.soa.view();
+            if soa.len() > budget {
                 return Handling::HandOff;
             }
-            namespace.soa.put_full(out);
+            soa.put_full(out);
             (rcode, [0, 1, 0])
         }
         Plan::Single(rr) => {

@@ -11,7 +11,7 @@ use std::iter::Peekable;
 
 use foldhash::fast::RandomState;
 
-use crate::dns::wire::{HEADER_LEN, MAX_POINTER_OFFSET, Rr};
+use crate::dns::wire::{HEADER_LEN, MAX_POINTER_OFFSET, RrRef};
 
 /// Bytes of a transfer message at most, header and question included, unless one record
 /// alone is larger (it then goes alone). Small enough that a slow secondary holds up
@@ -23,13 +23,13 @@ const ANSWER_COUNT_AT: usize = 6;
 
 /// The messages of a transfer of `records`, taken from the iterator one message at a
 /// time: memory is one message, however large the zone.
-pub struct Messages<'z, I: Iterator<Item = &'z Rr>> {
+pub struct Messages<'z, I: Iterator<Item = RrRef<'z>>> {
     records: Peekable<I>,
     /// Each name (or name suffix) already written in the current message, and where.
     names: HashMap<&'z [u8], u16, RandomState>,
 }
 
-impl<'z, I: Iterator<Item = &'z Rr>> Messages<'z, I> {
+impl<'z, I: Iterator<Item = RrRef<'z>>> Messages<'z, I> {
     pub fn new(records: I) -> Self {
         Self {
             records: records.peekable(),
@@ -74,7 +74,7 @@ impl<'z, I: Iterator<Item = &'z Rr>> Messages<'z, I> {
     }
 
     /// Appends `record`, its owner as the longest suffix already written made a pointer.
-    fn put(&mut self, record: &'z Rr, out: &mut Vec<u8>) {
+    fn put(&mut self, record: RrRef<'z>, out: &mut Vec<u8>) {
         let owner = record.owner();
         let mut at = 0;
         loop {
@@ -109,6 +109,7 @@ mod tests {
     use hickory_proto::rr::{Name, RData, Record};
 
     use super::*;
+    use crate::dns::wire::Rr;
 
     fn record(owner: &str, data: RData) -> Rr {
         Rr::new(&Record::from_rdata(Name::from_str(owner).unwrap(), 5, data)).unwrap()
@@ -138,7 +139,7 @@ mod tests {
             }
         }
         let (header, question) = header_and_question();
-        let mut messages = Messages::new(records.iter());
+        let mut messages = Messages::new(records.iter().map(Rr::view));
         let (mut out, mut decoded, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
         while messages.write_next(&header, &question, &mut out) {
             let message = Message::from_vec(&out).unwrap();
@@ -153,13 +154,13 @@ mod tests {
             sizes.iter().all(|&size| size <= MESSAGE_BUDGET),
             "{sizes:?}"
         );
-        let whole: usize = records.iter().map(Rr::len).sum();
+        let whole: usize = records.iter().map(|r| r.view().len()).sum();
         let sent: usize = sizes.iter().sum();
         assert!(
             sent < whole * 3 / 4,
             "{sent} bytes sent for {whole} of records"
         );
-        let largest = records.iter().map(Rr::len).max().unwrap();
+        let largest = records.iter().map(|r| r.view().len()).max().unwrap();
         let (last, full) = sizes.split_last().unwrap();
         assert!(
             *last > 0 && full.iter().all(|&size| size > MESSAGE_BUDGET - largest),
@@ -182,7 +183,7 @@ mod tests {
         };
         let records: Vec<Rr> = (0..400).map(|port| Rr::new(&srv(port)).unwrap()).collect();
         let (header, question) = header_and_question();
-        let mut messages = Messages::new(records.iter());
+        let mut messages = Messages::new(records.iter().map(Rr::view));
         let mut out = Vec::new();
         let mut counts = Vec::new();
         while messages.write_next(&header, &question, &mut out) {

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 use crate::config::TransferSettings;
 use crate::dns::journal;
-use crate::dns::wire::Rr;
+use crate::dns::wire::{Rr, RrRef};
 use crate::dns::zone::NamespaceRecords;
 
 pub use message::{MESSAGE_BUDGET, Messages};
@@ -144,24 +144,25 @@ pub fn answer_records(zone: &NamespaceRecords, client_serial: Option<u32>) -> (K
             .chain(&delta.removed)
             .chain(std::iter::once(&delta.to))
             .chain(&delta.added)
+            .map(Rr::view)
     });
-    let answer = std::iter::once(soa)
+    let answer = std::iter::once(soa.view())
         .chain(deltas)
-        .chain(std::iter::once(soa));
+        .chain(std::iter::once(soa.view()));
     (Kind::Ixfr, Box::new(answer))
 }
 
 /// The records of a transfer, in order, read from the zone as they are written.
-pub type Parts<'z> = Box<dyn Iterator<Item = &'z Rr> + Send + 'z>;
+pub type Parts<'z> = Box<dyn Iterator<Item = RrRef<'z>> + Send + 'z>;
 
 /// The answer to an IXFR from a client that is current: the zone's SOA alone.
 pub fn current_soa(zone: &NamespaceRecords) -> Parts<'_> {
-    Box::new(std::iter::once(&zone.soa))
+    Box::new(std::iter::once(zone.soa.view()))
 }
 
 /// SOA, every record, SOA.
 fn full(zone: &NamespaceRecords) -> Parts<'_> {
-    let soa = std::iter::once(&zone.soa);
+    let soa = std::iter::once(zone.soa.view());
     Box::new(soa.clone().chain(journal::zone_records(zone)).chain(soa))
 }
 

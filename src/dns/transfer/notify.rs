@@ -49,7 +49,7 @@ pub async fn run(
             for target in &targets {
                 let task = tokio::spawn(notify_until_answered(
                     *target,
-                    namespace.soa.record(),
+                    namespace.soa.view().record(),
                     key.clone(),
                     metrics.clone(),
                 ));
