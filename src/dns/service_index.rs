@@ -165,7 +165,7 @@ impl<V: Clone> NameIndex<V> {
     pub fn insert(&mut self, name: &str, records: V) -> Option<V> {
         let name = name.as_bytes();
         let hash = self.hasher.hash_one(name);
-        let hasher = self.hasher.clone();
+        let hasher = self.hasher;
         let shard = self.shard_mut(hash);
         if let Some(n) = find(shard, hash, name) {
             let slot = unshared(shard)[n].as_mut().expect("found");
@@ -198,7 +198,7 @@ impl<V: Clone> NameIndex<V> {
         let name = name.as_bytes();
         let hash = self.hasher.hash_one(name);
         find(self.shard(hash), hash, name)?;
-        let hasher = self.hasher.clone();
+        let hasher = self.hasher;
         let shard = self.shard_mut(hash);
         let mut entries = entries(shard);
         let at = entries.iter().position(|slot| slot.key.is(name))?;
@@ -261,7 +261,7 @@ fn capacity(entries: usize) -> usize {
 /// bits) onward, wrapping around once.
 fn probe<T>(shard: &[T], hash: u64) -> impl Iterator<Item = usize> {
     let len = shard.len();
-    let home = ((hash & u64::from(u32::MAX)) * len as u64 >> 32) as usize;
+    let home = (((hash & u64::from(u32::MAX)) * len as u64) >> 32) as usize;
     (home..len).chain(0..home)
 }
 
@@ -326,7 +326,7 @@ mod tests {
 
     fn name(n: usize) -> String {
         // Every fifth name is too long to be kept in its slot.
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             format!("service-with-a-long-name-{n}")
         } else {
             format!("svc{n}")
@@ -405,10 +405,10 @@ mod tests {
             index.insert(name, n);
         }
         assert_eq!(index.get(b"ab"), Some(&1));
-        assert_eq!(index.get(long[..22].as_bytes()), Some(&3));
-        assert_eq!(index.get(long[..23].as_bytes()), Some(&4));
+        assert_eq!(index.get(&long.as_bytes()[..22]), Some(&3));
+        assert_eq!(index.get(&long.as_bytes()[..23]), Some(&4));
         assert_eq!(index.get(long.as_bytes()), Some(&5));
-        assert_eq!(index.get(long[..24].as_bytes()), None);
+        assert_eq!(index.get(&long.as_bytes()[..24]), None);
         assert_eq!(index.get(b"abc"), None);
     }
 }
