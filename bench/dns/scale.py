@@ -24,7 +24,11 @@ reach muster at start in one sync, where the REST API would take one durable wri
   service of K instances costs, next to the whole namespace;
 - AXFR: kdig's transfer of the zone over TCP (time, messages, records);
 - Knot DNS 3 (one UDP worker) loading the same records from a zone file: its load time
-  and VmRSS, and muster's RSS as a ratio to it.
+  and VmRSS, and muster's RSS as a ratio to it; and Knot's CPU per query on the same
+  query file, as a ratio to Knot's own at the baseline size (what a server whose lookup
+  is a tree of its own pays for cache misses at that size: the yardstick for muster's);
+- with --profile, one more dnsperf run of muster at each size under `perf record`
+  (bench/dns/profiling.py), its top entries printed.
 
 Data (JSON, zone file, query file) goes to a folder under /tmp, deleted at the end
 unless --keep. Needs knotd, kdig and dnsperf (`bench/dns/run` installs them); the
@@ -45,6 +49,7 @@ import time
 
 import load
 import namespace
+import profiling
 from bench import own_session, prioritize
 from servers import Knot, Muster, cpu_seconds, query
 
@@ -77,6 +82,7 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=1, help="dnsperf runs per size; the median CPU/q is reported (default 1)")
     parser.add_argument("--changes", type=int, default=200, help="REST PUTs timed at each size (default 200)")
     parser.add_argument("--no-knot", action="store_true", help="leave Knot out")
+    parser.add_argument("--profile", action="store_true", help="one more muster run per size under perf record; its top entries printed")
     parser.add_argument("--muster-bin", default=os.path.join(ROOT, "target/release/muster"))
     parser.add_argument("--keep", action="store_true", help="keep the data folder under /tmp")
     parser.add_argument("--out", help="also write the results as JSON here")
@@ -131,14 +137,21 @@ def memory(server):
     return {"rss_mib": status_kib(pid, "VmRSS") / 1024, "hwm_mib": status_kib(pid, "VmHWM") / 1024}
 
 
+def query_file(workdir, services):
+    """The dnsperf query file for `services` services, written once per invocation."""
+    path = os.path.join(workdir, f"queries-{services}.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(namespace.queries(services, 100_000, 1))
+    return path
+
+
 def cpu_per_query(server, services, workdir, args):
-    query_file = os.path.join(workdir, f"queries-{services}.txt")
-    with open(query_file, "w") as f:
-        f.write(namespace.queries(services, 100_000, 1))
+    query_file_path = query_file(workdir, services)
     rows = []
     for n in range(args.repeat):
-        load.warm_up(server, query_file, 1, 8, 200)
-        row = load.run(server, query_file, workdir, f"{server.name}-{n}", args.duration, 8, 200)
+        load.warm_up(server, query_file_path, 1, 8, 200)
+        row = load.run(server, query_file_path, workdir, f"{server.name}-{n}", args.duration, 8, 200)
         say(f"{server.name}: {row['qps']:,.0f} qps, {row['cpu_us_per_query']:.2f} µs/q, lost {row['lost']}")
         rows.append(row)
     return {
@@ -208,6 +221,9 @@ def measure_muster(args, workdir, services, instances, full):
         result = {"load_seconds": server.load_seconds, **memory(server)}
         say(f"muster {services}x{instances}: ready in {server.load_seconds:.2f} s, VmRSS {result['rss_mib']:.1f} MiB, VmHWM {result['hwm_mib']:.1f} MiB")
         result["dns"] = cpu_per_query(server, services, workdir, args)
+        if args.profile:
+            result["profile"] = profiling.record(server, query_file(workdir, services), workdir, f"{services}x{instances}", args.duration, 8, 200)
+            say(f"muster {services}x{instances} profile:\n{profiling.lines(result['profile'])}")
         # The allocator returns what the load freed after a delay: the figure that stays.
         result["settled_rss_mib"] = memory(server)["rss_mib"]
         say(f"muster {services}x{instances}: VmRSS {result['settled_rss_mib']:.1f} MiB after the queries")
@@ -223,7 +239,7 @@ def measure_muster(args, workdir, services, instances, full):
     return result
 
 
-def measure_knot(workdir, services, instances):
+def measure_knot(args, workdir, services, instances):
     zone_path = os.path.join(workdir, f"zone-{services}x{instances}")
     write_zone(zone_path, services, instances)
     knot = Knot(workdir, CORE, zone_path)
@@ -233,6 +249,7 @@ def measure_knot(workdir, services, instances):
     try:
         result = {"load_seconds": knot.load_seconds, **memory(knot)}
         say(f"knot {services}x{instances}: ready in {knot.load_seconds:.2f} s, VmRSS {result['rss_mib']:.1f} MiB")
+        result["dns"] = cpu_per_query(knot, services, workdir, args)
     finally:
         knot.stop()
         os.remove(zone_path)
@@ -253,28 +270,35 @@ def main(argv):
     try:
         services, instances = args.baseline
         results["baseline"] = {"services": services, "instances": instances, **measure_muster(args, workdir, services, instances, False)}
+        if not args.no_knot:
+            results["baseline"]["knot"] = measure_knot(args, workdir, services, instances)
         for services, instances in args.size:
             row = {"services": services, "instances": instances, "muster": measure_muster(args, workdir, services, instances, True)}
             if not args.no_knot:
-                row["knot"] = measure_knot(workdir, services, instances)
+                row["knot"] = measure_knot(args, workdir, services, instances)
             results["sizes"].append(row)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     base = results["baseline"]
     print(f"\nCPU/q baseline: {base['services']:,} x {base['instances']:,} = {base['services'] * base['instances']:,} instances, "
-          f"{base['dns']['cpu_us_per_query']:.2f} µs/q ({base['dns']['qps']:,.0f} qps), VmRSS {base['rss_mib']:.1f} MiB")  # fmt: skip
-    print("| size | instances | load s | VmRSS MiB at ready, settled | VmHWM MiB | Knot MiB (load s) | settled RSS/Knot | CPU µs/q (x baseline) | change µs CPU, p50/p99 ms | AXFR s (records) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{base['dns']['cpu_us_per_query']:.2f} µs/q ({base['dns']['qps']:,.0f} qps), VmRSS {base['rss_mib']:.1f} MiB"
+          + (f"; Knot {base['knot']['dns']['cpu_us_per_query']:.2f} µs/q ({base['knot']['dns']['qps']:,.0f} qps)" if "knot" in base else ""))  # fmt: skip
+    print("| size | instances | load s | VmRSS MiB at ready, settled | VmHWM MiB | Knot MiB (load s) | settled RSS/Knot | CPU µs/q (x baseline) | Knot CPU µs/q (x its baseline) | change µs CPU, p50/p99 ms | AXFR s (records) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in results["sizes"]:
         m = row["muster"]
         knot = row.get("knot")
         knot_cell = f"{knot['rss_mib']:.1f} ({knot['load_seconds']:.2f})" if knot else "-"
         ratio = f"{m['settled_rss_mib'] / knot['rss_mib']:.2f}" if knot else "-"
         cpu = m["dns"]["cpu_us_per_query"]
+        knot_cpu = "-"
+        if knot and "knot" in base:
+            k = knot["dns"]["cpu_us_per_query"]
+            knot_cpu = f"{k:.2f} ({k / base['knot']['dns']['cpu_us_per_query']:.2f})"
         print(
             f"| {row['services']:,} x {row['instances']:,} | {row['services'] * row['instances']:,} | {m['load_seconds']:.2f} | "
-            f"{m['rss_mib']:.1f}, {m['settled_rss_mib']:.1f} | {m['hwm_mib']:.1f} | {knot_cell} | {ratio} | {cpu:.2f} ({cpu / base['dns']['cpu_us_per_query']:.2f}) | "
+            f"{m['rss_mib']:.1f}, {m['settled_rss_mib']:.1f} | {m['hwm_mib']:.1f} | {knot_cell} | {ratio} | {cpu:.2f} ({cpu / base['dns']['cpu_us_per_query']:.2f}) | {knot_cpu} | "
             f"{m['change']['cpu_us_per_change']:.0f}, {m['change']['p50_ms']:.2f}/{m['change']['p99_ms']:.2f} | "
             f"{m['axfr']['seconds']:.2f} ({m['axfr']['records']:,}) |"
         )  # fmt: skip

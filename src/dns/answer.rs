@@ -228,10 +228,7 @@ pub fn plan<'z>(
 }
 
 fn service<'z>(namespace: &'z NamespaceRecords, label: &[u8]) -> Option<&'z ServiceRecords> {
-    namespace
-        .services
-        .get(std::str::from_utf8(label).ok()?)
-        .map(|s| &**s)
+    namespace.services.get(label).map(|s| &**s)
 }
 
 fn service_plan<'z>(

@@ -34,6 +34,7 @@ mod qname;
 pub mod rrl;
 mod sample;
 mod server;
+mod service_index;
 mod service_records;
 mod tcp;
 #[cfg(test)]

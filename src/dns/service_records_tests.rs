@@ -141,8 +141,8 @@ async fn updated_records_pack_as_built_from_scratch() {
             &fresh.namespace("internal").unwrap(),
         );
         assert_eq!(updated.services.len(), fresh.services.len());
-        for (name, records) in &fresh.services {
-            let kept = &updated.services[name];
+        for (name, records) in fresh.services.iter() {
+            let kept = updated.services.get(name).unwrap();
             assert_eq!(kept.named, records.named, "{name}");
             assert_eq!(kept.packed, records.packed, "{name}");
             // The label order merged from the previous one is the one sorted afresh.

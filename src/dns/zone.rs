@@ -10,6 +10,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record};
 
 use super::journal::{Delta, delta};
 use super::qname::{MAX_LABELS, QueryName};
+use super::service_index::ServiceIndex;
 use super::service_records::ServiceRecords;
 use super::wire::{Rr, wire_name};
 use crate::registry::{
@@ -27,12 +28,21 @@ pub struct ZoneSnapshot {
     /// False until every source has synced; answers are SERVFAIL until then.
     pub synced: bool,
     /// Namespaces by the lowercase wire form of their origin (no root label).
-    by_origin: imbl::HashMap<Box<[u8]>, Arc<NamespaceRecords>>,
+    by_origin: OriginMap,
     /// The origin key of each namespace, by its registry name.
     origins: imbl::HashMap<String, Box<[u8]>>,
     /// How many origins have each number of labels: a lookup tries only those depths.
     depths: Depths,
 }
+
+/// Namespaces by origin, hashed with foldhash: every query hashes its name's suffixes
+/// into it, where SipHash (the map's default) cost more than the lookup itself.
+type OriginMap = imbl::GenericHashMap<
+    Box<[u8]>,
+    Arc<NamespaceRecords>,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// The records of one namespace, the zone at its origin: apex SOA and NS, the
 /// [`ServiceRecords`] of each service, and the IXFR journal.
@@ -50,7 +60,7 @@ pub struct NamespaceRecords {
     origin_wire: Arc<[u8]>,
     pub soa: Rr,
     pub ns: Rr,
-    pub services: imbl::HashMap<Arc<str>, Arc<ServiceRecords>>,
+    pub services: ServiceIndex,
     /// How many services with names in DNS use each transport label; a label in use is
     /// an empty non-terminal (`_tcp.ns`), so NODATA rather than NXDOMAIN.
     tcp_services: usize,
@@ -287,7 +297,7 @@ impl NamespaceRecords {
             origin,
             soa: encoded(&soa),
             ns: encoded(&ns),
-            services: imbl::HashMap::new(),
+            services: ServiceIndex::default(),
             tcp_services: 0,
             udp_services: 0,
             journal: imbl::Vector::new(),
@@ -302,26 +312,17 @@ impl NamespaceRecords {
 
     /// Replaces (or with `None` removes) one service's records.
     fn set_service(&mut self, name: &str, service: Option<&Arc<Service>>) {
-        if let Some(gone) = self.services.get(name).cloned() {
-            self.count_names(&gone, -1);
+        let previous = self.services.get(name).cloned();
+        if let Some(gone) = &previous {
+            self.count_names(gone, -1);
         }
         let Some(service) = service.filter(|s| s.in_dns()) else {
             self.services.remove(name);
             return;
         };
-        // Replaced in its slot: one path copy of the map, and no new key.
-        let records = match self.services.get_mut(name) {
-            Some(slot) => {
-                let records = ServiceRecords::build(&self.origin_wire, service, Some(slot));
-                *slot = Arc::new(records);
-                slot.clone()
-            }
-            None => {
-                let records = Arc::new(ServiceRecords::build(&self.origin_wire, service, None));
-                self.services.insert(name.into(), records.clone());
-                records
-            }
-        };
+        let records = ServiceRecords::build(&self.origin_wire, service, previous.as_deref());
+        let records = Arc::new(records);
+        self.services.insert(name, records.clone());
         self.count_names(&records, 1);
     }
 

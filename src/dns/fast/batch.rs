@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use socket2::{SockAddr, SockAddrStorage};
 
 /// Datagrams per syscall at most.
-const BATCH: usize = 32;
+pub const BATCH: usize = 32;
 /// Bytes of a query kept; longer datagrams are cut, as hickory's own UDP reader cuts them.
 const MAX_QUERY: usize = 4096;
 

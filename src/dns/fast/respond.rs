@@ -17,12 +17,15 @@ use rand::rngs::SmallRng;
 
 use std::net::IpAddr;
 
+use super::batch::BATCH;
 use super::query::{Edns, OPTION_CLIENT_SUBNET, OPTION_NSID, parse};
 use crate::dns::answer::{Pick, Plan, plan};
 use crate::dns::locality::{ClientZones, Subnet};
 use crate::dns::qname::QueryName;
+use crate::dns::service_index::prefetch;
+use crate::dns::service_records::ServiceRecords;
 use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
-use crate::dns::zone::ZoneSnapshot;
+use crate::dns::zone::{NamespaceRecords, ZoneSnapshot};
 
 const FLAG_QR: u8 = 0x80;
 const FLAG_RA: u8 = 0x80;
@@ -87,6 +90,58 @@ impl Scratch {
             targets: Vec::with_capacity(64),
         }
     }
+}
+
+/// Before a batch of `packets` is answered: starts loading what answering them reads
+/// from the zone, one dependent step at a time for all of them (the index slot of each
+/// query's service, then its records, then what a pick reads first), so the batch
+/// waits for its cache misses together instead of one after another. With 100,000
+/// services these are misses at every step; answering then finds them cached.
+pub fn warm<'p>(
+    zone: &ZoneSnapshot,
+    packets: impl Iterator<Item = &'p [u8]> + Clone,
+    scratch: &mut Scratch,
+) {
+    for packet in packets.clone().take(BATCH) {
+        if let Some((namespace, label)) = service_named(zone, packet, &mut scratch.name) {
+            namespace.services.prefetch(label);
+        }
+    }
+    let mut found: [Option<&ServiceRecords>; BATCH] = [None; BATCH];
+    for (packet, found) in packets.zip(&mut found) {
+        let Some((namespace, label)) = service_named(zone, packet, &mut scratch.name) else {
+            continue;
+        };
+        *found = namespace.services.get(label).map(|records| &**records);
+        if let Some(records) = found {
+            prefetch(*records, 4);
+        }
+    }
+    for records in found.into_iter().flatten() {
+        records.prefetch_picks();
+    }
+}
+
+/// The namespace `packet` asks about and the label of the service its answer comes
+/// from, for the shapes [`plan`] looks a service up for: `svc.ns`, `iid.svc.ns`,
+/// `_svc._tcp.ns` and the three-label names below a service.
+fn service_named<'z, 'n>(
+    zone: &'z ZoneSnapshot,
+    packet: &[u8],
+    name: &'n mut QueryName,
+) -> Option<(&'z NamespaceRecords, &'n [u8])> {
+    parse(packet, name)?;
+    let namespace = zone.namespace_of(name)?;
+    let label = match name.label_count() - namespace.origin_depth() {
+        1 => name.label(0),
+        2 => match name.label(0).strip_prefix(b"_") {
+            Some(alias) if namespace.protocol_in_use(name.label(1)) => alias,
+            _ => name.label(1),
+        },
+        3 => name.label(2),
+        _ => return None,
+    };
+    Some((namespace, label))
 }
 
 /// Answers `packet`, from `source`, from `zone` into `out` if it can.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{Received, Replies};
 use super::handoff::{MAX_HANDOFFS, full_path};
-use super::respond::{Handling, Scratch, respond};
+use super::respond::{Handling, Scratch, respond, warm};
 use crate::dns::handler::Handler;
 use crate::dns::metrics::QuerySlot;
 use crate::dns::rrl::Rrl;
@@ -183,6 +183,7 @@ impl Worker {
             let zone = self.handler.zone().load();
             let rrl = self.handler.rrl();
             let now = rrl.map_or(0, Rrl::now);
+            warm(&zone, (0..count).map(|n| received.query(n)), &mut scratch);
             for n in 0..count {
                 let Some(src) = received.source(n).filter(|src| can_reply_to(*src)) else {
                     continue;
