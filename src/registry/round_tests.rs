@@ -268,21 +268,22 @@ fn batch(count: usize) -> Change {
     }
 }
 
+/// Plans a batch of `count` as a round's only change: what planning said, and the
+/// round's compares and writes (the model put back).
+fn plan_batch_alone(model: &mut State, count: usize) -> (Planned, Vec<Expect>, Vec<Op>) {
+    let mut txn = Txn::new(model);
+    let planned = plan(&mut txn, model, &Index::new(), batch(count));
+    let (expects, ops) = txn.restore(model);
+    (planned, expects, ops)
+}
+
 #[test]
 fn the_largest_batch_the_api_takes_fits_one_transaction_whole() {
-    let mut model = model();
-    let mut txn = Txn::new(&model);
-    let planned = plan(
-        &mut txn,
-        &mut model,
-        &Index::new(),
-        batch(MAX_BATCH_INSTANCES),
-    );
+    let (planned, expects, ops) = plan_batch_alone(&mut model(), MAX_BATCH_INSTANCES);
     assert!(
         matches!(planned, Planned::InTxn { complete: true }),
         "{planned:?}"
     );
-    let (expects, ops) = txn.restore(&mut model);
     assert_eq!(ops.len(), MAX_BATCH_INSTANCES);
     // Room for each instance's service record too.
     assert!(2 * ops.len() <= MAX_TXN_WRITES && 2 * expects.len() < MAX_TXN_OPS);
@@ -291,19 +292,11 @@ fn the_largest_batch_the_api_takes_fits_one_transaction_whole() {
 #[test]
 fn a_batch_larger_than_a_transaction_is_refused_never_split() {
     let mut model = model();
-    let mut txn = Txn::new(&model);
-    let planned = plan(
-        &mut txn,
-        &mut model,
-        &Index::new(),
-        batch(MAX_TXN_WRITES + 1),
-    );
+    let (planned, _, ops) = plan_batch_alone(&mut model, MAX_TXN_WRITES + 1);
     assert!(
         matches!(planned, Planned::Now(Err(ChangeError::TooLarge(_)))),
         "{planned:?}"
     );
-    assert!(txn.is_empty());
-    let (_, ops) = txn.restore(&mut model);
     assert!(ops.is_empty());
     let internal = model.snapshot.namespace("internal").unwrap();
     assert!(internal.services.is_empty(), "the model is put back");
@@ -323,10 +316,10 @@ fn a_batch_that_fits_only_alone_waits_for_a_round_of_its_own() {
     let (_, ops) = txn.restore(&mut model);
     assert_eq!(ops.len(), 1, "the first change alone");
     // Alone, it fits whole.
-    let mut txn = Txn::new(&model);
-    let planned = plan(&mut txn, &mut model, &Index::new(), batch(MAX_TXN_WRITES));
+    let (planned, _, ops) = plan_batch_alone(&mut model, MAX_TXN_WRITES);
     assert!(
         matches!(planned, Planned::InTxn { complete: true }),
         "{planned:?}"
     );
+    assert_eq!(ops.len(), MAX_TXN_WRITES);
 }
