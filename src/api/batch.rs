@@ -7,8 +7,11 @@
 //! nothing: every item is validated as its single-instance request would be before
 //! anything is sent to the registry (a 4xx names the item's field, `changes[3].ipv4`), and
 //! a refusal by the registry (an instance owned by another source, a missing one, a
-//! ceiling) refuses the whole batch.
+//! ceiling) refuses the whole batch. An instance is named once per batch. With `[etcd]` a
+//! batch is one etcd transaction, so it holds at most what one always fits
+//! ([`RegistryHandle::max_batch`](crate::registry::RegistryHandle::max_batch)).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
@@ -102,17 +105,23 @@ fn validated(
     let snapshot = state.registry.snapshot();
     let namespace = find_namespace(&snapshot, ns)?.settings.name.clone();
     let body: BatchBody = parse_body(body)?;
-    if body.changes.is_empty() || body.changes.len() > MAX_CHANGES {
+    let (limit, store) = match state.registry.max_batch() {
+        Some(store) if store < MAX_CHANGES => (store, " on this store (one etcd transaction)"),
+        _ => (MAX_CHANGES, ""),
+    };
+    if body.changes.is_empty() || body.changes.len() > limit {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             Some("changes"),
             format!(
-                "a batch holds 1 to {MAX_CHANGES} changes, not {}",
+                "a batch holds 1 to {limit} changes{store}, not {}",
                 body.changes.len()
             ),
         ));
     }
     let mut changes = Vec::with_capacity(body.changes.len());
+    // Where each instance was named: at most `limit` entries.
+    let mut named: HashMap<(String, String), usize> = HashMap::with_capacity(limit);
     for (index, item) in body.changes.into_iter().enumerate() {
         let at = |prefix: &'static str| move |error: ApiError| in_item(index, prefix, error);
         let service = validate::service_name(&item.service)
@@ -129,6 +138,22 @@ fn validated(
                     StatusCode::FORBIDDEN,
                     Some("service"),
                     format!("{principal} has no scope for register on \"{namespace}/{service}\""),
+                ),
+            ));
+        }
+        // One change per instance: a transaction that names a key twice says two
+        // things about it, and which one stands would depend on the order of items.
+        if let Some(first) = named.insert((service.clone(), item.id.clone()), index) {
+            return Err(in_item(
+                index,
+                "",
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    Some("id"),
+                    format!(
+                        "instance {service}/{} is already changed by changes[{first}]",
+                        item.id
+                    ),
                 ),
             ));
         }
@@ -187,7 +212,11 @@ fn refused(error: ChangeError, keys: &[InstanceKey]) -> ApiError {
         }
         _ => None,
     };
-    let api = ApiError::from(error);
+    let whole = matches!(error, ChangeError::TooLarge(_));
+    let mut api = ApiError::from(error);
+    if whole {
+        api.field = Some("changes".to_owned());
+    }
     match about {
         Some(index) => in_item(index, "", api),
         None => api,

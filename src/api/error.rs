@@ -56,7 +56,7 @@ impl From<ChangeError> for ApiError {
             ChangeError::NamespaceExists(_) => (StatusCode::CONFLICT, Some("namespace")),
             ChangeError::ServiceExists { .. } => (StatusCode::CONFLICT, Some("service")),
             ChangeError::InUse(_) => (StatusCode::CONFLICT, None),
-            ChangeError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            ChangeError::Invalid(_) | ChangeError::TooLarge(_) => (StatusCode::BAD_REQUEST, None),
             ChangeError::LimitExceeded {
                 limit: Limit::AttributeBytes,
                 ..

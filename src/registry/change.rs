@@ -177,6 +177,10 @@ pub enum ChangeError {
     InUse(String),
     #[error("{0}")]
     Invalid(String),
+    /// More than the store can write at once (one etcd transaction): a change that must
+    /// be all or nothing and cannot be split.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{message} ({limit})")]
     LimitExceeded {
         limit: super::admission::Limit,

@@ -12,7 +12,9 @@
 //! per-replica sources (files, health checks, heartbeats) are applied at once, as in
 //! local mode, and do not move the serial: it is etcd's revision of the last applied
 //! change. Every write is answered within `request_timeout`: 503 when etcd did not
-//! commit it in time (or the watch did not bring it back in time).
+//! commit it in time (or the watch did not bring it back in time). A shared change sent
+//! by an elected leader carries its fence: its transaction also compares the leader's
+//! election key, and a deposed leader's change is refused, never tried again.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use super::writer::{Kind, Lag, PublishHook, Request, publish};
 use crate::config::EtcdConfig;
 use crate::sources::SourceStatus;
 use crate::store::etcd::{
-    Committed, Connection, EtcdError, EtcdMetrics, Loaded, Stored, Update, follow,
+    Committed, Connection, EtcdError, EtcdMetrics, Fence, Loaded, Stored, Update, follow,
 };
 
 /// The source that is unsynced until the first load: DNS answers SERVFAIL (not empty)
@@ -81,6 +83,8 @@ struct Pending {
     attempts: u32,
     /// Its cause and arrival, observed once the watch brought it back and it was published.
     lag: Lag,
+    /// The election its sender must still lead when etcd commits it.
+    fence: Option<Fence>,
 }
 
 type Outcome = Result<Result<Committed, EtcdError>, tokio::task::JoinError>;
@@ -178,6 +182,11 @@ pub(super) async fn run(parts: Parts, shared: Shared, shutdown: CancellationToke
     let _ = follower.await;
 }
 
+/// The refusal of a change whose sender no longer leads the election it was sent under.
+fn no_longer_leads(fence: &Fence) -> ChangeError {
+    ChangeError::Storage(format!("this replica no longer leads {fence}"))
+}
+
 async fn in_flight(round: &mut Option<Round>) -> Outcome {
     match round {
         Some((_, commit)) => commit.await,
@@ -219,6 +228,7 @@ impl Replica {
                     deadline,
                     attempts: 0,
                     lag,
+                    fence: request.fence,
                 });
                 continue;
             }
@@ -272,8 +282,13 @@ impl Replica {
         let mut txn = Txn::new(model);
         let (mut staged, mut deferred, mut local) = (Vec::new(), VecDeque::new(), Vec::new());
         while let Some(pending) = self.queue.pop_front() {
+            if let Some(fence) = pending.fence.as_ref().filter(|fence| !fence.holds()) {
+                let _ = pending.reply.send(Err(no_longer_leads(fence)));
+                continue;
+            }
             let admission = self.parts.admission.as_ref().filter(|_| pending.admit);
-            match txn.plan(model, &self.index, admission, &pending.change, now) {
+            let fence = pending.fence.as_ref().map(Fence::expect);
+            match txn.plan(model, &self.index, admission, &pending.change, fence, now) {
                 Planned::Now(Ok(true)) => local.push(pending),
                 Planned::Now(result) => {
                     let applied = Applied {
@@ -362,21 +377,26 @@ impl Replica {
                 self.settle();
                 return;
             }
-            Ok(Ok(Committed::Conflict(revision))) => {
-                for (mut pending, _) in staged.into_iter().rev() {
-                    pending.attempts += 1;
-                    if pending.attempts > MAX_ATTEMPTS {
-                        let error =
-                            "etcd: concurrent writes kept conflicting; try again".to_owned();
-                        let _ = pending.reply.send(Err(ChangeError::Storage(error)));
-                    } else {
-                        self.queue.push_front(pending);
+            Ok(Ok(Committed::Deposed(revision, deposed))) => {
+                // Another replica leads: the deposed leader's writes are refused and
+                // its duty stops; the round's other changes are tried again.
+                let (refused, others): (Vec<_>, Vec<_>) =
+                    staged.into_iter().partition(|(pending, _)| {
+                        let fence = pending.fence.as_ref();
+                        fence.is_some_and(|fence| deposed.iter().any(|key| fence.is(key)))
+                    });
+                for (pending, _) in refused {
+                    if let Some(fence) = &pending.fence {
+                        tracing::warn!(%fence, "etcd refused a write: another replica leads");
+                        fence.depose();
+                        let _ = pending.reply.send(Err(no_longer_leads(fence)));
                     }
                 }
-                self.gate = Some(revision);
-                if !self.metrics.reachable() {
-                    let _ = self.hurry.try_send(());
-                }
+                self.conflicted(others, revision);
+                return;
+            }
+            Ok(Ok(Committed::Conflict(revision))) => {
+                self.conflicted(staged, revision);
                 return;
             }
             Ok(Err(error)) => error.to_string(),
@@ -393,6 +413,24 @@ impl Replica {
             }
         }
         self.pause = Some(retry_at);
+    }
+
+    /// A compare failed: the round's changes are validated again once the watch has
+    /// applied etcd's `revision`, a bounded number of times.
+    fn conflicted(&mut self, staged: Vec<(Pending, bool)>, revision: i64) {
+        for (mut pending, _) in staged.into_iter().rev() {
+            pending.attempts += 1;
+            if pending.attempts > MAX_ATTEMPTS {
+                let error = "etcd: concurrent writes kept conflicting; try again".to_owned();
+                let _ = pending.reply.send(Err(ChangeError::Storage(error)));
+            } else {
+                self.queue.push_front(pending);
+            }
+        }
+        self.gate = Some(revision);
+        if !self.metrics.reachable() {
+            let _ = self.hurry.try_send(());
+        }
     }
 
     /// Answers the committed changes the watch has brought back; plans the rest of a

@@ -21,7 +21,13 @@ use super::records::{Record, RecordKey};
 use super::snapshot::Snapshot;
 use super::state::{State, Touched};
 use crate::registry::InstanceKey;
-use crate::store::etcd::{Expect, MAX_TXN_BYTES, MAX_TXN_OPS, Op};
+use crate::store::etcd::{Expect, MAX_TXN_BYTES, MAX_TXN_OPS, MAX_TXN_WRITES, Op};
+
+/// Instances an API batch may name with `[etcd]`, so that it always fits one
+/// transaction: each instance is a write and a compare, and so may be its service's
+/// record (a service with attributes or tags that changes with its instances); the
+/// namespace is one compare more.
+pub const MAX_BATCH_INSTANCES: usize = (MAX_TXN_WRITES - 1) / 2;
 
 /// The revisions of every key this replica has applied: `(create, mod)`.
 pub(super) type Index = HashMap<RecordKey, (i64, i64)>;
@@ -83,13 +89,15 @@ impl Txn {
         (self.expects, self.ops)
     }
 
-    /// Validates `change` and adds what it writes to the transaction.
+    /// Validates `change` and adds what it writes to the transaction, with `fence` (the
+    /// election its sender must still lead) among its compares.
     pub fn plan(
         &mut self,
         model: &mut State,
         index: &Index,
         admission: Option<&Admission>,
         change: &Change,
+        fence: Option<Expect>,
         now: SystemTime,
     ) -> Planned {
         let footprint = footprint(model, change);
@@ -131,9 +139,11 @@ impl Txn {
             model.restore(saved, &keys);
             return Planned::Deferred;
         }
-        let reads = self.reads(model, index, &footprint);
+        let mut reads = self.reads(model, index, &footprint);
+        // The sender still leads (one compare per round, however many of its changes).
+        reads.extend(fence.filter(|fence| !self.expects.contains(fence)));
         let fits = |count: usize, bytes: usize| {
-            self.ops.len() + count <= MAX_TXN_OPS
+            self.ops.len() + count <= MAX_TXN_WRITES
                 && self.expects.len() + count + reads.len() <= MAX_TXN_OPS
                 && self.bytes + bytes <= MAX_TXN_BYTES
         };
@@ -144,6 +154,21 @@ impl Txn {
             taken += 1;
         }
         let complete = taken == ops.len();
+        if !complete && matches!(change, Change::Batch { .. }) {
+            // An API batch is all or nothing: in one transaction, or not at all.
+            model.restore(saved, &keys);
+            if !self.is_empty() {
+                return Planned::Deferred;
+            }
+            let bytes: usize = ops.iter().map(Op::value_len).sum();
+            return Planned::Now(Err(ChangeError::TooLarge(format!(
+                "the batch writes {} records ({bytes} bytes): one etcd transaction holds {} \
+                 writes and {} KiB",
+                ops.len(),
+                MAX_TXN_WRITES,
+                MAX_TXN_BYTES / 1024,
+            ))));
+        }
         if (!complete && !self.is_empty()) || taken == 0 {
             model.restore(saved, &keys);
             return Planned::Deferred;

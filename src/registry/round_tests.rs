@@ -51,7 +51,7 @@ fn create_namespace(name: &str) -> Change {
 }
 
 fn plan(txn: &mut Txn, model: &mut State, index: &Index, change: Change) -> Planned {
-    txn.plan(model, index, None, &change, SystemTime::UNIX_EPOCH)
+    txn.plan(model, index, None, &change, None, SystemTime::UNIX_EPOCH)
 }
 
 #[test]
@@ -212,7 +212,11 @@ fn a_large_sync_is_split_with_upserts_before_deletes() {
         "{planned:?}"
     );
     let (expects, ops) = txn.restore(&mut model);
-    assert_eq!(ops.len(), MAX_TXN_OPS);
+    assert_eq!(
+        ops.len(),
+        MAX_TXN_WRITES,
+        "the commit adds the serial marker"
+    );
     assert!(expects.len() <= MAX_TXN_OPS);
     assert!(
         ops.iter().all(|op| matches!(op, Op::Put(..))),
@@ -243,4 +247,79 @@ fn a_large_sync_is_split_with_upserts_before_deletes() {
     let (_, ops) = txn.restore(&mut model);
     assert_eq!(ops.len(), 100);
     assert!(ops.iter().all(|op| matches!(op, Op::Delete(_))));
+}
+
+/// A batch of `count` registrations, each in a service of its own.
+fn batch(count: usize) -> Change {
+    let changes = (0..count)
+        .map(|i| {
+            let Change::Upsert { mut key, spec, .. } =
+                upsert("internal", &format!("i{i}"), SourceId::api())
+            else {
+                unreachable!()
+            };
+            key.service = format!("s{i}");
+            (key, Some(spec))
+        })
+        .collect();
+    Change::Batch {
+        source: SourceId::api(),
+        changes,
+    }
+}
+
+/// Plans a batch of `count` as a round's only change: what planning said, and the
+/// round's compares and writes (the model put back).
+fn plan_batch_alone(model: &mut State, count: usize) -> (Planned, Vec<Expect>, Vec<Op>) {
+    let mut txn = Txn::new(model);
+    let planned = plan(&mut txn, model, &Index::new(), batch(count));
+    let (expects, ops) = txn.restore(model);
+    (planned, expects, ops)
+}
+
+#[test]
+fn the_largest_batch_the_api_takes_fits_one_transaction_whole() {
+    let (planned, expects, ops) = plan_batch_alone(&mut model(), MAX_BATCH_INSTANCES);
+    assert!(
+        matches!(planned, Planned::InTxn { complete: true }),
+        "{planned:?}"
+    );
+    assert_eq!(ops.len(), MAX_BATCH_INSTANCES);
+    // Room for each instance's service record too.
+    assert!(2 * ops.len() <= MAX_TXN_WRITES && 2 * expects.len() < MAX_TXN_OPS);
+}
+
+#[test]
+fn a_batch_larger_than_a_transaction_is_refused_never_split() {
+    let mut model = model();
+    let (planned, _, ops) = plan_batch_alone(&mut model, MAX_TXN_WRITES + 1);
+    assert!(
+        matches!(planned, Planned::Now(Err(ChangeError::TooLarge(_)))),
+        "{planned:?}"
+    );
+    assert!(ops.is_empty());
+    let internal = model.snapshot.namespace("internal").unwrap();
+    assert!(internal.services.is_empty(), "the model is put back");
+}
+
+#[test]
+fn a_batch_that_fits_only_alone_waits_for_a_round_of_its_own() {
+    let mut model = model();
+    let mut txn = Txn::new(&model);
+    let first = upsert("internal", "first", SourceId::api());
+    assert!(matches!(
+        plan(&mut txn, &mut model, &Index::new(), first),
+        Planned::InTxn { complete: true }
+    ));
+    let planned = plan(&mut txn, &mut model, &Index::new(), batch(MAX_TXN_WRITES));
+    assert!(matches!(planned, Planned::Deferred), "{planned:?}");
+    let (_, ops) = txn.restore(&mut model);
+    assert_eq!(ops.len(), 1, "the first change alone");
+    // Alone, it fits whole.
+    let (planned, _, ops) = plan_batch_alone(&mut model, MAX_TXN_WRITES);
+    assert!(
+        matches!(planned, Planned::InTxn { complete: true }),
+        "{planned:?}"
+    );
+    assert_eq!(ops.len(), MAX_TXN_WRITES);
 }

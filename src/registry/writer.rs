@@ -52,6 +52,9 @@ pub(super) struct Request {
     pub reply: oneshot::Sender<Result<Applied, ChangeError>>,
     /// When it was sent to the writer: where its change → DNS lag starts.
     pub received: Instant,
+    /// With `[etcd]`: the election its sender leads, which etcd must still see it lead.
+    #[cfg(feature = "etcd")]
+    pub fence: Option<crate::store::etcd::Fence>,
 }
 
 /// A change that changed something, waiting for the publish that serves it: its cause
@@ -89,6 +92,12 @@ pub struct RegistryHandle {
     status: Arc<OnceLock<StatusFn>>,
     /// The recent changes, for watchers.
     changes: Arc<ChangeFeed>,
+    /// Instances one all-or-nothing batch may name on this store, when the store bounds
+    /// it (one etcd transaction).
+    max_batch: Option<usize>,
+    /// With `[etcd]`: the election whose leader sends through this handle.
+    #[cfg(feature = "etcd")]
+    fence: Option<crate::store::etcd::Fence>,
 }
 
 /// Says how the store is doing, in one line.
@@ -112,6 +121,9 @@ impl Registry {
                 read_only: Arc::default(),
                 status: Arc::default(),
                 changes,
+                max_batch: None,
+                #[cfg(feature = "etcd")]
+                fence: None,
             },
             wal: None,
             admission: None,
@@ -140,6 +152,7 @@ impl Registry {
             .handle
             .status
             .set(Box::new(move || metrics.status()));
+        registry.handle.max_batch = Some(super::round::MAX_BATCH_INSTANCES);
         registry.shared = Some(shared);
         registry.admission = Some(admission);
         registry
@@ -437,6 +450,16 @@ impl RegistryHandle {
         self.submit(change, Kind::Shared).await
     }
 
+    /// A handle whose shared changes etcd commits only while `fence`'s leader still
+    /// leads (the elected ECS source's): a deposed leader's write is refused.
+    #[cfg(feature = "etcd")]
+    pub fn fenced(&self, fence: crate::store::etcd::Fence) -> Self {
+        Self {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
     async fn submit(&self, change: Change, kind: Kind) -> Result<Applied, ChangeError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
@@ -444,6 +467,8 @@ impl RegistryHandle {
             kind,
             reply,
             received: Instant::now(),
+            #[cfg(feature = "etcd")]
+            fence: self.fence.clone(),
         };
         self.sender
             .send(request)
@@ -472,6 +497,12 @@ impl RegistryHandle {
     /// latest index. Read [`RegistryHandle::recent_changes`] then: it is at least as new.
     pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// How many instances one batch may name on this store, when the store bounds it
+    /// below the API's own limit (with `[etcd]`: what one transaction always holds).
+    pub fn max_batch(&self) -> Option<usize> {
+        self.max_batch
     }
 
     /// How the shared store is doing (etcd reachable, how far behind), when there is one.

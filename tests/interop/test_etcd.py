@@ -6,7 +6,9 @@ turns them into 503s while DNS keeps answering; a compacted history makes a repl
 Clients: requests (REST), boto3 (Cloud Map), dnspython and dig, etcdctl, knotd.
 """
 
+import base64
 import concurrent.futures
+import json
 import random
 import signal
 import subprocess
@@ -565,3 +567,105 @@ def test_a_dns_update_to_one_replica_is_served_by_every_replica(muster, etcd_clu
     assert addresses(b, "u1.web.internal.") is None
     wait_until(lambda: addresses(a, "u1.web.internal.") is None, timeout=2)
     wait_until(lambda: same_serial(a, b))
+
+
+# -- batches (docs/rest.md, "Batches"): one etcd transaction each -------------------------
+
+BATCH = f"/v1/namespaces/{NS}/batch"
+# What one etcd transaction always holds (docs/etcd.md): an instance, and the service
+# record it may change, are two writes each.
+MAX_BATCH = 63
+
+
+def batch(m, changes):
+    return m.http.post(m.url(BATCH), json={"changes": changes}, timeout=10)
+
+
+def registration(service, iid, address):
+    return {"op": "register", "service": service, "id": iid, "instance": {"ipv4": address, "port": 8080}}
+
+
+def mod_revisions(cluster, prefix="/muster/ns/"):
+    """Every key under the prefix, with the revision that last wrote it (etcdctl)."""
+    out = cluster.etcdctl("get", prefix, "--prefix", "-w", "json").stdout
+    kvs = json.loads(out).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode(): kv["mod_revision"] for kv in kvs}
+
+
+def test_a_batch_through_one_replica_is_one_transaction_served_whole_by_another(muster, etcd_cluster):
+    a, b = replicas(muster, etcd_cluster, 2)
+    # The largest batch, every item in a service of its own.
+    changes = [registration(f"s{n}", f"i{n}", f"10.2.0.{n}") for n in range(MAX_BATCH)]
+    seen = []  # what b served while the batch was being written: all or nothing
+    done = threading.Event()
+
+    def watch_b():
+        while True:
+            stop = done.is_set()
+            listed = b.get(f"/v1/namespaces/{NS}/services").json()["services"]
+            seen.append(len(listed))
+            if stop:
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch_b, daemon=True)
+    watcher.start()
+    r = batch(a, changes)
+    assert r.status_code == 200, r.text
+    revision = r.json()["revision"]
+    wait_until(lambda: b.soa_serial() >= revision, message="b applied the batch")
+    done.set()
+    watcher.join()
+    assert set(seen) <= {0, MAX_BATCH} and MAX_BATCH in seen, sorted(set(seen))
+    assert addresses(b, "s62.internal.") == ["10.2.0.62"]
+    # One transaction: every record of the batch was written at the one revision (as was
+    # the serial marker, /muster/ns/).
+    records = {k: rev for k, rev in mod_revisions(etcd_cluster).items() if k.startswith("/muster/ns/internal/")}
+    written = [k for k, rev in records.items() if rev == revision]
+    assert len(written) == MAX_BATCH, written
+    # Another batch replaces and removes in one go too.
+    changes = [registration(f"s{n}", f"i{n}", f"10.3.0.{n}") for n in range(40)]
+    changes += [{"op": "deregister", "service": f"s{n}", "id": f"i{n}"} for n in range(40, MAX_BATCH)]
+    r = batch(b, changes)
+    assert r.status_code == 200, r.text
+    revision = r.json()["revision"]
+    wait_until(lambda: a.soa_serial() >= revision)
+    assert addresses(a, "s0.internal.") == ["10.3.0.0"]
+    assert a.dns_query("s50.internal.", "A").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_an_over_large_or_refused_batch_changes_nothing_on_any_replica(muster, etcd_cluster):
+    a, b = replicas(muster, etcd_cluster, 2)
+    a.put_instance(NS, "web", "w0", body(1))
+    wait_until(lambda: same_serial(a, b), message="same serial")
+    before, serial = mod_revisions(etcd_cluster), a.soa_serial()
+    # One more than a transaction always holds: refused up front, naming the limit.
+    too_many = [registration("web", f"i{n}", "10.2.0.1") for n in range(MAX_BATCH + 1)]
+    r = batch(a, too_many)
+    assert r.status_code == 400 and r.json()["field"] == "changes", r.text
+    assert f"1 to {MAX_BATCH} changes" in r.json()["error"], r.text
+    # Refused by the registry (w9 does not exist), and naming one instance twice.
+    r = batch(b, [registration("web", "w1", "10.2.0.1"), {"op": "deregister", "service": "web", "id": "w9"}])
+    assert r.status_code == 404 and r.json()["field"] == "changes[1].id", r.text
+    r = batch(a, [registration("web", "w1", "10.2.0.1"), registration("web", "w1", "10.2.0.2")])
+    assert r.status_code == 400 and r.json()["field"] == "changes[1].id", r.text
+    assert mod_revisions(etcd_cluster) == before, "nothing was written to etcd"
+    for m in (a, b):
+        assert m.soa_serial() == serial
+        assert addresses(m, "web.internal.") == ["10.1.0.1"]
+
+
+def test_racing_batches_on_two_replicas_each_apply_whole(muster, etcd_cluster):
+    a, b = replicas(muster, etcd_cluster, 2)
+    ids = range(50)
+    for round_ in range(5):
+        first = [registration("web", f"i{n}", f"10.2.{round_}.{n}") for n in ids]
+        second = [registration("web", f"i{n}", f"10.3.{round_}.{n}") for n in ids]
+        outcomes = race(lambda: batch(a, first), lambda: batch(b, second))
+        assert [o.status_code for o in outcomes] == [200, 200], [o.text for o in outcomes]
+        wait_until(lambda: same_serial(a, b), message="same serial")
+        for m in (a, b):
+            served = addresses(m, "web.internal.")
+            prefixes = {address.rsplit(".", 2)[0] for address in served}
+            # The batch committed last stands whole: never a mix of the two.
+            assert len(served) == len(ids) and len(prefixes) == 1, served

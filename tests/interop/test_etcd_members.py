@@ -201,6 +201,50 @@ def test_killing_the_ecs_leader_keeps_every_running_task_in_dns(muster, aws, etc
         assert len(stopped) >= 2, stopped
 
 
+def test_a_deposed_ecs_leader_s_pending_write_never_lands(muster, aws, etcd_cluster):
+    aws.create_cluster("prod")
+    aws.register("api", port=8080)
+    (kept,) = aws.run("prod", "api", "api")
+    queue = aws.create_queue()
+    source = NS + ecs_toml(["prod"], aws.url, queue, "1h")
+    # The first leader reaches etcd through member e1 only, and gives a write 20 s: pausing
+    # e1 cuts it off (as a partition would) while its write outlives its lease.
+    old = muster(source + etcd_toml(etcd_cluster.endpoints[:1], request_timeout="20s") + 'replica_id = "old"\n')
+    ready(old)
+    wait_until(lambda: metric(old, "muster_ecs_leader") == 1, timeout=5, message="old leads")
+    new = muster(source + etcd_toml(etcd_cluster.endpoints[1:]) + 'replica_id = "new"\n')
+    ready(new)
+    wait_until(lambda: a_set(new) == [aws.ipv4(kept)], timeout=5, message="new serves the task")
+    e1 = etcd_cluster.procs[0]
+    e1.send_signal(signal.SIGSTOP)
+    try:
+        # A task starts; the old leader reads its event and its write hangs on e1.
+        (late,) = aws.run("prod", "api", "api")
+        aws.publish(aws.detail(late))
+        wait_until(lambda: metric(old, "muster_ecs_events_received_total") >= 1, timeout=5, message="old got the event")
+        # The task stops at once: the next leader's reconcile does not list it.
+        aws.stop("prod", late)
+        wait_until(lambda: metric(new, "muster_ecs_leader") == 1, timeout=LEASE_TTL + 8, message="new leads")
+        wait_until(
+            lambda: metric(new, "muster_ecs_api_calls_total", operation="ListTasks") >= 1,
+            timeout=5,
+            message="new reconciled",
+        )
+    finally:
+        e1.send_signal(signal.SIGCONT)
+    # Unfenced, the old leader's write would land moments after e1 is back (it keeps
+    # trying for 20 s); fenced, etcd refuses it.
+    end = time.monotonic() + 6
+    while time.monotonic() < end:
+        assert a_set(new) == [aws.ipv4(kept)], "the deposed leader's write landed"
+        time.sleep(0.1)
+    ids = [i["id"] for i in new.service("internal", "api")["instances"]]
+    assert late["taskArn"].rsplit("/", 1)[1] not in ids, ids
+    assert len(ids) == 1, ids
+    assert metric(old, "muster_ecs_leader") == 0
+    assert metric(new, "muster_ecs_leader") == 1
+
+
 def test_each_check_runs_on_one_replica_and_moves_when_its_owner_dies(muster, etcd_cluster, servers):
 
     toml = NS + LOOPBACK + etcd_toml(etcd_cluster.endpoints)

@@ -122,3 +122,24 @@ def test_each_item_needs_its_scope_and_each_draws_a_write(scoped):
     refused = post(m, four, headers=auth)
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1, refused.text
     assert m.get(f"/v1/namespaces/{NS}/services/web-b", headers=auth).status_code == 404
+
+
+def test_an_instance_named_twice_refuses_the_batch(muster):
+    m = muster()
+    m.put_instance(NS, "web", "i-1", {"ipv4": "10.0.0.9"})
+    serial = m.soa_serial()
+    cases = [
+        [register("web", "i-1", "10.0.0.1"), register("web", "i-1", "10.0.0.2")],
+        [register("web", "i-2", "10.0.0.2"), deregister("web", "i-3"), deregister("web", "i-2")],
+        # Service names are case-insensitive: WEB is web.
+        [deregister("web", "i-1"), register("api", "a-1", "10.0.1.1"), register("WEB", "i-1", "10.0.0.3")],
+    ]
+    for changes in cases:
+        last = len(changes) - 1
+        body = assert_error(post(m, changes), 400, f"changes[{last}].id")
+        assert "changes[0]" in body["error"] or "changes[1]" in body["error"], body
+    assert m.soa_serial() == serial, "nothing was applied"
+    assert addresses(m, "web.internal") == ["10.0.0.9"]
+    # The same id in two services is two instances.
+    r = post(m, [register("web", "x", "10.0.0.4"), register("api", "x", "10.0.1.4")])
+    assert r.status_code == 200, r.text

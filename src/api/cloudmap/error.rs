@@ -72,7 +72,7 @@ impl From<ChangeError> for CloudMapError {
             ChangeError::ServiceExists { .. } => "ServiceAlreadyExists",
             ChangeError::InstanceNotFound(_) => "InstanceNotFound",
             ChangeError::OwnedByOther { .. } | ChangeError::InUse(_) => "ResourceInUse",
-            ChangeError::Invalid(_) => "InvalidInput",
+            ChangeError::Invalid(_) | ChangeError::TooLarge(_) => "InvalidInput",
             ChangeError::LimitExceeded { limit, .. } => match limit {
                 Limit::Tags => "TooManyTagsException",
                 Limit::ServiceAttributes => "ServiceAttributesLimitExceededException",

@@ -3,17 +3,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+};
 
 use super::keys::{self, Layout};
 use super::metrics::EtcdMetrics;
 use crate::config::EtcdConfig;
 use crate::registry::{Record, RecordKey};
 
-/// Operations, and compares, a caller may put in one transaction: etcd's `--max-txn-ops`
-/// default (128, which a cluster may raise but not one muster can count on), less the
-/// serial marker [`Etcd::commit`] adds.
-pub const MAX_TXN_OPS: usize = 128 - 1;
+/// Operations per transaction, and compares per transaction: etcd's `--max-txn-ops`
+/// default, which a cluster may raise but not one muster can count on.
+pub const MAX_TXN_OPS: usize = 128;
+/// Writes a transaction may be given: [`Etcd::commit`] adds one (the serial marker),
+/// and etcd counts it against `--max-txn-ops`.
+pub const MAX_TXN_WRITES: usize = MAX_TXN_OPS - 1;
 /// Bytes of values per transaction: well under etcd's 1.5 MiB `--max-request-bytes`,
 /// leaving room for keys and compares.
 pub const MAX_TXN_BYTES: usize = 1 << 20;
@@ -49,6 +53,9 @@ pub enum Expect {
     Created(RecordKey, i64),
     /// No key exists below this namespace's or service's key.
     NoChildren(RecordKey),
+    /// An election's winning key (a full etcd key) still exists, created at this
+    /// revision: the writer still leads ([`super::Fence`]).
+    Leads { key: Arc<[u8]>, revision: i64 },
 }
 
 /// One write of a transaction.
@@ -79,13 +86,16 @@ impl Op {
 }
 
 /// How a transaction ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Committed {
     /// Its writes are etcd's state as of this revision.
     Done(i64),
     /// A compare failed; nothing was written. `revision` is etcd's at that moment: the
     /// state to validate again against is the one applied up to it.
     Conflict(i64),
+    /// Nothing was written because these [`Expect::Leads`] keys no longer lead: the
+    /// writes of their leaders must not be tried again.
+    Deposed(i64, Vec<Arc<[u8]>>),
 }
 
 /// A record as etcd holds it.
@@ -255,6 +265,16 @@ impl Etcd {
             writes.push(marker());
             otherwise.push(marker());
         }
+        // When it fails: whether each leader it was fenced by still leads.
+        let fences: Vec<(&Arc<[u8]>, i64)> = expects
+            .iter()
+            .filter_map(|expect| match expect {
+                Expect::Leads { key, revision } => Some((key, *revision)),
+                _ => None,
+            })
+            .collect();
+        let reads = fences.iter().map(|(key, _)| TxnOp::get(key.to_vec(), None));
+        otherwise.splice(0..0, reads);
         let txn = Txn::new()
             .when(compares)
             .and_then(writes)
@@ -264,10 +284,26 @@ impl Etcd {
         let revision = response.header().map_or(0, |h| h.revision());
         self.metrics.observe_revision(revision);
         if response.succeeded() {
-            Ok(Committed::Done(revision))
-        } else {
-            self.metrics.conflicts.inc();
+            return Ok(Committed::Done(revision));
+        }
+        self.metrics.conflicts.inc();
+        let deposed: Vec<Arc<[u8]>> = response
+            .op_responses()
+            .iter()
+            .zip(&fences)
+            .filter(|(read, (_, revision))| {
+                let created = match read {
+                    TxnOpResponse::Get(got) => got.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                };
+                created != Some(*revision)
+            })
+            .map(|(_, (key, _))| Arc::clone(key))
+            .collect();
+        if deposed.is_empty() {
             Ok(Committed::Conflict(revision))
+        } else {
+            Ok(Committed::Deposed(revision, deposed))
         }
     }
 
@@ -294,6 +330,9 @@ impl Etcd {
             }
             Expect::Created(key, revision) => {
                 Compare::create_revision(self.layout.key(key), CompareOp::Equal, *revision)
+            }
+            Expect::Leads { key, revision } => {
+                Compare::create_revision(key.to_vec(), CompareOp::Equal, *revision)
             }
             Expect::NoChildren(key) => {
                 let (start, end) = self.layout.children(key);

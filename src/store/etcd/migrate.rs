@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use prometheus_client::registry::Registry as MetricsRegistry;
 
-use super::client::{Committed, Etcd, EtcdError, Expect, MAX_TXN_BYTES, MAX_TXN_OPS, Op};
+use super::client::{Committed, Etcd, EtcdError, Expect, MAX_TXN_BYTES, MAX_TXN_WRITES, Op};
 use super::metrics::EtcdMetrics;
 use crate::config::{Config, ConfigError};
 use crate::registry::{self, Change, Snapshot, SourceId};
@@ -56,12 +56,12 @@ pub async fn import(config: &Config) -> Result<usize, MigrateError> {
         bytes += op.value_len();
         chunk.push(op);
         let last = index + 1 == total;
-        if chunk.len() == MAX_TXN_OPS || bytes >= MAX_TXN_BYTES / 2 || last {
+        if chunk.len() == MAX_TXN_WRITES || bytes >= MAX_TXN_BYTES / 2 || last {
             let expects: Vec<Expect> = chunk
                 .iter()
                 .map(|op| Expect::ModRevision(op.key().clone(), 0))
                 .collect();
-            if let Committed::Conflict(_) = etcd.commit(&expects, &chunk).await? {
+            if !matches!(etcd.commit(&expects, &chunk).await?, Committed::Done(_)) {
                 return Err(MigrateError::NotEmpty(format!(
                     "keys appeared under {:?} while importing; {written} records were written",
                     etcd_config.prefix

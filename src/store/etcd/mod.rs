@@ -28,9 +28,10 @@ mod migrate;
 mod watch;
 
 pub use client::{
-    Committed, Etcd, EtcdError, Expect, Loaded, MAX_TXN_BYTES, MAX_TXN_OPS, Op, Stored,
+    Committed, Etcd, EtcdError, Expect, Loaded, MAX_TXN_BYTES, MAX_TXN_OPS, MAX_TXN_WRITES, Op,
+    Stored,
 };
-pub use election::Election;
+pub use election::{Election, Fence};
 pub use heartbeats::{HeartbeatLeases, Lease, MIN_TTL as MIN_HEARTBEAT_TTL};
 pub use members::{Members, run as keep_membership};
 pub use metrics::EtcdMetrics;
