@@ -12,16 +12,24 @@ the median of the repeats. Every load registers new instances.
 
     cargo build --release && cargo build --release --example cloudmap_load
     .venv/bin/python bench/change_cost.py      # --instances 100000 --count 10000 --batch 50
+
+`--data-dir /dev/shm` puts muster's log on a tmpfs (the disk's fsync out of the
+figures); `--profile` records each API's first load with `perf record` (DWARF call graphs) and prints
+where muster's CPU went (the perf.data files stay in the run's folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -53,7 +61,7 @@ def preload(m, instances):
             r.raise_for_status()
 
 
-def rest_batches(m, writers, count, first, batch):
+def rest_batches(m, writers, count, first, batch, services):
     """`count` new instances in batches of `batch` from `writers` threads; latencies of
     the requests."""
     url = f"http://127.0.0.1:{m.http_port}/v1/namespaces/internal/batch"
@@ -63,7 +71,7 @@ def rest_batches(m, writers, count, first, batch):
     def writer(k):
         with requests.Session() as session:
             for start in starts[k::writers]:
-                body = batch_body(start, min(batch, first + count - start), "b", 100)
+                body = batch_body(start, min(batch, first + count - start), "s", services)
                 sent = time.monotonic()
                 session.post(url, json=body, timeout=60).raise_for_status()
                 with lock:
@@ -79,21 +87,47 @@ def rest_batches(m, writers, count, first, batch):
     return {"per_second": count / seconds, "p50_ms": percentile(latencies, 0.5) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
-def one(m, api, writers, count, first, batch):
+def profiled(m, work, api):
+    """`perf record --call-graph dwarf` of muster's process until the returned stop() is called."""
+    data = work / f"perf-{api.replace(' ', '-')}.data"
+    perf = subprocess.Popen(
+        ["perf", "record", "--call-graph", "dwarf,16384", "-F", "1000", "-e", "cpu-clock", "-p", str(m.proc.pid), "-o", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1)  # perf attaches to every thread first
+
+    def stop():
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "symbol", "--percent-limit", "1", "-g", "none"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        top = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
+        print(f"perf of {api} ({data}):")
+        print("\n".join("  " + " ".join(line.split()).rstrip(" -") for line in top[:30]))
+
+    return stop
+
+
+def one(m, api, writers, count, first, batch, services, profile=None):
     """One load of `count` new instances through `api`, with muster's CPU per change."""
+    stop = profiled(m, profile, api) if profile else None
     before = cpu_seconds(m.proc.pid)
     if api == "rest batch":
-        out = rest_batches(m, writers, count, first, batch)
+        out = rest_batches(m, writers, count, first, batch, services)
     else:
         if api == "cloudmap":
             cmd = [str(CLOUDMAP_BIN), "--service-ids", ",".join(m.services), "--key", "AKID", "--secret", "unused"]
         else:
-            cmd = [str(LOAD_BIN), "--services", "100"]
+            cmd = [str(LOAD_BIN), "--services", str(services)]
         cmd += ["--addr", f"127.0.0.1:{m.http_port}", "--writers", str(writers), "--count", str(count), "--first", str(first)]
         out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         if out["errors"]:
             raise SystemExit(f"{api}: {out['errors']} writes failed: {out}")
     out["cpu_us"] = 1e6 * (cpu_seconds(m.proc.pid) - before) / count
+    if stop:
+        stop()
     return out
 
 
@@ -103,11 +137,21 @@ def main():
     parser.add_argument("--count", type=int, default=10_000, help="changes per load")
     parser.add_argument("--writers", type=int, default=16, help="connections per load")
     parser.add_argument("--batch", type=int, default=50, help="changes per REST batch")
+    parser.add_argument(
+        "--services", type=int, default=100,
+        help="the preloaded services the REST loads write into (20 instances each at first): 100 makes them "
+        "grow by count/100 per load; instances/20 keeps them at ~20, so only the registry's size differs between sizes",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-dir", help="a folder for muster's data_dir (its log), e.g. a tmpfs: /dev/shm")
+    parser.add_argument("--profile", action="store_true", help="perf record each API's first load")
     args = parser.parse_args()
     build_load_clients()
     binary, work = muster_and_workdir("muster-change-cost-")
     m = Muster(binary, work / "muster")
+    if args.data_dir:
+        m.data_dir = Path(tempfile.mkdtemp(prefix="muster-change-cost-data-", dir=args.data_dir))
+        m.config.write_text(m.config.read_text().replace(str(work / "muster" / "data"), str(m.data_dir)))
     m.start()
     try:
         began = time.monotonic()
@@ -117,11 +161,12 @@ def main():
         apis = ("cloudmap", "rest", "rest batch")
         rows = {api: [] for api in apis}
         first = 10_000_000
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
             for api in apis:
-                rows[api].append(one(m, api, args.writers, args.count, first, args.batch))
+                profile = work if args.profile and repeat == 0 else None
+                rows[api].append(one(m, api, args.writers, args.count, first, args.batch, args.services, profile))
                 first += args.count
-        print(f"{args.count:,} new instances per load, {args.writers} writers, REST batches of {args.batch}; median of {args.repeat}")
+        print(f"{args.count:,} new instances per load into {args.services} services, {args.writers} writers, REST batches of {args.batch}; median of {args.repeat}")
         print("| API | changes/s | request p50 | request p99 | muster CPU per change (each run) |")
         print("|---|---|---|---|---|")
         for api in apis:
@@ -133,6 +178,8 @@ def main():
             )
     finally:
         m.stop()
+        if args.data_dir:
+            shutil.rmtree(m.data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

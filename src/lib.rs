@@ -169,7 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         follower.clone().follow(updates.subscribe(), stop.clone())
     });
     let http_stop = CancellationToken::new();
-    let state = api::ApiState {
+    let state = api::ApiState::new(api::ApiParts {
         registry: handle.clone(),
         auth,
         metrics: Arc::new(metrics),
@@ -183,7 +183,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             http_stop.clone(),
         )),
         status,
-    };
+    });
     let http_task = tokio::spawn(api::serve(
         http_listeners,
         state,

@@ -24,11 +24,10 @@
 //! rate, whichever route it tries them on. The handlers find the [`Principal`] in the
 //! request's extensions, to filter the lists.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::RequestPartsExt;
-use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -107,18 +106,15 @@ pub async fn guard(
     if matches!(need, Need::Nothing | Need::Signature) {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let params: HashMap<String, String> = parts
-        .extract::<Path<HashMap<String, String>>>()
-        .await
-        .map(|Path(params)| params)
-        .unwrap_or_default();
-    let namespace = params
-        .get("ns")
+    // The captures as they are (percent-decoded), without a map of owned strings: this
+    // runs for every request.
+    let params = parts.extract::<RawPathParams>().await.ok();
+    let capture = |name| param(params.as_ref(), name);
+    let namespace = capture("ns")
         .map(|ns| ns.trim_end_matches('.').to_ascii_lowercase())
         .unwrap_or_default();
-    let service = params
-        .get("svc")
-        .map(|svc| svc.to_ascii_lowercase())
+    let service = capture("svc")
+        .map(str::to_ascii_lowercase)
         .unwrap_or_default();
     let credentials = state.auth.credentials();
     let authenticated = Auth::bearer(&credentials, &parts.headers);
@@ -154,10 +150,7 @@ pub async fn guard(
     };
     let anonymous = Principal::Anonymous;
     let principal = authenticated.as_ref().unwrap_or(&anonymous);
-    let resource = format!(
-        "{namespace}/{service}/{}",
-        params.get("id").map_or("-", String::as_str)
-    );
+    let resource = format!("{namespace}/{service}/{}", capture("id").unwrap_or("-"));
     let write = audit::Write {
         api: API,
         principal,
@@ -197,6 +190,13 @@ pub async fn guard(
         Some(kind) => write.record(status.as_u16(), Some(kind)),
     }
     response
+}
+
+/// The capture `name` of the route, if it has one.
+fn param<'a>(params: Option<&'a RawPathParams>, name: &str) -> Option<&'a str> {
+    params?
+        .iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
 }
 
 fn may_write(

@@ -58,7 +58,7 @@ impl Api {
         supervisor.spawn("health", move || task.run());
         let writer = runtime.spawn(registry.run(stop.clone()));
         let auth = Auth::new(&config.auth, &mut metrics).expect("the default [auth] loads");
-        let state = ApiState {
+        let state = ApiState::new(api::ApiParts {
             registry: handle.clone(),
             auth: Arc::new(auth),
             metrics: Arc::new(metrics),
@@ -75,7 +75,7 @@ impl Api {
                 crate::dns::PublishedZone::default(),
                 crate::sources::SourceStatuses::default(),
             )),
-        };
+        });
         let key = InstanceKey {
             namespace: "internal".into(),
             service: "web".into(),
