@@ -132,16 +132,26 @@ impl<V: Clone> NameIndex<V> {
     /// The records of the service named `name` (lowercase, as the registry names it).
     pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&V> {
         let name = name.as_ref();
-        let hash = self.hasher.hash_one(name);
+        self.get_hashed(name, self.hash(name))
+    }
+
+    /// `name`'s hash here: a caller that looks a name up more than once (prefetch,
+    /// then get) hashes it once.
+    pub fn hash(&self, name: &[u8]) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    /// [`NameIndex::get`] with `hash`, [`NameIndex::hash`] of `name`.
+    pub fn get_hashed(&self, name: &[u8], hash: u64) -> Option<&V> {
         let shard = self.shard(hash);
         let n = find(shard, hash, name)?;
         shard[n].as_ref().map(|slot| &slot.records)
     }
 
-    /// Asks the CPU to start loading the slot a lookup of `name` reads first, so a batch
-    /// of queries waits for their misses together rather than one after another.
-    pub fn prefetch(&self, name: &[u8]) {
-        let hash = self.hasher.hash_one(name);
+    /// Asks the CPU to start loading the slot a lookup of the name hashed `hash` reads
+    /// first, so a batch of queries waits for their misses together rather than one
+    /// after another.
+    pub fn prefetch(&self, hash: u64) {
         let shard = self.shard(hash);
         if let Some(n) = probe(shard, hash).next() {
             prefetch(&shard[n], 1);

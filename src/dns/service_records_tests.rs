@@ -136,6 +136,12 @@ async fn updated_records_pack_as_built_from_scratch() {
         }
         let updated = view.load();
         let fresh = ZoneSnapshot::from_snapshot(&handle.snapshot());
+        // The count that decides whether UDP batches are warmed follows the changes.
+        assert_eq!(updated.services(), fresh.services());
+        assert_eq!(
+            fresh.services(),
+            fresh.namespace("internal").unwrap().services.len()
+        );
         let (updated, fresh) = (
             &updated.namespace("internal").unwrap(),
             &fresh.namespace("internal").unwrap(),

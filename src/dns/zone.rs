@@ -33,6 +33,8 @@ pub struct ZoneSnapshot {
     origins: imbl::HashMap<String, Box<[u8]>>,
     /// How many origins have each number of labels: a lookup tries only those depths.
     depths: Depths,
+    /// Services in all namespaces: whether the UDP path warms a batch's lookups.
+    services: usize,
 }
 
 /// Namespaces by origin, hashed with foldhash: every query hashes its name's suffixes
@@ -110,6 +112,7 @@ impl ZoneSnapshot {
         for namespace in snapshot.namespaces.values().filter(|n| n.in_dns()) {
             zone.insert(NamespaceRecords::build(namespace, snapshot.revision));
         }
+        zone.count_services();
         zone
     }
 
@@ -142,7 +145,18 @@ impl ZoneSnapshot {
             }
             namespace_zone.soa = namespace_zone.soa.with_soa_serial(snapshot.revision as u32);
         }
+        zone.count_services();
         zone
+    }
+
+    /// Services in all namespaces (what the UDP path's batch warming is worth).
+    pub fn services(&self) -> usize {
+        self.services
+    }
+
+    /// Counts [`ZoneSnapshot::services`] again: one read per namespace.
+    fn count_services(&mut self) {
+        self.services = self.namespaces().map(|n| n.services.len()).sum();
     }
 
     /// Adds (or replaces) a namespace.
