@@ -171,7 +171,12 @@ fn fuzz_rest_register() {
         if status == 200 {
             // What was accepted is within every bound the registry relies on.
             let snapshot = api.registry.snapshot();
-            let instance = &snapshot.service("internal", "web").unwrap().instances["i-2"];
+            let instance = snapshot
+                .service("internal", "web")
+                .unwrap()
+                .instances
+                .get("i-2")
+                .unwrap();
             health_bounds(&instance.spec).map_err(|e| format!("accepted: {e}"))?;
             validate::attributes(&instance.spec.attributes).map_err(|e| e.to_string())?;
         }

@@ -59,7 +59,13 @@ impl Setup {
 
     fn instance(&self, id: &str) -> Arc<Instance> {
         let snapshot = self.registry.snapshot();
-        snapshot.service("internal", "hb").unwrap().instances[id].clone()
+        snapshot
+            .service("internal", "hb")
+            .unwrap()
+            .instances
+            .get(id)
+            .unwrap()
+            .clone()
     }
 
     async fn wait_for(&self, id: &str, what: &str, test: impl Fn(&Instance) -> bool) {
@@ -254,7 +260,7 @@ async fn an_api_instance_unhealthy_past_deregister_after_is_deregistered() {
         let snapshot = setup.registry.snapshot();
         snapshot
             .service("internal", "hb")
-            .is_some_and(|s| s.instances.contains_key(id))
+            .is_some_and(|s| s.instances.contains(id))
     };
     // Expired at 10 s; "back" recovers at 40 s and expires again at 50 s.
     tokio::time::sleep(Duration::from_secs(40)).await;

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use super::admission::{Admission, Limit, MAX_SERVICE_ATTRIBUTES, MAX_TAGS, exceeded};
 use super::change::{ChangeError, NamespaceDef, ServiceDef, Tagged};
+use super::instance_map::InstanceMap;
 use super::model::{NamespaceMeta, Origin, Service, ServiceMeta, stable_id};
 use super::policy::NamespaceSettings;
 use super::snapshot::Namespace;
@@ -322,7 +323,7 @@ pub(super) fn implicit_service(
         name: name.to_owned(),
         meta: Arc::new(meta),
         policy: settings.policy_for(name, None),
-        instances: imbl::OrdMap::new(),
+        instances: InstanceMap::default(),
         instances_revision: 0,
     }
 }

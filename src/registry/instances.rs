@@ -23,7 +23,7 @@ impl State {
         let Some(service) = namespace.services.get(key.service.as_str()) else {
             return admit_service(&key.namespace, namespace.services.len(), admission);
         };
-        if service.instances.contains_key(key.id.as_str()) {
+        if service.instances.contains(&key.id) {
             return Ok(());
         }
         if service.instances.len() >= admission.instances_per_service {
@@ -113,9 +113,7 @@ impl State {
             _ => {}
         }
         let service = Arc::make_mut(service);
-        service
-            .instances
-            .insert(key.id.as_str().into(), Arc::new(instance));
+        service.instances.insert(Arc::new(instance));
         service.instances_revision += 1;
         if let Some(id) = created_service {
             self.snapshot
@@ -145,9 +143,7 @@ impl State {
         }
         let namespace = self.namespace_mut(&key.namespace)?;
         if let Some(service) = namespace.services.get_mut(key.service.as_str()) {
-            Arc::make_mut(service)
-                .instances
-                .insert(key.id.as_str().into(), Arc::new(instance));
+            Arc::make_mut(service).instances.insert(Arc::new(instance));
         }
         touched
             .services

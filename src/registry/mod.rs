@@ -14,6 +14,7 @@ mod change;
 mod changes;
 pub mod check;
 mod durable;
+mod instance_map;
 mod instances;
 mod metrics;
 mod model;
@@ -36,6 +37,7 @@ pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, Servic
 pub use changes::{ChangeEntry, Event, Missed, RECENT_CHANGES, RecentChanges};
 pub use check::{CheckSpec, deregister_after_bounds, health_bounds};
 pub use durable::{durable_state, replay};
+pub use instance_map::InstanceMap;
 pub use metrics::RegistryMetrics;
 pub use model::{
     Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::check::CheckSpec;
+use super::instance_map::InstanceMap;
 use super::policy::{AnswerPolicy, DnsConfig, Protocol};
 use crate::fnv::Fnv1a;
 
@@ -259,7 +260,7 @@ pub struct Service {
     pub name: String,
     pub meta: Arc<ServiceMeta>,
     pub policy: Arc<AnswerPolicy>,
-    pub instances: imbl::OrdMap<Arc<str>, Arc<Instance>>,
+    pub instances: InstanceMap,
     /// Bumped when an instance is registered, replaced or deregistered, not on health
     /// changes: Cloud Map's `InstancesRevision`.
     pub instances_revision: u64,

@@ -2,17 +2,18 @@
 //! the last snapshot and the new one, in the namespaces and services the publish touched.
 //!
 //! Works the same for the local writer and the writer on etcd (it sees snapshots, not
-//! `Change`s), and costs what the publish changed: persistent maps are compared with
-//! their shared nodes skipped. Runs in the writer, after the snapshot is made current,
-//! so a waiter it wakes reads a snapshot at least as new as the index it is told.
+//! `Change`s), and costs what the publish touched: only the touched services are
+//! compared, each one's instances by a walk that passes a shared instance by its pointer
+//! ([`InstanceMap::diff`](super::InstanceMap::diff)). Runs in the writer, after the
+//! snapshot is made current, so a waiter it wakes reads a snapshot at least as new as the
+//! index it is told.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use imbl::ordmap::DiffItem;
-
 use super::changes::{ChangeEntry, ChangeFeed, Event, RecentChanges};
+use super::instance_map::Difference;
 use super::model::{Instance, InstanceSpec, Service};
 use super::snapshot::{Namespace, Snapshot};
 use super::state::Touched;
@@ -204,14 +205,11 @@ fn service_drafts<'a>(
         (Some(before), Some(after)) => {
             for item in before.instances.diff(&after.instances) {
                 match item {
-                    DiffItem::Add(_, added) => found(of_instance(Event::Registered, added, None)),
-                    DiffItem::Remove(_, removed) => {
+                    Difference::Added(added) => found(of_instance(Event::Registered, added, None)),
+                    Difference::Removed(removed) => {
                         found(of_instance(Event::Deregistered, removed, None));
                     }
-                    DiffItem::Update {
-                        old: (_, old),
-                        new: (_, new),
-                    } => {
+                    Difference::Updated { old, new } => {
                         for event in instance_events(old, new) {
                             found(of_instance(event, new, Some(old)));
                         }

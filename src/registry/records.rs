@@ -486,11 +486,11 @@ impl State {
             return changed;
         }
         for (service_name, service) in &namespace.services {
-            for id in service.instances.keys() {
+            for instance in service.instances.values() {
                 let key = InstanceKey {
                     namespace: name.to_owned(),
                     service: service_name.to_string(),
-                    id: id.to_string(),
+                    id: instance.id.clone(),
                 };
                 self.remove(&key, touched);
             }

@@ -73,7 +73,10 @@ fn upsert_creates_the_service_and_reports_what_it_touched() {
         [("internal".to_owned(), "web".to_owned())]
     );
     let service = model.snapshot.service("internal", "web").unwrap();
-    assert_eq!(service.instances["i-1"].source, SourceId::api());
+    assert_eq!(
+        service.instances.get("i-1").unwrap().source,
+        SourceId::api()
+    );
 }
 
 #[test]
@@ -90,7 +93,13 @@ fn an_identical_upsert_changes_nothing_and_keeps_created() {
         None,
     );
     assert_eq!(changed, Ok(true));
-    let instance = &model.snapshot.service("internal", "web").unwrap().instances["i-1"];
+    let instance = model
+        .snapshot
+        .service("internal", "web")
+        .unwrap()
+        .instances
+        .get("i-1")
+        .unwrap();
     assert_eq!(instance.created, SystemTime::UNIX_EPOCH);
     assert_eq!(instance.updated, later);
 }
@@ -115,7 +124,13 @@ fn another_sources_instance_cannot_be_replaced_or_removed() {
     apply(&mut model, upsert("web", "i-1", 5, &file)).unwrap();
     let error = apply(&mut model, upsert("web", "i-1", 6, &SourceId::api())).unwrap_err();
     assert!(matches!(error, ChangeError::OwnedByOther { owner, .. } if owner == file));
-    let kept = &model.snapshot.service("internal", "web").unwrap().instances["i-1"];
+    let kept = model
+        .snapshot
+        .service("internal", "web")
+        .unwrap()
+        .instances
+        .get("i-1")
+        .unwrap();
     assert_eq!((&kept.spec, &kept.source), (&spec(5), &file));
     let remove = Change::Remove {
         key: key("web", "i-1"),
@@ -182,10 +197,10 @@ fn sync_replaces_exactly_what_the_source_owns() {
     };
     assert_eq!(apply(&mut model, sync.clone()), Ok(true));
     let web = model.snapshot.service("internal", "web").unwrap();
-    let ids: Vec<&str> = web.instances.keys().map(|id| &**id).collect();
+    let ids: Vec<&str> = web.instances.values().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["api-1", "new"]);
     assert_eq!(
-        web.instances["api-1"].spec.ipv4,
+        web.instances.get("api-1").unwrap().spec.ipv4,
         Some(Ipv4Addr::new(10, 0, 0, 1))
     );
     assert!(
@@ -280,7 +295,7 @@ fn a_batch_applies_whole_or_not_at_all() {
     let error = apply(&mut model, refused).unwrap_err();
     assert!(matches!(error, ChangeError::OwnedByOther { .. }), "{error}");
     let web = model.snapshot.service("internal", "web").unwrap();
-    let ids: Vec<&str> = web.instances.keys().map(|k| &**k).collect();
+    let ids: Vec<&str> = web.instances.values().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["mine", "theirs"], "nothing of the batch stayed");
     assert_eq!(model.snapshot.revision, revision);
     let owned = model.owned.keys(&model.snapshot, &update);
@@ -296,7 +311,7 @@ fn a_batch_applies_whole_or_not_at_all() {
     };
     assert_eq!(apply(&mut model, accepted), Ok(true));
     let web = model.snapshot.service("internal", "web").unwrap();
-    let ids: Vec<&str> = web.instances.keys().map(|k| &**k).collect();
+    let ids: Vec<&str> = web.instances.values().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["new", "theirs"]);
     assert_eq!(model.owned.count(&update), 1);
 }
@@ -354,6 +369,13 @@ fn weight_zero_instances_are_served_only_when_every_one_is_zero() {
     assert_eq!(served(&model), ["a"], "all zero: all served");
     apply(&mut model, weighted("b", 2, "5")).unwrap();
     assert_eq!(served(&model), ["b"]);
-    let spec = &model.snapshot.service("internal", "web").unwrap().instances["b"].spec;
+    let spec = &model
+        .snapshot
+        .service("internal", "web")
+        .unwrap()
+        .instances
+        .get("b")
+        .unwrap()
+        .spec;
     assert_eq!(spec.srv_priority_weight(), (1, 5));
 }

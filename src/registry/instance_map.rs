@@ -1,0 +1,245 @@
+//! A service's instances by id: [`InstanceMap`].
+//!
+//! Owns the representation only: lookups, insertions and removals by id, the instances in
+//! id order, and the difference between two versions. What an instance is and who may
+//! change it is the registry's ([`super::instances`]).
+//!
+//! Most services hold a few instances, and a snapshot holds every service: a persistent
+//! B-tree (`imbl::OrdMap`, 64 slots a leaf) cost ~1.8 KiB for a service of 10, plus an
+//! `Arc<str>` key repeating each instance's id. Up to [`LARGE`] instances the map is a
+//! sorted boxed slice of the instances themselves, keyed by their own [`Instance::id`]
+//! (8 bytes an instance); a change copies it whole, which up to that size costs less
+//! than copying a B-tree's leaf and path. Above it, the map is the B-tree, so a change to
+//! a service of thousands copies one leaf; it turns back into a slice at [`SMALL`] or
+//! fewer, not at `LARGE`, so a service that hovers at the boundary does not convert at
+//! every change.
+//!
+//! Ids compare as their bytes (`WEB` and `web` are two instances), as the `Arc<str>` keys
+//! of the B-tree did; a source that matches ids without case lowercases them first.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::iter::Peekable;
+use std::sync::Arc;
+
+use super::model::Instance;
+
+/// Above this many instances a service's map is a B-tree. Measured: see bench/README.md,
+/// "A million instances", the instance map.
+const LARGE: usize = 128;
+/// At this many or fewer, a B-tree turns back into a slice.
+const SMALL: usize = LARGE / 2;
+
+type Tree = imbl::OrdMap<Arc<str>, Arc<Instance>>;
+
+/// One service's instances, by id, in id order. Cloning is cheap for a B-tree (shared
+/// nodes) and a copy of at most [`LARGE`] pointers for a slice.
+#[derive(Clone, Default)]
+pub struct InstanceMap(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// Sorted by id, at most [`LARGE`] long.
+    Slice(Box<[Arc<Instance>]>),
+    /// More than [`SMALL`] instances.
+    Tree(Tree),
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Self::Slice(Box::default())
+    }
+}
+
+impl InstanceMap {
+    /// How many instances the service has.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Slice(slice) => slice.len(),
+            Repr::Tree(tree) => tree.len(),
+        }
+    }
+
+    /// No instances (an implicit service goes with its last one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The instance with this id (compared byte for byte).
+    pub fn get(&self, id: &str) -> Option<&Arc<Instance>> {
+        match &self.0 {
+            Repr::Slice(slice) => find(slice, id).ok().map(|at| &slice[at]),
+            Repr::Tree(tree) => tree.get(id),
+        }
+    }
+
+    /// Whether an instance has this id (compared byte for byte).
+    pub fn contains(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds `instance` under its own id, or replaces the one of that id (returned).
+    pub fn insert(&mut self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        match &mut self.0 {
+            Repr::Slice(slice) => match find(slice, &instance.id) {
+                Ok(at) => Some(std::mem::replace(&mut slice[at], instance)),
+                Err(at) if slice.len() < LARGE => {
+                    let mut instances = std::mem::take(slice).into_vec();
+                    instances.reserve_exact(1);
+                    instances.insert(at, instance);
+                    *slice = instances.into_boxed_slice();
+                    None
+                }
+                Err(_) => {
+                    let mut tree: Tree = slice.iter().map(|i| (key(i), i.clone())).collect();
+                    tree.insert(key(&instance), instance);
+                    self.0 = Repr::Tree(tree);
+                    None
+                }
+            },
+            Repr::Tree(tree) => match tree.get_mut(instance.id.as_str()) {
+                // The key stays: no new copy of the id's text for a replacement.
+                Some(old) => Some(std::mem::replace(old, instance)),
+                None => tree.insert(key(&instance), instance),
+            },
+        }
+    }
+
+    /// Takes out the instance with this id, if there is one.
+    pub fn remove(&mut self, id: &str) -> Option<Arc<Instance>> {
+        match &mut self.0 {
+            Repr::Slice(slice) => {
+                let at = find(slice, id).ok()?;
+                let mut instances = std::mem::take(slice).into_vec();
+                let old = instances.remove(at);
+                *slice = instances.into_boxed_slice();
+                Some(old)
+            }
+            Repr::Tree(tree) => {
+                let old = tree.remove(id)?;
+                if tree.len() <= SMALL {
+                    self.0 = Repr::Slice(tree.values().cloned().collect());
+                }
+                Some(old)
+            }
+        }
+    }
+
+    /// The instances in id order (byte order of the ids).
+    pub fn values(&self) -> Values<'_> {
+        Values(match &self.0 {
+            Repr::Slice(slice) => ValuesRepr::Slice(slice.iter()),
+            Repr::Tree(tree) => ValuesRepr::Tree(tree.values()),
+        })
+    }
+
+    /// What changed from `self` to `after`, in id order. A walk of both, where an
+    /// instance both hold (the same `Arc`) is passed by its pointer, without reading it:
+    /// a few nanoseconds an instance, also for a B-tree. Not `imbl`'s `OrdMap::diff`,
+    /// which skips shared nodes but in imbl 6 drops some differences after them (an
+    /// update of one value in ~1/8 of cases: jneem/imbl#160, fixed by PR #166 after 7.0.1).
+    pub fn diff<'a>(&'a self, after: &'a Self) -> Diff<'a> {
+        Diff {
+            before: self.values().peekable(),
+            after: after.values().peekable(),
+        }
+    }
+
+    /// Whether the map is a B-tree now (for tests of the switch).
+    #[cfg(test)]
+    fn is_tree(&self) -> bool {
+        matches!(self.0, Repr::Tree(_))
+    }
+}
+
+impl fmt::Debug for InstanceMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.values().map(|i| (&i.id, i)))
+            .finish()
+    }
+}
+
+/// Where `id` is in a slice sorted by id, or where it would go.
+fn find(slice: &[Arc<Instance>], id: &str) -> Result<usize, usize> {
+    slice.binary_search_by(|i| i.id.as_str().cmp(id))
+}
+
+fn key(instance: &Instance) -> Arc<str> {
+    instance.id.as_str().into()
+}
+
+/// The instances of an [`InstanceMap`] in id order.
+pub struct Values<'a>(ValuesRepr<'a>);
+
+enum ValuesRepr<'a> {
+    Slice(std::slice::Iter<'a, Arc<Instance>>),
+    Tree(imbl::ordmap::Values<'a, Arc<str>, Arc<Instance>, imbl::shared_ptr::DefaultSharedPtr>),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a Arc<Instance>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            ValuesRepr::Slice(it) => it.next(),
+            ValuesRepr::Tree(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            ValuesRepr::Slice(it) => it.size_hint(),
+            ValuesRepr::Tree(it) => it.size_hint(),
+        }
+    }
+}
+
+/// One difference between two versions of an [`InstanceMap`].
+#[derive(Debug)]
+pub enum Difference<'a> {
+    Added(&'a Arc<Instance>),
+    Removed(&'a Arc<Instance>),
+    /// The same id, another instance (not equal to the old one).
+    Updated {
+        old: &'a Arc<Instance>,
+        new: &'a Arc<Instance>,
+    },
+}
+
+/// The differences between two versions of an [`InstanceMap`], in id order.
+pub struct Diff<'a> {
+    before: Peekable<Values<'a>>,
+    after: Peekable<Values<'a>>,
+}
+
+impl<'a> Iterator for Diff<'a> {
+    type Item = Difference<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.before.peek(), self.after.peek()) {
+                // The same instance: the same id, nothing to read.
+                (Some(old), Some(new)) if Arc::ptr_eq(old, new) => Ordering::Equal,
+                (Some(old), Some(new)) => old.id.cmp(&new.id),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => return None,
+            };
+            match order {
+                Ordering::Less => return self.before.next().map(Difference::Removed),
+                Ordering::Greater => return self.after.next().map(Difference::Added),
+                Ordering::Equal => {
+                    let (old, new) = (self.before.next()?, self.after.next()?);
+                    if !Arc::ptr_eq(old, new) && old != new {
+                        return Some(Difference::Updated { old, new });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "instance_map_tests.rs"]
+mod tests;
