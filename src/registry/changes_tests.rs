@@ -12,8 +12,8 @@ fn registered(id: &str) -> Instance {
         check_ok: true,
         check_reason: None,
         draining: false,
-        created: SystemTime::UNIX_EPOCH,
-        updated: SystemTime::UNIX_EPOCH,
+        created: SystemTime::UNIX_EPOCH.into(),
+        updated: SystemTime::UNIX_EPOCH.into(),
     }
 }
 
