@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -24,7 +24,7 @@ use crate::health::HeartbeatError;
 use crate::registry::validate::{self, FieldError};
 use crate::registry::{
     Change, CheckSpec, Instance, InstanceKey, InstanceSpec, NamedPort, Namespace, Service,
-    Snapshot, SourceId, health_bounds, instance_label,
+    Snapshot, SourceId, SpecExtras, Timestamp, health_bounds, instance_label,
 };
 
 pub fn routes() -> Router<ApiState> {
@@ -328,13 +328,13 @@ fn instance_json(instance: &Instance) -> Value {
         "ipv4": spec.ipv4,
         "ipv6": spec.ipv6,
         "port": spec.port,
-        "ports": spec.ports,
+        "ports": spec.ports(),
         "attributes": spec.attributes,
         "healthy": instance.is_healthy(),
         "reported_healthy": spec.healthy,
-        "heartbeat_ttl": spec.heartbeat_ttl.map(|ttl| humantime::format_duration(ttl).to_string()),
+        "heartbeat_ttl": spec.heartbeat_ttl().map(|ttl| humantime::format_duration(ttl).to_string()),
         "heartbeat_ok": instance.heartbeat_ok,
-        "deregister_after": spec.deregister_after.map(|after| humantime::format_duration(after).to_string()),
+        "deregister_after": spec.deregister_after().map(|after| humantime::format_duration(after).to_string()),
         "check_ok": instance.check_ok,
         "check_reason": instance.check_reason,
         "draining": instance.is_draining(),
@@ -356,8 +356,8 @@ pub(super) fn duration(
     text.map(parse).transpose()
 }
 
-fn timestamp(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+fn timestamp(time: Timestamp) -> String {
+    humantime::format_rfc3339_millis(time.into()).to_string()
 }
 
 fn not_found(field: &str, name: &str) -> ApiError {
@@ -451,13 +451,16 @@ impl RegisterBody {
             ipv4,
             ipv6,
             port,
-            ports: self.ports,
             attributes: self.attributes,
             healthy: self.healthy,
-            heartbeat_ttl,
-            check: self.check.map(Arc::new),
-            deregister_after,
-            ..InstanceSpec::default()
+            extras: SpecExtras {
+                ports: self.ports,
+                heartbeat_ttl,
+                check: self.check.map(Arc::new),
+                deregister_after,
+                ..SpecExtras::default()
+            }
+            .into(),
         };
         health_bounds(&spec)?;
         Ok(spec)

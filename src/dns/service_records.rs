@@ -848,8 +848,7 @@ impl ServedInstance {
         };
         let srv = spec.port.map(srv_fields);
         let cname = spec
-            .cname
-            .as_deref()
+            .cname()
             .and_then(|c| Name::from_str(c).ok())
             .and_then(|mut name| {
                 name.set_fqdn(true);
@@ -902,7 +901,7 @@ impl ServedInstance {
         }
         let named = match in_subset {
             true => Box::default(),
-            false => named_ports::records(service, &target, &spec.ports, types.srv, srv_fields),
+            false => named_ports::records(service, &target, spec.ports(), types.srv, srv_fields),
         };
         Self {
             source: instance.clone(),
@@ -924,8 +923,8 @@ fn same_records(a: &Instance, b: &Instance) -> bool {
         && a.spec.ipv4 == b.spec.ipv4
         && a.spec.ipv6 == b.spec.ipv6
         && a.spec.port == b.spec.port
-        && a.spec.cname == b.spec.cname
-        && a.spec.ports == b.spec.ports
+        && a.spec.cname() == b.spec.cname()
+        && a.spec.ports() == b.spec.ports()
         && a.spec.srv_priority_weight() == b.spec.srv_priority_weight()
 }
 

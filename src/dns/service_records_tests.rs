@@ -7,7 +7,8 @@ use crate::config::Config;
 use crate::dns::test_registry::Running;
 use crate::dns::{PublishedZone, ZoneSnapshot};
 use crate::registry::{
-    Change, InstanceKey, InstanceSpec, Locality, NamedPort, Protocol, SourceId, ZONE_ATTRIBUTE,
+    Change, InstanceKey, InstanceSpec, Locality, NamedPort, Protocol, SourceId, SpecExtras,
+    ZONE_ATTRIBUTE,
 };
 
 fn key(service: u8, id: u8) -> InstanceKey {
@@ -42,12 +43,15 @@ fn random_change(rng: &mut SmallRng) -> Change {
                         .random_bool(0.5)
                         .then(|| [0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n)].into()),
                     port: rng.random_bool(0.7).then_some(8000 + u16::from(n)),
-                    ports: random_ports(rng, n),
                     // A weight now and then (0 included: out of answers while others
                     // have one), so a weight change alone must rebuild the instance.
                     attributes: random_attributes(rng, n),
                     healthy: true,
-                    ..InstanceSpec::default()
+                    extras: SpecExtras {
+                        ports: random_ports(rng, n),
+                        ..SpecExtras::default()
+                    }
+                    .into(),
                 },
                 source: SourceId::api(),
             }

@@ -16,8 +16,8 @@ use crate::config::{Config, HealthSettings};
 use crate::health::{CheckLimits, Health, HealthMetrics};
 use crate::registry::RegistryMetrics;
 use crate::registry::{
-    Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId, health_bounds,
-    validate,
+    Change, InstanceKey, InstanceSpec, Registry, RegistryHandle, Snapshot, SourceId, SpecExtras,
+    health_bounds, validate,
 };
 use crate::task::{Supervisor, TaskStates};
 
@@ -85,7 +85,11 @@ impl Api {
             ipv4: Some("10.0.0.1".parse().unwrap()),
             port: Some(80),
             healthy: true,
-            heartbeat_ttl: Some(std::time::Duration::from_secs(30)),
+            extras: SpecExtras {
+                heartbeat_ttl: Some(std::time::Duration::from_secs(30)),
+                ..SpecExtras::default()
+            }
+            .into(),
             ..InstanceSpec::default()
         };
         let upsert = Change::Upsert {

@@ -13,7 +13,7 @@ use super::{JSON_TOKENS, fuzz, outcome, shape};
 use crate::config::Config;
 use crate::registry::{
     Change, CheckSpec, InstanceKey, InstanceSpec, NamespaceDef, NamespaceKind, Registry, Snapshot,
-    SourceId, Tagged,
+    SourceId, SpecExtras, Tagged,
 };
 use crate::store::Wal;
 
@@ -51,10 +51,13 @@ fn real_segment() -> Vec<u8> {
         port: Some(80),
         attributes: [("zone".to_owned(), "a".to_owned())].into(),
         healthy: true,
-        heartbeat_ttl: Some(Duration::from_secs(3)),
-        check: Some(Arc::new(check)),
-        creator_request_id: Some("r-1".into()),
-        ..InstanceSpec::default()
+        extras: SpecExtras {
+            heartbeat_ttl: Some(Duration::from_secs(3)),
+            check: Some(Arc::new(check)),
+            creator_request_id: Some("r-1".into()),
+            ..SpecExtras::default()
+        }
+        .into(),
     };
     let changes = vec![
         Change::Upsert {

@@ -83,9 +83,9 @@ impl Share {
         key: &InstanceKey,
         instance: &crate::registry::Instance,
     ) -> Option<crate::store::etcd::Lease> {
-        let ttl = instance.spec.heartbeat_ttl?;
+        let ttl = instance.spec.heartbeat_ttl()?;
         (!self.local.contains(&instance.source))
-            .then(|| self.leases.lease(key, instance.created, ttl))
+            .then(|| self.leases.lease(key, instance.created.into(), ttl))
     }
 }
 
@@ -166,7 +166,7 @@ impl Health {
 
     /// Refuses a heartbeat TTL below the floor: with `[etcd]`, etcd's lease minimum.
     pub fn admit_heartbeat(&self, spec: &InstanceSpec) -> Result<(), FieldError> {
-        match (spec.heartbeat_ttl, self.heartbeat_floor()) {
+        match (spec.heartbeat_ttl(), self.heartbeat_floor()) {
             (Some(ttl), Some(floor)) if ttl < floor => Err(FieldError::new(
                 "heartbeat_ttl",
                 format!(

@@ -81,7 +81,7 @@ impl CheckLimits {
     /// check no more often than `min_interval`, and the check that applies (its own, or
     /// the policy's) aimed at a permitted address. The error names the field at fault.
     pub fn admit(&self, spec: &InstanceSpec, policy: &AnswerPolicy) -> Result<(), FieldError> {
-        if let Some(check) = &spec.check
+        if let Some(check) = spec.check()
             && check.interval < self.min_interval
         {
             return Err(FieldError::new(
@@ -110,7 +110,7 @@ pub fn check_target<'a>(
     spec: &'a InstanceSpec,
     policy: &'a AnswerPolicy,
 ) -> Option<(&'a CheckSpec, SocketAddr)> {
-    let check = spec.check.as_deref().or(policy.check.as_deref())?;
+    let check = spec.check().or(policy.check.as_deref())?;
     let ip: IpAddr = spec.ipv4.map(Into::into).or(spec.ipv6.map(Into::into))?;
     Some((check, SocketAddr::new(ip, check.port.or(spec.port)?)))
 }

@@ -13,7 +13,7 @@ use super::{CheckLimits, Health, HealthMetrics};
 use crate::config::Config;
 use crate::registry::{
     Change, ChangeError, CheckSpec, Instance, InstanceKey, InstanceSpec, Registry, RegistryHandle,
-    Snapshot, SourceId,
+    Snapshot, SourceId, SpecExtras,
 };
 use crate::task::{State, Supervisor};
 
@@ -102,7 +102,11 @@ fn with_ttl(ttl: Duration) -> InstanceSpec {
     InstanceSpec {
         ipv4: Some("10.0.0.1".parse().unwrap()),
         healthy: true,
-        heartbeat_ttl: Some(ttl),
+        extras: SpecExtras {
+            heartbeat_ttl: Some(ttl),
+            ..SpecExtras::default()
+        }
+        .into(),
         ..InstanceSpec::default()
     }
 }
@@ -121,11 +125,12 @@ async fn specs_that_skipped_validation_never_reach_the_task() {
     let setup = Setup::start(CheckLimits::default());
     let huge = Duration::from_secs(100 * 365 * 86_400);
     for (id, interval) in [("century", "100y"), ("overflow", "150000000000y")] {
-        let spec = InstanceSpec {
+        let mut spec = InstanceSpec {
             port: Some(80),
-            check: tcp_check(&format!(r#"{{"tcp": true, "interval": "{interval}"}}"#)),
             ..with_ttl(huge)
         };
+        let check = tcp_check(&format!(r#"{{"tcp": true, "interval": "{interval}"}}"#));
+        spec.extras.edit(|extras| extras.check = check);
         let change = Change::Upsert {
             key: key(id),
             spec,
@@ -186,7 +191,11 @@ async fn a_denied_target_is_not_checked_and_says_why() {
         ipv4: Some("169.254.169.254".parse().unwrap()),
         port: Some(80),
         healthy: true,
-        check: tcp_check(r#"{"tcp": true, "interval": "100ms"}"#),
+        extras: SpecExtras {
+            check: tcp_check(r#"{"tcp": true, "interval": "100ms"}"#),
+            ..SpecExtras::default()
+        }
+        .into(),
         ..InstanceSpec::default()
     };
     setup.register("imds", spec, "file:/etc/static.toml").await;
@@ -247,10 +256,9 @@ async fn a_heartbeat_moves_the_deadline_a_whole_ttl_on() {
 #[tokio::test(start_paused = true)]
 async fn an_api_instance_unhealthy_past_deregister_after_is_deregistered() {
     let setup = Setup::start(CheckLimits::default());
-    let spec = InstanceSpec {
-        deregister_after: Some(Duration::from_secs(60)),
-        ..with_ttl(Duration::from_secs(10))
-    };
+    let mut spec = with_ttl(Duration::from_secs(10));
+    spec.extras
+        .edit(|extras| extras.deregister_after = Some(Duration::from_secs(60)));
     setup.register("dead", spec.clone(), "api").await;
     setup.register("back", spec.clone(), "api").await;
     setup
@@ -298,7 +306,11 @@ async fn a_failing_check_turns_unhealthy_only_at_its_threshold() {
         ipv4: Some("127.0.0.1".parse().unwrap()),
         port: Some(port),
         healthy: true,
-        check: tcp_check(r#"{"tcp": true, "interval": "10s", "unhealthy_threshold": 3}"#),
+        extras: SpecExtras {
+            check: tcp_check(r#"{"tcp": true, "interval": "10s", "unhealthy_threshold": 3}"#),
+            ..SpecExtras::default()
+        }
+        .into(),
         ..InstanceSpec::default()
     };
     setup.register("down", spec, "file:/etc/static.toml").await;

@@ -1,20 +1,10 @@
 use std::time::SystemTime;
 
 use super::*;
-use crate::registry::model::{Instance, InstanceSpec};
+use crate::registry::model::{self, Instance, InstanceSpec};
 
 fn registered(id: &str) -> Instance {
-    Instance {
-        id: id.into(),
-        spec: InstanceSpec::default(),
-        source: SourceId::api(),
-        heartbeat_ok: true,
-        check_ok: true,
-        check_reason: None,
-        draining: false,
-        created: SystemTime::UNIX_EPOCH,
-        updated: SystemTime::UNIX_EPOCH,
-    }
+    model::registered(id, InstanceSpec::default())
 }
 
 /// A draft of `event` on the instance `of` in `service`.

@@ -206,13 +206,13 @@ impl CheckSpec {
 /// is not, with the field at fault; the registry's writer should refuse the same specs
 /// when it replays its log, so nothing an older release accepted reaches the health task.
 pub fn health_bounds(spec: &InstanceSpec) -> Result<(), FieldError> {
-    if let Some(ttl) = spec.heartbeat_ttl {
+    if let Some(ttl) = spec.heartbeat_ttl() {
         within("heartbeat_ttl", ttl, &HEARTBEAT_TTL)?;
     }
-    if let Some(after) = spec.deregister_after {
+    if let Some(after) = spec.deregister_after() {
         deregister_after_bounds(after)?;
     }
-    if let Some(check) = &spec.check {
+    if let Some(check) = spec.check() {
         check.validate()?;
         if check.port.or(spec.port).is_none() {
             return Err(FieldError::new(
@@ -383,19 +383,27 @@ mod tests {
     fn instance_health_bounds() {
         let mut instance = InstanceSpec {
             port: Some(80),
-            heartbeat_ttl: Some(Duration::from_secs(3)),
-            check: Some(std::sync::Arc::new(spec(r#"{"tcp": true}"#))),
+            extras: crate::registry::SpecExtras {
+                heartbeat_ttl: Some(Duration::from_secs(3)),
+                check: Some(std::sync::Arc::new(spec(r#"{"tcp": true}"#))),
+                ..Default::default()
+            }
+            .into(),
             ..InstanceSpec::default()
         };
         assert!(health_bounds(&instance).is_ok());
-        instance.heartbeat_ttl = Some(Duration::from_secs(86_401));
+        let long = Duration::from_secs(86_401);
+        instance
+            .extras
+            .edit(|extras| extras.heartbeat_ttl = Some(long));
         assert_eq!(health_bounds(&instance).unwrap_err().field, "heartbeat_ttl");
-        instance.heartbeat_ttl = None;
+        instance.extras.edit(|extras| extras.heartbeat_ttl = None);
         instance.port = None;
         assert_eq!(health_bounds(&instance).unwrap_err().field, "check.port");
-        instance.check = Some(std::sync::Arc::new(spec(
-            r#"{"tcp": true, "interval": "100y"}"#,
-        )));
+        let slow = spec(r#"{"tcp": true, "interval": "100y"}"#);
+        instance
+            .extras
+            .edit(|extras| extras.check = Some(std::sync::Arc::new(slow)));
         assert_eq!(
             health_bounds(&instance).unwrap_err().field,
             "check.interval"

@@ -97,7 +97,7 @@ pub fn durable_state(snapshot: &Snapshot) -> Vec<(SystemTime, Change)> {
                     spec: instance.spec.clone(),
                     source: api.clone(),
                 };
-                changes.push((instance.updated, upsert));
+                changes.push((instance.updated.into(), upsert));
             }
             if !meta.attributes.is_empty() {
                 let attributes = Change::SetServiceAttributes {

@@ -1,24 +1,14 @@
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use super::*;
-use crate::registry::model::{InstanceSpec, SourceId};
+use crate::registry::model::{InstanceSpec, registered};
 
 fn instance(id: &str, port: u16) -> Arc<Instance> {
-    Arc::new(Instance {
-        id: id.into(),
-        spec: InstanceSpec {
-            port: Some(port),
-            ..InstanceSpec::default()
-        },
-        source: SourceId::api(),
-        heartbeat_ok: true,
-        check_ok: true,
-        check_reason: None,
-        draining: false,
-        created: SystemTime::UNIX_EPOCH,
-        updated: SystemTime::UNIX_EPOCH,
-    })
+    let spec = InstanceSpec {
+        port: Some(port),
+        ..InstanceSpec::default()
+    };
+    Arc::new(registered(id, spec))
 }
 
 fn ids(map: &InstanceMap) -> Vec<&str> {

@@ -92,8 +92,8 @@ impl State {
             check_reason: None,
             // An operator's hold outlasts a new registration of the same instance.
             draining: old.is_some_and(|old| old.draining),
-            created: old.map_or(now, |old| old.created),
-            updated: now,
+            created: old.map_or(now.into(), |old| old.created),
+            updated: now.into(),
             spec,
         };
         // The check starts over when what it probes changes; otherwise its verdict stays.
@@ -108,7 +108,7 @@ impl State {
             }
             _ if check.as_ref().is_some_and(|c| c.start_unhealthy) => {
                 instance.check_ok = false;
-                instance.check_reason = Some("waiting for the first passing checks".to_owned());
+                instance.check_reason = Some("waiting for the first passing checks".into());
             }
             _ => {}
         }

@@ -40,8 +40,8 @@ pub use durable::{durable_state, replay};
 pub use instance_map::InstanceMap;
 pub use metrics::RegistryMetrics;
 pub use model::{
-    Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service, ServiceMeta,
-    SourceId, ZONE_ATTRIBUTE, serving, stable_id,
+    Extras, Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service,
+    ServiceMeta, SourceId, SpecExtras, Timestamp, ZONE_ATTRIBUTE, serving, stable_id,
 };
 pub use names::{instance_label, subset_label};
 pub use policy::{

@@ -161,7 +161,7 @@ fn set_check(instance: &mut Instance, check: Option<CheckVerdict>) {
         reason: None,
     });
     instance.check_ok = check.ok;
-    instance.check_reason = check.reason;
+    instance.check_reason = check.reason.map(String::into_boxed_str);
 }
 
 /// The record `key` has in `snapshot`, if the thing exists and has one.
@@ -214,12 +214,12 @@ pub fn record(snapshot: &Snapshot, key: &RecordKey) -> Option<Record> {
             Some(Record::Instance(InstanceRecord {
                 owner: instance.source.clone(),
                 spec: instance.spec.clone(),
-                created: millis(instance.created),
-                updated: millis(instance.updated),
+                created: millis(instance.created.into()),
+                updated: millis(instance.updated.into()),
                 check: (!instance.check_ok || instance.check_reason.is_some()).then(|| {
                     CheckVerdict {
                         ok: instance.check_ok,
-                        reason: instance.check_reason.clone(),
+                        reason: instance.check_reason.as_deref().map(str::to_owned),
                     }
                 }),
                 heartbeat_expired: !instance.heartbeat_ok,
@@ -427,7 +427,7 @@ impl State {
                 return Ok(self
                     .update_instance(key, touched, |i| {
                         i.spec.healthy = healthy;
-                        i.updated = updated;
+                        i.updated = updated.into();
                         i.heartbeat_ok = !record.heartbeat_expired;
                         i.draining = record.draining;
                         set_check(i, record.check);
@@ -444,7 +444,7 @@ impl State {
         let upserted = self.upsert(key.clone(), record.spec, record.owner, updated, touched);
         if upserted.is_ok() {
             let _ = self.update_instance(key, touched, |i| {
-                i.created = created;
+                i.created = created.into();
                 i.heartbeat_ok = !record.heartbeat_expired;
                 i.draining = record.draining;
                 set_check(i, record.check);

@@ -309,7 +309,8 @@ fn an_instance_record_with_health_settings_out_of_bounds_is_skipped() {
     let mut touched = Touched::default();
     let key = RecordKey::Instance(key("internal", "web", "w1"));
     let mut spec = spec(1);
-    spec.heartbeat_ttl = Some(std::time::Duration::ZERO);
+    spec.extras
+        .edit(|extras| extras.heartbeat_ttl = Some(std::time::Duration::ZERO));
     let record = Record::Instance(instance_record(SourceId::api(), spec, 1));
     let skipped = model.put_record(&key, record, &mut touched);
     assert!(

@@ -56,7 +56,7 @@ impl State {
                 super::check::health_bounds(&spec)
                     .map_err(|e| ChangeError::Invalid(e.to_string()))?;
                 // Nor more named ports, or longer names, than DNS answers.
-                super::validate::ports(&spec.ports)
+                super::validate::ports(spec.ports())
                     .map_err(|e| ChangeError::Invalid(e.to_string()))?;
                 if let Some(admission) = admission {
                     self.admit_instance(&key, &spec, admission)?;
@@ -89,9 +89,9 @@ impl State {
                 reason,
             } => self.update_instance(&key, touched, |i| {
                 // A new reason alone is a change: "not checked" notes keep health as is.
-                let changed = i.check_ok != healthy || i.check_reason.as_ref() != Some(&reason);
+                let changed = i.check_ok != healthy || i.check_reason.as_deref() != Some(&*reason);
                 i.check_ok = healthy;
-                i.check_reason = Some(reason);
+                i.check_reason = Some(reason.into());
                 changed
             }),
             Change::Sync { source, instances } => Ok(self.sync(source, instances, now, touched)),

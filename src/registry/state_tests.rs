@@ -100,8 +100,8 @@ fn an_identical_upsert_changes_nothing_and_keeps_created() {
         .instances
         .get("i-1")
         .unwrap();
-    assert_eq!(instance.created, SystemTime::UNIX_EPOCH);
-    assert_eq!(instance.updated, later);
+    assert_eq!(SystemTime::from(instance.created), SystemTime::UNIX_EPOCH);
+    assert_eq!(SystemTime::from(instance.updated), later);
 }
 
 #[test]
@@ -255,7 +255,8 @@ fn out_of_bounds_named_ports_are_refused_from_any_sender() {
             port: 9090,
             protocol: Protocol::Tcp,
         };
-        spec.ports = names.iter().map(|n| (n.clone(), port)).collect();
+        let ports = names.iter().map(|n| (n.clone(), port)).collect();
+        spec.extras.edit(|extras| extras.ports = ports);
         Change::Upsert {
             key: key("web", "a"),
             spec,
@@ -273,7 +274,7 @@ fn out_of_bounds_named_ports_are_refused_from_any_sender() {
         );
     }
     let web = model.snapshot.service("internal", "web").unwrap();
-    let kept = &web.instances.values().next().unwrap().spec.ports;
+    let kept = web.instances.values().next().unwrap().spec.ports();
     assert_eq!(kept.len(), 16, "the refused specs changed nothing");
 }
 

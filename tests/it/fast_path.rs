@@ -18,7 +18,7 @@ use muster::dns::fast::{Handling, Scratch, Settings, full_path, respond};
 use muster::dns::locality::ClientZones;
 use muster::dns::{DnsMetrics, Forwarder, Handler, PublishedZone, Transfers, ZoneSnapshot};
 use muster::registry::{
-    Change, DnsConfig, InstanceKey, InstanceSpec, RecordTtls, Routing, ServiceDef,
+    Change, DnsConfig, InstanceKey, InstanceSpec, RecordTtls, Routing, ServiceDef, SpecExtras,
 };
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
@@ -60,8 +60,12 @@ async fn zone() -> PublishedZone {
     {
         let (key, _) = instance("internal", "cn", &format!("c-{n}"), n as u8);
         let spec = InstanceSpec {
-            cname: Some(target.to_owned()),
             healthy: true,
+            extras: SpecExtras {
+                cname: Some(target.to_owned()),
+                ..SpecExtras::default()
+            }
+            .into(),
             ..InstanceSpec::default()
         };
         instances.push((key, spec));

@@ -13,7 +13,7 @@ use super::services::by_id;
 use super::shapes;
 use crate::api::ApiState;
 use crate::registry::{
-    Change, Instance, InstanceKey, InstanceSpec, Namespace, Service, SourceId, validate,
+    Change, Instance, InstanceKey, InstanceSpec, Namespace, Service, SourceId, SpecExtras, validate,
 };
 
 const IPV4: &str = "AWS_INSTANCE_IPV4";
@@ -45,8 +45,9 @@ pub async fn register(state: &ApiState, input: Input) -> Result<Value, CloudMapE
     let id = instance_id(&input)?;
     let attributes = input.string_map("Attributes")?;
     let existing = service.instances.get(id.as_str());
-    let mut spec = instance_spec(service, attributes, existing.map(|i| i.spec.healthy))?;
-    spec.creator_request_id = input.bounded("CreatorRequestId", 64)?;
+    let current_health = existing.map(|i| i.spec.healthy);
+    let creator_request_id = input.bounded("CreatorRequestId", 64)?;
+    let spec = instance_spec(service, attributes, current_health, creator_request_id)?;
     let upsert = Change::Upsert {
         key: key(namespace, service, &id),
         spec,
@@ -67,6 +68,7 @@ fn instance_spec(
     service: &Service,
     attributes: BTreeMap<String, String>,
     current_health: Option<bool>,
+    creator_request_id: Option<String>,
 ) -> Result<InstanceSpec, CloudMapError> {
     for key in UNSUPPORTED {
         if attributes.contains_key(key) {
@@ -90,14 +92,14 @@ fn instance_spec(
         ipv4: addresses.ipv4,
         ipv6: addresses.ipv6,
         port: addresses.port,
-        cname: addresses.cname,
-        ports: BTreeMap::new(),
         attributes,
         healthy,
-        heartbeat_ttl: None,
-        check: None,
-        deregister_after: None,
-        creator_request_id: None,
+        extras: SpecExtras {
+            cname: addresses.cname,
+            creator_request_id,
+            ..SpecExtras::default()
+        }
+        .into(),
     })
 }
 
@@ -231,7 +233,7 @@ pub fn get(state: &ApiState, input: Input) -> Result<Value, CloudMapError> {
         "Attributes": shapes::attributes(instance),
         "CreatedByAccount": account,
     });
-    if let Some(id) = &instance.spec.creator_request_id {
+    if let Some(id) = instance.spec.creator_request_id() {
         shape["CreatorRequestId"] = json!(id);
     }
     Ok(json!({"ResourceOwner": account, "Instance": shape}))

@@ -163,9 +163,9 @@ pub fn attributes(instance: &Instance) -> BTreeMap<String, String> {
     reserved("AWS_INSTANCE_IPV4", spec.ipv4.map(|ip| ip.to_string()));
     reserved("AWS_INSTANCE_IPV6", spec.ipv6.map(|ip| ip.to_string()));
     reserved("AWS_INSTANCE_PORT", spec.port.map(|port| port.to_string()));
-    reserved("AWS_INSTANCE_CNAME", spec.cname.clone());
+    reserved("AWS_INSTANCE_CNAME", spec.cname().map(str::to_owned));
     // Cloud Map has no named ports: they show as attributes, `9090` or `53/udp`.
-    for (name, named) in &spec.ports {
+    for (name, named) in spec.ports() {
         let value = match named.protocol {
             Protocol::Tcp => named.port.to_string(),
             Protocol::Udp => format!("{}/udp", named.port),

@@ -134,7 +134,7 @@ fn address(instance: &Instance) -> String {
     ]
     .into_iter()
     .flatten()
-    .chain(spec.cname.iter().map(|c| format!("CNAME {c}")))
+    .chain(spec.cname().iter().map(|c| format!("CNAME {c}")))
     .collect();
     addresses.join(", ")
 }
@@ -144,7 +144,7 @@ fn ports(html: &mut Html, instance: &Instance) {
     let spec = &instance.spec;
     html.tag("<td>")
         .text(spec.port.map_or("-".to_owned(), |p| p.to_string()));
-    for (name, port) in &spec.ports {
+    for (name, port) in spec.ports() {
         html.tag("<br>")
             .text(name)
             .tag(": ")
@@ -163,7 +163,7 @@ fn why_unhealthy(instance: &Instance) -> Vec<String> {
         why.push(format!("{} reports it unhealthy", instance.source));
     }
     if !instance.heartbeat_ok {
-        let ttl = instance.spec.heartbeat_ttl.unwrap_or_default();
+        let ttl = instance.spec.heartbeat_ttl().unwrap_or_default();
         why.push(format!(
             "no heartbeat within {}",
             humantime::format_duration(ttl)
@@ -198,7 +198,7 @@ fn check_text(check: &CheckSpec) -> String {
 }
 
 fn heartbeat(html: &mut Html, instance: &Instance) {
-    match (instance.spec.heartbeat_ttl, instance.heartbeat_ok) {
+    match (instance.spec.heartbeat_ttl(), instance.heartbeat_ok) {
         (None, _) => html.marked("muted", "none"),
         (Some(ttl), true) => html.marked(
             "ok",

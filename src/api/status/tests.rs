@@ -117,7 +117,9 @@ async fn client_values_are_text_and_a_check_query_is_not_shown() {
         .insert("note".into(), "<script>alert(1)</script>\"'&".into());
     let check: CheckSpec =
         serde_json::from_str(r#"{"http": "/health?token=s3cret-value"}"#).unwrap();
-    hostile.check = Some(Arc::new(check));
+    hostile
+        .extras
+        .edit(|extras| extras.check = Some(Arc::new(check)));
     fixture.apply(upsert("i-3", hostile)).await;
     fixture
         .apply(Change::CheckResult {

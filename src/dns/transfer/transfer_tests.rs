@@ -148,15 +148,19 @@ async fn transfers_carry_named_ports() {
         spec: InstanceSpec {
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
             port: Some(80),
-            ports: [(
-                "grpc".to_owned(),
-                crate::registry::NamedPort {
-                    port: grpc,
-                    protocol: crate::registry::Protocol::Tcp,
-                },
-            )]
-            .into(),
             healthy: true,
+            extras: crate::registry::SpecExtras {
+                ports: [(
+                    "grpc".to_owned(),
+                    crate::registry::NamedPort {
+                        port: grpc,
+                        protocol: crate::registry::Protocol::Tcp,
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }
+            .into(),
             ..InstanceSpec::default()
         },
         source: SourceId::api(),

@@ -3,13 +3,15 @@
 //! failing) is deregistered, durably, by the replica that keeps its timers. Instances of
 //! other sources never are: their source decides.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::time::delay_queue;
 
 use super::{Due, Scheduler};
 use crate::health::metrics::HealthMetrics;
-use crate::registry::{Change, Instance, InstanceKey, RegistryHandle, Service, SourceId};
+use crate::registry::{
+    Change, Instance, InstanceKey, RegistryHandle, Service, SourceId, Timestamp,
+};
 
 /// Between attempts to deregister when the registry refuses (a full disk, etcd down).
 const RETRY: Duration = Duration::from_secs(5);
@@ -19,7 +21,7 @@ const ATTEMPTS: u32 = 12;
 /// One instance's time left to recover.
 pub(super) struct ReapTimer {
     /// The registration it times: a new one starts over.
-    pub(super) registered: SystemTime,
+    pub(super) registered: Timestamp,
     pub(super) entry: delay_queue::Key,
     after: Duration,
 }
@@ -30,7 +32,7 @@ pub(super) struct ReapTimer {
 pub(super) fn reap_after(service: &Service, instance: &Instance) -> Option<Duration> {
     let after = instance
         .spec
-        .deregister_after
+        .deregister_after()
         .or(service.policy.deregister_after)?;
     let dead = !instance.heartbeat_ok || !instance.check_ok;
     (dead && instance.source == SourceId::api()).then_some(after)

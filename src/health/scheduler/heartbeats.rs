@@ -4,7 +4,7 @@
 //! to any replica renew.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::time::delay_queue;
@@ -13,7 +13,7 @@ use super::{Due, Scheduler};
 use crate::health::handle::{HeartbeatError, Reply};
 use crate::health::metrics::HealthMetrics;
 use crate::registry::check::heartbeat_period;
-use crate::registry::{Change, ChangeError, Instance, InstanceKey};
+use crate::registry::{Change, ChangeError, Instance, InstanceKey, Timestamp};
 
 /// How soon a shared heartbeat's lease is asked about again when etcd says it is in its
 /// last second, or cannot say.
@@ -24,7 +24,7 @@ const LEASE_RECHECK: Duration = Duration::from_millis(250);
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(super) struct Lapse {
     key: InstanceKey,
-    registered: SystemTime,
+    registered: Timestamp,
     left: Result<Option<Duration>, String>,
 }
 
@@ -32,7 +32,7 @@ pub(super) struct Lapse {
 pub(super) struct HeartbeatTimer {
     pub(super) ttl: Duration,
     /// The registration it times; a new registration (or a change of TTL) restarts it.
-    pub(super) registered: SystemTime,
+    pub(super) registered: Timestamp,
     /// In the queue while the instance is healthy; `None` once it expired (or, with
     /// `[etcd]`, while etcd is asked about its lease).
     pub(super) entry: Option<delay_queue::Key>,
@@ -87,7 +87,7 @@ impl Scheduler {
             let _ = reply.send(Err(HeartbeatError::NotFound(key)));
             return;
         };
-        let Some(ttl) = instance.spec.heartbeat_ttl else {
+        let Some(ttl) = instance.spec.heartbeat_ttl() else {
             let _ = reply.send(Err(HeartbeatError::NoTtl(key)));
             return;
         };

@@ -170,7 +170,7 @@ impl Scheduler {
             };
             let gone = stale(&self.heartbeats, &first, |key, timer| {
                 instance(key).is_some_and(|i| {
-                    i.spec.heartbeat_ttl == Some(timer.ttl)
+                    i.spec.heartbeat_ttl() == Some(timer.ttl)
                         && i.updated == timer.registered
                         && self.owns(key, i)
                 })
@@ -209,7 +209,7 @@ impl Scheduler {
             };
             for instance in service.instances.values() {
                 let check = check_of(service, instance);
-                if instance.spec.heartbeat_ttl.is_none() && check.is_none() {
+                if instance.spec.heartbeat_ttl().is_none() && check.is_none() {
                     continue;
                 }
                 let key = InstanceKey {
@@ -217,7 +217,7 @@ impl Scheduler {
                     service: svc.clone(),
                     id: instance.id.clone(),
                 };
-                if let Some(ttl) = instance.spec.heartbeat_ttl
+                if let Some(ttl) = instance.spec.heartbeat_ttl()
                     && self.owns(&key, instance)
                 {
                     self.follow_heartbeat(&key, instance, ttl);
@@ -263,7 +263,7 @@ pub(super) fn has_timers(service: &Service) -> bool {
     service
         .instances
         .values()
-        .any(|i| i.spec.heartbeat_ttl.is_some() || check_of(service, i).is_some())
+        .any(|i| i.spec.heartbeat_ttl().is_some() || check_of(service, i).is_some())
 }
 
 /// The keys of one service's timers in `timers` that `current` no longer accepts;

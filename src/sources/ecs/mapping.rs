@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::config::{EcsSourceConfig, ServiceRule};
 use super::parse::{Host, NetworkMode, PortMapping, TaskDefinition, TaskFacts};
 use crate::registry::validate::{self, MAX_NAMED_PORTS};
-use crate::registry::{InstanceKey, InstanceSpec, NamedPort, ZONE_ATTRIBUTE};
+use crate::registry::{InstanceKey, InstanceSpec, NamedPort, SpecExtras, ZONE_ATTRIBUTE};
 
 /// Where a task stands with DNS.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,10 +144,13 @@ fn try_place(
         ipv4: endpoint.ipv4,
         ipv6: endpoint.ipv6,
         port: endpoint.port,
-        ports: named_ports(facts, definition),
         attributes,
         healthy: true,
-        ..InstanceSpec::default()
+        extras: SpecExtras {
+            ports: named_ports(facts, definition),
+            ..SpecExtras::default()
+        }
+        .into(),
     };
     Ok((key, spec))
 }

@@ -279,7 +279,7 @@ pub fn host() -> Host {
 }
 
 fn named_ports(spec: &InstanceSpec) -> Vec<String> {
-    spec.ports
+    spec.ports()
         .iter()
         .map(|(name, p)| format!("{name}={}/{:?}", p.port, p.protocol))
         .collect()
@@ -410,6 +410,9 @@ fn named_ports_are_capped() {
         })
         .collect();
     let (_, spec) = placed(place(&task, &definition, &config(), None, None));
-    assert_eq!(spec.ports.len(), crate::registry::validate::MAX_NAMED_PORTS);
-    assert_eq!(spec.ports["p00"].port, 9000, "awsvpc: the container port");
+    assert_eq!(
+        spec.ports().len(),
+        crate::registry::validate::MAX_NAMED_PORTS
+    );
+    assert_eq!(spec.ports()["p00"].port, 9000, "awsvpc: the container port");
 }

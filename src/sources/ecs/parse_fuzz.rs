@@ -63,9 +63,9 @@ fn fuzz_ecs_events() {
                     validate::service_name(&key.service).map_err(|e| e.to_string())?;
                     validate::instance_id(&key.id).map_err(|e| e.to_string())?;
                     validate::attributes(&spec.attributes).map_err(|e| e.to_string())?;
-                    validate::ports(&spec.ports).map_err(|e| e.to_string())?;
+                    validate::ports(spec.ports()).map_err(|e| e.to_string())?;
                     health_bounds(&spec).map_err(|e| e.to_string())?;
-                    let ports = spec.ports.len();
+                    let ports = spec.ports().len();
                     format!("in {} {:?} {ports}", spec.ipv4.is_some(), spec.port)
                 }
             });

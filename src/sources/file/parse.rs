@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 
 use crate::registry::validate::{self, FieldError};
-use crate::registry::{InstanceKey, InstanceSpec, NamedPort};
+use crate::registry::{InstanceKey, InstanceSpec, NamedPort, SpecExtras};
 
 /// The file's top level: `[[instances]]` tables (TOML) or `{"instances": [...]}` (JSON).
 #[derive(Deserialize)]
@@ -91,10 +91,13 @@ impl Entry {
             ipv4: self.ipv4,
             ipv6: self.ipv6,
             port,
-            ports: self.ports,
             attributes: self.attributes,
             healthy: self.healthy,
-            ..InstanceSpec::default()
+            extras: SpecExtras {
+                ports: self.ports,
+                ..SpecExtras::default()
+            }
+            .into(),
         };
         Ok((key, spec))
     }
@@ -136,7 +139,7 @@ mod tests {
             ports = { grpc = 9090, dns = { port = 53, protocol = "udp" } }
         "#;
         let parsed = parse(toml, false).unwrap();
-        let ports = &parsed[0].1.ports;
+        let ports = parsed[0].1.ports();
         assert_eq!(ports["grpc"].port, 9090);
         assert_eq!(ports["dns"].protocol, crate::registry::Protocol::Udp);
         let bad = toml.replace("grpc = 9090", "GRPC = 9090");
