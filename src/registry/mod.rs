@@ -46,6 +46,7 @@ pub use policy::{
     AnswerPolicy, DnsConfig, Locality, MAX_MIN_LOCAL, MAX_SUBSET_KEYS, NamespaceSettings, Protocol,
     RecordTtls, Routing, ServicePolicyRule, WhenAllUnhealthy, subset_key_problem,
 };
+pub use recorder::instance_diff;
 pub use records::{
     CheckVerdict, InstanceRecord, NamespaceRecord, Record, RecordKey, ServiceRecord, Skipped,
     from_records, record, records,

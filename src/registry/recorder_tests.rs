@@ -177,3 +177,57 @@ fn the_recorder_numbers_publishes_and_wakes_waiters() {
     recorder.record(&published, &touched);
     assert!(!woken.has_changed().unwrap());
 }
+
+/// Instances are compared by pointer first: one changed and changed back within a
+/// publish (a new but equal copy) is nothing to tell, and the others are not read.
+#[test]
+fn an_instance_changed_back_within_a_publish_is_not_recorded() {
+    let mut model = model();
+    for (id, octet) in [("a", 1), ("b", 2), ("c", 3)] {
+        drafts_of(&mut model, upsert(id, octet));
+    }
+    let before = model.snapshot.clone();
+    let mut touched = Touched::default();
+    for healthy in [false, true] {
+        let change = Change::SetHealth {
+            key: key("b"),
+            healthy,
+        };
+        model
+            .apply(change, SystemTime::now(), &mut touched, None)
+            .unwrap();
+    }
+    let mut found = 0;
+    drafts(&before, &model.snapshot, &touched, &mut |_| found += 1);
+    assert_eq!(found, 0);
+    // Removed, added and changed together, in id order.
+    let mut touched = Touched::default();
+    for change in [
+        upsert("d", 4),
+        Change::Remove {
+            key: key("a"),
+            source: SourceId::api(),
+        },
+        Change::SetHealth {
+            key: key("c"),
+            healthy: false,
+        },
+    ] {
+        model
+            .apply(change, SystemTime::now(), &mut touched, None)
+            .unwrap();
+    }
+    let mut found = Vec::new();
+    drafts(&before, &model.snapshot, &touched, &mut |draft| {
+        let entry = draft.entry(0, SystemTime::UNIX_EPOCH);
+        found.push((entry.event, entry.instance.unwrap()));
+    });
+    assert_eq!(
+        found,
+        [
+            (Event::Deregistered, "a".to_owned()),
+            (Event::Unhealthy, "c".to_owned()),
+            (Event::Registered, "d".to_owned()),
+        ]
+    );
+}
