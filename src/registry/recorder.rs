@@ -2,8 +2,9 @@
 //! the last snapshot and the new one, in the namespaces and services the publish touched.
 //!
 //! Works the same for the local writer and the writer on etcd (it sees snapshots, not
-//! `Change`s), and costs what the publish changed: persistent maps are compared with
-//! their shared nodes skipped. Runs in the writer, after the snapshot is made current,
+//! `Change`s), and reads what the publish changed: services are compared by pointer,
+//! and a changed service's instances by pointer side by side ([`instance_diff`]), so
+//! an unchanged instance is not read. Runs in the writer, after the snapshot is made current,
 //! so a waiter it wakes reads a snapshot at least as new as the index it is told.
 
 use std::cmp::Ordering;
@@ -210,7 +211,7 @@ fn service_drafts<'a>(
             }
             (None, None) => {}
         }),
-        // Created or deleted: a walk, without diff's comparison of every entry.
+        // Created or deleted: a walk, without comparing anything.
         (None, Some(after)) => {
             for added in after.instances.values() {
                 found(of_instance(Event::Registered, added, None));
@@ -247,7 +248,8 @@ pub fn instance_diff<'a>(
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
             (Some((_, o)), Some((_, n))) if Arc::ptr_eq(o, n) => {
-                (old.next(), new.next());
+                old.next();
+                new.next();
                 continue;
             }
             (Some((o, _)), Some((n, _))) => o.cmp(n),
