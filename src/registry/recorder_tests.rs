@@ -34,11 +34,21 @@ fn upsert(id: &str, last_octet: u8) -> Change {
 
 /// Applies `change` and returns what the recorder finds: (event, instance, reason).
 fn drafts_of(model: &mut State, change: Change) -> Vec<(Event, Option<String>, Option<String>)> {
+    drafts_of_all(model, [change])
+}
+
+/// Applies `changes` as one publish and returns what the recorder finds.
+fn drafts_of_all(
+    model: &mut State,
+    changes: impl IntoIterator<Item = Change>,
+) -> Vec<(Event, Option<String>, Option<String>)> {
     let before = model.snapshot.clone();
     let mut touched = Touched::default();
-    model
-        .apply(change, SystemTime::now(), &mut touched, None)
-        .unwrap();
+    for change in changes {
+        model
+            .apply(change, SystemTime::now(), &mut touched, None)
+            .unwrap();
+    }
     let mut found = Vec::new();
     drafts(&before, &model.snapshot, &touched, &mut |draft| {
         let entry = draft.entry(0, SystemTime::UNIX_EPOCH);
@@ -186,42 +196,23 @@ fn an_instance_changed_back_within_a_publish_is_not_recorded() {
     for (id, octet) in [("a", 1), ("b", 2), ("c", 3)] {
         drafts_of(&mut model, upsert(id, octet));
     }
-    let before = model.snapshot.clone();
-    let mut touched = Touched::default();
-    for healthy in [false, true] {
-        let change = Change::SetHealth {
-            key: key("b"),
-            healthy,
-        };
-        model
-            .apply(change, SystemTime::now(), &mut touched, None)
-            .unwrap();
-    }
-    let mut found = 0;
-    drafts(&before, &model.snapshot, &touched, &mut |_| found += 1);
-    assert_eq!(found, 0);
+    let health = |id, healthy| Change::SetHealth {
+        key: key(id),
+        healthy,
+    };
+    assert_eq!(
+        drafts_of_all(&mut model, [health("b", false), health("b", true)]),
+        []
+    );
     // Removed, added and changed together, in id order.
-    let mut touched = Touched::default();
-    for change in [
-        upsert("d", 4),
-        Change::Remove {
-            key: key("a"),
-            source: SourceId::api(),
-        },
-        Change::SetHealth {
-            key: key("c"),
-            healthy: false,
-        },
-    ] {
-        model
-            .apply(change, SystemTime::now(), &mut touched, None)
-            .unwrap();
-    }
-    let mut found = Vec::new();
-    drafts(&before, &model.snapshot, &touched, &mut |draft| {
-        let entry = draft.entry(0, SystemTime::UNIX_EPOCH);
-        found.push((entry.event, entry.instance.unwrap()));
-    });
+    let remove = Change::Remove {
+        key: key("a"),
+        source: SourceId::api(),
+    };
+    let found: Vec<_> = drafts_of_all(&mut model, [upsert("d", 4), remove, health("c", false)])
+        .into_iter()
+        .map(|(event, instance, _)| (event, instance.unwrap()))
+        .collect();
     assert_eq!(
         found,
         [
