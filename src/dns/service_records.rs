@@ -183,7 +183,7 @@ fn subset_views(
                 }),
             };
             let served = walk(
-                serving(|| members.iter().copied(), policy),
+                serving(members.iter().copied(), policy),
                 old.map_or(&[], |o| &o.instances),
                 |instance| ServedInstance::build(&owners, instance, policy.records, true),
             );
@@ -628,6 +628,19 @@ impl ServiceRecords {
             records.subsets = subset_views(&records, service, previous);
         }
         records
+    }
+
+    /// Asks the CPU to start loading the instances a build of `service` reads (each one,
+    /// and each of `previous`'s records it may keep), without waiting for them: a
+    /// batch's changed services are cold in a large registry, and a build that reads them
+    /// one after another waits for each miss in turn.
+    pub fn prefetch_build(service: &Service, previous: Option<&Self>) {
+        for instance in service.instances.values() {
+            prefetch(&**instance, usize::MAX);
+        }
+        for served in previous.map_or(&[][..], |p| &p.instances[..]) {
+            prefetch(&**served, 1);
+        }
     }
 
     /// The records of `instances` (in id order; `kept[i]` is the index in `previous` of

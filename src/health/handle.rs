@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::HealthMetrics;
-use super::scheduler::{self, has_timers};
+use super::scheduler::{self, gains_timers, has_timers};
 use super::targets::CheckLimits;
 use crate::registry::{
     FieldError, InstanceKey, InstanceSpec, PublishHook, RegistryHandle, Snapshot, SourceId,
@@ -197,24 +197,40 @@ impl Health {
     /// Until some instance has a heartbeat TTL or a check, the task holds no timers and
     /// a change gives it nothing to do, so nothing is sent: a registry without health
     /// checks pays no wake-up of the task per change. Once one has, every change is sent.
+    ///
+    /// Before it arms, a publish is checked for what it changed: the instances that differ
+    /// from the previous snapshot's (a pointer walk), or the whole service when its
+    /// policy changed, so a registry without timers pays per change, not per instance of
+    /// each changed service.
     pub fn publish_hook(&self) -> PublishHook {
         let commands = self.commands.clone();
-        let (mut armed, mut first) = (false, true);
+        let mut armed = false;
+        let mut previous: Option<Arc<Snapshot>> = None;
         Box::new(move |snapshot, touched| {
             armed = armed
-                || match std::mem::replace(&mut first, false) {
+                || match previous.replace(snapshot.clone()) {
                     // The snapshot the hook is attached with: the task starts from it.
-                    true => snapshot
+                    None => snapshot
                         .namespaces
                         .values()
                         .flat_map(|namespace| namespace.services.values())
                         .any(|service| has_timers(service)),
-                    false => touched
-                        .services
-                        .iter()
-                        .filter_map(|(ns, svc)| snapshot.service(ns, svc))
-                        .any(|service| has_timers(service)),
+                    Some(previous) => touched.services.iter().any(|(ns, svc)| {
+                        let Some(service) = snapshot.service(ns, svc) else {
+                            return false;
+                        };
+                        match previous.service(ns, svc) {
+                            Some(old) if Arc::ptr_eq(&old.policy, &service.policy) => {
+                                gains_timers(old, service)
+                            }
+                            _ => has_timers(service),
+                        }
+                    }),
                 };
+            if armed {
+                // Armed for good: the task follows every change from now on.
+                previous = None;
+            }
             if armed && !touched.services.is_empty() {
                 let services = touched.services.clone();
                 let _ = commands.send(Command::Touched(snapshot.clone(), services));

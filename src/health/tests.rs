@@ -230,6 +230,33 @@ async fn a_heartbeat_expires_at_its_ttl_not_before() {
     assert!(!instance.is_healthy());
 }
 
+/// A service whose instances had no timer gains one when a later change registers an
+/// instance with a TTL beside them: the hook reads only that change's instances, and
+/// still starts the task's timers.
+#[tokio::test(start_paused = true)]
+async fn a_ttl_registered_beside_instances_without_timers_expires() {
+    let setup = Setup::start(CheckLimits::default());
+    let plain = InstanceSpec {
+        ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        healthy: true,
+        ..InstanceSpec::default()
+    };
+    setup.register("plain", plain.clone(), "api").await;
+    setup.register("other", plain, "api").await;
+    setup
+        .register("beat", with_ttl(Duration::from_secs(30)), "api")
+        .await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(
+        !setup.instance("beat").heartbeat_ok,
+        "not expired after its TTL"
+    );
+    assert!(
+        setup.instance("plain").heartbeat_ok,
+        "an instance without a TTL expired"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_moves_the_deadline_a_whole_ttl_on() {
     let setup = Setup::start(CheckLimits::default());

@@ -115,8 +115,10 @@ pub struct RecentChanges {
     /// Oldest first, at most [`RECENT_CHANGES`].
     entries: imbl::Vector<Arc<ChangeEntry>>,
     /// Namespace → service → the index of its last change, for services changed since
-    /// the start that still exist.
-    services: imbl::HashMap<String, imbl::HashMap<String, u64>>,
+    /// the start that still exist. Shared with the copies readers hold, so a publish
+    /// copies the nodes on the paths it changes: with `Arc<str>` keys a copy counts
+    /// references where `String` keys allocated and copied every name in the node.
+    services: imbl::HashMap<Arc<str>, imbl::HashMap<Arc<str>, u64>>,
     /// The index of the changes no longer held: every change after it is in `entries`.
     evicted: u64,
     /// The index of every service not in `services`: the start's, or the last deletion's.
@@ -241,8 +243,8 @@ impl RecentChanges {
                 match known {
                     Some(known) => *known = index,
                     None => {
-                        let services = self.services.entry(draft.namespace.to_owned()).or_default();
-                        services.insert(service.to_owned(), index);
+                        let services = self.services.entry(draft.namespace.into()).or_default();
+                        services.insert(service.into(), index);
                     }
                 }
             }

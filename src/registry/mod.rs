@@ -37,7 +37,7 @@ pub use change::{Applied, Change, ChangeError, InstanceKey, NamespaceDef, Servic
 pub use changes::{ChangeEntry, Event, Missed, RECENT_CHANGES, RecentChanges};
 pub use check::{CheckSpec, deregister_after_bounds, health_bounds};
 pub use durable::{durable_state, replay};
-pub use instance_map::InstanceMap;
+pub use instance_map::{Difference, InstanceMap};
 pub use metrics::RegistryMetrics;
 pub use model::{
     Extras, Instance, InstanceSpec, NamedPort, NamespaceKind, NamespaceMeta, Origin, Service,

@@ -438,7 +438,7 @@ impl Service {
     /// every one when none is healthy and the policy fails open (Cloud Map's behaviour);
     /// of those, the ones of weight 0 only when every one has weight 0.
     pub fn serving(&self) -> impl Iterator<Item = &Arc<Instance>> {
-        serving(|| self.instances.values(), &self.policy)
+        serving(self.instances.values(), &self.policy)
     }
 
     pub fn healthy_count(&self) -> usize {
@@ -451,23 +451,31 @@ impl Service {
     }
 }
 
-/// What [`Service::serving`] gives for a service made of the instances `instances`
-/// yields (all of a service's, or a DNS subset of them) under `policy`: health,
-/// fail-open and weights are judged among them alone.
-pub fn serving<'a, I>(
-    instances: impl Fn() -> I + Copy + 'a,
+/// What [`Service::serving`] gives for a service made of `instances` (all of a
+/// service's, or a DNS subset of them) under `policy`: health, fail-open and weights
+/// are judged among them alone.
+///
+/// Reads each instance once (its drain attribute, health and weight), where three
+/// walks read them up to three times: in a large registry a changed service's
+/// instances are cold, and a DNS rebuild paid those misses per walk.
+pub fn serving<'a>(
+    instances: impl Iterator<Item = &'a Arc<Instance>>,
     policy: &AnswerPolicy,
-) -> impl Iterator<Item = &'a Arc<Instance>> + 'a
-where
-    I: Iterator<Item = &'a Arc<Instance>> + 'a,
-{
-    let candidates = move || instances().filter(|i| !i.is_draining());
-    let any_healthy = candidates().any(|i| i.is_healthy());
+) -> impl Iterator<Item = &'a Arc<Instance>> + 'a {
+    let candidates: Vec<(&Arc<Instance>, bool, bool)> = instances
+        .filter(|i| !i.is_draining())
+        .map(|i| (i, i.is_healthy(), i.spec.srv_priority_weight().1 > 0))
+        .collect();
+    let any_healthy = candidates.iter().any(|(_, healthy, _)| *healthy);
     let fail_open = !any_healthy && policy.when_all_unhealthy.serves_all();
-    let served = move || candidates().filter(move |i| i.is_healthy() || fail_open);
-    let weighted = |i: &Instance| i.spec.srv_priority_weight().1 > 0;
-    let any_weighted = served().any(|i| weighted(i));
-    served().filter(move |i| weighted(i) || !any_weighted)
+    let served = move |(_, healthy, _): &(&Arc<Instance>, bool, bool)| *healthy || fail_open;
+    let any_weighted = candidates
+        .iter()
+        .any(|candidate| served(candidate) && candidate.2);
+    candidates
+        .into_iter()
+        .filter(move |candidate| served(candidate) && (candidate.2 || !any_weighted))
+        .map(|(instance, _, _)| instance)
 }
 
 /// A stable id for something muster names itself (config namespaces, implicit services):

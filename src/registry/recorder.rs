@@ -217,7 +217,7 @@ fn service_drafts<'a>(
                 }
             }
         }
-        // Created or deleted: a walk, without diff's comparison of every entry.
+        // Created or deleted: a walk, without comparing anything.
         (None, Some(after)) => {
             for added in after.instances.values() {
                 found(of_instance(Event::Registered, added, None));

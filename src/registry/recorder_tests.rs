@@ -34,11 +34,21 @@ fn upsert(id: &str, last_octet: u8) -> Change {
 
 /// Applies `change` and returns what the recorder finds: (event, instance, reason).
 fn drafts_of(model: &mut State, change: Change) -> Vec<(Event, Option<String>, Option<String>)> {
+    drafts_of_all(model, [change])
+}
+
+/// Applies `changes` as one publish and returns what the recorder finds.
+fn drafts_of_all(
+    model: &mut State,
+    changes: impl IntoIterator<Item = Change>,
+) -> Vec<(Event, Option<String>, Option<String>)> {
     let before = model.snapshot.clone();
     let mut touched = Touched::default();
-    model
-        .apply(change, SystemTime::now(), &mut touched, None)
-        .unwrap();
+    for change in changes {
+        model
+            .apply(change, SystemTime::now(), &mut touched, None)
+            .unwrap();
+    }
     let mut found = Vec::new();
     drafts(&before, &model.snapshot, &touched, &mut |draft| {
         let entry = draft.entry(0, SystemTime::UNIX_EPOCH);
@@ -176,4 +186,39 @@ fn the_recorder_numbers_publishes_and_wakes_waiters() {
     woken.borrow_and_update();
     recorder.record(&published, &touched);
     assert!(!woken.has_changed().unwrap());
+}
+
+/// Instances are compared by pointer first: one changed and changed back within a
+/// publish (a new but equal copy) is nothing to tell, and the others are not read.
+#[test]
+fn an_instance_changed_back_within_a_publish_is_not_recorded() {
+    let mut model = model();
+    for (id, octet) in [("a", 1), ("b", 2), ("c", 3)] {
+        drafts_of(&mut model, upsert(id, octet));
+    }
+    let health = |id, healthy| Change::SetHealth {
+        key: key(id),
+        healthy,
+    };
+    assert_eq!(
+        drafts_of_all(&mut model, [health("b", false), health("b", true)]),
+        []
+    );
+    // Removed, added and changed together, in id order.
+    let remove = Change::Remove {
+        key: key("a"),
+        source: SourceId::api(),
+    };
+    let found: Vec<_> = drafts_of_all(&mut model, [upsert("d", 4), remove, health("c", false)])
+        .into_iter()
+        .map(|(event, instance, _)| (event, instance.unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Event::Deregistered, "a".to_owned()),
+            (Event::Unhealthy, "c".to_owned()),
+            (Event::Registered, "d".to_owned()),
+        ]
+    );
 }

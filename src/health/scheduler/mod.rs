@@ -20,7 +20,7 @@ use super::handle::{Command, Parts, Share};
 use super::metrics::HealthMetrics;
 use super::targets::{CheckLimits, check_target};
 use crate::registry::{
-    Change, CheckSpec, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
+    Change, CheckSpec, Difference, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
 };
 use crate::store::members::{View, owner};
 
@@ -260,10 +260,24 @@ fn key_parts(key: &InstanceKey) -> [&str; 5] {
 /// Whether some instance of `service` has a timer to keep: a heartbeat TTL, or a check
 /// with an address to probe (what [`Scheduler::follow`] starts timers for).
 pub(super) fn has_timers(service: &Service) -> bool {
-    service
-        .instances
-        .values()
-        .any(|i| i.spec.heartbeat_ttl().is_some() || check_of(service, i).is_some())
+    service.instances.values().any(|i| has_timer(service, i))
+}
+
+/// Whether an instance `service` has in place of `old`'s (the same service one publish
+/// earlier, with the same policy) has a timer to keep: only the instances that changed
+/// are read.
+pub(super) fn gains_timers(old: &Service, service: &Service) -> bool {
+    old.instances
+        .diff(&service.instances)
+        .any(|difference| match difference {
+            Difference::Added(new) | Difference::Updated { new, .. } => has_timer(service, new),
+            Difference::Removed(_) => false,
+        })
+}
+
+/// Whether `instance` of `service` has a timer to keep.
+fn has_timer(service: &Service, instance: &Instance) -> bool {
+    instance.spec.heartbeat_ttl().is_some() || check_of(service, instance).is_some()
 }
 
 /// The keys of one service's timers in `timers` that `current` no longer accepts;
