@@ -48,6 +48,17 @@ fn upsert(service: &str, id: &str, last_octet: u8, source: &SourceId) -> Change 
     }
 }
 
+/// Instance `id` of service `web`, which the test registered.
+fn web_instance<'a>(model: &'a State, id: &str) -> &'a Instance {
+    model
+        .snapshot
+        .service("internal", "web")
+        .unwrap()
+        .instances
+        .get(id)
+        .unwrap()
+}
+
 fn apply(model: &mut State, change: Change) -> Result<bool, ChangeError> {
     model.apply(
         change,
@@ -93,13 +104,7 @@ fn an_identical_upsert_changes_nothing_and_keeps_created() {
         None,
     );
     assert_eq!(changed, Ok(true));
-    let instance = model
-        .snapshot
-        .service("internal", "web")
-        .unwrap()
-        .instances
-        .get("i-1")
-        .unwrap();
+    let instance = web_instance(&model, "i-1");
     assert_eq!(SystemTime::from(instance.created), SystemTime::UNIX_EPOCH);
     assert_eq!(SystemTime::from(instance.updated), later);
 }
@@ -124,13 +129,7 @@ fn another_sources_instance_cannot_be_replaced_or_removed() {
     apply(&mut model, upsert("web", "i-1", 5, &file)).unwrap();
     let error = apply(&mut model, upsert("web", "i-1", 6, &SourceId::api())).unwrap_err();
     assert!(matches!(error, ChangeError::OwnedByOther { owner, .. } if owner == file));
-    let kept = model
-        .snapshot
-        .service("internal", "web")
-        .unwrap()
-        .instances
-        .get("i-1")
-        .unwrap();
+    let kept = web_instance(&model, "i-1");
     assert_eq!((&kept.spec, &kept.source), (&spec(5), &file));
     let remove = Change::Remove {
         key: key("web", "i-1"),
@@ -370,13 +369,6 @@ fn weight_zero_instances_are_served_only_when_every_one_is_zero() {
     assert_eq!(served(&model), ["a"], "all zero: all served");
     apply(&mut model, weighted("b", 2, "5")).unwrap();
     assert_eq!(served(&model), ["b"]);
-    let spec = &model
-        .snapshot
-        .service("internal", "web")
-        .unwrap()
-        .instances
-        .get("b")
-        .unwrap()
-        .spec;
+    let spec = &web_instance(&model, "b").spec;
     assert_eq!(spec.srv_priority_weight(), (1, 5));
 }
