@@ -156,11 +156,13 @@ def test_without_the_queue_reconciles_go_on_and_events_resume(muster, aws):
     aws.create_cluster("prod")
     aws.register("api")
     old = aws.run("prod", "api", "api")[0]
-    m = start(muster, aws, interval="1s")
+    # A short long poll: the receive waiting when the queue goes fails within a second
+    # (moto, like SQS, keeps a deleted queue's waiting receive open to its end).
+    m = start(muster, aws, interval="1s", extra='long_poll = "1s"\n')
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     wait_until(
         lambda: metric(m, "muster_ecs_api_errors_total", operation="ReceiveMessage") >= 1,
-        timeout=25,
+        timeout=10,
         message="receive errors counted",
     )
     new = aws.run("prod", "api", "api")[0]

@@ -26,8 +26,6 @@ const INSTANCES_PAGE: i32 = 1000;
 /// Task definitions described at once when a reconcile meets many new ones (a cold start
 /// of a cluster with 50 services), without bursting into ECS's rate limits.
 const LOOKUPS_IN_FLIGHT: usize = 8;
-/// SQS long poll: the longest SQS allows; a message ends the wait at once.
-const LONG_POLL_SECONDS: i32 = 20;
 /// SQS hands out at most this many messages per receive.
 const RECEIVE_MAX: i32 = 10;
 
@@ -46,6 +44,8 @@ pub struct Aws {
     sqs: aws_sdk_sqs::Client,
     /// The region the clients use, for the `REGION` attribute.
     pub region: Option<String>,
+    /// Seconds one receive waits (`long_poll`, 1-20, checked with the configuration).
+    long_poll_seconds: i32,
     metrics: Arc<EcsMetrics>,
     definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
 }
@@ -58,7 +58,7 @@ impl Aws {
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 // Longer than the SQS long poll.
-                .operation_attempt_timeout(Duration::from_secs(LONG_POLL_SECONDS as u64 + 10))
+                .operation_attempt_timeout(config.long_poll + Duration::from_secs(10))
                 .build(),
         );
         if let Some(region) = &config.region {
@@ -73,6 +73,8 @@ impl Aws {
             ec2: aws_sdk_ec2::Client::new(&shared),
             sqs: aws_sdk_sqs::Client::new(&shared),
             region: shared.region().map(ToString::to_string),
+            // Checked to be 1-20 s when the configuration was read.
+            long_poll_seconds: config.long_poll.as_secs().min(20) as i32,
             metrics,
             definitions: Mutex::default(),
         }
@@ -233,7 +235,7 @@ impl Aws {
         let request = self.sqs.receive_message().queue_url(queue);
         let result = request
             .max_number_of_messages(RECEIVE_MAX)
-            .wait_time_seconds(LONG_POLL_SECONDS)
+            .wait_time_seconds(self.long_poll_seconds)
             .send()
             .await;
         Ok(self.counted("ReceiveMessage", result)?.messages().to_vec())

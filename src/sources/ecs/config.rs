@@ -25,6 +25,11 @@ pub struct EcsSourceConfig {
     /// How often every cluster is listed and described in full, to catch missed events.
     #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// How long one SQS receive waits for a message (`WaitTimeSeconds`, whole seconds
+    /// from 1 to SQS's 20): a message ends the wait at once, so only a queue that went
+    /// away or an endpoint that errs is noticed sooner with less.
+    #[serde(default = "default_long_poll", with = "humantime_serde")]
+    pub long_poll: Duration,
     /// Send every ECS and SQS call here instead of AWS (moto, LocalStack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
@@ -114,6 +119,13 @@ fn default_reconcile_interval() -> Duration {
     Duration::from_secs(60)
 }
 
+/// SQS's longest receive wait.
+pub const LONGEST_POLL: Duration = Duration::from_secs(20);
+
+fn default_long_poll() -> Duration {
+    LONGEST_POLL
+}
+
 fn yes() -> bool {
     true
 }
@@ -127,6 +139,7 @@ impl EcsSourceConfig {
             region: None,
             queue_url: None,
             reconcile_interval: default_reconcile_interval(),
+            long_poll: default_long_poll(),
             endpoint_url: None,
             require_healthy: true,
             only_listed: false,
@@ -156,6 +169,15 @@ impl EcsSourceConfig {
         }
         if self.reconcile_interval < Duration::from_secs(1) {
             say("reconcile_interval", "must be at least 1s".to_owned());
+        }
+        if self.long_poll < Duration::from_secs(1)
+            || self.long_poll > LONGEST_POLL
+            || self.long_poll.subsec_nanos() != 0
+        {
+            say(
+                "long_poll",
+                "must be whole seconds from 1s to 20s".to_owned(),
+            );
         }
         for (i, rule) in self.services.iter().enumerate() {
             let selectors = [&rule.ecs_service, &rule.family, &rule.tag];
@@ -194,6 +216,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.reconcile_interval, Duration::from_secs(60));
+        assert_eq!(config.long_poll, Duration::from_secs(20));
         assert!(config.require_healthy && !config.only_listed);
         assert_eq!(config.malformed, Malformed::Delete);
         assert_eq!(config.cluster_names().collect::<Vec<_>>(), ["prod", "dev"]);
@@ -206,6 +229,7 @@ mod tests {
         config.region = Some("eu-west-1".into());
         config.queue_url = Some("https://sqs.eu-west-1.amazonaws.com/1/q".into());
         config.reconcile_interval = Duration::from_millis(1500);
+        config.long_poll = Duration::from_secs(5);
         config.endpoint_url = Some("http://127.0.0.1:5000".into());
         config.malformed = Malformed::Keep;
         config.services = vec![ServiceRule {
@@ -225,6 +249,7 @@ mod tests {
     fn every_problem_is_reported() {
         let mut config = EcsSourceConfig::new(vec!["a".into(), "x/a".into()], "internal");
         config.reconcile_interval = Duration::from_millis(10);
+        config.long_poll = Duration::from_millis(1500);
         config.services = vec![
             ServiceRule::default(),
             ServiceRule {
@@ -239,6 +264,7 @@ mod tests {
         for expected in [
             "sources.ecs[0].clusters: \"a\"",
             "reconcile_interval",
+            "sources.ecs[0].long_poll: must be whole seconds",
             "services[0]: set exactly one",
             "services[1]: set exactly one",
             "services[1].name",
