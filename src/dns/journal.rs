@@ -169,7 +169,8 @@ fn changed<'a>(
     loop {
         let order = match (old.peek(), new.peek()) {
             (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {
-                (old.next(), new.next());
+                old.next();
+                new.next();
                 continue;
             }
             (Some(o), Some(n)) => o.source.id.cmp(&n.source.id),
