@@ -549,6 +549,17 @@ pub enum Slot {
 /// How many [`Slot`]s there are.
 const SLOTS: usize = 7;
 
+/// Every [`Slot`], in order; the first five are [`KINDS`]' records, in the same order.
+const ALL_SLOTS: [Slot; SLOTS] = [
+    Slot::A,
+    Slot::Aaaa,
+    Slot::Srv,
+    Slot::SrvAlias,
+    Slot::Cname,
+    Slot::TargetA,
+    Slot::TargetAaaa,
+];
+
 /// One slot's record as [`ServedInstance::build`] writes it: its owner, type, TTL (none:
 /// the service has no such records) and RDATA in at most two parts (none: the instance
 /// has no such record).
@@ -748,6 +759,74 @@ impl ServiceRecords {
         Some(instance(self.labels[at]))
     }
 
+    /// Whether an IXFR delta may compare this version with another one instance by
+    /// instance ([`ServiceRecords::lacks`]): no subsets (whose glue repeats the
+    /// service's), no CNAME (of which a transfer keeps the first instance's alone), and
+    /// every named port packed (`named_ports::MAX_NAMES` not reached).
+    pub fn comparable_by_instance(&self) -> bool {
+        self.subsets.is_empty()
+            && self.candidates(PickKind::Cname).is_empty()
+            && self.named.len() < named_ports::MAX_NAMES
+    }
+
+    /// The records of `instance`, a served instance of another version of this service,
+    /// that no instance here has (in [`ServedInstance::records`] order): what a delta
+    /// lists for it. Looked up in the packed records (one contiguous buffer) and the
+    /// label order, not in each instance's records, which are cold in a large registry.
+    /// Exact only where [`ServiceRecords::comparable_by_instance`] holds.
+    pub fn lacks<'i>(&self, instance: &'i ServedInstance) -> Vec<RrRef<'i>> {
+        let fixed = ALL_SLOTS.into_iter().filter_map(|slot| {
+            let record = instance.record(slot)?;
+            let held = match slot {
+                Slot::TargetA | Slot::TargetAaaa => {
+                    self.with_label(instance.label()).any(|other| {
+                        other
+                            .record(slot)
+                            .is_some_and(|r| r.wire() == record.wire())
+                    })
+                }
+                _ => self.packs(
+                    slot as usize,
+                    &Answer::Fixed(KINDS[slot as usize].1),
+                    record,
+                ),
+            };
+            (!held).then_some(record)
+        });
+        let named = instance.named.iter().filter_map(|named| {
+            let record = named.rr.view();
+            let held = self
+                .named
+                .iter()
+                .position(|n| *n == named.name)
+                .is_some_and(|n| self.packs(KINDS.len() + n, &Answer::Named(&named.name), record));
+            (!held).then_some(record)
+        });
+        fixed.chain(named).collect()
+    }
+
+    /// Whether the `k`th kind's candidates include `record` (its answer, told apart from
+    /// the packed bytes, then read whole from the instance on a match).
+    fn packs(&self, k: usize, answer: &Answer<'_>, record: RrRef<'_>) -> bool {
+        self.packed.of_kind(k).iter().any(|candidate| {
+            self.packed_answer(candidate).get(2..) == Some(record.after_owner())
+                && answer
+                    .of(self.instance(candidate))
+                    .is_some_and(|r| r.wire() == record.wire())
+        })
+    }
+
+    /// The instances whose SRV target is `label.svc.ns` (more than one only if two ids
+    /// map to one label).
+    fn with_label<'s>(&'s self, label: &'s [u8]) -> impl Iterator<Item = &'s ServedInstance> {
+        let instance = |i: &u32| &*self.instances[*i as usize];
+        let start = self.labels.partition_point(|i| instance(i).label() < label);
+        self.labels[start..]
+            .iter()
+            .map(instance)
+            .take_while(move |other| other.label() == label)
+    }
+
     /// Starts loading what a pick from these records reads first (the policy, where each
     /// kind's candidates start, the first candidates and packed bytes), for the fast
     /// path's batches (`dns::fast::respond::warm`).
@@ -818,17 +897,8 @@ impl ServedInstance {
 
     /// Every record of the instance, once.
     pub fn records(&self) -> impl Iterator<Item = RrRef<'_>> {
-        let slots = [
-            Slot::A,
-            Slot::Aaaa,
-            Slot::Srv,
-            Slot::SrvAlias,
-            Slot::Cname,
-            Slot::TargetA,
-            Slot::TargetAaaa,
-        ];
         let named = self.named.iter().map(|n| n.rr.view());
-        slots
+        ALL_SLOTS
             .into_iter()
             .filter_map(|slot| self.record(slot))
             .chain(named)
@@ -951,4 +1021,4 @@ fn child(parent: &[u8], label: &str) -> Box<[u8]> {
 
 #[cfg(test)]
 #[path = "service_records_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -22,7 +22,7 @@ fn key(service: u8, id: u8) -> InstanceKey {
 /// A random change to one of 3 services x 12 instances: new addresses (each family, the
 /// port and each named port present or not, a weight or not), a removal, or a health
 /// flip.
-fn random_change(rng: &mut SmallRng) -> Change {
+pub(in crate::dns) fn random_change(rng: &mut SmallRng) -> Change {
     let key = key(rng.random_range(0..3), rng.random_range(0..12));
     match rng.random_range(0..6) {
         0 => Change::Remove {
@@ -98,7 +98,7 @@ fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
 
 /// The default config, with svc1 and svc2 answered by zone and subset by `track` and
 /// `zone`.
-fn zone_aware() -> Config {
+pub(in crate::dns) fn zone_aware() -> Config {
     let text = r#"
         [[namespaces]]
         name = "internal"
