@@ -28,10 +28,14 @@ pub struct Touched {
     services: Vec<TouchedService>,
     /// Where each of `services` is, by namespace (with its name, to share) and name;
     /// emptied when resolved.
-    index: HashMap<Arc<str>, (Arc<str>, HashMap<Arc<str>, usize>)>,
+    index: HashMap<Arc<str>, Positions>,
     /// Namespaces created, deleted or whose settings changed: rebuild them whole.
     pub namespaces: BTreeSet<String>,
 }
+
+/// One namespace's part of [`Touched`]'s index: its name (which its services share) and
+/// where each of its services is.
+type Positions = (Arc<str>, HashMap<Arc<str>, usize>);
 
 /// A service a batch changed, with its version before the batch and after it.
 #[derive(Clone, Debug)]
