@@ -14,7 +14,7 @@ use super::service_index::ServiceIndex;
 use super::service_records::ServiceRecords;
 use super::wire::{Rr, wire_name};
 use crate::registry::{
-    Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched,
+    Namespace, NamespaceSettings, Protocol, PublishHook, Service, Snapshot, Touched, TouchedService,
 };
 
 /// Every namespace's records at one registry revision: the immutable DNS counterpart of
@@ -127,30 +127,30 @@ impl ZoneSnapshot {
                 zone.insert(NamespaceRecords::build(namespace, snapshot.revision));
             }
         }
-        let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (namespace, service) in &touched.services {
-            if !touched.namespaces.contains(namespace) {
-                by_namespace.entry(namespace).or_default().push(service);
-            }
-        }
-        for (namespace_name, services) in by_namespace {
-            let Some(namespace) = snapshot.namespace(namespace_name) else {
+        // Each changed service comes with its new version: none is looked up by name.
+        let services = touched.services();
+        for group in services.chunk_by(|a, b| a.namespace == b.namespace) {
+            let namespace_name = &*group[0].namespace;
+            if touched.namespaces.contains(namespace_name)
+                || snapshot.namespace(namespace_name).is_none()
+            {
                 continue;
-            };
+            }
             let Some(namespace_zone) = zone.namespace_mut(namespace_name) else {
                 continue;
             };
-            let services: Vec<_> = services
-                .into_iter()
-                .map(|name| (name, namespace.services.get(name)))
-                .collect();
-            for (at, (name, service)) in services.iter().enumerate() {
+            for (at, service) in group.iter().enumerate() {
                 // The next service's instances start loading while this one builds: in
                 // a large registry they are cold, and a batch touches many services.
-                if let Some((next, Some(service))) = services.get(at + 1) {
-                    namespace_zone.prefetch_build(next, service);
+                if let Some(TouchedService {
+                    name,
+                    after: Some(next),
+                    ..
+                }) = group.get(at + 1)
+                {
+                    namespace_zone.prefetch_build(name, next);
                 }
-                namespace_zone.set_service(name, *service);
+                namespace_zone.set_service(&service.name, service.after.as_ref());
             }
             namespace_zone.soa = namespace_zone.soa.with_soa_serial(snapshot.revision as u32);
         }
@@ -213,8 +213,9 @@ impl ZoneSnapshot {
     /// first). Untouched namespaces are not visited.
     fn record_deltas(&mut self, previous: &ZoneSnapshot, touched: &Touched, limit: usize) {
         let mut services: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (namespace, service) in &touched.services {
-            services.entry(namespace).or_default().push(service);
+        for service in touched.services() {
+            let names = services.entry(&service.namespace).or_default();
+            names.push(&service.name);
         }
         let names = touched
             .namespaces

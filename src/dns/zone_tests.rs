@@ -1,5 +1,3 @@
-use std::collections::BTreeSet;
-
 use super::*;
 use crate::config::{Config, NamespaceConfig};
 
@@ -49,10 +47,8 @@ fn the_deepest_origin_that_is_a_suffix_wins() {
 #[test]
 fn a_removed_namespace_no_longer_takes_its_names() {
     let zone = ZoneSnapshot::from_snapshot(&snapshot(&["example", "a.example"]));
-    let touched = Touched {
-        services: BTreeSet::new(),
-        namespaces: BTreeSet::from(["a.example".to_owned()]),
-    };
+    let mut touched = Touched::default();
+    touched.namespaces.insert("a.example".to_owned());
     let after = zone.updated(&snapshot(&["example"]), &touched);
     assert_eq!(
         namespace_of(&after, "web.a.example").as_deref(),
@@ -65,10 +61,8 @@ fn a_removed_namespace_no_longer_takes_its_names() {
         namespace_of(&zone, "web.a.example").as_deref(),
         Some("a.example")
     );
-    let gone = Touched {
-        services: BTreeSet::new(),
-        namespaces: BTreeSet::from(["example".to_owned()]),
-    };
+    let mut gone = Touched::default();
+    gone.namespaces.insert("example".to_owned());
     let empty = after.updated(&snapshot(&[]), &gone);
     assert_eq!(namespace_of(&empty, "web.example"), None);
 }

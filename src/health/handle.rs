@@ -1,7 +1,7 @@
 //! The health task's handle (heartbeats, the publish hook, where checks may go) and the
 //! task itself, restartable: its commands outlive a run that panics.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
@@ -11,7 +11,7 @@ use super::metrics::HealthMetrics;
 use super::scheduler::{self, gains_timers, has_timers};
 use super::targets::CheckLimits;
 use crate::registry::{
-    FieldError, InstanceKey, InstanceSpec, PublishHook, RegistryHandle, Snapshot, SourceId,
+    FieldError, InstanceKey, InstanceSpec, PublishHook, RegistryHandle, SourceId, TouchedService,
 };
 use crate::store::members::View;
 
@@ -40,7 +40,7 @@ pub(super) type Reply = oneshot::Sender<Result<(), HeartbeatError>>;
 pub(super) enum Command {
     /// Services whose instances may have changed, in the snapshot that changed them
     /// (registry readers may see it only once every publish hook has run).
-    Touched(Arc<Snapshot>, BTreeSet<(String, String)>),
+    Touched(Vec<TouchedService>),
     Heartbeat(InstanceKey, Reply),
     /// Panic, as a bug would: tests of the restart.
     #[cfg(test)]
@@ -205,21 +205,22 @@ impl Health {
     pub fn publish_hook(&self) -> PublishHook {
         let commands = self.commands.clone();
         let mut armed = false;
-        let mut previous: Option<Arc<Snapshot>> = None;
+        let mut attached = false;
         Box::new(move |snapshot, touched| {
             armed = armed
-                || match previous.replace(snapshot.clone()) {
+                || match std::mem::replace(&mut attached, true) {
                     // The snapshot the hook is attached with: the task starts from it.
-                    None => snapshot
+                    false => snapshot
                         .namespaces
                         .values()
                         .flat_map(|namespace| namespace.services.values())
                         .any(|service| has_timers(service)),
-                    Some(previous) => touched.services.iter().any(|(ns, svc)| {
-                        let Some(service) = snapshot.service(ns, svc) else {
+                    // Each changed service comes with its versions: no lookup by name.
+                    true => touched.services().iter().any(|touched| {
+                        let Some(service) = &touched.after else {
                             return false;
                         };
-                        match previous.service(ns, svc) {
+                        match &touched.before {
                             Some(old) if Arc::ptr_eq(&old.policy, &service.policy) => {
                                 gains_timers(old, service)
                             }
@@ -227,13 +228,10 @@ impl Health {
                         }
                     }),
                 };
-            if armed {
+            if armed && !touched.services().is_empty() {
                 // Armed for good: the task follows every change from now on.
-                previous = None;
-            }
-            if armed && !touched.services.is_empty() {
-                let services = touched.services.clone();
-                let _ = commands.send(Command::Touched(snapshot.clone(), services));
+                let services = touched.services().to_vec();
+                let _ = commands.send(Command::Touched(services));
             }
         })
     }

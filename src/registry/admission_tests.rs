@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use super::*;
 use crate::registry::Limit;
 use crate::registry::change::{NamespaceDef, Tagged};
-use crate::registry::model::InstanceSpec;
 use crate::registry::model::NamespaceKind;
+use crate::registry::model::{InstanceSpec, SourceId};
 use crate::registry::policy::NamespaceSettings;
 
 fn admission() -> Admission {

@@ -158,16 +158,15 @@ impl State {
                 .unwrap_or_default(),
             instances_revision: existing.as_ref().map_or(0, |s| s.instances_revision),
         };
-        namespace
-            .services
-            .insert(name.as_str().into(), Arc::new(service));
+        let key: Arc<str> = name.as_str().into();
+        namespace.services.insert(key.clone(), Arc::new(service));
+        touched.service(&namespace_name, &key, existing.as_ref());
         if let Some(old) = existing {
             self.snapshot.service_ids.remove(&old.meta.id);
         }
         self.snapshot
             .service_ids
             .insert(def.id, (namespace_name.clone(), name.clone()));
-        touched.services.insert((namespace_name, name));
         Ok(true)
     }
 
@@ -181,18 +180,14 @@ impl State {
     ) -> Result<bool, ChangeError> {
         let namespace = self.namespace_mut(namespace_name)?;
         let settings = namespace.settings.clone();
-        let service =
-            namespace
-                .services
-                .get_mut(name)
-                .ok_or_else(|| ChangeError::ServiceNotFound {
-                    namespace: namespace_name.to_owned(),
-                    service: name.to_owned(),
-                })?;
+        let (key, service) = namespace.services.get_key_value_mut(name).ok_or_else(|| {
+            ChangeError::ServiceNotFound {
+                namespace: namespace_name.to_owned(),
+                service: name.to_owned(),
+            }
+        })?;
+        touched.service(namespace_name, key, Some(&*service));
         edit(&settings, Arc::make_mut(service));
-        touched
-            .services
-            .insert((namespace_name.to_owned(), name.to_owned()));
         Ok(true)
     }
 
@@ -218,9 +213,10 @@ impl State {
             )));
         }
         let id = service.meta.id.clone();
-        namespace.services.remove(name.as_str());
+        if let Some((key, service)) = namespace.services.remove_with_key(name.as_str()) {
+            touched.service(&namespace_name, &key, Some(&service));
+        }
         self.snapshot.service_ids.remove(&id);
-        touched.services.insert((namespace_name, name));
         Ok(true)
     }
 

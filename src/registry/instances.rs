@@ -7,52 +7,45 @@ use std::time::SystemTime;
 use super::admission::{Admission, Limit, exceeded};
 use super::catalog::{admit_service, implicit_service};
 use super::change::{Change, ChangeError, InstanceKey};
-use super::model::{Instance, InstanceSpec, SourceId};
+use super::model::{Instance, InstanceSpec, Service, SourceId};
 use super::state::{State, Touched};
 
-impl State {
-    /// Refuses an API registration that would pass a ceiling.
-    pub(super) fn admit_instance(
-        &self,
-        key: &InstanceKey,
-        spec: &InstanceSpec,
-        admission: &Admission,
-    ) -> Result<(), ChangeError> {
-        admission.attributes(&spec.attributes)?;
-        let namespace = self.namespace_ref(&key.namespace)?;
-        let Some(service) = namespace.services.get(key.service.as_str()) else {
-            return admit_service(&key.namespace, namespace.services.len(), admission);
-        };
-        if service.instances.contains(&key.id) {
-            return Ok(());
-        }
-        if service.instances.len() >= admission.instances_per_service {
-            return Err(exceeded(
-                Limit::InstancesPerService,
-                format!(
-                    "service {}/{} has {} instances; the limit is {}",
-                    key.namespace,
-                    key.service,
-                    service.instances.len(),
-                    admission.instances_per_service
-                ),
-            ));
-        }
-        if self.api_instances() >= admission.instances {
-            return Err(exceeded(
-                Limit::Instances,
-                format!(
-                    "{} instances are registered through the APIs; the limit is {}",
-                    self.api_instances(),
-                    admission.instances
-                ),
-            ));
-        }
-        Ok(())
+/// Refuses an API registration of a new instance into `service` (the one `key` names)
+/// that would pass a ceiling, given the instances the APIs registered in all.
+fn admit_instance(
+    key: &InstanceKey,
+    service: &Service,
+    api_instances: usize,
+    admission: &Admission,
+) -> Result<(), ChangeError> {
+    if service.instances.len() >= admission.instances_per_service {
+        return Err(exceeded(
+            Limit::InstancesPerService,
+            format!(
+                "service {}/{} has {} instances; the limit is {}",
+                key.namespace,
+                key.service,
+                service.instances.len(),
+                admission.instances_per_service
+            ),
+        ));
     }
+    if api_instances >= admission.instances {
+        return Err(exceeded(
+            Limit::Instances,
+            format!(
+                "{api_instances} instances are registered through the APIs; the limit is {}",
+                admission.instances
+            ),
+        ));
+    }
+    Ok(())
+}
 
+impl State {
     /// Registers or replaces an instance, creating its service implicitly if needed; an
-    /// instance another source owns is refused.
+    /// instance another source owns is refused, and an API registration (`admission`)
+    /// that would pass a ceiling. The service is found once, for all of that.
     pub(super) fn upsert(
         &mut self,
         key: InstanceKey,
@@ -60,19 +53,38 @@ impl State {
         source: SourceId,
         now: SystemTime,
         touched: &mut Touched,
+        admission: Option<&Admission>,
     ) -> Result<bool, ChangeError> {
-        let namespace = self.namespace_mut(&key.namespace)?;
-        let settings = namespace.settings.clone();
-        let mut created_service = None;
-        let service = namespace
-            .services
-            .entry(key.service.as_str().into())
-            .or_insert_with(|| {
-                let service = implicit_service(&settings, &key.service, now);
-                created_service = Some(service.meta.id.clone());
-                Arc::new(service)
-            });
+        if let Some(admission) = admission {
+            admission.attributes(&spec.attributes)?;
+        }
+        let api_instances = admission.map(|_| self.api_instances()).unwrap_or_default();
+        let namespace = self
+            .snapshot
+            .namespaces
+            .get_mut(&key.namespace)
+            .ok_or_else(|| ChangeError::NamespaceNotFound(key.namespace.clone()))?;
+        let namespace = Arc::make_mut(namespace);
+        let (name, service, created) =
+            match namespace.services.get_key_value_mut(key.service.as_str()) {
+                Some((name, service)) => (name.clone(), service, false),
+                None => {
+                    if let Some(admission) = admission {
+                        admit_service(&key.namespace, namespace.services.len(), admission)?;
+                    }
+                    let service = implicit_service(&namespace.settings, &key.service, now);
+                    let name: Arc<str> = key.service.as_str().into();
+                    namespace.services.insert(name.clone(), Arc::new(service));
+                    let service = namespace.services.get_mut(&*name).expect("inserted");
+                    (name, service, true)
+                }
+            };
         let old = service.instances.get(key.id.as_str());
+        if let (None, Some(admission)) = (old, admission)
+            && !created
+        {
+            admit_instance(&key, service, api_instances, admission)?;
+        }
         if let Some(old) = old.filter(|old| old.source != source) {
             // Nothing was created: the service exists, since the instance does.
             return Err(ChangeError::OwnedByOther {
@@ -112,17 +124,16 @@ impl State {
             }
             _ => {}
         }
+        touched.service(&key.namespace, &name, (!created).then_some(&*service));
         let service = Arc::make_mut(service);
         service.instances.insert(Arc::new(instance));
         service.instances_revision += 1;
-        if let Some(id) = created_service {
-            self.snapshot
-                .service_ids
-                .insert(id, (key.namespace.clone(), key.service.clone()));
+        if created {
+            self.snapshot.service_ids.insert(
+                service.meta.id.clone(),
+                (key.namespace.clone(), key.service.clone()),
+            );
         }
-        touched
-            .services
-            .insert((key.namespace.clone(), key.service.clone()));
         if !existed {
             self.owned.add(&source, &key.namespace, &key.service);
         }
@@ -142,12 +153,10 @@ impl State {
             return Ok(false);
         }
         let namespace = self.namespace_mut(&key.namespace)?;
-        if let Some(service) = namespace.services.get_mut(key.service.as_str()) {
+        if let Some((name, service)) = namespace.services.get_key_value_mut(key.service.as_str()) {
+            touched.service(&key.namespace, name, Some(&*service));
             Arc::make_mut(service).instances.insert(Arc::new(instance));
         }
-        touched
-            .services
-            .insert((key.namespace.clone(), key.service.clone()));
         Ok(true)
     }
 
@@ -156,9 +165,14 @@ impl State {
         let Ok(namespace) = self.namespace_mut(&key.namespace) else {
             return;
         };
-        let Some(service) = namespace.services.get_mut(key.service.as_str()) else {
+        let Some((name, service)) = namespace.services.get_key_value_mut(key.service.as_str())
+        else {
             return;
         };
+        if !service.instances.contains(&key.id) {
+            return;
+        }
+        touched.service(&key.namespace, name, Some(&*service));
         let service = Arc::make_mut(service);
         let Some(old) = service.instances.remove(key.id.as_str()) else {
             return;
@@ -170,9 +184,6 @@ impl State {
             self.snapshot.service_ids.remove(&id);
         }
         self.owned.remove(&old.source, &key.namespace, &key.service);
-        touched
-            .services
-            .insert((key.namespace.clone(), key.service.clone()));
     }
 
     pub(super) fn sync(
@@ -191,7 +202,7 @@ impl State {
             changed = true;
         }
         for (key, spec) in wanted {
-            match self.upsert(key, spec, source.clone(), now, touched) {
+            match self.upsert(key, spec, source.clone(), now, touched, None) {
                 Ok(upserted) => changed |= upserted,
                 Err(error) => tracing::warn!(%source, %error, "sync skipped an instance"),
             }
@@ -227,7 +238,7 @@ impl State {
         touched: &mut Touched,
         admission: Option<&Admission>,
     ) -> Result<bool, ChangeError> {
-        let (before, touched_before) = (self.snapshot.clone(), touched.clone());
+        let (before, mark) = (self.snapshot.clone(), touched.mark());
         let mut reached = Vec::with_capacity(changes.len());
         let mut changed = false;
         for (key, spec) in changes {
@@ -247,7 +258,7 @@ impl State {
             match result {
                 Ok(part) => changed |= part,
                 Err(error) => {
-                    *touched = touched_before;
+                    touched.rollback(mark);
                     self.restore(before, &reached);
                     return Err(error);
                 }

@@ -55,6 +55,6 @@ pub use records::{
 #[cfg(feature = "etcd")]
 pub use replicated::{STORE_SOURCE, Shared};
 pub use snapshot::{Namespace, Snapshot};
-pub use state::Touched;
+pub use state::{Touched, TouchedService};
 pub use validate::FieldError;
 pub use writer::{PublishHook, Registry, RegistryHandle, StatusFn};

@@ -14,13 +14,26 @@ use super::snapshot::Snapshot;
 
 /// Instances per source, per namespace and service.
 #[derive(Debug, Default)]
-pub(super) struct Ownership(HashMap<SourceId, Owned>);
+pub(super) struct Ownership {
+    sources: HashMap<SourceId, Owned>,
+    /// Instances the APIs and DNS UPDATE keys registered, in all: what every API
+    /// registration is checked against, so kept rather than summed.
+    api: usize,
+}
 
 /// One source's instances: how many in each service, and in all.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Owned {
     total: usize,
+    /// Whether the source is an API's ([`Ownership::api`] counts its instances).
+    api: bool,
     services: HashMap<String, HashMap<String, usize>>,
+}
+
+/// Whether `source` registers through the APIs (`api`) or DNS UPDATE (`update:<key>`):
+/// the instances `[limits] instances` bounds.
+fn is_api(source: &SourceId) -> bool {
+    *source == SourceId::api() || source.as_str().starts_with("update:")
 }
 
 impl Ownership {
@@ -39,8 +52,16 @@ impl Ownership {
 
     /// One more instance of `source` in `namespace/service`.
     pub fn add(&mut self, source: &SourceId, namespace: &str, service: &str) {
-        let owned = self.0.entry(source.clone()).or_default();
+        let owned = match self.sources.get_mut(source) {
+            Some(owned) => owned,
+            None => self.sources.entry(source.clone()).or_insert(Owned {
+                total: 0,
+                api: is_api(source),
+                services: HashMap::new(),
+            }),
+        };
         owned.total += 1;
+        self.api += usize::from(owned.api);
         let services = match owned.services.get_mut(namespace) {
             Some(services) => services,
             None => owned.services.entry(namespace.to_owned()).or_default(),
@@ -55,7 +76,7 @@ impl Ownership {
 
     /// One instance fewer of `source` in `namespace/service`.
     pub fn remove(&mut self, source: &SourceId, namespace: &str, service: &str) {
-        let Some(owned) = self.0.get_mut(source) else {
+        let Some(owned) = self.sources.get_mut(source) else {
             return;
         };
         let Some(services) = owned.services.get_mut(namespace) else {
@@ -66,6 +87,7 @@ impl Ownership {
         };
         *count -= 1;
         owned.total -= 1;
+        self.api -= usize::from(owned.api);
         if *count == 0 {
             services.remove(service);
             if services.is_empty() {
@@ -73,34 +95,30 @@ impl Ownership {
             }
         }
         if owned.total == 0 {
-            self.0.remove(source);
+            self.sources.remove(source);
         }
     }
 
     /// How many instances `source` owns.
     #[cfg(test)]
     pub fn count(&self, source: &SourceId) -> usize {
-        self.0.get(source).map_or(0, |owned| owned.total)
+        self.sources.get(source).map_or(0, |owned| owned.total)
     }
 
-    /// Instances owned by the sources `which` accepts, in all.
-    pub fn count_where(&self, which: impl Fn(&SourceId) -> bool) -> usize {
-        self.0
-            .iter()
-            .filter(|(source, _)| which(source))
-            .map(|(_, owned)| owned.total)
-            .sum()
+    /// Instances the APIs and DNS UPDATE keys registered, in all.
+    pub fn api(&self) -> usize {
+        self.api
     }
 
     /// Whether no source owns any instance.
     #[cfg(all(test, feature = "etcd"))]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.sources.is_empty()
     }
 
     /// The keys of the instances `source` owns in `snapshot` (which this index follows).
     pub fn keys(&self, snapshot: &Snapshot, source: &SourceId) -> Vec<InstanceKey> {
-        let Some(owned) = self.0.get(source) else {
+        let Some(owned) = self.sources.get(source) else {
             return Vec::new();
         };
         let mut keys = Vec::with_capacity(owned.total);
@@ -123,10 +141,12 @@ impl Ownership {
     /// Counts `namespace/service` again from `snapshot`, for every source (after the
     /// model was put back to an earlier snapshot).
     pub fn recount(&mut self, snapshot: &Snapshot, namespace: &str, service: &str) {
-        self.0.retain(|_, owned| {
+        let api = &mut self.api;
+        self.sources.retain(|_, owned| {
             if let Some(services) = owned.services.get_mut(namespace) {
                 if let Some(count) = services.remove(service) {
                     owned.total -= count;
+                    *api -= if owned.api { count } else { 0 };
                 }
                 if services.is_empty() {
                     owned.services.remove(namespace);

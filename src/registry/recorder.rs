@@ -8,7 +8,6 @@
 //! snapshot is made current, so a waiter it wakes reads a snapshot at least as new as the
 //! index it is told.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -61,10 +60,12 @@ pub(super) fn drafts<'a>(
     found: &mut dyn FnMut(Draft<'a>),
 ) {
     let mut last = Vec::new();
-    let mut services: BTreeSet<(&str, &str)> = touched
-        .services
+    // Each changed service comes with its versions: none is looked up by name, but those
+    // of a namespace touched whole (created, deleted, its settings changed).
+    let mut services: Vec<Compared<'a>> = touched
+        .services()
         .iter()
-        .map(|(ns, svc)| (ns.as_str(), svc.as_str()))
+        .map(|s| (&*s.namespace, &*s.name, s.before.as_ref(), s.after.as_ref()))
         .collect();
     for name in &touched.namespaces {
         let (before, after) = (old.namespace(name), new.namespace(name));
@@ -77,32 +78,47 @@ pub(super) fn drafts<'a>(
             (before.map(|ns| &ns.services), after.map(|ns| &ns.services))
         else {
             // Created or deleted: every service it has (had) is changed.
-            let all = before.or(after).map(|ns| &ns.services);
-            for service in all.into_iter().flat_map(|services| services.keys()) {
-                services.insert((name.as_str(), service));
-            }
+            let (all, deleted) = match (before, after) {
+                (Some(before), _) => (&before.services, true),
+                (_, Some(after)) => (&after.services, false),
+                _ => continue,
+            };
+            services.extend(all.iter().map(|(service, version)| match deleted {
+                true => (name.as_str(), &**service, Some(version), None),
+                false => (name.as_str(), &**service, None, Some(version)),
+            }));
             continue;
         };
         // Services are compared by pointer: the writer copies only those it changes.
-        let changed = after.iter().filter(|(service, new)| {
-            before
-                .get(*service)
-                .is_none_or(|old| !Arc::ptr_eq(old, new))
+        let changed = after.iter().filter_map(|(service, new)| {
+            let old = before.get(service);
+            let changed = old.is_none_or(|old| !Arc::ptr_eq(old, new));
+            changed.then_some((name.as_str(), &**service, old, Some(new)))
         });
         let removed = before
-            .keys()
-            .filter(|service| !after.contains_key(*service));
-        for service in changed.map(|(service, _)| service).chain(removed) {
-            services.insert((name.as_str(), service));
-        }
+            .iter()
+            .filter(|(service, _)| !after.contains_key(*service))
+            .map(|(service, old)| (name.as_str(), &**service, Some(old), None));
+        services.extend(changed.chain(removed));
     }
-    for (namespace, name) in services {
-        let before = old.service(namespace, name);
-        let after = new.service(namespace, name);
+    if !touched.namespaces.is_empty() {
+        // In namespace and name order, each once (the touched services are already).
+        services.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        services.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
+    }
+    for (namespace, _, before, after) in services {
         service_drafts(namespace, before, after, found);
     }
     last.into_iter().for_each(found);
 }
+
+/// A changed service: its namespace and name, its versions before and after.
+type Compared<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a Arc<Service>>,
+    Option<&'a Arc<Service>>,
+);
 
 fn namespace_event(
     before: Option<&Arc<Namespace>>,

@@ -49,6 +49,7 @@ fn drafts_of_all(
             .apply(change, SystemTime::now(), &mut touched, None)
             .unwrap();
     }
+    touched.resolve(&model.snapshot);
     let mut found = Vec::new();
     drafts(&before, &model.snapshot, &touched, &mut |draft| {
         let entry = draft.entry(0, SystemTime::UNIX_EPOCH);
@@ -156,8 +157,10 @@ fn only_what_differs_is_recorded() {
     assert_eq!(drafts_of(&mut model, upsert("a", 1)), []);
     let snapshot = model.snapshot.clone();
     let mut touched = Touched::default();
-    touched.services.insert(("internal".into(), "web".into()));
+    let web = snapshot.service("internal", "web");
+    touched.service("internal", &"web".into(), web);
     touched.namespaces.insert("internal".into());
+    touched.resolve(&snapshot);
     let mut found = 0;
     drafts(&snapshot, &snapshot, &touched, &mut |_| found += 1);
     assert_eq!(found, 0);
@@ -176,15 +179,23 @@ fn the_recorder_numbers_publishes_and_wakes_waiters() {
         .unwrap();
     model.snapshot.revision += 1;
     let published = Arc::new(model.snapshot.clone());
+    touched.resolve(&published);
     recorder.record(&published, &touched);
     assert!(woken.has_changed().unwrap());
     let recent = feed.recent();
     let index = published.revision + 1;
     assert_eq!(recent.index(), index);
     assert_eq!(recent.service_index("internal", "web"), index);
-    // The same snapshot again: nothing new, nobody woken.
+    // The same snapshot again, its service named as unchanged: nothing new, nobody woken.
     woken.borrow_and_update();
-    recorder.record(&published, &touched);
+    let mut unchanged = Touched::default();
+    unchanged.service(
+        "internal",
+        &"web".into(),
+        published.service("internal", "web"),
+    );
+    unchanged.resolve(&published);
+    recorder.record(&published, &unchanged);
     assert!(!woken.has_changed().unwrap());
 }
 

@@ -392,16 +392,15 @@ impl State {
                 .unwrap_or_default(),
             instances_revision: old.as_ref().map_or(0, |s| s.instances_revision),
         };
-        namespace.services.insert(name.into(), Arc::new(service));
+        let key: Arc<str> = name.into();
+        namespace.services.insert(key.clone(), Arc::new(service));
+        touched.service(namespace_name, &key, old.as_ref());
         if let Some(old) = old {
             self.snapshot.service_ids.remove(&old.meta.id);
         }
         self.snapshot
             .service_ids
             .insert(record.id, (namespace_name.to_owned(), name.to_owned()));
-        touched
-            .services
-            .insert((namespace_name.to_owned(), name.to_owned()));
         Ok(true)
     }
 
@@ -441,7 +440,14 @@ impl State {
         }
         let updated = time(record.updated);
         let created = time(record.created);
-        let upserted = self.upsert(key.clone(), record.spec, record.owner, updated, touched);
+        let upserted = self.upsert(
+            key.clone(),
+            record.spec,
+            record.owner,
+            updated,
+            touched,
+            None,
+        );
         if upserted.is_ok() {
             let _ = self.update_instance(key, touched, |i| {
                 i.created = created.into();
@@ -517,6 +523,8 @@ impl State {
         };
         self.snapshot.service_ids.remove(&old.meta.id);
         let namespace = self.namespace_mut(namespace_name).expect("it exists");
+        let key: Arc<str> = name.into();
+        touched.service(namespace_name, &key, Some(&old));
         if old.instances.is_empty() {
             namespace.services.remove(name);
         } else {
@@ -525,14 +533,11 @@ impl State {
             service.instances = old.instances.clone();
             service.instances_revision = old.instances_revision;
             let id = service.meta.id.clone();
-            namespace.services.insert(name.into(), Arc::new(service));
+            namespace.services.insert(key, Arc::new(service));
             self.snapshot
                 .service_ids
                 .insert(id, (namespace_name.to_owned(), name.to_owned()));
         }
-        touched
-            .services
-            .insert((namespace_name.to_owned(), name.to_owned()));
         true
     }
 }

@@ -240,7 +240,7 @@ impl Replica {
             answers.push((request.reply, result, lag));
         }
         if changed {
-            self.publish(&touched);
+            self.publish(&mut touched);
         }
         self.answer(answers);
     }
@@ -341,7 +341,7 @@ impl Replica {
             answers.push((pending.reply, result, pending.lag));
         }
         if !answers.is_empty() {
-            self.publish(&touched);
+            self.publish(&mut touched);
         }
         self.answer(answers);
     }
@@ -495,7 +495,7 @@ impl Replica {
                     self.apply_stored(stored, &mut touched);
                 }
                 self.set_revision(revision);
-                self.publish(&touched);
+                self.publish(&mut touched);
             }
         }
         self.settle();
@@ -556,7 +556,7 @@ impl Replica {
         self.loaded = true;
         self.delivered = self.delivered.max(loaded.revision);
         self.set_revision(loaded.serial);
-        self.publish(&touched);
+        self.publish(&mut touched);
     }
 
     /// The serial moves to etcd's revision; it never goes back.
@@ -567,7 +567,7 @@ impl Replica {
         self.metrics.observe_applied(revision);
     }
 
-    fn publish(&mut self, touched: &Touched) {
+    fn publish(&mut self, touched: &mut Touched) {
         let parts = &mut self.parts;
         let views = (&mut parts.hooks[..], &*parts.current, &mut parts.recorder);
         publish(&parts.model, views, touched);

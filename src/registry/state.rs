@@ -5,23 +5,127 @@
 //! changes to instances are in [`instances`](super::instances), those to namespaces and
 //! services (the catalog) in [`catalog`](super::catalog).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::admission::Admission;
 use super::change::{Change, ChangeError, InstanceKey};
-use super::model::{Instance, Service, SourceId};
+use super::model::{Instance, Service};
 use super::owned::Ownership;
 use super::snapshot::{Namespace, Snapshot};
 
 /// What a batch of changes modified, so derived views rebuild only that.
+///
+/// Each changed service is found by name once per change, by the change itself: it hands
+/// its names as the snapshot holds them and its version before, so the publish hooks and
+/// the recorder read the versions instead of looking the service up again (a cold string
+/// compare per B-tree step in a large namespace, which every stage repeated).
 #[derive(Clone, Debug, Default)]
 pub struct Touched {
-    /// `(namespace, service)` pairs whose instances or policy changed.
-    pub services: BTreeSet<(String, String)>,
+    /// Services whose instances or policy changed, each once: in the order first touched
+    /// while changes apply, by namespace and name once [`Touched::resolve`]d.
+    services: Vec<TouchedService>,
+    /// Where each of `services` is, by namespace (with its name, to share) and name;
+    /// emptied when resolved.
+    index: HashMap<Arc<str>, Positions>,
     /// Namespaces created, deleted or whose settings changed: rebuild them whole.
     pub namespaces: BTreeSet<String>,
+}
+
+/// One namespace's part of [`Touched`]'s index: its name (which its services share) and
+/// where each of its services is.
+type Positions = (Arc<str>, HashMap<Arc<str>, usize>);
+
+/// A service a batch changed, with its version before the batch and after it.
+#[derive(Clone, Debug)]
+pub struct TouchedService {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// As it was before its first change in the batch (None: created by it).
+    pub before: Option<Arc<Service>>,
+    /// As published (None: deleted); set by [`Touched::resolve`].
+    pub after: Option<Arc<Service>>,
+}
+
+/// How far a [`Touched`] got, to undo what a refused batch added ([`Touched::rollback`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Mark(usize);
+
+impl Touched {
+    /// The services changed, by namespace and name, each with its versions (once
+    /// resolved: what the publish hooks and the recorder are handed).
+    pub fn services(&self) -> &[TouchedService] {
+        &self.services
+    }
+
+    /// Notes a change to the service `name` (the snapshot's own key) of `namespace`,
+    /// which was `before` (None: created now). Only the first change in a batch keeps
+    /// its `before`.
+    pub(super) fn service(
+        &mut self,
+        namespace: &str,
+        name: &Arc<str>,
+        before: Option<&Arc<Service>>,
+    ) {
+        let touched = match self.index.get_mut(namespace) {
+            Some(touched) => touched,
+            None => {
+                let namespace: Arc<str> = namespace.into();
+                let names = (namespace.clone(), HashMap::new());
+                self.index.entry(namespace).or_insert(names)
+            }
+        };
+        if touched.1.contains_key(&**name) {
+            return;
+        }
+        touched.1.insert(name.clone(), self.services.len());
+        self.services.push(TouchedService {
+            namespace: touched.0.clone(),
+            name: name.clone(),
+            before: before.cloned(),
+            after: None,
+        });
+    }
+
+    /// Where this is now, to [`Touched::rollback`] to.
+    pub(super) fn mark(&self) -> Mark {
+        Mark(self.services.len())
+    }
+
+    /// Forgets the services first touched after `mark` (the namespaces are kept: what
+    /// rolls back, a batch of instance changes, touches none).
+    pub(super) fn rollback(&mut self, mark: Mark) {
+        for gone in self.services.drain(mark.0..) {
+            if let Some((_, services)) = self.index.get_mut(&*gone.namespace) {
+                services.remove(&*gone.name);
+            }
+        }
+    }
+
+    /// Reads each changed service's version in `snapshot` (the one to publish) and sorts
+    /// them by namespace and name: one lookup per service per publish. The writer does
+    /// it before the hooks run; `before` is right only for a batch applied on top of the
+    /// last published snapshot (every publish starts a new `Touched`).
+    pub fn resolve(&mut self, snapshot: &Snapshot) {
+        self.index = HashMap::new();
+        self.services
+            .sort_unstable_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut namespace: Option<(Arc<str>, Option<&Arc<Namespace>>)> = None;
+        for service in &mut self.services {
+            if namespace
+                .as_ref()
+                .is_none_or(|(name, _)| *name != service.namespace)
+            {
+                let found = snapshot.namespace(&service.namespace);
+                namespace = Some((service.namespace.clone(), found));
+            }
+            let services = namespace.as_ref().and_then(|(_, found)| *found);
+            service.after = services
+                .and_then(|ns| ns.services.get(&*service.name))
+                .cloned();
+        }
+    }
 }
 
 /// The writer's mutable state: the working snapshot plus an index of who owns what.
@@ -58,10 +162,7 @@ impl State {
                 // Nor more named ports, or longer names, than DNS answers.
                 super::validate::ports(spec.ports())
                     .map_err(|e| ChangeError::Invalid(e.to_string()))?;
-                if let Some(admission) = admission {
-                    self.admit_instance(&key, &spec, admission)?;
-                }
-                self.upsert(key, spec, source, now, touched)
+                self.upsert(key, spec, source, now, touched, admission)
             }
             Change::Remove { key, source } => self.remove_owned(key, source, touched),
             Change::Batch { source, changes } => {
@@ -216,11 +317,9 @@ impl State {
     }
 
     /// Instances the APIs and DNS UPDATE keys (`update:<key>`) registered, in all:
-    /// what `[limits] instances` bounds (a few sources, so summing is cheap).
+    /// what `[limits] instances` bounds (kept by the ownership index as it changes).
     pub(super) fn api_instances(&self) -> usize {
-        self.owned.count_where(|source| {
-            *source == SourceId::api() || source.as_str().starts_with("update:")
-        })
+        self.owned.api()
     }
 }
 

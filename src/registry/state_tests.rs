@@ -2,7 +2,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::registry::model::InstanceSpec;
+use crate::registry::model::{InstanceSpec, SourceId};
 use crate::registry::policy::NamespaceSettings;
 
 fn settings(name: &str) -> NamespaceSettings {
@@ -79,15 +79,80 @@ fn upsert_creates_the_service_and_reports_what_it_touched() {
         None,
     );
     assert_eq!(changed, Ok(true));
-    assert_eq!(
-        touched.services.into_iter().collect::<Vec<_>>(),
-        [("internal".to_owned(), "web".to_owned())]
-    );
+    assert_eq!(touched_names(&touched), [("internal", "web")]);
     let service = model.snapshot.service("internal", "web").unwrap();
     assert_eq!(
         service.instances.get("i-1").unwrap().source,
         SourceId::api()
     );
+}
+
+fn touched_names(touched: &Touched) -> Vec<(&str, &str)> {
+    let services = touched.services().iter();
+    services.map(|s| (&*s.namespace, &*s.name)).collect()
+}
+
+#[test]
+fn touched_holds_each_service_once_with_its_version_before_the_batch() {
+    let mut model = model();
+    let api = SourceId::api();
+    apply(&mut model, upsert("web", "i-1", 1, &api)).unwrap();
+    let published = model.snapshot.clone();
+    let mut touched = Touched::default();
+    let now = SystemTime::UNIX_EPOCH;
+    for change in [
+        upsert("web", "i-2", 2, &api),
+        upsert("api", "i-1", 3, &api),
+        upsert("web", "i-3", 4, &api),
+    ] {
+        model.apply(change, now, &mut touched, None).unwrap();
+    }
+    // A refused batch takes back what it touched first, and nothing else.
+    let refused = Change::Batch {
+        source: api.clone(),
+        changes: vec![
+            (key("db", "i-1"), Some(spec(5))),
+            (key("web", "i-4"), Some(spec(6))),
+            (key("web", "i-1"), Some(spec(7))),
+            (key("nowhere", "i-1"), None),
+        ],
+    };
+    assert!(model.apply(refused, now, &mut touched, None).is_err());
+    assert_eq!(
+        touched_names(&touched),
+        [("internal", "web"), ("internal", "api")]
+    );
+    touched.resolve(&model.snapshot);
+    assert_eq!(
+        touched_names(&touched),
+        [("internal", "api"), ("internal", "web")]
+    );
+    let [api_service, web] = touched.services() else {
+        panic!("two services");
+    };
+    assert!(api_service.before.is_none(), "created by the batch");
+    let (before, after) = (web.before.as_ref().unwrap(), web.after.as_ref().unwrap());
+    assert!(Arc::ptr_eq(
+        before,
+        published.service("internal", "web").unwrap()
+    ));
+    assert!(Arc::ptr_eq(
+        after,
+        model.snapshot.service("internal", "web").unwrap()
+    ));
+    assert_eq!(after.instances.len(), 3);
+    // A service removed by the batch is published as gone.
+    let mut touched = Touched::default();
+    let remove = |service: &str| Change::Remove {
+        key: key(service, "i-1"),
+        source: api.clone(),
+    };
+    model.apply(remove("api"), now, &mut touched, None).unwrap();
+    touched.resolve(&model.snapshot);
+    let [api_service] = touched.services() else {
+        panic!("one service");
+    };
+    assert!(api_service.before.is_some() && api_service.after.is_none());
 }
 
 #[test]
@@ -301,6 +366,11 @@ fn a_batch_applies_whole_or_not_at_all() {
     let owned = model.owned.keys(&model.snapshot, &update);
     assert!(owned.contains(&key("web", "mine")) && !owned.contains(&key("web", "new")));
     assert_eq!(model.owned.count(&update), 1);
+    assert_eq!(
+        model.api_instances(),
+        2,
+        "counted again for what the batch reached"
+    );
 
     let accepted = Change::Batch {
         source: update.clone(),
@@ -314,6 +384,7 @@ fn a_batch_applies_whole_or_not_at_all() {
     let ids: Vec<&str> = web.instances.values().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["new", "theirs"]);
     assert_eq!(model.owned.count(&update), 1);
+    assert_eq!(model.api_instances(), 2);
 }
 
 #[test]

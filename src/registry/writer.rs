@@ -351,7 +351,7 @@ impl Writer<'_> {
             }
         }
         if changed {
-            self.publish(&touched);
+            self.publish(&mut touched);
             let published = Instant::now();
             for (cause, received) in replies.iter().filter_map(|r| r.2) {
                 self.metrics.published(cause, received, published);
@@ -401,7 +401,7 @@ impl Writer<'_> {
     }
 
     /// Runs the hooks on the new snapshot, makes it current, and compacts the log when due.
-    fn publish(&mut self, touched: &Touched) {
+    fn publish(&mut self, touched: &mut Touched) {
         let view = (&mut *self.hooks, self.current, &mut *self.recorder);
         let snapshot = publish(self.model, view, touched);
         if let Some(wal) = self.wal.as_deref_mut() {
@@ -418,10 +418,13 @@ pub(super) type Views<'a> = (
 );
 
 /// Runs the hooks on the model's snapshot, makes it current, then records its changes
-/// (waking watchers, who then read it); returns it.
-pub(super) fn publish(model: &State, views: Views<'_>, touched: &Touched) -> Arc<Snapshot> {
+/// (waking watchers, who then read it); returns it. `touched` is resolved against it
+/// first: each changed service's new version read once, for every hook and the recorder.
+pub(super) fn publish(model: &State, views: Views<'_>, touched: &mut Touched) -> Arc<Snapshot> {
     let (hooks, current, recorder) = views;
     let snapshot = Arc::new(model.snapshot.clone());
+    touched.resolve(&snapshot);
+    let touched = &*touched;
     // Derived views first: a reader that sees this snapshot (`/readyz` saying every
     // source synced) then finds the DNS zone built from it too.
     for hook in hooks.iter_mut() {

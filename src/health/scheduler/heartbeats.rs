@@ -3,7 +3,6 @@
 //! deadline that comes is first checked against the instance's lease, which heartbeats
 //! to any replica renew.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -92,10 +91,8 @@ impl Scheduler {
             return;
         };
         if !self.heartbeats.contains_key(&key) && self.owns(&key, &instance) {
-            self.follow(
-                &snapshot,
-                &BTreeSet::from([(key.namespace.clone(), key.service.clone())]),
-            );
+            let service = snapshot.service(&key.namespace, &key.service);
+            self.follow([(key.namespace.as_str(), key.service.as_str(), service)]);
         }
         let deadline = Instant::now() + heartbeat_period(ttl);
         if let Some(timer) = self.heartbeats.get_mut(&key) {

@@ -5,7 +5,7 @@ mod checks;
 mod cleanup;
 mod heartbeats;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use super::handle::{Command, Parts, Share};
 use super::metrics::HealthMetrics;
 use super::targets::{CheckLimits, check_target};
 use crate::registry::{
-    Change, CheckSpec, Difference, Instance, InstanceKey, RegistryHandle, Service, Snapshot,
+    Change, CheckSpec, Difference, Instance, InstanceKey, RegistryHandle, Service,
 };
 use crate::store::members::{View, owner};
 
@@ -114,7 +114,9 @@ impl Scheduler {
                 }
                 command = commands.recv() => match command {
                     None => return,
-                    Some(Command::Touched(snapshot, services)) => self.follow(&snapshot, &services),
+                    Some(Command::Touched(services)) => self.follow(
+                        services.iter().map(|s| (&*s.namespace, &*s.name, s.after.as_ref())),
+                    ),
                     Some(Command::Heartbeat(key, reply)) => self.renew(key, reply).await,
                     #[cfg(test)]
                     Some(Command::Crash) => panic!("the health task was told to crash"),
@@ -133,17 +135,11 @@ impl Scheduler {
     /// Follows every service of the registry's current snapshot.
     fn follow_everything(&mut self) {
         let snapshot = self.registry.snapshot();
-        let everything: BTreeSet<_> = snapshot
-            .namespaces
-            .iter()
-            .flat_map(|(ns, namespace)| {
-                namespace
-                    .services
-                    .keys()
-                    .map(move |svc| (ns.clone(), svc.to_string()))
-            })
-            .collect();
-        self.follow(&snapshot, &everything);
+        let everything = snapshot.namespaces.iter().flat_map(|(ns, namespace)| {
+            let services = namespace.services.iter();
+            services.map(move |(svc, service)| (ns.as_str(), &**svc, Some(service)))
+        });
+        self.follow(everything);
     }
 
     /// Whether this replica runs the check of `instance` and keeps its heartbeat
@@ -156,16 +152,19 @@ impl Scheduler {
             || owner(&self.members, &key_parts(key)) == Some(share.id.as_str())
     }
 
-    /// Starts, restarts or stops the timers of the instances of `services`.
-    fn follow(&mut self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
-        for (ns, svc) in services {
-            let service = snapshot.service(ns, svc);
+    /// Starts, restarts or stops the timers of the instances of `services` (namespace,
+    /// name, and the service now: None when deleted).
+    fn follow<'a>(
+        &mut self,
+        services: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a Arc<Service>>)>,
+    ) {
+        for (ns, svc, service) in services {
             let instance =
                 |key: &InstanceKey| service.and_then(|s| s.instances.get(key.id.as_str()));
             // Only this service's timers: keys sort by namespace, service, then id.
             let first = InstanceKey {
-                namespace: ns.clone(),
-                service: svc.clone(),
+                namespace: ns.to_owned(),
+                service: svc.to_owned(),
                 id: String::new(),
             };
             let gone = stale(&self.heartbeats, &first, |key, timer| {
@@ -213,8 +212,8 @@ impl Scheduler {
                     continue;
                 }
                 let key = InstanceKey {
-                    namespace: ns.clone(),
-                    service: svc.clone(),
+                    namespace: ns.to_owned(),
+                    service: svc.to_owned(),
                     id: instance.id.clone(),
                 };
                 if let Some(ttl) = instance.spec.heartbeat_ttl()
