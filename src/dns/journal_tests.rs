@@ -1,9 +1,9 @@
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use super::{changed, delta, difference, service_records};
 use crate::dns::PublishedZone;
-use crate::dns::service_records::tests::{random_change, zone_aware};
+use crate::dns::service_records::tests::{apply_random_batch, zone_aware};
 use crate::dns::test_registry::Running;
 use crate::dns::wire::Rr;
 
@@ -29,16 +29,7 @@ async fn a_delta_by_instance_is_the_difference_of_every_record() {
     let mut by_instance = 0;
     for _ in 0..400 {
         let before = view.load_full();
-        let batch: Vec<_> = (0..rng.random_range(1..=4))
-            .map(|_| {
-                let handle = handle.clone();
-                let change = random_change(&mut rng);
-                tokio::spawn(async move { handle.apply(change).await })
-            })
-            .collect();
-        for change in batch {
-            let _ = change.await.unwrap();
-        }
+        apply_random_batch(handle, &mut rng, 4).await;
         let after = view.load_full();
         let (old, new) = (
             before.namespace("internal").unwrap(),

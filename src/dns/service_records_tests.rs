@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::dns::test_registry::Running;
 use crate::dns::{PublishedZone, ZoneSnapshot};
 use crate::registry::{
-    Change, InstanceKey, InstanceSpec, Locality, NamedPort, Protocol, SourceId, SpecExtras,
-    ZONE_ATTRIBUTE,
+    Change, InstanceKey, InstanceSpec, Locality, NamedPort, Protocol, RegistryHandle, SourceId,
+    SpecExtras, ZONE_ATTRIBUTE,
 };
 
 fn key(service: u8, id: u8) -> InstanceKey {
@@ -22,7 +22,7 @@ fn key(service: u8, id: u8) -> InstanceKey {
 /// A random change to one of 3 services x 12 instances: new addresses (each family, the
 /// port and each named port present or not, a weight or not), a removal, or a health
 /// flip.
-pub(in crate::dns) fn random_change(rng: &mut SmallRng) -> Change {
+fn random_change(rng: &mut SmallRng) -> Change {
     let key = key(rng.random_range(0..3), rng.random_range(0..12));
     match rng.random_range(0..6) {
         0 => Change::Remove {
@@ -96,6 +96,24 @@ fn random_ports(rng: &mut SmallRng, n: u8) -> BTreeMap<String, NamedPort> {
     .collect()
 }
 
+/// Applies 1 to `most` random changes at once (one writer batch, some of which may fail).
+pub(in crate::dns) async fn apply_random_batch(
+    handle: &RegistryHandle,
+    rng: &mut SmallRng,
+    most: usize,
+) {
+    let batch: Vec<_> = (0..rng.random_range(1..=most))
+        .map(|_| {
+            let handle = handle.clone();
+            let change = random_change(rng);
+            tokio::spawn(async move { handle.apply(change).await })
+        })
+        .collect();
+    for change in batch {
+        let _ = change.await.unwrap();
+    }
+}
+
 /// The default config, with svc1 and svc2 answered by zone and subset by `track` and
 /// `zone`.
 pub(in crate::dns) fn zone_aware() -> Config {
@@ -128,16 +146,7 @@ async fn updated_records_pack_as_built_from_scratch() {
     let mut zone_views = 0;
     let mut subset_views = 0;
     for _ in 0..300 {
-        let batch: Vec<_> = (0..rng.random_range(1..=8))
-            .map(|_| {
-                let handle = handle.clone();
-                let change = random_change(&mut rng);
-                tokio::spawn(async move { handle.apply(change).await })
-            })
-            .collect();
-        for change in batch {
-            let _ = change.await.unwrap();
-        }
+        apply_random_batch(handle, &mut rng, 8).await;
         let updated = view.load();
         let fresh = ZoneSnapshot::from_snapshot(&handle.snapshot());
         // The count that decides whether UDP batches are warmed follows the changes.
