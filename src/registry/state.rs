@@ -107,7 +107,7 @@ impl Touched {
     /// them by namespace and name: one lookup per service per publish. The writer does
     /// it before the hooks run; `before` is right only for a batch applied on top of the
     /// last published snapshot (every publish starts a new `Touched`).
-    pub fn resolve(&mut self, snapshot: &Snapshot) {
+    pub(super) fn resolve(&mut self, snapshot: &Snapshot) {
         self.index = HashMap::new();
         self.services
             .sort_unstable_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
