@@ -59,6 +59,8 @@ impl State {
             admission.attributes(&spec.attributes)?;
         }
         let api_instances = admission.map(|_| self.api_instances()).unwrap_or_default();
+        // Not `namespace_mut`: the service stays borrowed while `service_ids` and `owned`
+        // change below, which a borrow of the whole `State` would not allow.
         let namespace = self
             .snapshot
             .namespaces
