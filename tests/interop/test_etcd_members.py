@@ -315,6 +315,9 @@ def test_a_heartbeat_to_any_replica_counts_on_every_replica(muster, etcd_cluster
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
+        # The other replicas learn the registrations through etcd's watch, a few ms later.
+        for m in replicas:
+            wait_until(lambda m=m: a_set(m, "hb.internal") == everyone, timeout=2, message="replicated")
         # Three TTLs of heartbeats to replica a alone: every replica serves all of them.
         until = time.monotonic() + 6
         while time.monotonic() < until:
