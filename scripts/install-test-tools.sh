@@ -9,6 +9,8 @@
 # Idempotent and quick when everything is already there: apt runs only for a missing package,
 # pip only when requirements.txt changed since the last install. Ends by running each tool and
 # exits non-zero, naming the tool, if any of them does not work.
+# With --build-deps, only what `cargo build --features etcd` needs (protoc), so the build can
+# start while the rest installs (scripts/test).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +30,11 @@ stamp="$venv/.requirements.sha256"
 # curl: a second HTTP client in the REST, batch, watch and auth tests.
 apt_packages=(dnsutils knot-dnsutils knot bind9 unbound iproute2 systemd libcap2-bin util-linux
   etcd-server etcd-client protobuf-compiler libprotobuf-dev prometheus chromium curl)
+build_only=false
+if [ "${1:-}" = "--build-deps" ]; then
+  build_only=true
+  apt_packages=(protobuf-compiler libprotobuf-dev)
+fi
 
 say() { printf 'install-test-tools: %s\n' "$*"; }
 die() { printf 'install-test-tools: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -54,6 +61,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if $build_only; then
+  protoc --version >/dev/null || die "protoc does not work"
+  exit 0
 fi
 
 # --- Python virtualenv -----------------------------------------------------------------
