@@ -164,6 +164,8 @@ async fn updated_records_pack_as_built_from_scratch() {
             let kept = updated.services.get(name).unwrap();
             assert_eq!(kept.named, records.named, "{name}");
             assert_eq!(kept.packed, records.packed, "{name}");
+            exact_size(&kept.packed);
+            exact_size(&records.packed);
             // The label order merged from the previous one is the one sorted afresh.
             assert_eq!(kept.labels, records.labels, "{name}");
             let ids = |r: &super::ServiceRecords| {
@@ -180,6 +182,7 @@ async fn updated_records_pack_as_built_from_scratch() {
                 assert_eq!(kept.healthy, fresh.healthy, "{name} {}", fresh.zone);
                 assert_eq!(kept.records.named, fresh.records.named, "{name}");
                 assert_eq!(kept.records.packed, fresh.records.packed, "{name}");
+                exact_size(&kept.records.packed);
                 assert_eq!(ids(&kept.records), ids(&fresh.records), "{name}");
             }
             zone_views += records.zones.len();
@@ -191,6 +194,7 @@ async fn updated_records_pack_as_built_from_scratch() {
                     "{name}"
                 );
                 assert_eq!(kept.records.packed, fresh.records.packed, "{name}");
+                exact_size(&kept.records.packed);
                 assert_eq!(ids(&kept.records), ids(&fresh.records), "{name}");
             }
             subset_views += records.subsets.len();
@@ -199,4 +203,11 @@ async fn updated_records_pack_as_built_from_scratch() {
     assert!(compared > 1000, "{compared} candidates compared");
     assert!(zone_views > 500, "{zone_views} zone views compared");
     assert!(subset_views > 500, "{subset_views} subset views compared");
+}
+
+/// `packed` was allocated at its size (`Packed::build` sizes before it writes): a size
+/// off by a byte would grow the buffer, or leave it larger, for good.
+fn exact_size(packed: &super::Packed) {
+    assert_eq!(packed.bytes.capacity(), packed.bytes.len());
+    assert_eq!(packed.candidates.capacity(), packed.candidates.len());
 }

@@ -196,6 +196,11 @@ impl<'a> RrRef<'a> {
         out.extend_from_slice(self.after_owner());
     }
 
+    /// How many bytes [`RrRef::put_with_owner_at`] appends.
+    pub fn len_with_owner_at(self) -> usize {
+        2 + self.after_owner().len()
+    }
+
     /// The owner name, uncompressed.
     pub fn owner(self) -> &'a [u8] {
         &self.wire[..usize::from(self.owner_len)]
