@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::admission::{Admission, Limit, exceeded};
 use super::catalog::{admit_service, implicit_service};
-use super::change::{Change, ChangeError, InstanceKey};
+use super::change::{ChangeError, InstanceKey};
 use super::model::{Instance, InstanceSpec, Service, SourceId};
 use super::state::{State, Touched};
 
@@ -43,12 +43,31 @@ fn admit_instance(
 }
 
 impl State {
+    /// [`State::upsert`] of a [`Change::Upsert`](super::Change::Upsert) or a batch's
+    /// part: the spec is checked first, whatever sent it (a log an older release wrote,
+    /// too).
+    pub(super) fn upsert_checked(
+        &mut self,
+        key: &InstanceKey,
+        spec: InstanceSpec,
+        source: SourceId,
+        now: SystemTime,
+        touched: &mut Touched,
+        admission: Option<&Admission>,
+    ) -> Result<bool, ChangeError> {
+        // Nothing out of bounds reaches the health task.
+        super::check::health_bounds(&spec).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        // Nor more named ports, or longer names, than DNS answers.
+        super::validate::ports(spec.ports()).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        self.upsert(key, spec, source, now, touched, admission)
+    }
+
     /// Registers or replaces an instance, creating its service implicitly if needed; an
     /// instance another source owns is refused, and an API registration (`admission`)
     /// that would pass a ceiling. The service is found once, for all of that.
     pub(super) fn upsert(
         &mut self,
-        key: InstanceKey,
+        key: &InstanceKey,
         spec: InstanceSpec,
         source: SourceId,
         now: SystemTime,
@@ -85,13 +104,13 @@ impl State {
         if let (None, Some(admission)) = (old, admission)
             && !created
         {
-            admit_instance(&key, service, api_instances, admission)?;
+            admit_instance(key, service, api_instances, admission)?;
         }
         if let Some(old) = old.filter(|old| old.source != source) {
             // Nothing was created: the service exists, since the instance does.
             return Err(ChangeError::OwnedByOther {
                 owner: old.source.clone(),
-                key,
+                key: key.clone(),
             });
         }
         if old.is_some_and(|old| old.spec == spec && old.heartbeat_ok) {
@@ -204,7 +223,7 @@ impl State {
             changed = true;
         }
         for (key, spec) in wanted {
-            match self.upsert(key, spec, source.clone(), now, touched, None) {
+            match self.upsert(&key, spec, source.clone(), now, touched, None) {
                 Ok(upserted) => changed |= upserted,
                 Err(error) => tracing::warn!(%source, %error, "sync skipped an instance"),
             }
@@ -215,15 +234,16 @@ impl State {
     /// Deregisters an instance; only its owner may.
     pub(super) fn remove_owned(
         &mut self,
-        key: InstanceKey,
+        key: &InstanceKey,
         source: SourceId,
         touched: &mut Touched,
     ) -> Result<bool, ChangeError> {
-        let owner = self.instance(&key)?.source.clone();
+        let owner = self.instance(key)?.source.clone();
         if owner != source {
+            let key = key.clone();
             return Err(ChangeError::OwnedByOther { key, owner });
         }
-        self.remove(&key, touched);
+        self.remove(key, touched);
         Ok(true)
     }
 }
@@ -231,7 +251,8 @@ impl State {
 impl State {
     /// Applies a [`Change::Batch`](super::Change::Batch): every part or none. On a
     /// refusal the snapshot (an O(1) copy) is put back, and the ownership index is
-    /// repaired for the keys the batch reached, the only ones it can have changed.
+    /// repaired for the keys the batch reached, the only ones it can have changed (each
+    /// kept by move once applied: a part borrows its key).
     pub(super) fn batch(
         &mut self,
         source: SourceId,
@@ -244,19 +265,12 @@ impl State {
         let mut reached = Vec::with_capacity(changes.len());
         let mut changed = false;
         for (key, spec) in changes {
-            reached.push(key.clone());
             let owner = source.clone();
             let result = match spec {
-                Some(spec) => {
-                    let upsert = Change::Upsert {
-                        key,
-                        spec,
-                        source: owner,
-                    };
-                    self.apply(upsert, now, touched, admission)
-                }
-                None => self.remove_owned(key, owner, touched),
+                Some(spec) => self.upsert_checked(&key, spec, owner, now, touched, admission),
+                None => self.remove_owned(&key, owner, touched),
             };
+            reached.push(key);
             match result {
                 Ok(part) => changed |= part,
                 Err(error) => {

@@ -440,14 +440,7 @@ impl State {
         }
         let updated = time(record.updated);
         let created = time(record.created);
-        let upserted = self.upsert(
-            key.clone(),
-            record.spec,
-            record.owner,
-            updated,
-            touched,
-            None,
-        );
+        let upserted = self.upsert(key, record.spec, record.owner, updated, touched, None);
         if upserted.is_ok() {
             let _ = self.update_instance(key, touched, |i| {
                 i.created = created.into();

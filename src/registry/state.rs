@@ -155,16 +155,9 @@ impl State {
     ) -> Result<bool, ChangeError> {
         match change {
             Change::Upsert { key, spec, source } => {
-                // Whatever sent it (a log an older release wrote, too): nothing out of
-                // bounds reaches the health task.
-                super::check::health_bounds(&spec)
-                    .map_err(|e| ChangeError::Invalid(e.to_string()))?;
-                // Nor more named ports, or longer names, than DNS answers.
-                super::validate::ports(spec.ports())
-                    .map_err(|e| ChangeError::Invalid(e.to_string()))?;
-                self.upsert(key, spec, source, now, touched, admission)
+                self.upsert_checked(&key, spec, source, now, touched, admission)
             }
-            Change::Remove { key, source } => self.remove_owned(key, source, touched),
+            Change::Remove { key, source } => self.remove_owned(&key, source, touched),
             Change::Batch { source, changes } => {
                 self.batch(source, changes, now, touched, admission)
             }
