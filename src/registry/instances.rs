@@ -42,26 +42,15 @@ fn admit_instance(
     Ok(())
 }
 
-impl State {
-    /// [`State::upsert`] of a [`Change::Upsert`](super::Change::Upsert) or a batch's
-    /// part: the spec is checked first, whatever sent it (a log an older release wrote,
-    /// too).
-    pub(super) fn upsert_checked(
-        &mut self,
-        key: &InstanceKey,
-        spec: InstanceSpec,
-        source: SourceId,
-        now: SystemTime,
-        touched: &mut Touched,
-        admission: Option<&Admission>,
-    ) -> Result<bool, ChangeError> {
-        // Nothing out of bounds reaches the health task.
-        super::check::health_bounds(&spec).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-        // Nor more named ports, or longer names, than DNS answers.
-        super::validate::ports(spec.ports()).map_err(|e| ChangeError::Invalid(e.to_string()))?;
-        self.upsert(key, spec, source, now, touched, admission)
-    }
+/// The checks an upserted spec passes, whatever sent it (a [`Change::Upsert`](super::Change::Upsert),
+/// a batch's part, a log an older release wrote): nothing out of bounds reaches the
+/// health task, nor more named ports, or longer names, than DNS answers.
+pub(super) fn check_spec(spec: &InstanceSpec) -> Result<(), ChangeError> {
+    super::check::health_bounds(spec).map_err(|e| ChangeError::Invalid(e.to_string()))?;
+    super::validate::ports(spec.ports()).map_err(|e| ChangeError::Invalid(e.to_string()))
+}
 
+impl State {
     /// Registers or replaces an instance, creating its service implicitly if needed; an
     /// instance another source owns is refused, and an API registration (`admission`)
     /// that would pass a ceiling. The service is found once, for all of that.
@@ -267,7 +256,8 @@ impl State {
         for (key, spec) in changes {
             let owner = source.clone();
             let result = match spec {
-                Some(spec) => self.upsert_checked(&key, spec, owner, now, touched, admission),
+                Some(spec) => check_spec(&spec)
+                    .and_then(|()| self.upsert(&key, spec, owner, now, touched, admission)),
                 None => self.remove_owned(&key, owner, touched),
             };
             reached.push(key);

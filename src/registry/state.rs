@@ -155,7 +155,8 @@ impl State {
     ) -> Result<bool, ChangeError> {
         match change {
             Change::Upsert { key, spec, source } => {
-                self.upsert_checked(&key, spec, source, now, touched, admission)
+                super::instances::check_spec(&spec)?;
+                self.upsert(&key, spec, source, now, touched, admission)
             }
             Change::Remove { key, source } => self.remove_owned(&key, source, touched),
             Change::Batch { source, changes } => {
