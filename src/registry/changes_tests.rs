@@ -220,3 +220,20 @@ fn a_sync_larger_than_the_ring_keeps_its_last_changes_and_every_services_index()
     assert_eq!(recent.service_index("internal", "db"), 1 + half as u64);
     assert_eq!(recent.service_index("internal", "web"), last);
 }
+
+#[test]
+fn a_copy_taken_before_a_change_tells_the_services_new_index() {
+    let a = registered("a");
+    let mut recent = RecentChanges::new(1);
+    let copy = recent.clone();
+    append(
+        &mut recent,
+        vec![instance(Event::Registered, "web", &a)],
+        2,
+        SystemTime::now(),
+    );
+    // The entries are the copy's own; the index table is shared and live.
+    assert_eq!(copy.index(), 1);
+    assert_eq!(copy.service_index("internal", "web"), 2);
+    assert_eq!(copy.service_index("internal", "db"), 1);
+}

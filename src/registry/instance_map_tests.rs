@@ -95,6 +95,49 @@ fn ids_are_kept_in_byte_order_and_compared_with_their_case() {
 }
 
 #[test]
+fn ids_that_share_their_first_bytes_or_end_in_zeros_keep_their_order() {
+    // A search compares the first 8 bytes (zero-padded) before the whole id: ids equal
+    // there, or equal but for trailing zero bytes, must still order and match exactly.
+    let shared = [
+        "arn:aws:ecs:task/b",
+        "arn:aws:ecs:task/a",
+        "arn:aws:ecs:task/a1",
+        "",
+        "a",
+        "a\0",
+        "a\0\0",
+        "abcdefgh",
+        "abcdefgh\0",
+        "abcdefghi",
+        "abcdefg",
+        "é",
+        "ÿ",
+        "e",
+    ];
+    let mut map = InstanceMap::default();
+    let mut model = BTreeMap::new();
+    for id in shared {
+        let new = instance(id, 1);
+        model.insert(id.to_owned(), new.clone());
+        assert!(map.insert(new).is_none());
+        check(&map, &model);
+    }
+    for absent in [
+        "arn:aws:ecs:task/",
+        "arn:aws:ecs:task/a0",
+        "a\0\0\0",
+        "abcdefgh\0\0",
+    ] {
+        assert!(map.get(absent).is_none(), "{absent:?}");
+    }
+    for id in ["abcdefgh\0", "a\0", "arn:aws:ecs:task/a"] {
+        assert_eq!(map.remove(id).unwrap().id, id);
+        model.remove(id);
+        check(&map, &model);
+    }
+}
+
+#[test]
 fn an_insert_of_a_known_id_replaces_and_returns_the_old_instance() {
     for size in [3, LARGE + 10] {
         let mut map = filled(size);
