@@ -29,7 +29,7 @@ import dns.rcode
 
 import histogram
 from namespace import NAMESPACE, service_name
-from servers import query
+from servers import query, query_whole
 
 CHURN_ID = "churn"
 FSYNC = "muster_store_fsync_seconds"
@@ -123,7 +123,8 @@ class Churn:
             problem = _mismatch(instance, address)
             if problem:
                 stale.append(f"{CHURN_ID}.{svc}: {problem}")
-            addresses = {rr.address for rrset in query(self.muster.port, svc, "A", timeout=2).answer for rr in rrset}
+            whole = query_whole(self.muster.port, svc, "A", timeout=2)
+            addresses = {rr.address for rrset in whole.answer for rr in rrset}
             if address is not None and address not in addresses:
                 stale.append(f"{svc}: {address} missing from {sorted(addresses)}")
             if address is None and any(a.startswith("10.255.") for a in addresses):
