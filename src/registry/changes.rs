@@ -6,7 +6,8 @@
 //! writer records every publish ([`recorder`](super::recorder) turns a publish into
 //! entries); readers take an immutable [`RecentChanges`] from a
 //! [`RegistryHandle`](super::RegistryHandle) without reaching the writer or taking a
-//! lock. Must not: hold more than [`RECENT_CHANGES`] entries, or wake a waiter for a
+//! lock, but for a service's index, read under a lock the writer takes for one insertion
+//! per change (a namespace's deletion: one pass over the table). Must not: hold more than [`RECENT_CHANGES`] entries, or wake a waiter for a
 //! publish that changed nothing visible.
 //!
 //! **The index.** Each entry's index is `max(revision, previous index + 1)`, where
@@ -111,8 +112,8 @@ fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
-/// The recent changes as of one publish: immutable (but for each service's index, see
-/// [`ServiceIndexes`]) and O(1) to clone.
+/// The recent changes as of one publish: immutable (but for each service's index, one
+/// live table every copy shares: [`RecentChanges::service_index`]) and O(1) to clone.
 #[derive(Clone, Debug)]
 pub struct RecentChanges {
     /// Oldest first, at most [`RECENT_CHANGES`].

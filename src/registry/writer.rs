@@ -491,7 +491,8 @@ impl RegistryHandle {
     }
 
     /// The registry's recent changes (a bounded record, each change with its index);
-    /// lock-free, never waits for the writer.
+    /// its entries lock-free; a service's index under a lock the writer holds only for
+    /// one insertion per change ([`RecentChanges::service_index`]).
     pub fn recent_changes(&self) -> Arc<RecentChanges> {
         self.changes.recent()
     }
