@@ -120,6 +120,19 @@ impl<'z> Pick<'z> {
         }
     }
 
+    /// The fewest bytes the pick's answer records take in any encoding: each owner
+    /// compressed to a pointer (2), type, class, TTL and length (10), then the least
+    /// data of its type (an SRV target at least a pointer); glue not counted.
+    pub fn least_len(&self) -> usize {
+        let record = match self.kind {
+            PickKind::A => 16,
+            PickKind::Aaaa => 28,
+            PickKind::Srv | PickKind::SrvAlias | PickKind::Named(_) => 20,
+            PickKind::Cname => 14,
+        };
+        self.wanted.saturating_mul(record)
+    }
+
     /// Whether answers carry glue (SRV targets' addresses).
     pub fn has_glue(&self) -> bool {
         matches!(

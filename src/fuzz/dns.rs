@@ -156,7 +156,7 @@ fn fuzz_dns_fast_path() {
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
     let mut out = Vec::with_capacity(4096);
     fuzz("dns_fast_path", seeds(), DNS_TOKENS, |packet| {
-        let Handling::Answered { qtype, rcode } =
+        let Handling::Answered { qtype, rcode, .. } =
             respond(&zone, packet, LOCALHOST, settings, &mut scratch, &mut out)
         else {
             return Ok(outcome(0));

@@ -8,8 +8,10 @@
 //! configured payload size with DO copied and NSID when asked for, as the full path does.
 //!
 //! Sizes follow the full path's rule: a response is answered here only if its
-//! uncompressed size bound fits the client's payload (over TCP, a whole message); one that
-//! might not goes to the full path, which truncates exactly as before.
+//! uncompressed size bound fits the client's payload (over TCP, a whole message). A UDP
+//! pick that cannot fit even at its smallest encoding gets the full path's truncated
+//! response here (no records, TC set), without building it; one that might fit goes to
+//! the full path, which encodes it to find out.
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -30,6 +32,7 @@ use crate::dns::zone::{NamespaceRecords, ZoneSnapshot};
 const FLAG_QR: u8 = 0x80;
 const FLAG_RA: u8 = 0x80;
 const FLAG_AA: u8 = 0x04;
+const FLAG_TC: u8 = 0x02;
 const FLAG_RD: u8 = 0x01;
 const FLAG_CD: u8 = 0x10;
 
@@ -63,6 +66,8 @@ pub enum Handling {
     Answered {
         qtype: RecordType,
         rcode: ResponseCode,
+        /// Sent empty with TC set: the answer cannot fit the client's payload size.
+        truncated: bool,
     },
     /// Not something the fast path answers: the full path must.
     HandOff,
@@ -222,9 +227,14 @@ pub fn respond(
         Plan::Pick(pick) => subnet.zip(pick.scope),
         _ => None,
     };
+    let echo_len = echo.map_or(0, |(subnet, _)| client_subnet_len(subnet));
+    // The OPT record as written below, which the full path's response has too.
+    let opt_len = query
+        .edns
+        .map_or(0, |_| OPT_LEN + nsid_option_len + echo_len);
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
-    let (rcode, counts) = match plan {
+    let (rcode, counts, truncated) = match plan {
         Plan::Refused | Plan::ServFail => return Handling::HandOff,
         Plan::Negative(rcode, namespace) => {
             let soa = namespace.soa.view();
@@ -232,17 +242,28 @@ pub fn respond(
                 return Handling::HandOff;
             }
             soa.put_full(out);
-            (rcode, [0, 1, 0])
+            (rcode, [0, 1, 0], false)
         }
         Plan::Single(rr) => {
             if rr.len() > budget {
                 return Handling::HandOff;
             }
             rr.put_with_owner_at(out, QUESTION_POINTER);
-            (ResponseCode::NoError, [1, 0, 0])
+            (ResponseCode::NoError, [1, 0, 0], false)
+        }
+        // What the full path would encode only to find it too large: a client asking
+        // for a large service whole must not cost as much as building its answer.
+        Plan::Pick(pick)
+            if !settings.over_tcp
+                && pick
+                    .least_len()
+                    .saturating_add(query.question_end + opt_len)
+                    > limit =>
+        {
+            (ResponseCode::NoError, [0, 0, 0], true)
         }
         Plan::Pick(pick) => match put_pick(&pick, budget, scratch, out) {
-            Some(counts) => (ResponseCode::NoError, counts),
+            Some(counts) => (ResponseCode::NoError, counts, false),
             None => return Handling::HandOff,
         },
     };
@@ -255,7 +276,6 @@ pub fn respond(
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&max_payload.to_be_bytes());
         out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
-        let echo_len = echo.map_or(0, |(subnet, _)| client_subnet_len(subnet));
         out.extend_from_slice(&((nsid_option_len + echo_len) as u16).to_be_bytes());
         if let Some(id) = nsid {
             out.extend_from_slice(&OPTION_NSID.to_be_bytes());
@@ -267,7 +287,8 @@ pub fn respond(
         }
         additionals += 1;
     }
-    out[2] = FLAG_QR | FLAG_AA | (packet[2] & FLAG_RD);
+    let tc = if truncated { FLAG_TC } else { 0 };
+    out[2] = FLAG_QR | FLAG_AA | tc | (packet[2] & FLAG_RD);
     let ra = if settings.recursion_available {
         FLAG_RA
     } else {
@@ -277,7 +298,11 @@ pub fn respond(
     for (at, count) in [(6, counts[0]), (8, counts[1]), (10, additionals)] {
         out[at..at + 2].copy_from_slice(&count.to_be_bytes());
     }
-    Handling::Answered { qtype, rcode }
+    Handling::Answered {
+        qtype,
+        rcode,
+        truncated,
+    }
 }
 
 /// The bytes of a Client Subnet option echoing `subnet`: code, length, family, the two

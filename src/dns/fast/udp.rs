@@ -191,8 +191,15 @@ impl Worker {
                 let packet = received.query(n);
                 let reply = replies.next_buffer();
                 match respond(&zone, packet, src.ip(), settings, &mut scratch, reply) {
-                    Handling::Answered { qtype, rcode } => {
+                    Handling::Answered {
+                        qtype,
+                        rcode,
+                        truncated,
+                    } => {
                         self.slot.count(Some(qtype), rcode);
+                        if truncated {
+                            self.handler.metrics().truncated.inc();
+                        }
                         if rrl.is_none_or(|rrl| rrl.admit(src.ip(), reply, now, &self.slot)) {
                             replies.push(n);
                         }

@@ -196,7 +196,7 @@ impl Queries {
                 &mut self.scratch,
                 &mut self.answer,
             ) {
-                Handling::Answered { qtype, rcode } => {
+                Handling::Answered { qtype, rcode, .. } => {
                     self.handler.metrics().count(Some(qtype), rcode);
                     output.push(&self.answer);
                 }
