@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import dns.flags
 import dns.message
@@ -160,6 +161,80 @@ def parse_dig(text):
         if section in ("ANSWER", "AUTHORITY", "ADDITIONAL"):
             result.sections[section].append(line.split())
     return result
+
+
+# --------------------------------------------------------------------------------------
+# /metrics
+
+
+class Sample(NamedTuple):
+    """One sample of a Prometheus text exposition: ``name{labels} value``."""
+
+    name: str
+    labels: dict
+    value: float
+
+
+_METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+_LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_NUMBER = r"[+-]?(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.|Inf|NaN)"
+# After the labels: the value, an optional timestamp, an optional OpenMetrics exemplar.
+_VALUE_RE = re.compile(rf" ({_NUMBER})(?: {_NUMBER})?(?: # .*)?")
+
+
+def parse_metrics(text):
+    r"""Every sample of a Prometheus (or OpenMetrics) text exposition, in order.
+
+    Comment lines (``# HELP``, ``# TYPE``, ``# EOF``) are skipped, label values unescaped
+    (``\\``, ``\"``, ``\n``), timestamps and exemplars dropped. Any other line raises
+    ValueError: what muster serves must parse as Prometheus would parse it.
+    """
+    return [_parse_sample(line) for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _parse_sample(line):
+    def malformed(why):
+        return ValueError(f"malformed /metrics line ({why}): {line!r}")
+
+    name = _METRIC_NAME_RE.match(line)
+    if not name:
+        raise malformed("no metric name")
+    at = name.end()
+    labels = {}
+    if line.startswith("{", at):
+        at += 1
+        while not line.startswith("}", at):
+            label = _LABEL_RE.match(line, at)
+            if not label:
+                raise malformed(f"no label at column {at}")
+            key, raw = label.groups()
+            if key in labels:
+                raise malformed(f"label {key} twice")
+            try:
+                labels[key] = re.sub(r"\\(.)", lambda e: _LABEL_ESCAPES[e.group(1)], raw)
+            except KeyError:
+                raise malformed(f"unknown escape in label {key}") from None
+            at = label.end()
+            if line.startswith(",", at):
+                at += 1
+            elif not line.startswith("}", at):
+                raise malformed(f"no comma or closing brace at column {at}")
+        at += 1
+    value = _VALUE_RE.fullmatch(line, at)
+    if not value:
+        raise malformed("no value")
+    return Sample(name.group(), labels, float(value.group(1)))
+
+
+def metric_value(text, name, **labels):
+    """The value of the first sample of ``name`` in ``text`` whose labels include
+    ``labels`` (compared as text), None when there is none."""
+    wanted = {k: str(v) for k, v in labels.items()}
+    for sample in parse_metrics(text):
+        if sample.name == name and wanted.items() <= sample.labels.items():
+            return sample.value
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -324,6 +399,14 @@ class Muster:
             aws_secret_access_key="test",
             config=botocore.config.Config(inject_host_prefix=False, retries={"max_attempts": 1}),
         )
+
+    def metric(self, name, **labels):
+        """The value of the first sample of ``name`` in /metrics whose labels include
+        ``labels``, 0.0 when there is none (a labelled series is often created at its first
+        count). A test that needs the sample to exist asserts it with :func:`metric_value`.
+        Python keywords as label names: ``m.metric(name, **{"class": "nxdomain"})``."""
+        value = metric_value(self.get("/metrics").text, name, **labels)
+        return 0.0 if value is None else value
 
     def service(self, ns, svc):
         r = self.get(f"/v1/namespaces/{ns}/services/{svc}")

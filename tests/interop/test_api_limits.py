@@ -18,7 +18,7 @@ import concurrent.futures
 import botocore.exceptions
 import pytest
 
-from harness import answer_rdata, rcode_text
+from harness import answer_rdata, parse_metrics, rcode_text
 
 
 def client(m):
@@ -184,8 +184,10 @@ def test_attribute_bytes_are_bounded(muster):
     assert (r.status_code, r.json()["field"]) == (400, "attributes"), r.text
 
 
-def metric_lines(m):
-    return [line for line in m.get("/metrics").text.splitlines() if 'namespace="churn' in line]
+def churn_series(m):
+    """The samples in /metrics of the namespaces the test below creates."""
+    samples = parse_metrics(m.get("/metrics").text)
+    return [s for s in samples if s.labels.get("namespace", "").startswith("churn")]
 
 
 def test_metrics_of_deleted_namespaces_go(muster):
@@ -195,7 +197,7 @@ def test_metrics_of_deleted_namespaces_go(muster):
     for i in range(50):
         op = sd.create_http_namespace(Name=f"churn{i}")
         ids.append(sd.get_operation(OperationId=op["OperationId"])["Operation"]["Targets"]["NAMESPACE"])
-    assert len(metric_lines(m)) >= 150  # healthy, unhealthy, services per namespace
+    assert len(churn_series(m)) >= 150  # healthy, unhealthy, services per namespace
     for namespace_id in ids:
         sd.delete_namespace(Id=namespace_id)
-    assert metric_lines(m) == []
+    assert churn_series(m) == []

@@ -25,13 +25,6 @@ def ids(m, svc="web"):
     return sorted(i["id"] for i in r.json()["instances"]) if r.status_code == 200 else []
 
 
-def metric(m, name):
-    for line in m.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} missing from /metrics")
-
-
 def test_a_dead_api_instance_is_deregistered_after_its_time_and_a_live_one_stays(muster):
     m = muster()
     dead = {"ipv4": "10.7.0.1", "port": 80, "heartbeat_ttl": "1s", "deregister_after": "2s"}
@@ -52,7 +45,7 @@ def test_a_dead_api_instance_is_deregistered_after_its_time_and_a_live_one_stays
     assert ids(m) == ["alive"]
     assert a_set(m) == ["10.7.0.2"]
     assert a_set(m, "dead.web.internal.") == "NXDOMAIN"
-    assert metric(m, "muster_health_deregistered_total") == 1
+    assert m.metric("muster_health_deregistered_total") == 1
     # Durable: a restart does not bring it back.
     m.restart()
     assert ids(m) == ["alive"]

@@ -7,7 +7,6 @@ are free). Clients are raw sockets speaking RFC 1035 framing, messages built and
 by dnspython."""
 
 import os
-import re
 import socket
 import struct
 import time
@@ -73,14 +72,6 @@ def refused_at_once(s):
     return took is not None and took < 1
 
 
-def metric(m, name, **labels):
-    text = m.get("/metrics").text
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = rf"^{re.escape(name)}{re.escape('{' + selector + '}') if labels else ''} (\d+)$"
-    found = re.search(pattern, text, re.M)
-    return int(found.group(1)) if found else 0
-
-
 def test_connections_from_one_source_are_capped(muster):
     m = muster(tcp_toml(max_connections=8, max_connections_per_source=3))
     m.put_instance("internal", "web", "i-1", {"ipv4": "10.0.0.5"})
@@ -91,9 +82,9 @@ def test_connections_from_one_source_are_capped(muster):
     assert refused_at_once(extra), "a 4th connection from 127.0.0.1 is closed at once"
     other = connect(m, source="127.0.0.2")
     assert answer_rdata(ask(other, "web.internal"), "A") == ["10.0.0.5"], "other sources are served"
-    assert metric(m, "muster_dns_tcp_refused_total", reason="source") == 1
+    assert m.metric("muster_dns_tcp_refused_total", reason="source") == 1
     mine.pop().close()
-    wait_until(lambda: metric(m, "muster_dns_tcp_connections") == 3, message="a closed connection frees its place")
+    wait_until(lambda: m.metric("muster_dns_tcp_connections") == 3, message="a closed connection frees its place")
     again = connect(m)
     assert answer_rdata(ask(again, "web.internal"), "A") == ["10.0.0.5"]
     for s in mine + [extra, other, again]:
@@ -108,8 +99,8 @@ def test_connections_are_capped_in_all(muster):
         assert ask(s, "web.internal").rcode() == dns.rcode.NOERROR
     extra = connect(m, source="127.0.0.9")
     assert refused_at_once(extra), "a 5th connection, from a new source, is closed at once"
-    assert metric(m, "muster_dns_tcp_refused_total", reason="total") == 1
-    assert metric(m, "muster_dns_tcp_connections") == 4
+    assert m.metric("muster_dns_tcp_refused_total", reason="total") == 1
+    assert m.metric("muster_dns_tcp_connections") == 4
     # UDP is not affected.
     assert answer_rdata(m.dns_query("web.internal"), "A") == ["10.0.0.5"]
     for s in held + [extra]:
@@ -200,8 +191,8 @@ def test_idle_clients_are_closed_but_a_slow_axfr_reader_is_not(muster, tmp_path)
     assert records >= 4 * SERVICES * PER_SERVICE, f"every record: {records} in {messages} messages"
     assert idle_closed, "the idle client was closed"
     assert 1.8 < idle_closed[0] - asked < 4
-    assert metric(m, "muster_dns_tcp_timeouts_total", kind="idle") >= 1
-    assert metric(m, "muster_dns_tcp_timeouts_total", kind="write") == 0
+    assert m.metric("muster_dns_tcp_timeouts_total", kind="idle") >= 1
+    assert m.metric("muster_dns_tcp_timeouts_total", kind="write") == 0
     reader.close()
 
 
@@ -217,12 +208,12 @@ def test_a_client_that_stops_reading_a_transfer_is_closed(muster, tmp_path):
         assert time.monotonic() - started < 0.5
     time.sleep(2.5)  # reads nothing for 3 idle timeouts
     wait_until(
-        lambda: metric(m, "muster_dns_tcp_timeouts_total", kind="write") == 1,
+        lambda: m.metric("muster_dns_tcp_timeouts_total", kind="write") == 1,
         timeout=3,
         message="the stalled connection is closed",
     )
     assert closed_within(reader, 10) is not None, "what was sent ends, then the connection"
-    assert metric(m, "muster_dns_tcp_connections") == 0
+    assert m.metric("muster_dns_tcp_connections") == 0
     reader.close()
 
 
@@ -324,7 +315,7 @@ def test_a_half_sent_message_is_closed(muster):
         if closed is not None:
             closed = time.monotonic() - started
     assert closed is not None and closed < 3, f"still open after {time.monotonic() - started:.1f} s"
-    assert metric(m, "muster_dns_tcp_timeouts_total", kind="message") == 1
+    assert m.metric("muster_dns_tcp_timeouts_total", kind="message") == 1
 
 
 def cpu_seconds(pid):
@@ -362,7 +353,7 @@ def test_running_out_of_descriptors_does_not_spin_and_tcp_recovers(muster, tmp_p
             return False
 
     wait_until(answered, timeout=10, message="TCP answers again once the connections closed")
-    assert metric(m, "muster_dns_tcp_accept_errors_total", reason="descriptors") > 0, "it ran out"
+    assert m.metric("muster_dns_tcp_accept_errors_total", reason="descriptors") > 0, "it ran out"
     assert m.log_tail(1000).count("cannot accept DNS TCP connections") == 1, "logged once per 10 s"
 
 
@@ -435,10 +426,10 @@ def test_clients_that_never_read_do_not_delay_udp_and_are_closed(muster):
     grew = rss_kib(m.proc.pid) - rss_before
     assert grew < 16 * 1024, f"VmRSS grew {grew} KiB"
     wait_until(
-        lambda: metric(m, "muster_dns_tcp_timeouts_total", kind="write") == STUFFERS,
+        lambda: m.metric("muster_dns_tcp_timeouts_total", kind="write") == STUFFERS,
         timeout=5,
         message="every connection that stopped reading is closed after idle_timeout",
     )
-    assert metric(m, "muster_dns_tcp_connections") == 0
+    assert m.metric("muster_dns_tcp_connections") == 0
     for s in stuffers:
         s.close()

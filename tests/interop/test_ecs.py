@@ -4,7 +4,6 @@ EventBridge endpoint, boto3 creates clusters and task definitions and runs tasks
 format (moto does not emit them). Answers are checked over DNS with dnspython.
 """
 
-import re
 import time
 
 import dns.rcode
@@ -22,19 +21,6 @@ def a_set(m, name="api.internal"):
     return sorted(answer_rdata(r, "A")) if r.rcode() == dns.rcode.NOERROR else dns.rcode.to_text(r.rcode())
 
 
-def metric(m, name, **labels):
-    """The value of one sample in /metrics (0 when absent)."""
-    wanted = {k: str(v) for k, v in labels.items()}
-    for line in m.get("/metrics").text.splitlines():
-        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(have.get(k) == v for k, v in wanted.items()):
-            return float(match.group(3))
-    return 0.0
-
-
 def start(muster, aws, clusters=("prod",), interval="1h", queue=True, extra=""):
     queue_url = aws.create_queue() if queue else None
     m = muster(NS + ecs_toml(clusters, aws.url, queue_url, interval, extra))
@@ -50,7 +36,7 @@ def test_readiness_waits_for_the_first_reconcile(muster, aws):
     # No cluster in moto yet: the reconcile fails, so the source never syncs.
     m = muster(NS + ecs_toml(["prod"], aws.url, interval="1s"))
     wait_until(
-        lambda: metric(m, "muster_ecs_api_errors_total", operation="ListTasks") >= 1,
+        lambda: m.metric("muster_ecs_api_errors_total", operation="ListTasks") >= 1,
         timeout=10,
         message="ListTasks fails (ClusterNotFoundException)",
     )
@@ -99,8 +85,8 @@ def test_tasks_enter_and_leave_the_moment_they_are_told_to_stop(muster, aws):
     )
     wait_until(lambda: a_set(m) == sorted([second, aws.ipv4(new)]), timeout=3, message="new task in DNS")
     wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="applied messages deleted")
-    assert metric(m, "muster_ecs_events_applied_total") == 3
-    assert metric(m, "muster_ecs_tasks", cluster="prod") == 2
+    assert m.metric("muster_ecs_events_applied_total") == 3
+    assert m.metric("muster_ecs_tasks", cluster="prod") == 2
 
 
 def test_unhealthy_tasks_leave_and_health_checked_tasks_wait_for_healthy(muster, aws):
@@ -129,12 +115,12 @@ def test_duplicate_and_reordered_events_are_resolved_by_version(muster, aws):
     aws.publish(aws.detail(a, desired="STOPPED", version=6), aws.detail(a, version=5))
     # The same event delivered twice (SQS is at-least-once).
     aws.publish(aws.detail(b, version=3), aws.detail(b, version=3))
-    wait_until(lambda: metric(m, "muster_ecs_events_received_total") == 5, timeout=5, message="5 events received")
+    wait_until(lambda: m.metric("muster_ecs_events_received_total") == 5, timeout=5, message="5 events received")
     wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="all deleted")
     assert a_set(m) == [aws.ipv4(b)]
-    assert metric(m, "muster_ecs_events_ignored_total", reason="stale") == 2
-    assert metric(m, "muster_ecs_events_ignored_total", reason="duplicate") == 1
-    assert metric(m, "muster_ecs_events_applied_total") == 2
+    assert m.metric("muster_ecs_events_ignored_total", reason="stale") == 2
+    assert m.metric("muster_ecs_events_ignored_total", reason="duplicate") == 1
+    assert m.metric("muster_ecs_events_applied_total") == 2
 
 
 def test_missed_events_are_fixed_by_the_reconcile_and_counted_as_drift(muster, aws):
@@ -142,14 +128,14 @@ def test_missed_events_are_fixed_by_the_reconcile_and_counted_as_drift(muster, a
     aws.register("api")
     old = aws.run("prod", "api", "api")[0]
     m = start(muster, aws, interval="1s")
-    assert metric(m, "muster_ecs_reconcile_drift_total", cluster="prod", kind="added") == 0
+    assert m.metric("muster_ecs_reconcile_drift_total", cluster="prod", kind="added") == 0
     # A task starts and another stops; neither event ever arrives.
     new = aws.run("prod", "api", "api")[0]
     aws.stop("prod", old)
     wait_until(lambda: a_set(m) == [aws.ipv4(new)], timeout=5, message="reconcile catches up")
-    assert metric(m, "muster_ecs_reconcile_drift_total", cluster="prod", kind="added") == 1
-    assert metric(m, "muster_ecs_reconcile_drift_total", cluster="prod", kind="removed") == 1
-    assert metric(m, "muster_ecs_reconcile_duration_seconds_count", cluster="prod") >= 2
+    assert m.metric("muster_ecs_reconcile_drift_total", cluster="prod", kind="added") == 1
+    assert m.metric("muster_ecs_reconcile_drift_total", cluster="prod", kind="removed") == 1
+    assert m.metric("muster_ecs_reconcile_duration_seconds_count", cluster="prod") >= 2
 
 
 def test_without_the_queue_reconciles_go_on_and_events_resume(muster, aws):
@@ -161,7 +147,7 @@ def test_without_the_queue_reconciles_go_on_and_events_resume(muster, aws):
     m = start(muster, aws, interval="1s", extra='long_poll = "1s"\n')
     aws.sqs.delete_queue(QueueUrl=aws.queue_url)
     wait_until(
-        lambda: metric(m, "muster_ecs_api_errors_total", operation="ReceiveMessage") >= 1,
+        lambda: m.metric("muster_ecs_api_errors_total", operation="ReceiveMessage") >= 1,
         timeout=10,
         message="receive errors counted",
     )
@@ -190,7 +176,7 @@ def test_ecs_api_down_keeps_every_record(muster, monkeypatch, tmp_path):
         assert before == sorted(aws.ipv4(t) for t in tasks)
         server.stop()
         wait_until(
-            lambda: metric(m, "muster_ecs_api_errors_total", operation="ListTasks") >= 2,
+            lambda: m.metric("muster_ecs_api_errors_total", operation="ListTasks") >= 2,
             timeout=15,
             message="failed reconciles counted",
         )
@@ -208,9 +194,9 @@ def test_malformed_messages_are_counted_and_deleted_or_kept(muster, aws, mode):
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="this is not an event")
     other = '{"detail-type": "ECS Container Instance State Change", "detail": {}}'
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=other)
-    wait_until(lambda: metric(m, "muster_ecs_events_malformed_total") >= 1, timeout=5, message="malformed counted")
+    wait_until(lambda: m.metric("muster_ecs_events_malformed_total") >= 1, timeout=5, message="malformed counted")
     wait_until(
-        lambda: metric(m, "muster_ecs_events_ignored_total", reason="other_event") == 1,
+        lambda: m.metric("muster_ecs_events_ignored_total", reason="other_event") == 1,
         timeout=5,
         message="other event ignored",
     )
@@ -233,11 +219,11 @@ def test_a_thousand_tasks_in_fifty_services_across_two_clusters(muster, aws):
     for service, addresses in expected.items():
         assert a_set(m, f"{service}.internal") == addresses, service
     for cluster in clusters:
-        assert metric(m, "muster_ecs_tasks", cluster=cluster) == 500
+        assert m.metric("muster_ecs_tasks", cluster=cluster) == 500
     # Per cluster: one ListTasks page (moto does not paginate) and 5 DescribeTasks of 100;
     # each task definition once.
-    assert metric(m, "muster_ecs_api_calls_total", operation="DescribeTasks") == 10
-    assert metric(m, "muster_ecs_api_calls_total", operation="DescribeTaskDefinition") == 50
+    assert m.metric("muster_ecs_api_calls_total", operation="DescribeTasks") == 10
+    assert m.metric("muster_ecs_api_calls_total", operation="DescribeTaskDefinition") == 50
 
 
 # --------------------------------------------------------------------------------------
@@ -254,8 +240,8 @@ def task_id(task):
 
 def lookups(m):
     return (
-        metric(m, "muster_ecs_api_calls_total", operation="DescribeContainerInstances"),
-        metric(m, "muster_ecs_api_calls_total", operation="DescribeInstances"),
+        m.metric("muster_ecs_api_calls_total", operation="DescribeContainerInstances"),
+        m.metric("muster_ecs_api_calls_total", operation="DescribeInstances"),
     )
 
 
@@ -288,7 +274,7 @@ def test_bridge_tasks_are_reached_at_their_container_instance_on_their_host_port
         [f"1 1 32769 {first}.web.internal.", f"1 1 32771 {task_id(second)}.web.internal."]
     )
     assert lookups(m) == (1, 1), "no new ECS or EC2 call for a cached container instance"
-    assert metric(m, "muster_ecs_container_instances") == 1
+    assert m.metric("muster_ecs_container_instances") == 1
 
     # The stop intent removes it at once, as for awsvpc tasks.
     aws.publish(aws.ec2_detail(web, [(8080, 32768), (9090, 32769)], desired="STOPPED", version=2))
@@ -298,7 +284,7 @@ def test_bridge_tasks_are_reached_at_their_container_instance_on_their_host_port
         message="stop intent removes the bridge task",
     )
     wait_until(lambda: aws.queue_depth() == 0, timeout=5, message="every message deleted, waiting ones too")
-    assert metric(m, "muster_ecs_tasks_skipped_total", reason="no_address") == 0
+    assert m.metric("muster_ecs_tasks_skipped_total", reason="no_address") == 0
 
 
 def test_host_and_bridge_tasks_on_the_reconcile_path(muster, aws):
@@ -320,18 +306,18 @@ def test_host_and_bridge_tasks_on_the_reconcile_path(muster, aws):
     assert [r.split()[2] for r in srv_set(m, "fixed.internal")] == ["31000"]
     # Both container instances in one batch of each call, then served from the cache.
     assert lookups(m) == (1, 1)
-    count = metric(m, "muster_ecs_reconcile_duration_seconds_count", cluster="prod")
+    count = m.metric("muster_ecs_reconcile_duration_seconds_count", cluster="prod")
     wait_until(
-        lambda: metric(m, "muster_ecs_reconcile_duration_seconds_count", cluster="prod") >= count + 2,
+        lambda: m.metric("muster_ecs_reconcile_duration_seconds_count", cluster="prod") >= count + 2,
         timeout=10,
         message="two more reconciles",
     )
     assert lookups(m) == (1, 1)
-    assert metric(m, "muster_ecs_container_instances") == 2
+    assert m.metric("muster_ecs_container_instances") == 2
     # The task on B stops: B's address is dropped from the cache.
     aws.ecs.stop_task(cluster="prod", task=on_b["taskArn"], reason="test")
     wait_until(lambda: a_set(m, "hostnet.internal") == "NXDOMAIN", timeout=5, message="stopped task gone")
-    wait_until(lambda: metric(m, "muster_ecs_container_instances") == 1, timeout=5, message="cache trimmed")
+    wait_until(lambda: m.metric("muster_ecs_container_instances") == 1, timeout=5, message="cache trimmed")
 
 
 def test_named_ports_of_awsvpc_tasks(muster, aws):
@@ -378,7 +364,7 @@ def test_a_container_instance_ecs_does_not_know_keeps_the_task_out(muster, aws):
     event["containerInstanceArn"] = ci.rsplit("/", 1)[0] + "/0000deadbeef"
     aws.publish(event)
     wait_until(
-        lambda: metric(m, "muster_ecs_tasks_skipped_total", reason="no_address") == 1,
+        lambda: m.metric("muster_ecs_tasks_skipped_total", reason="no_address") == 1,
         timeout=5,
         message="counted as no_address",
     )

@@ -43,14 +43,6 @@ def instance(m, svc, iid):
     return next(i for i in m.service("internal", svc)["instances"] if i["id"] == iid)
 
 
-def metric(m, name, **labels):
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in m.get("/metrics").text.splitlines():
-        if line.startswith(f"{name}{{{selector}}} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def refused(m, body, field, svc="bad"):
     r = m.put_instance("internal", svc, "b-1", body, check=False)
     assert r.status_code == 400, f"{body}: {r.status_code} {r.text}"
@@ -113,7 +105,7 @@ def test_the_century_interval_is_refused_and_health_keeps_working(muster, loop):
         m.restart()
         assert m.get("/healthz").status_code == 200
         assert m.put(m.instance_path("internal", "hb", "beat") + "/heartbeat").status_code == 200
-        assert metric(m, "muster_task_restarts_total", task="health") == 0
+        assert m.metric("muster_task_restarts_total", task="health") == 0
     finally:
         target.close()
 
@@ -269,8 +261,8 @@ def test_a_check_that_cannot_run_for_want_of_descriptors_changes_nothing(muster,
             return False
 
     wait_until(answers, timeout=10, message="HTTP back")
-    inconclusive = metric(m, "muster_health_checks_total", result="inconclusive")
+    inconclusive = m.metric("muster_health_checks_total", result="inconclusive")
     assert inconclusive >= 3, f"{inconclusive} inconclusive checks: the test did not exhaust muster"
     body = instance(m, "web", "i-1")
     assert body["check_ok"] and body["check_reason"] is None, body
-    assert metric(m, "muster_health_transitions_total", result="unhealthy") == 0
+    assert m.metric("muster_health_transitions_total", result="unhealthy") == 0

@@ -91,14 +91,6 @@ def wait_dns(m, svc, want, message, timeout=DETECT):
     wait_until(lambda: a_records(m, svc) == want, timeout=timeout, interval=0.01, message=message)
 
 
-def metric(m, name, **labels):
-    """A counter's value in /metrics (0 when the series does not exist yet)."""
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{{re.escape(selector)}\}})? (\S+)$", re.M)
-    found = pattern.search(m.get("/metrics").text)
-    return float(found.group(1)) if found else 0.0
-
-
 # --------------------------------------------------------------------------------------
 # Each production failure, detected and recovered
 
@@ -169,8 +161,8 @@ def test_failure_is_detected_and_recovered(muster, servers, kind):
     wait_dns(m, "web", [ANCHOR, target.ip], f"{kind}: i-1 back in DNS")
     body = instance(m, "web", "i-1")
     assert body["healthy"] is True and body["check_reason"] == "2 consecutive checks passed", body
-    assert metric(m, "muster_health_transitions_total", result="unhealthy") == 1
-    assert metric(m, "muster_health_transitions_total", result="healthy") == 1
+    assert m.metric("muster_health_transitions_total", result="unhealthy") == 1
+    assert m.metric("muster_health_transitions_total", result="healthy") == 1
 
 
 def test_http_check_notices_a_closed_listener(muster, servers):
@@ -223,8 +215,8 @@ def test_one_slow_answer_does_not_flap(muster, servers):
         seen.add(tuple(a_records(m, "web")))
         time.sleep(0.005)
     assert seen == {tuple(sorted([ANCHOR, target.ip]))}, "never left DNS"
-    assert metric(m, "muster_health_checks_total", result="fail") == 1, "the slow answer was a failed check"
-    assert metric(m, "muster_health_transitions_total", result="unhealthy") == 0
+    assert m.metric("muster_health_checks_total", result="fail") == 1, "the slow answer was a failed check"
+    assert m.metric("muster_health_transitions_total", result="unhealthy") == 0
     assert instance(m, "web", "i-1")["check_reason"] is None
 
 

@@ -7,7 +7,6 @@ Every test here runs on loopback, which RRL exempts by default, so the tests tha
 limits clear `exempt` (or list other addresses in it). Sources in other prefixes are
 other loopback addresses (127.0.1.1 is outside 127.0.0.0/24)."""
 
-import re
 import socket
 import time
 
@@ -68,10 +67,9 @@ def query(name, rdtype="SRV", edns=True):
     return dns.message.make_query(name, rdtype, use_edns=0 if edns else False, payload=1232).to_wire()
 
 
-def metric(m, name, cls):
-    text = m.get("/metrics").text
-    found = re.search(r'muster_dns_rrl_%s_total\{class="%s"\} (\d+)' % (name, cls), text)
-    return int(found.group(1)) if found else 0
+def rrl_total(m, name, cls):
+    """``muster_dns_rrl_<name>_total`` of one class (a label whose name is a keyword)."""
+    return m.metric(f"muster_dns_rrl_{name}_total", **{"class": cls})
 
 
 def test_a_flood_from_one_source_gets_its_rate_then_slips_every_other_response(muster):
@@ -88,8 +86,8 @@ def test_a_flood_from_one_source_gets_its_rate_then_slips_every_other_response(m
         assert not r.answer and not r.additional and r.question[0].name.to_text() == "web.internal."
         assert r.edns == 0, "an EDNS query's TC answer keeps its OPT (RFC 6891)"
     dropped = sent - len(whole) - len(truncated)
-    assert metric(m, "slipped", "positive") == len(truncated)
-    assert metric(m, "dropped", "positive") == dropped
+    assert rrl_total(m, "slipped", "positive") == len(truncated)
+    assert rrl_total(m, "dropped", "positive") == dropped
     # The flood's victim is limited for this name and type; another name is not.
     whole, _, _ = flood(m.dns_port, [query("web.internal", "A")] * 5)
     assert len(whole) == 5
@@ -101,12 +99,12 @@ def test_nxdomains_share_one_limit_per_zone_and_errors_one_per_prefix(muster):
     whole, truncated, _ = flood(m.dns_port, names)
     assert 10 <= len(whole) <= 11 and all(r.rcode() == dns.rcode.NXDOMAIN for r in whole)
     assert len(truncated) == 100 - len(whole), "slip 1: every limited response slips"
-    assert metric(m, "slipped", "nxdomain") == len(truncated)
+    assert rrl_total(m, "slipped", "nxdomain") == len(truncated)
     # Names outside the namespaces are REFUSED: all of a prefix's errors share a limit.
     outside = [query(f"host{n}.example.com", "A") for n in range(50)]
     whole, truncated, _ = flood(m.dns_port, outside)
     assert 10 <= len(whole) <= 11 and all(r.rcode() == dns.rcode.REFUSED for r in whole)
-    assert metric(m, "slipped", "error") == len(truncated) == 50 - len(whole)
+    assert rrl_total(m, "slipped", "error") == len(truncated) == 50 - len(whole)
 
 
 def test_other_prefixes_and_exempt_sources_are_not_limited(muster):
@@ -133,7 +131,7 @@ def test_rrl_off_changes_nothing(muster):
     register(m)
     whole, truncated, _ = flood(m.dns_port, [query("web.internal")] * 2000, settle=2.0)
     assert (len(whole), len(truncated)) == (2000, 0)
-    assert "muster_dns_rrl_" not in m.get("/metrics").text or metric(m, "dropped", "positive") == 0
+    assert rrl_total(m, "dropped", "positive") == 0
 
 
 def test_a_resolver_in_front_gets_every_answer_over_tcp_after_tc(muster, tmp_path):
@@ -150,5 +148,5 @@ def test_a_resolver_in_front_gets_every_answer_over_tcp_after_tc(muster, tmp_pat
         assert len(answer_rdata(r, "SRV")) == 4
     finally:
         unbound.stop()
-    slipped = metric(m, "slipped", "nxdomain")
+    slipped = rrl_total(m, "slipped", "nxdomain")
     assert slipped >= 30, f"unbound was limited {slipped} times, so it came back over TCP"
