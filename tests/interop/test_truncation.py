@@ -1,6 +1,6 @@
-"""Answers that do not fit: TC over UDP, a valid message within the size limit, the OPT kept
-when the query had one; TCP carries everything. DESIGN.md "EDNS0" and the answer policy's
-``max_answers = 0`` ("all that fit").
+"""Answers that do not fit: TC over UDP (and counted), a valid message within the size
+limit, the OPT kept when the query had one; TCP carries everything. DESIGN.md "EDNS0" and
+the answer policy's ``max_answers = 0`` ("all that fit").
 
 One server for the module, all with max_answers = 0: "big" has 200 instances (never fits in
 UDP), "bigmid" 60 (fits in 1232 bytes, not in 512), "bigsmall" 20 (fits in 512).
@@ -106,6 +106,29 @@ def test_client_payload_size_is_honoured(big):
     assert "tc" not in out.flags and len(out.rdata("ANSWER", "A")) == MID, out.text
     out = parse_dig(big.kdig("+ignore", "+bufsize=512", "bigmid.internal", "A"))
     assert "tc" in out.flags, out.text
+
+
+def test_truncated_udp_answers_are_counted(big):
+    """muster_dns_truncated_total counts each UDP answer sent with TC, whichever path sent
+    it: the fast path truncates an answer that cannot fit even at its smallest encoding
+    (200 or 60 A records), the full path one it encodes to find too large (20 SRV records
+    with their glue in 512 bytes)."""
+    queries = [  # name, type, EDNS payload (None: no EDNS), truncated
+        ("big.internal", "A", None, True),
+        ("big.internal", "A", 1232, True),
+        ("bigmid.internal", "A", None, True),
+        ("bigmid.internal", "A", 1232, False),
+        ("bigsmall.internal", "SRV", None, True),
+        ("bigsmall.internal", "SRV", 512, True),
+        ("bigsmall.internal", "SRV", 1232, False),
+        ("bigsmall.internal", "A", None, False),
+    ]
+    before = big.metric("muster_dns_truncated_total")
+    for name, rdtype, payload, truncated in queries:
+        r = big.dns_query(name, rdtype, edns=payload is not None, payload=payload)
+        assert bool(r.flags & dns.flags.TC) == truncated, (name, rdtype, payload, r.wire_len)
+    counted = big.metric("muster_dns_truncated_total") - before
+    assert counted == sum(t for *_, t in queries), f"{counted} truncated answers counted"
 
 
 def test_dig_sees_tc_and_retries_over_tcp(big):
