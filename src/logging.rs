@@ -1,8 +1,9 @@
 //! Logging that clients cannot flood: the default filter, and a throttle for what a
-//! client can cause once per packet or request.
+//! client can cause once per packet or request. Also how text a client chose goes into a
+//! metric's labels ([`LabelText`]).
 //!
-//! Owns: [`DEFAULT_FILTER`] and [`Throttle`]. Must not: allocate, lock or format
-//! anything per event that is not logged.
+//! Owns: [`DEFAULT_FILTER`], [`Throttle`] and [`LabelText`]. Must not: allocate, lock or
+//! format anything per event that is not logged.
 //!
 //! The rule: nothing a client sends is logged per packet at the default level. What a
 //! client can cause is counted in metrics, and logged at most once per interval with
@@ -20,9 +21,12 @@
 //! }
 //! ```
 
+use std::fmt::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 /// The log filter when `MUSTER_LOG` is not set: muster's own events at `info` (none of
 /// them per packet or request), hickory's crates at `error` only, because they log per
@@ -80,6 +84,30 @@ fn elapsed() -> u64 {
         .max(1)
 }
 
+/// A metric label value that is text someone chose (a namespace a client created, a
+/// configured cluster or source), written with the exposition format's escapes (`\\`,
+/// `\"`, `\n`), which prometheus-client leaves out. Without them a Cloud Map namespace
+/// named `a"b` made the whole scrape unparseable, and one named `x",evil="1` added a
+/// label to its series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        let mut rest = self.0.as_str();
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..at])?;
+            encoder.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +121,39 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(throttle.hit(), Some(10_001));
         assert_eq!(throttle.hit(), None);
+    }
+
+    #[test]
+    fn label_text_is_escaped_so_it_cannot_end_its_value() {
+        use prometheus_client::encoding::EncodeLabelSet;
+        use prometheus_client::metrics::{family::Family, gauge::Gauge};
+
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Labels {
+            namespace: LabelText,
+        }
+        let family = Family::<Labels, Gauge>::default();
+        for name in ["plain", "q\"x\\y", "x\",evil=\"1", "two\nlines"] {
+            family
+                .get_or_create(&Labels {
+                    namespace: LabelText(name.to_owned()),
+                })
+                .set(1);
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("namespaces", "", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"namespaces{namespace="plain"} 1"#,
+            r#"namespaces{namespace="q\"x\\y"} 1"#,
+            r#"namespaces{namespace="x\",evil=\"1"} 1"#,
+            r#"namespaces{namespace="two\nlines"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
     }
 }

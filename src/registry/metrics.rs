@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use super::change::Change;
 use super::snapshot::Snapshot;
+use crate::logging::LabelText;
 
 /// The causes `muster_registry_publish_lag_seconds{cause}` tells apart: a fixed set, so
 /// the label is bounded whatever clients send.
@@ -35,7 +36,7 @@ const LAG_BUCKETS: [f64; 16] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabels {
-    namespace: String,
+    namespace: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,7 +50,7 @@ fn lag_histogram() -> Histogram {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
-    namespace: String,
+    namespace: LabelText,
     health: &'static str,
 }
 
@@ -141,12 +142,12 @@ impl RegistryMetrics {
         for gone in observed.iter().filter(|n| snapshot.namespace(n).is_none()) {
             for health in ["healthy", "unhealthy"] {
                 self.instances.remove(&InstanceLabels {
-                    namespace: gone.clone(),
+                    namespace: LabelText(gone.clone()),
                     health,
                 });
             }
             self.services.remove(&NamespaceLabels {
-                namespace: gone.clone(),
+                namespace: LabelText(gone.clone()),
             });
         }
         observed.clear();
@@ -155,7 +156,7 @@ impl RegistryMetrics {
             let healthy: usize = namespace.services.values().map(|s| s.healthy_count()).sum();
             let total = namespace.instance_count();
             let labels = |health| InstanceLabels {
-                namespace: name.clone(),
+                namespace: LabelText(name.clone()),
                 health,
             };
             self.instances
@@ -165,7 +166,7 @@ impl RegistryMetrics {
                 .get_or_create(&labels("unhealthy"))
                 .set((total - healthy) as i64);
             let namespace_labels = NamespaceLabels {
-                namespace: name.clone(),
+                namespace: LabelText(name.clone()),
             };
             self.services
                 .get_or_create(&namespace_labels)

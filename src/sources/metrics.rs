@@ -11,11 +11,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::logging::LabelText;
 use crate::registry::SourceId;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
-    source: String,
+    source: LabelText,
 }
 
 /// The sources' gauges, set as each source syncs (not per scrape).
@@ -27,7 +28,7 @@ pub struct SourceMetrics {
 
 fn labels(id: &SourceId) -> SourceLabels {
     SourceLabels {
-        source: id.to_string(),
+        source: LabelText(id.to_string()),
     }
 }
 

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use super::mapping::Out;
 use super::state::Drift;
+use crate::logging::LabelText;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
@@ -19,12 +20,12 @@ struct Reason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Cluster {
-    cluster: String,
+    cluster: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DriftLabels {
-    cluster: String,
+    cluster: LabelText,
     kind: &'static str,
 }
 
@@ -228,7 +229,7 @@ impl EcsMetrics {
 
     pub fn reconciled(&self, cluster: &str, took: Duration, drift: Drift, tasks: usize) {
         let cluster = Cluster {
-            cluster: cluster.to_owned(),
+            cluster: LabelText(cluster.to_owned()),
         };
         self.reconcile_duration
             .get_or_create(&cluster)
@@ -244,7 +245,7 @@ impl EcsMetrics {
             };
             self.drift.get_or_create(&labels).inc_by(count);
         }
-        self.tasks(&cluster.cluster, tasks);
+        self.tasks(&cluster.cluster.0, tasks);
     }
 
     pub fn container_instances(&self, cached: usize) {
@@ -254,7 +255,7 @@ impl EcsMetrics {
 
     pub fn tasks(&self, cluster: &str, tasks: usize) {
         let labels = Cluster {
-            cluster: cluster.to_owned(),
+            cluster: LabelText(cluster.to_owned()),
         };
         self.tasks
             .get_or_create(&labels)
