@@ -1,10 +1,12 @@
 """Answers that do not fit: TC over UDP (and counted), a valid message within the size
-limit, the OPT kept when the query had one; TCP carries everything. DESIGN.md "EDNS0" and
-the answer policy's ``max_answers = 0`` ("all that fit").
+limit, the OPT kept when the query had one; TCP carries everything a message can hold.
+DESIGN.md "EDNS0" and the answer policy's ``max_answers = 0`` ("all that fit").
 
 One server for the module, all with max_answers = 0: "big" has 200 instances (never fits in
 UDP), "bigmid" 60 (fits in 1232 bytes, not in 512), "bigsmall" 20 (fits in 512).
 """
+
+import subprocess
 
 import dns.flags
 import dns.rcode
@@ -164,3 +166,45 @@ def test_server_still_answers_small_queries(big):
     r = big.dns_query("i-7.big.internal", "A")
     assert not r.flags & dns.flags.TC
     assert answer_rdata(r, "A") == ["10.1.0.8"]
+
+
+HUGE = 1500
+
+
+def test_tcp_answer_larger_than_a_message_carries_all_that_fit(muster):
+    """1,500 SRV records and their glue take ~100 KB, more than a DNS message (65,535
+    bytes) holds. Over TCP the answer is the records that fit, each with its glue, in a
+    valid message without TC (max_answers = 0: all that fit), as dnspython and kdig read
+    it; the A records alone fit whole."""
+    huge = namespace_toml(ttl=5, negative_ttl=1, services=[{"match": "huge", "max_answers": 0}])
+    m = muster(huge + "[auth]\nwrite_rate = 0\n")
+    changes = [
+        {
+            "op": "register",
+            "service": "huge",
+            "id": f"instance-with-a-longer-id-{i:05}",
+            "instance": {"ipv4": f"10.9.{i // 250}.{i % 250 + 1}", "ipv6": f"fd00::2:{i:x}", "port": 8000 + i % 1000},
+        }
+        for i in range(HUGE)
+    ]
+    for at in range(0, HUGE, 500):
+        r = m.http.post(m.url("/v1/namespaces/internal/batch"), json={"changes": changes[at : at + 500]}, timeout=10)
+        assert r.status_code == 200, r.text
+    # dnspython refuses a message with trailing or missing bytes.
+    r = m.dns_query("huge.internal", "SRV", tcp=True)
+    assert r.rcode() == dns.rcode.NOERROR and not r.flags & dns.flags.TC, r.flags
+    srv = [rd for rrset in r.answer for rd in rrset]
+    assert 250 < len(srv) < HUGE, len(srv)
+    targets = {rd.target.to_text() for rd in srv}
+    glue = {rrset.name.to_text(): rrset.rdtype for rrset in r.additional if rrset.rdtype in (1, 28)}
+    assert set(glue) == targets, "the glue is that of the SRV records sent"
+    kdig = subprocess.run(
+        ["kdig", "+tcp", "-p", str(m.dns_port), "@127.0.0.1", "huge.internal", "SRV"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    out = kdig.stdout + kdig.stderr
+    assert kdig.returncode == 0 and "status: NOERROR" in out and "malformed" not in out, out
+    a = m.dns_query("huge.internal", "A", tcp=True)
+    assert len(answer_rdata(a, "A")) == HUGE

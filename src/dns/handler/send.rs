@@ -2,8 +2,8 @@
 //! not fit goes out empty with TC set), and the TSIG of a signed request's answer.
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Record;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -72,7 +72,8 @@ impl Handler {
     }
 
     /// Sends one response, with `opt` as its OPT record if given; over UDP, one that does
-    /// not fit the client's payload size goes out empty with TC set.
+    /// not fit the client's payload size goes out empty with TC set; over TCP, one that
+    /// does not fit a message carries the answers that fit ([`fitting`]).
     pub(super) async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -82,6 +83,33 @@ impl Handler {
         mut signer: Option<Signer>,
         opt: Option<&Edns>,
     ) -> ResponseInfo {
+        let opt_len = self.response_opt_len(request, opt);
+        let whole = |answers: &Vec<&Record>, additionals: &Vec<&Record>| {
+            let records = answers.iter().chain(authorities).chain(additionals);
+            size_bound(records, request) + opt_len
+        };
+        let overflows = |answers: &Vec<&Record>, additionals: &Vec<&Record>| {
+            let response = self.builder_with(request, opt).build(
+                metadata,
+                answers.iter().copied(),
+                authorities.iter().copied(),
+                [],
+                additionals.iter().copied(),
+            );
+            encoded(response).is_none_or(|bytes| overflowed(&bytes))
+        };
+        let trimmed;
+        let (answers, additionals) = if request.protocol() != Protocol::Udp
+            && whole(answers, additionals) > MAX_MESSAGE
+            && overflows(answers, additionals)
+        {
+            let budget =
+                MAX_MESSAGE.saturating_sub(HEADER_LEN + request.queries.as_bytes().len() + opt_len);
+            trimmed = fitting(answers, additionals, budget);
+            (&trimmed.0, &trimmed.1)
+        } else {
+            (answers, additionals)
+        };
         let build = |metadata| {
             self.builder_with(request, opt).build(
                 metadata,
@@ -99,8 +127,7 @@ impl Handler {
                 None => MIN_UDP_PAYLOAD,
             };
             let limit = usize::from(limit);
-            let records = answers.iter().chain(authorities).chain(additionals);
-            if size_bound(records, request) + self.response_opt_len(request, opt) > limit
+            if whole(answers, additionals) > limit
                 && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
             {
                 // Clients retry over TCP; an empty truncated message keeps its OPT, which a
@@ -127,6 +154,48 @@ pub(in crate::dns) fn response_metadata(request: &Metadata) -> Metadata {
 
 pub(super) fn refs(records: &[Record]) -> Vec<&Record> {
     records.iter().collect()
+}
+
+/// The largest DNS message (over TCP, RFC 1035 4.2.2).
+const MAX_MESSAGE: usize = u16::MAX as usize;
+
+/// Whether hickory gave up on encoding a message whole: past [`MAX_MESSAGE`] it stops at
+/// the record that overflows and sets TC (only it sets TC on what it encodes here).
+fn overflowed(message: &[u8]) -> bool {
+    message.len() > MAX_MESSAGE || message.get(2).is_none_or(|flags| flags & 0x02 != 0)
+}
+
+/// "All that fit" (`max_answers = 0`) over TCP, for an answer no message can hold (a
+/// service of a few thousand instances answered whole): the answers in their random
+/// order, each with its glue, while their uncompressed size (which is what hickory
+/// writes here) fits `budget`. hickory, asked to encode more than a message holds, sent
+/// a malformed one. The glue follows its SRV record in `additionals`, as
+/// [`answer`](crate::dns::answer::answer) puts it.
+fn fitting<'r>(
+    answers: &[&'r Record],
+    additionals: &[&'r Record],
+    budget: usize,
+) -> (Vec<&'r Record>, Vec<&'r Record>) {
+    let (mut kept, mut glue) = (Vec::new(), Vec::new());
+    let mut left = budget;
+    let mut rest = additionals;
+    for answer in answers {
+        let own = match &answer.data {
+            RData::SRV(srv) => rest.iter().take_while(|g| g.name == srv.target).count(),
+            _ => 0,
+        };
+        let (own, after) = rest.split_at(own);
+        rest = after;
+        let size =
+            record_len_bound(answer) + own.iter().map(|g| record_len_bound(g)).sum::<usize>();
+        let Some(remaining) = left.checked_sub(size) else {
+            break;
+        };
+        left = remaining;
+        kept.push(*answer);
+        glue.extend_from_slice(own);
+    }
+    (kept, glue)
 }
 
 /// A cheap upper bound of the response's size without name compression, but for its OPT
