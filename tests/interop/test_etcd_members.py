@@ -16,7 +16,6 @@ import dns.rcode
 from etcd_cluster import etcd_toml
 from harness import answer_rdata, namespace_toml, wait_until
 from moto_ecs import ecs_toml
-from test_ecs import metric
 from test_health_checks import HTTP_CHECK, LOOPBACK, servers  # noqa: F401 (servers: the fixture)
 
 NS = namespace_toml(services=[{"match": "*", "max_answers": 0}])
@@ -51,20 +50,20 @@ def test_members_hold_leases_and_a_dead_one_drops_out_within_the_ttl(muster, etc
     c = muster(toml)  # the default id: hostname and a random suffix
     for m in (a, b, c):
         ready(m)
-        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 3, timeout=5, message="3 members")
+        wait_until(lambda m=m: m.metric("muster_etcd_members") == 3, timeout=5, message="3 members")
     keys = member_keys(etcd_cluster)
     assert len(keys) == 3 and {"replica-a", "replica-b"} <= set(keys), keys
     # SIGKILL: nobody revokes the lease; etcd expires it.
     killed = time.monotonic()
     b.stop(signal.SIGKILL)
     for m in (a, c):
-        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 2, timeout=LEASE_TTL + 2, message="b gone")
+        wait_until(lambda m=m: m.metric("muster_etcd_members") == 2, timeout=LEASE_TTL + 2, message="b gone")
     took = time.monotonic() - killed
     assert took <= LEASE_TTL + 2, took
     assert "replica-b" not in member_keys(etcd_cluster)
     # A graceful stop revokes the lease: gone at once.
     a.stop()
-    wait_until(lambda: metric(c, "muster_etcd_members") == 1, timeout=1, message="a gone at once")
+    wait_until(lambda: c.metric("muster_etcd_members") == 1, timeout=1, message="a gone at once")
 
 
 def test_a_lease_ttl_out_of_bounds_is_refused(muster, etcd_cluster):
@@ -91,7 +90,7 @@ def ecs_replicas(muster, aws, cluster, tasks):
 
 
 def leader_of(replicas):
-    leaders = [m for m in replicas if metric(m, "muster_ecs_leader") == 1]
+    leaders = [m for m in replicas if m.metric("muster_ecs_leader") == 1]
     return leaders[0] if len(leaders) == 1 else None
 
 
@@ -105,16 +104,16 @@ def test_the_ecs_source_runs_on_one_replica_and_every_replica_serves_it(muster, 
         assert instance["source"] == "ecs:prod", instance
     # The other replica neither polls ECS nor reads the queue.
     for operation in ("ListTasks", "DescribeTasks"):
-        assert metric(leader, "muster_ecs_api_calls_total", operation=operation) >= 1
-        assert metric(other, "muster_ecs_api_calls_total", operation=operation) == 0, operation
+        assert leader.metric("muster_ecs_api_calls_total", operation=operation) >= 1
+        assert other.metric("muster_ecs_api_calls_total", operation=operation) == 0, operation
     # An event read by the leader reaches DNS on the other.
     aws.stop("prod", tasks[0])
     aws.publish(aws.detail(tasks[0], desired="STOPPED", version=2))
     wait_until(lambda: a_set(other) == [aws.ipv4(tasks[1])], timeout=3, message="the stop reaches the other")
     # (A receive is counted when its long poll returns: the leader's returned the event.)
-    assert metric(leader, "muster_ecs_api_calls_total", operation="ReceiveMessage") >= 1
-    assert metric(other, "muster_ecs_api_calls_total", operation="ReceiveMessage") == 0
-    assert metric(other, "muster_ecs_leader") == 0
+    assert leader.metric("muster_ecs_api_calls_total", operation="ReceiveMessage") >= 1
+    assert other.metric("muster_ecs_api_calls_total", operation="ReceiveMessage") == 0
+    assert other.metric("muster_ecs_leader") == 0
 
 
 def test_killing_the_ecs_leader_keeps_every_running_task_in_dns(muster, aws, etcd_cluster):
@@ -177,11 +176,11 @@ def test_killing_the_ecs_leader_keeps_every_running_task_in_dns(muster, aws, etc
         leader.stop(signal.SIGKILL)
         storm_thread = threading.Thread(target=storm, args=(4,), daemon=True)
         storm_thread.start()
-        wait_until(lambda: metric(survivor, "muster_ecs_leader") == 1, timeout=5 + 1, message="survivor leads")
+        wait_until(lambda: survivor.metric("muster_ecs_leader") == 1, timeout=5 + 1, message="survivor leads")
         took = time.monotonic() - killed
         print(f"ECS leader SIGKILLed -> the other leads in {took:.2f} s")
         assert took <= 5, f"takeover took {took:.1f} s"
-        assert metric(survivor, "muster_ecs_leader_transitions_total") == 1
+        assert survivor.metric("muster_ecs_leader_transitions_total") == 1
         storm_thread.join()
 
         def converged():
@@ -211,7 +210,7 @@ def test_a_deposed_ecs_leader_s_pending_write_never_lands(muster, aws, etcd_clus
     # e1 cuts it off (as a partition would) while its write outlives its lease.
     old = muster(source + etcd_toml(etcd_cluster.endpoints[:1], request_timeout="20s") + 'replica_id = "old"\n')
     ready(old)
-    wait_until(lambda: metric(old, "muster_ecs_leader") == 1, timeout=5, message="old leads")
+    wait_until(lambda: old.metric("muster_ecs_leader") == 1, timeout=5, message="old leads")
     new = muster(source + etcd_toml(etcd_cluster.endpoints[1:]) + 'replica_id = "new"\n')
     ready(new)
     wait_until(lambda: a_set(new) == [aws.ipv4(kept)], timeout=5, message="new serves the task")
@@ -221,12 +220,12 @@ def test_a_deposed_ecs_leader_s_pending_write_never_lands(muster, aws, etcd_clus
         # A task starts; the old leader reads its event and its write hangs on e1.
         (late,) = aws.run("prod", "api", "api")
         aws.publish(aws.detail(late))
-        wait_until(lambda: metric(old, "muster_ecs_events_received_total") >= 1, timeout=5, message="old got the event")
+        wait_until(lambda: old.metric("muster_ecs_events_received_total") >= 1, timeout=5, message="old got the event")
         # The task stops at once: the next leader's reconcile does not list it.
         aws.stop("prod", late)
-        wait_until(lambda: metric(new, "muster_ecs_leader") == 1, timeout=LEASE_TTL + 8, message="new leads")
+        wait_until(lambda: new.metric("muster_ecs_leader") == 1, timeout=LEASE_TTL + 8, message="new leads")
         wait_until(
-            lambda: metric(new, "muster_ecs_api_calls_total", operation="ListTasks") >= 1,
+            lambda: new.metric("muster_ecs_api_calls_total", operation="ListTasks") >= 1,
             timeout=5,
             message="new reconciled",
         )
@@ -241,8 +240,8 @@ def test_a_deposed_ecs_leader_s_pending_write_never_lands(muster, aws, etcd_clus
     ids = [i["id"] for i in new.service("internal", "api")["instances"]]
     assert late["taskArn"].rsplit("/", 1)[1] not in ids, ids
     assert len(ids) == 1, ids
-    assert metric(old, "muster_ecs_leader") == 0
-    assert metric(new, "muster_ecs_leader") == 1
+    assert old.metric("muster_ecs_leader") == 0
+    assert new.metric("muster_ecs_leader") == 1
 
 
 def test_each_check_runs_on_one_replica_and_moves_when_its_owner_dies(muster, etcd_cluster, servers):
@@ -251,14 +250,14 @@ def test_each_check_runs_on_one_replica_and_moves_when_its_owner_dies(muster, et
     replicas = [muster(toml + f'replica_id = "r{i}"\n') for i in range(3)]
     for m in replicas:
         ready(m)
-        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 3, timeout=5, message="3 members")
+        wait_until(lambda m=m: m.metric("muster_etcd_members") == 3, timeout=5, message="3 members")
     targets = [servers.http() for _ in range(6)]
     for i, target in enumerate(targets):
         body = {"ipv4": target.ip, "port": target.port, "check": HTTP_CHECK}
         replicas[i % 3].put_instance("internal", "web", f"i-{i}", body)
     # Every check runs on exactly one replica.
     owned = wait_until(
-        lambda: (lambda n: n if sum(n) == 6 else None)([metric(m, "muster_health_checks_owned") for m in replicas]),
+        lambda: (lambda n: n if sum(n) == 6 else None)([m.metric("muster_health_checks_owned") for m in replicas]),
         timeout=5,
         message="6 checks owned in all",
     )
@@ -275,8 +274,8 @@ def test_each_check_runs_on_one_replica_and_moves_when_its_owner_dies(muster, et
     replicas[victim].stop(signal.SIGKILL)
     survivors = [m for i, m in enumerate(replicas) if i != victim]
     for m in survivors:
-        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 2, timeout=LEASE_TTL + 2, message="victim gone")
-    wait_until(lambda: sum(metric(m, "muster_health_checks_owned") for m in survivors) == 6, timeout=2)
+        wait_until(lambda m=m: m.metric("muster_etcd_members") == 2, timeout=LEASE_TTL + 2, message="victim gone")
+    wait_until(lambda: sum(m.metric("muster_health_checks_owned") for m in survivors) == 6, timeout=2)
     for target in targets:
         target.mode = 500
     for m in survivors:
@@ -293,7 +292,7 @@ def test_a_heartbeat_to_any_replica_counts_on_every_replica(muster, etcd_cluster
     a, b, c = replicas
     for m in replicas:
         ready(m)
-        wait_until(lambda m=m: metric(m, "muster_etcd_members") == 3, timeout=5, message="3 members")
+        wait_until(lambda m=m: m.metric("muster_etcd_members") == 3, timeout=5, message="3 members")
     # Below etcd's lease minimum: refused, naming the field, and nothing registered.
     r = a.put_instance("internal", "hb", "short", {"ipv4": "10.2.0.99", "heartbeat_ttl": "1500ms"}, check=False)
     assert r.status_code == 400 and "heartbeat_ttl" in r.text, r.text
