@@ -11,13 +11,12 @@ JSON payload`).
 """
 
 import json
-import re
 import struct
 import zlib
 
 import pytest
 
-from harness import MusterStartError, answer_rdata
+from harness import MusterStartError, answer_rdata, metric_value
 
 NS = "internal"
 MAGIC = b"MUSTER01"
@@ -72,10 +71,9 @@ def expected(ids):
 
 
 def truncated_bytes_metric(m):
-    text = m.get("/metrics").text
-    found = re.search(r"^muster_store_truncated_bytes (\d+)$", text, re.M)
-    assert found, "muster_store_truncated_bytes is not in /metrics"
-    return int(found.group(1))
+    value = metric_value(m.get("/metrics").text, "muster_store_truncated_bytes")
+    assert value is not None, "muster_store_truncated_bytes is not in /metrics"
+    return int(value)
 
 
 # Each damage: (what it does to the file's bytes, how many of the last records it loses).

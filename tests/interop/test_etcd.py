@@ -24,7 +24,7 @@ import requests
 import urllib3
 
 from etcd_cluster import etcd_toml
-from harness import answer_rdata, namespace_toml, parse_dig, wait_until
+from harness import answer_rdata, metric_value, namespace_toml, parse_dig, wait_until
 from peers import Knot
 
 NS = "internal"
@@ -311,7 +311,7 @@ def test_writes_go_on_without_one_member_and_get_503_without_quorum(muster, etcd
         assert addresses(m, "web.internal.") == served
         assert m.get("/readyz").status_code == 200
         wait_until(lambda m=m: "etcd: unreachable" in m.get("/healthz?verbose").text, timeout=5)
-        assert "muster_etcd_up 0" in m.get("/metrics").text
+        assert metric_value(m.get("/metrics").text, "muster_etcd_up") == 0
     # Quorum back: writes resume and the replicas converge.
     etcd_cluster.start_member(follower)
     etcd_cluster.start_member(other)
@@ -376,11 +376,7 @@ def test_a_dead_instance_is_deregistered_once_for_every_replica(muster, etcd_clu
     for m in (a, b):
         wait_until(lambda m=m: ids(m) == ["kept"], timeout=8, message="the dead instance deregistered")
     assert addresses(b, "web.internal.") == ["10.1.0.2"]
-    counted = 0
-    for m in (a, b):
-        for line in m.get("/metrics").text.splitlines():
-            if line.startswith("muster_health_deregistered_total "):
-                counted += float(line.split()[1])
+    counted = sum(m.metric("muster_health_deregistered_total") for m in (a, b))
     assert counted == 1, "deregistered by more than one replica, or none"
 
 
@@ -490,7 +486,7 @@ def test_a_running_replica_cut_off_past_a_compaction_reloads_without_a_gap(muste
     etcd_cluster.start_member(2)
     wait_until(lambda: addresses(b, "web.internal.") == ["10.1.0.2"], timeout=15)
     wait_until(lambda: same_serial(a, b), timeout=5)
-    assert 'muster_etcd_reloads_total 2' in b.get("/metrics").text
+    assert b.metric("muster_etcd_reloads_total") == 2
 
 
 def test_import_and_export_move_the_api_state_between_the_log_and_etcd(muster, etcd_cluster):

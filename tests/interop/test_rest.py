@@ -3,12 +3,11 @@ field and change nothing, listings, metrics and probes. DESIGN.md "Interfaces" /
 """
 
 import json
-import re
 
 import dns.rcode
 import pytest
 
-from harness import answer_rdata
+from harness import answer_rdata, metric_value, parse_metrics
 
 NS = "internal"
 GOOD = {"ipv4": "10.0.0.5", "port": 8080}
@@ -195,14 +194,12 @@ def test_probes_and_metrics(web):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain") or "openmetrics" in r.headers["content-type"]
     text = r.text
-    queries = [
-        float(v) for v in re.findall(r"^muster_dns_queries_total(?:\{[^}]*\})?\s+([0-9.e+]+)", text, re.M)
-    ]
+    queries = [s.value for s in parse_metrics(text) if s.name == "muster_dns_queries_total"]
     assert queries, f"no muster_dns_queries_total sample in /metrics:\n{text}"
     assert sum(queries) >= 5, f"muster_dns_queries_total sums to {sum(queries)} after 5 queries"
-    rev = re.findall(r"^muster_registry_revision(?:\{[^}]*\})?\s+([0-9.e+]+)", text, re.M)
-    assert rev, f"no muster_registry_revision sample in /metrics:\n{text}"
-    assert float(rev[0]) == m.soa_serial()
+    rev = metric_value(text, "muster_registry_revision")
+    assert rev is not None, f"no muster_registry_revision sample in /metrics:\n{text}"
+    assert rev == m.soa_serial()
 
 
 # ---------------------------------------------------------------------------------------

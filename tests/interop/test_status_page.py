@@ -32,7 +32,7 @@ import urllib.parse
 import pytest
 import requests
 
-from harness import REPO, namespace_toml, new_token, toml_value, wait_until
+from harness import REPO, metric_value, namespace_toml, new_token, toml_value, wait_until
 
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = REPO / "target" / "test-artifacts" / "status"
@@ -253,8 +253,7 @@ def test_sources_page_shows_each_source_synced(status):
     source = f"file:{status.file}"
     good = status.file.read_text()
     metrics = status.ops_url("/metrics")
-    synced = f'muster_source_synced{{source="{source}"}} 1'
-    assert synced in requests.get(metrics, timeout=5).text
+    assert metric_value(requests.get(metrics, timeout=5).text, "muster_source_synced", source=source) == 1
     status.file.write_text(good + "[[instances]]\nnamespace = ")
     try:
         wait_until(lambda: "failing;" in requests.get(status.ops_url("/ui/sources"), timeout=5).text,
@@ -268,9 +267,9 @@ def test_sources_page_shows_each_source_synced(status):
     wait_until(lambda: "recovered;" in requests.get(status.ops_url("/ui/sources"), timeout=5).text,
                timeout=8, message="the file read again")
     text = requests.get(metrics, timeout=5).text
-    assert synced in text, text
-    last = re.search(rf'muster_source_last_sync_timestamp_seconds{{source="{re.escape(source)}"}} (\S+)', text)
-    assert last and abs(float(last.group(1)) - time.time()) < 10, last
+    assert metric_value(text, "muster_source_synced", source=source) == 1, text
+    last = metric_value(text, "muster_source_last_sync_timestamp_seconds", source=source)
+    assert last is not None and abs(last - time.time()) < 10, last
     screenshot(status.ops_url("/ui/sources"), "sources")
 
 

@@ -17,6 +17,8 @@ import dns.tsig
 import dns.tsigkeyring
 import pytest
 
+from harness import parse_metrics
+
 SECRET = base64.b64encode(b"muster transfer secret, 32 bytes").decode()
 KEY = ("transfer-key", SECRET)
 KEYRING = dns.tsigkeyring.from_text({KEY[0]: KEY[1]})
@@ -220,8 +222,6 @@ def test_a_flood_of_bad_packets_writes_a_few_log_lines(muster, monkeypatch):
     assert len(added) <= 3, f"{len(added)} lines for {sent} bad packets:\n" + "\n".join(added[:20])
     assert any("TSIG" in line for line in added), added
     metrics = m.get("/metrics").text
-    rejected = sum(
-        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("muster_dns_tsig_rejected_total{")
-    )
+    rejected = sum(s.value for s in parse_metrics(metrics) if s.name == "muster_dns_tsig_rejected_total")
     assert rejected >= 0.9 * sent / 2, metrics
     assert m.dns_query("web0.internal", "A", edns=False).rcode() == dns.rcode.NXDOMAIN, "still answering"
