@@ -69,7 +69,8 @@ const RCODES: [&str; 9] = [
 #[derive(Default)]
 pub struct DnsMetrics {
     queries: QueryCounts,
-    /// UDP answers sent truncated (TC) because they did not fit the client's payload size.
+    /// Answers sent empty with TC set: over UDP larger than the client's payload size,
+    /// over TCP not one record of them fitting a message.
     pub truncated: Counter,
     transfers: Family<KindLabels, Counter>,
     notifies: Family<ResultLabels, Counter>,
@@ -101,7 +102,7 @@ impl DnsMetrics {
         dns.register_collector(Box::new(self.queries.clone()));
         dns.register(
             "truncated",
-            "UDP answers sent with TC set",
+            "Answers sent with TC set (over UDP: larger than the client's payload size)",
             self.truncated.clone(),
         );
         dns.register(

@@ -73,7 +73,8 @@ impl Handler {
 
     /// Sends one response, with `opt` as its OPT record if given; over UDP, one that does
     /// not fit the client's payload size goes out empty with TC set; over TCP, one that
-    /// does not fit a message carries the answers that fit ([`fitting`]).
+    /// does not fit a message carries the answers that fit ([`fitting`]), or if none
+    /// does, goes out empty with TC set.
     pub(super) async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
@@ -98,6 +99,7 @@ impl Handler {
             );
             encoded(response).is_none_or(|bytes| overflowed(&bytes))
         };
+        let mut truncate = false;
         let trimmed;
         let (answers, additionals) = if request.protocol() != Protocol::Udp
             && whole(answers, additionals) > MAX_MESSAGE
@@ -106,6 +108,9 @@ impl Handler {
             let budget =
                 MAX_MESSAGE.saturating_sub(HEADER_LEN + request.queries.as_bytes().len() + opt_len);
             trimmed = fitting(answers, additionals, budget);
+            // Not one record fits (a forwarded answer of a type muster does not size): an
+            // empty answer would be a false NODATA, so it goes out empty with TC set.
+            truncate = trimmed.0.is_empty();
             (&trimmed.0, &trimmed.1)
         } else {
             (answers, additionals)
@@ -127,17 +132,16 @@ impl Handler {
                 None => MIN_UDP_PAYLOAD,
             };
             let limit = usize::from(limit);
-            if whole(answers, additionals) > limit
-                && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit
-            {
-                // Clients retry over TCP; an empty truncated message keeps its OPT, which a
-                // partly filled one could lose.
-                self.metrics.truncated.inc();
-                metadata.truncation = true;
-                let truncated = || self.builder_with(request, opt).build_no_records(metadata);
-                return send_signed(&mut response_handle, truncated, signer.as_mut(), request)
-                    .await;
-            }
+            truncate = whole(answers, additionals) > limit
+                && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit;
+        }
+        if truncate {
+            // Clients retry over TCP; an empty truncated message keeps its OPT, which a
+            // partly filled one could lose.
+            self.metrics.truncated.inc();
+            metadata.truncation = true;
+            let truncated = || self.builder_with(request, opt).build_no_records(metadata);
+            return send_signed(&mut response_handle, truncated, signer.as_mut(), request).await;
         }
         let response = || build(metadata);
         send_signed(&mut response_handle, response, signer.as_mut(), request).await
@@ -288,5 +292,60 @@ pub(super) async fn send<'a, R: ResponseHandler>(
             }
             .into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::{A, AAAA, SRV, TXT};
+
+    use super::*;
+
+    fn record(owner: &str, data: RData) -> Record {
+        Record::from_rdata(Name::from_str(owner).unwrap(), 5, data)
+    }
+
+    fn srv(target: &str) -> Record {
+        let target = Name::from_str(target).unwrap();
+        record("svc.ns.", RData::SRV(SRV::new(1, 1, 80, target)))
+    }
+
+    #[test]
+    fn each_answer_kept_keeps_its_glue_within_the_budget() {
+        let answers = [srv("a.svc.ns."), srv("b.svc.ns."), srv("c.svc.ns.")];
+        let glue = [
+            record("a.svc.ns.", RData::A(A::new(10, 0, 0, 1))),
+            record(
+                "a.svc.ns.",
+                RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+            ),
+            // b has no address: its SRV goes alone.
+            record("c.svc.ns.", RData::A(A::new(10, 0, 0, 3))),
+        ];
+        let [answers, glue] = [&answers[..], &glue[..]].map(|r| r.iter().collect::<Vec<_>>());
+        let size = |records: &[&Record]| records.iter().map(|r| record_len_bound(r)).sum::<usize>();
+        let all = size(&answers) + size(&glue);
+        assert_eq!(
+            fitting(&answers, &glue, all),
+            (answers.clone(), glue.clone())
+        );
+        // One byte short of c and its glue: a and b, with a's glue.
+        let (kept, kept_glue) = fitting(&answers, &glue, all - 1);
+        assert_eq!(
+            (kept, kept_glue),
+            (answers[..2].to_vec(), glue[..2].to_vec())
+        );
+        // Short of a's glue: nothing (an answer never goes without its glue).
+        let first = size(&answers[..1]) + size(&glue[..2]);
+        assert_eq!(fitting(&answers, &glue, first - 1), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_record_muster_does_not_size_is_not_kept() {
+        let txt = record("t.example.", RData::TXT(TXT::new(vec!["x".into()])));
+        assert_eq!(fitting(&[&txt], &[], 60_000), (vec![], vec![]));
     }
 }
