@@ -5,19 +5,19 @@
 //! change it is the registry's ([`super::instances`]).
 //!
 //! Most services hold a few instances, and a snapshot holds every service: a persistent
-//! B-tree (`imbl::OrdMap`, 64 slots a leaf) cost ~1.8 KiB for a service of 10, plus an
-//! `Arc<str>` key repeating each instance's id. Up to [`LARGE`] instances the map is a
-//! sorted boxed slice of the instances themselves, keyed by their own [`Instance::id`]
-//! (16 bytes an instance: the pointer and the id's first bytes, see [`Entry`]); a change
-//! copies it whole, which up to that size costs less
-//! than copying a B-tree's leaf and path. Above it, the map is the B-tree, so a change to
-//! a service of thousands copies one leaf; it turns back into a slice at [`SMALL`] or
+//! B-tree (`imbl::OrdMap`, 64 slots a leaf) cost ~1.8 KiB for a service of 10. Up to
+//! [`LARGE`] instances the map is a sorted boxed slice of the instances themselves (16
+//! bytes an instance: the pointer and the id's first bytes, see [`Entry`]); a change
+//! copies it whole, which up to that size costs less than copying a B-tree's leaf and
+//! path. Above it, the map is a B-tree set of the instances ([`ById`]), so a change to a
+//! service of thousands copies one leaf; it turns back into a slice at [`SMALL`] or
 //! fewer, not at `LARGE`, so a service that hovers at the boundary does not convert at
-//! every change.
+//! every change. Both are keyed by each instance's own [`Instance::id`]: no copy of it.
 //!
-//! Ids compare as their bytes (`WEB` and `web` are two instances), as the `Arc<str>` keys
-//! of the B-tree did; a source that matches ids without case lowercases them first.
+//! Ids compare as their bytes (`WEB` and `web` are two instances); a source that matches
+//! ids without case lowercases them first.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::iter::Peekable;
@@ -31,7 +31,7 @@ const LARGE: usize = 128;
 /// At this many or fewer, a B-tree turns back into a slice.
 const SMALL: usize = LARGE / 2;
 
-type Tree = imbl::OrdMap<Arc<str>, Arc<Instance>>;
+type Tree = imbl::OrdSet<ById>;
 
 /// One service's instances, by id, in id order. Cloning is cheap for a B-tree (shared
 /// nodes) and a copy of at most [`LARGE`] pointers for a slice.
@@ -70,7 +70,7 @@ impl InstanceMap {
     pub fn get(&self, id: &str) -> Option<&Arc<Instance>> {
         match &self.0 {
             Repr::Slice(slice) => find(slice, id).ok().map(|at| &slice[at].instance),
-            Repr::Tree(tree) => tree.get(id),
+            Repr::Tree(tree) => tree.get(id).map(|entry| &entry.0),
         }
     }
 
@@ -92,19 +92,13 @@ impl InstanceMap {
                     None
                 }
                 Err(_) => {
-                    let mut tree: Tree = (slice.iter())
-                        .map(|e| (key(&e.instance), e.instance.clone()))
-                        .collect();
-                    tree.insert(key(&instance), instance);
+                    let mut tree: Tree = (slice.iter()).map(|e| ById(e.instance.clone())).collect();
+                    tree.insert(ById(instance));
                     self.0 = Repr::Tree(tree);
                     None
                 }
             },
-            Repr::Tree(tree) => match tree.get_mut(instance.id.as_str()) {
-                // The key stays: no new copy of the id's text for a replacement.
-                Some(old) => Some(std::mem::replace(old, instance)),
-                None => tree.insert(key(&instance), instance),
-            },
+            Repr::Tree(tree) => tree.insert(ById(instance)).map(|old| old.0),
         }
     }
 
@@ -121,9 +115,10 @@ impl InstanceMap {
             Repr::Tree(tree) => {
                 let old = tree.remove(id)?;
                 if tree.len() <= SMALL {
-                    self.0 = Repr::Slice(tree.values().cloned().map(Entry::new).collect());
+                    let slice = tree.iter().map(|entry| Entry::new(entry.0.clone()));
+                    self.0 = Repr::Slice(slice.collect());
                 }
-                Some(old)
+                Some(old.0)
             }
         }
     }
@@ -132,7 +127,7 @@ impl InstanceMap {
     pub fn values(&self) -> Values<'_> {
         Values(match &self.0 {
             Repr::Slice(slice) => ValuesRepr::Slice(slice.iter()),
-            Repr::Tree(tree) => ValuesRepr::Tree(tree.values()),
+            Repr::Tree(tree) => ValuesRepr::Tree(tree.iter()),
         })
     }
 
@@ -197,8 +192,36 @@ fn find(slice: &[Entry], id: &str) -> Result<usize, usize> {
     slice.binary_search_by(|e| (e.prefix.cmp(&wanted)).then_with(|| e.instance.id.as_str().cmp(id)))
 }
 
-fn key(instance: &Instance) -> Arc<str> {
-    instance.id.as_str().into()
+/// An instance of a B-tree map, ordered and found by its own id. The tree's inner
+/// nodes keep copies of some keys as separators: each can keep a replaced version of its
+/// instance alive until that node is next copied, at most one per leaf.
+#[derive(Clone)]
+struct ById(Arc<Instance>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.id.as_str().cmp(other.0.id.as_str())
+    }
 }
 
 /// The instances of an [`InstanceMap`] in id order.
@@ -206,7 +229,7 @@ pub struct Values<'a>(ValuesRepr<'a>);
 
 enum ValuesRepr<'a> {
     Slice(std::slice::Iter<'a, Entry>),
-    Tree(imbl::ordmap::Values<'a, Arc<str>, Arc<Instance>, imbl::shared_ptr::DefaultSharedPtr>),
+    Tree(imbl::ordset::Iter<'a, ById, imbl::shared_ptr::DefaultSharedPtr>),
 }
 
 impl<'a> Iterator for Values<'a> {
@@ -215,7 +238,7 @@ impl<'a> Iterator for Values<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             ValuesRepr::Slice(it) => it.next().map(|e| &e.instance),
-            ValuesRepr::Tree(it) => it.next(),
+            ValuesRepr::Tree(it) => it.next().map(|entry| &entry.0),
         }
     }
 
