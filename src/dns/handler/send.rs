@@ -1,5 +1,6 @@
-//! Sending a response: its header and OPT record, the UDP size limit (an answer that does
-//! not fit goes out empty with TC set), and the TSIG of a signed request's answer.
+//! Sending a response: its header and OPT record, the size limits (over UDP an answer
+//! that does not fit goes out empty with TC set; over TCP one larger than a message
+//! carries the records that fit), and the TSIG of a signed request's answer.
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
@@ -171,10 +172,10 @@ fn overflowed(message: &[u8]) -> bool {
 
 /// "All that fit" (`max_answers = 0`) over TCP, for an answer no message can hold (a
 /// service of a few thousand instances answered whole): the answers in their random
-/// order, each with its glue, while their uncompressed size (which is what hickory
-/// writes here) fits `budget`. hickory, asked to encode more than a message holds, sent
-/// a malformed one. The glue follows its SRV record in `additionals`, as
-/// [`answer`](crate::dns::answer::answer) puts it.
+/// order, each with its glue, while their uncompressed size fits `budget` (a bound: the
+/// message hickory then encodes, compressing owner names, surely fits). hickory, asked
+/// to encode more than a message holds, sent a malformed one. The glue follows its SRV
+/// record in `additionals`, as [`answer`](crate::dns::answer::answer) puts it.
 fn fitting<'r>(
     answers: &[&'r Record],
     additionals: &[&'r Record],
