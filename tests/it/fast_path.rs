@@ -448,6 +448,66 @@ async fn fast_and_full_paths_answer_alike() {
     }
 }
 
+/// A and AAAA answers are sized exactly on the fast path: at every payload size from 512
+/// to 1,232 bytes it answers `big` whole or truncated exactly where the full path cuts,
+/// with and without an NSID option in the OPT, and hands off only the few sizes where
+/// the full path's longer first owner alone makes the difference.
+#[tokio::test(flavor = "multi_thread")]
+async fn address_answers_are_cut_at_the_same_byte_on_both_paths() {
+    let view = zone().await;
+    let handler = handler(&view, Arc::new(DnsMetrics::default()), None).with_nsid(NSID);
+    let settings = Settings {
+        max_udp_payload: MAX_UDP_PAYLOAD,
+        recursion_available: false,
+        over_tcp: false,
+        nsid: NSID,
+        zones: &NO_ZONES,
+    };
+    let zone = view.load();
+    let universe = universe(&zone);
+    let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
+    let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let (mut out, mut whole, mut truncated, mut handed_off) = (Vec::new(), 0, 0, 0);
+    for payload in 512..=MAX_UDP_PAYLOAD {
+        for (qtype, options) in [(1, vec![]), (28, vec![]), (1, vec![(3, vec![])])] {
+            let ask = Ask {
+                name: "big.sub.example".to_owned(),
+                qtype,
+                class: 1,
+                edns: Some((payload, false)),
+                options,
+                flags: [1, 0],
+            };
+            let packet = ask.bytes(payload);
+            let outcome = respond(&zone, &packet, src.ip(), settings, &mut scratch, &mut out);
+            let full = full_path(&handler, packet.clone(), src, Protocol::Udp)
+                .await
+                .expect("the full path answers");
+            let Handling::Answered { truncated: cut, .. } = outcome else {
+                // Only where the full path's one longer owner tips the answer over.
+                let metadata = Message::from_vec(&full).unwrap().metadata;
+                assert!(
+                    metadata.truncation,
+                    "type {qtype} at {payload} bytes: handed off"
+                );
+                handed_off += 1;
+                continue;
+            };
+            if let Err(why) = compare(&packet, &out, &full, &universe) {
+                panic!("type {qtype} at {payload} bytes: {why}");
+            }
+            if cut {
+                truncated += 1;
+            } else {
+                whole += 1;
+            }
+        }
+    }
+    assert!(whole > 0 && truncated > 0, "{whole} whole, {truncated} cut");
+    // `big.sub.example` is 17 bytes: 15 more than a pointer, in each of three shapes.
+    assert!(handed_off <= 3 * 15, "{handed_off} handed off");
+}
+
 /// Over TCP both paths answer in full whatever the client's payload size: the fast path
 /// answers what does not fit a UDP payload, exactly as the full path does over TCP.
 #[tokio::test(flavor = "multi_thread")]

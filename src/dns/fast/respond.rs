@@ -25,8 +25,10 @@ use crate::dns::answer::{Pick, Plan, plan};
 use crate::dns::locality::{ClientZones, Subnet};
 use crate::dns::qname::QueryName;
 use crate::dns::service_index::prefetch;
-use crate::dns::service_records::ServiceRecords;
-use crate::dns::wire::{MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER};
+use crate::dns::service_records::{PickKind, ServiceRecords};
+use crate::dns::wire::{
+    HEADER_LEN, MAX_POINTER_OFFSET, MIN_UDP_PAYLOAD, OPT_LEN, QUESTION_POINTER,
+};
 use crate::dns::zone::{NamespaceRecords, ZoneSnapshot};
 
 const FLAG_QR: u8 = 0x80;
@@ -232,6 +234,11 @@ pub fn respond(
     let opt_len = query
         .edns
         .map_or(0, |_| OPT_LEN + nsid_option_len + echo_len);
+    // Room for A and AAAA records as the full path writes them (see `put_pick`): it
+    // writes the first answer's owner name in full, then points at it; ours all point at
+    // the question.
+    let first_owner = (query.question_end - HEADER_LEN - 4).saturating_sub(2);
+    let room = limit.saturating_sub(query.question_end + opt_len + first_owner);
     out.clear();
     out.extend_from_slice(&packet[..query.question_end]);
     let (rcode, counts, truncated) = match plan {
@@ -262,7 +269,7 @@ pub fn respond(
         {
             (ResponseCode::NoError, [0, 0, 0], true)
         }
-        Plan::Pick(pick) => match put_pick(&pick, budget, scratch, out) {
+        Plan::Pick(pick) => match put_pick(&pick, [budget, room], scratch, out) {
             Some(counts) => (ResponseCode::NoError, counts, false),
             None => return Handling::HandOff,
         },
@@ -325,27 +332,34 @@ fn put_client_subnet(subnet: Subnet, scope: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&octets[start..start + covered]);
 }
 
-/// Writes a random pick's answers (and glue) if their size bound fits `budget`; returns
-/// the answer, authority and additional counts.
+/// Writes a random pick's answers (and glue) if they fit; returns the answer, authority
+/// and additional counts. A and AAAA records have one size each (16 and 28 bytes with
+/// the owner a pointer), so their exact size must fit `room`, which counts the full
+/// path's one longer owner; other records, which the full path may lay out otherwise,
+/// go by their size bound, which must fit `budget`.
 fn put_pick(
     pick: &Pick<'_>,
-    budget: usize,
+    [budget, room]: [usize; 2],
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Option<[u16; 3]> {
-    // Every record's bound is at least 16 bytes: reject hopeless picks before sampling.
-    if pick.wanted * 16 > budget {
+    let exact = matches!(pick.kind, PickKind::A | PickKind::Aaaa);
+    // A and AAAA records all have one size, which `least_len` counts; every other
+    // record's bound is at least 16 bytes. Hopeless picks go before sampling.
+    if exact && pick.least_len() > room || !exact && pick.wanted.saturating_mul(16) > budget {
         return None;
     }
     let records = pick.records;
     pick.choose(&mut scratch.rng, &mut scratch.chosen, &mut scratch.sorted);
-    let size: usize = scratch
-        .chosen
-        .iter()
-        .map(|&n| pick.candidates[n].bound())
-        .sum();
-    if size > budget {
-        return None;
+    if !exact {
+        let size: usize = scratch
+            .chosen
+            .iter()
+            .map(|&n| pick.candidates[n].bound())
+            .sum();
+        if size > budget {
+            return None;
+        }
     }
     scratch.targets.clear();
     for &n in &scratch.chosen {
