@@ -8,7 +8,8 @@
 //! configured payload size with DO copied and NSID when asked for, as the full path does.
 //!
 //! Sizes follow the full path's rule: a response is answered here only if its
-//! uncompressed size bound fits the client's payload (over TCP, a whole message). A UDP
+//! uncompressed size bound fits the client's payload (over TCP, a whole message), or for
+//! A and AAAA records its exact size as the full path encodes it. A UDP
 //! pick that cannot fit even at its smallest encoding gets the full path's truncated
 //! response here (no records, TC set), without building it; one that might fit goes to
 //! the full path, which encodes it to find out.
