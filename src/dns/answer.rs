@@ -120,9 +120,10 @@ impl<'z> Pick<'z> {
         }
     }
 
-    /// The fewest bytes the pick's answer records take in any encoding: each owner
-    /// compressed to a pointer (2), type, class, TTL and length (10), then the least
-    /// data of its type (an SRV target at least a pointer); glue not counted.
+    /// The fewest bytes the pick's records take in any encoding: each owner compressed to
+    /// a pointer (2), type, class, TTL and length (10), then the least data of its type
+    /// (an SRV target at least a pointer). When every candidate is answered, so is all
+    /// their glue, which counts too (owners as pointers: as the fast path packs it).
     pub fn least_len(&self) -> usize {
         let record = match self.kind {
             PickKind::A => 16,
@@ -130,7 +131,15 @@ impl<'z> Pick<'z> {
             PickKind::Srv | PickKind::SrvAlias | PickKind::Named(_) => 20,
             PickKind::Cname => 14,
         };
-        self.wanted.saturating_mul(record)
+        let answers = self.wanted.saturating_mul(record);
+        if !self.has_glue() || self.wanted < self.candidates.len() {
+            return answers;
+        }
+        let glue = self
+            .candidates
+            .iter()
+            .flat_map(|c| self.records.packed_glue(c));
+        answers.saturating_add(glue.map(<[u8]>::len).sum())
     }
 
     /// Whether answers carry glue (SRV targets' addresses).
