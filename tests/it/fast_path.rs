@@ -400,6 +400,17 @@ fn answered(outcomes: &HashMap<String, usize>) -> usize {
         .sum()
 }
 
+/// The fast path's settings over UDP, as [`handler`]'s are, answering NSID with `nsid`.
+fn udp_settings(nsid: &[u8]) -> Settings<'_> {
+    Settings {
+        max_udp_payload: MAX_UDP_PAYLOAD,
+        recursion_available: false,
+        over_tcp: false,
+        nsid,
+        zones: &NO_ZONES,
+    }
+}
+
 /// A handler on `view` without transfers.
 fn handler(
     view: &PublishedZone,
@@ -420,13 +431,7 @@ async fn fast_and_full_paths_answer_alike() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
     let handler = handler(&view, metrics, None).with_nsid(NSID);
-    let settings = Settings {
-        max_udp_payload: MAX_UDP_PAYLOAD,
-        recursion_available: false,
-        over_tcp: false,
-        nsid: NSID,
-        zones: &NO_ZONES,
-    };
+    let settings = udp_settings(NSID);
     let outcomes = differ(&view, &handler, settings, QUERIES, true).await;
     assert!(
         answered(&outcomes) > QUERIES / 2,
@@ -456,13 +461,7 @@ async fn fast_and_full_paths_answer_alike() {
 async fn address_answers_are_cut_at_the_same_byte_on_both_paths() {
     let view = zone().await;
     let handler = handler(&view, Arc::new(DnsMetrics::default()), None).with_nsid(NSID);
-    let settings = Settings {
-        max_udp_payload: MAX_UDP_PAYLOAD,
-        recursion_available: false,
-        over_tcp: false,
-        nsid: NSID,
-        zones: &NO_ZONES,
-    };
+    let settings = udp_settings(NSID);
     let zone = view.load();
     let universe = universe(&zone);
     let mut scratch = Scratch::new(SmallRng::seed_from_u64(7));
@@ -515,13 +514,7 @@ async fn fast_and_full_paths_answer_alike_over_tcp() {
     let view = zone().await;
     let metrics = Arc::new(DnsMetrics::default());
     let handler = handler(&view, metrics, None);
-    let udp = Settings {
-        max_udp_payload: MAX_UDP_PAYLOAD,
-        recursion_available: false,
-        over_tcp: false,
-        nsid: b"",
-        zones: &NO_ZONES,
-    };
+    let udp = udp_settings(b"");
     let tcp = Settings {
         over_tcp: true,
         ..udp
@@ -555,11 +548,8 @@ async fn a_forwarding_server_sets_ra_on_both_paths() {
     let metrics = Arc::new(DnsMetrics::default());
     let handler = handler(&view, metrics, forwarder);
     let settings = Settings {
-        max_udp_payload: MAX_UDP_PAYLOAD,
         recursion_available: true,
-        over_tcp: false,
-        nsid: b"",
-        zones: &NO_ZONES,
+        ..udp_settings(b"")
     };
     let outcomes = differ(&view, &handler, settings, QUERIES / 4, false).await;
     assert!(answered(&outcomes) > QUERIES / 8);
@@ -594,11 +584,8 @@ async fn a_cname_service_answers_one_cname_for_every_type() {
         let packet = ask.bytes(n as u16);
         for over_tcp in [false, true] {
             let settings = Settings {
-                max_udp_payload: MAX_UDP_PAYLOAD,
-                recursion_available: false,
                 over_tcp,
-                nsid: b"",
-                zones: &NO_ZONES,
+                ..udp_settings(b"")
             };
             let outcome = respond(&zone, &packet, LOCALHOST, settings, &mut scratch, &mut out);
             assert!(
