@@ -259,19 +259,20 @@ pub fn respond(
             rr.put_with_owner_at(out, QUESTION_POINTER);
             (ResponseCode::NoError, [1, 0, 0], false)
         }
-        // What the full path would encode only to find it too large: a client asking
-        // for a large service whole must not cost as much as building its answer.
-        Plan::Pick(pick)
-            if !settings.over_tcp
+        Plan::Pick(pick) => match put_pick(&pick, [budget, room], scratch, out) {
+            Some(counts) => (ResponseCode::NoError, counts, false),
+            // What the full path would encode only to find it too large: a client asking
+            // for a large service whole must not cost as much as building its answer.
+            // Asked only of what does not fit here, so answers that do pay nothing more.
+            None if !settings.over_tcp
                 && pick
                     .least_len()
                     .saturating_add(query.question_end + opt_len)
                     > limit =>
-        {
-            (ResponseCode::NoError, [0, 0, 0], true)
-        }
-        Plan::Pick(pick) => match put_pick(&pick, [budget, room], scratch, out) {
-            Some(counts) => (ResponseCode::NoError, counts, false),
+            {
+                out.truncate(query.question_end);
+                (ResponseCode::NoError, [0, 0, 0], true)
+            }
             None => return Handling::HandOff,
         },
     };
