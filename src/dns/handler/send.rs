@@ -90,21 +90,16 @@ impl Handler {
             let records = answers.iter().chain(authorities).chain(additionals);
             size_bound(records, request) + opt_len
         };
-        let overflows = |answers: &Vec<&Record>, additionals: &Vec<&Record>| {
-            let response = self.builder_with(request, opt).build(
-                metadata,
-                answers.iter().copied(),
-                authorities.iter().copied(),
-                [],
-                additionals.iter().copied(),
-            );
-            encoded(response).is_none_or(|bytes| overflowed(&bytes))
-        };
         let mut truncate = false;
         let trimmed;
         let (answers, additionals) = if request.protocol() != Protocol::Udp
             && whole(answers, additionals) > MAX_MESSAGE
-            && overflows(answers, additionals)
+            && encoded(with_records(
+                self.builder_with(request, opt),
+                metadata,
+                [answers, authorities, additionals],
+            ))
+            .is_none_or(|message| overflowed(&message))
         {
             let budget =
                 MAX_MESSAGE.saturating_sub(HEADER_LEN + request.queries.as_bytes().len() + opt_len);
@@ -116,15 +111,6 @@ impl Handler {
         } else {
             (answers, additionals)
         };
-        let build = |metadata| {
-            self.builder_with(request, opt).build(
-                metadata,
-                answers.iter().copied(),
-                authorities.iter().copied(),
-                [],
-                additionals.iter().copied(),
-            )
-        };
         if request.protocol() == Protocol::Udp {
             let limit = match &request.edns {
                 Some(edns) => edns
@@ -134,7 +120,13 @@ impl Handler {
             };
             let limit = usize::from(limit);
             truncate = whole(answers, additionals) > limit
-                && encoded(build(metadata)).map_or(usize::MAX, |bytes| bytes.len()) > limit;
+                && encoded(with_records(
+                    self.builder_with(request, opt),
+                    metadata,
+                    [answers, authorities, additionals],
+                ))
+                .map_or(usize::MAX, |bytes| bytes.len())
+                    > limit;
         }
         if truncate {
             // Clients retry over TCP; an empty truncated message keeps its OPT, which a
@@ -144,7 +136,10 @@ impl Handler {
             let truncated = || self.builder_with(request, opt).build_no_records(metadata);
             return send_signed(&mut response_handle, truncated, signer.as_mut(), request).await;
         }
-        let response = || build(metadata);
+        let response = || {
+            let builder = self.builder_with(request, opt);
+            with_records(builder, metadata, [answers, authorities, additionals])
+        };
         send_signed(&mut response_handle, response, signer.as_mut(), request).await
     }
 }
@@ -159,6 +154,28 @@ pub(in crate::dns) fn response_metadata(request: &Metadata) -> Metadata {
 
 pub(super) fn refs(records: &[Record]) -> Vec<&Record> {
     records.iter().collect()
+}
+
+/// The response `builder` makes with these answers, authorities and additionals.
+fn with_records<'q, 'a>(
+    builder: MessageResponseBuilder<'q>,
+    metadata: Metadata,
+    [answers, authorities, additionals]: [&'a [&'a Record]; 3],
+) -> MessageResponse<
+    'q,
+    'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+> {
+    builder.build(
+        metadata,
+        answers.iter().copied(),
+        authorities.iter().copied(),
+        [],
+        additionals.iter().copied(),
+    )
 }
 
 /// The largest DNS message (over TCP, RFC 1035 4.2.2).
